@@ -1,0 +1,90 @@
+//! Command-line interface of `glass` (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Glass: network emulation and latency test harness for live streaming.
+///
+/// Glass puts a deterministic impairment engine (loss, jitter, delay, rate
+/// limits, queues, outages, cellular traces) between a publisher, a media
+/// server and a player, and measures what each streaming protocol does with it.
+#[derive(Debug, Parser)]
+#[command(name = "glass", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and verify impairment profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Run a profile on synthetic packets in virtual time and compare what it
+    /// did with what it was asked: loss rate and burst length, delay mean,
+    /// spread and percentiles, throughput, queue drops.
+    ///
+    /// PROFILE is a preset name (see `glass profile list`), a TOML file, or a
+    /// quoted netem line such as "delay 40ms 5ms distribution normal loss
+    /// gemodel 1% 30%". Nothing is sent on any network.
+    Check(CheckArgs),
+    /// List the built-in presets.
+    List,
+    /// Print a profile as TOML (a preset's file with its sources, or a netem
+    /// line translated), to copy and edit.
+    Show {
+        /// Preset name, TOML file or quoted netem line.
+        profile: String,
+    },
+}
+
+#[derive(Debug, Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    Uplink,
+    Downlink,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Preset name, TOML file or quoted netem line.
+    pub profile: String,
+
+    /// Synthetic packets to push through each direction (at most 100 million).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub packets: u64,
+
+    /// Seed of the run; the same seed gives the same decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Size of each synthetic packet in bytes.
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub size: u32,
+
+    /// Offered load as a multiple of the bottleneck's capacity (above 1 fills
+    /// the queue). Profiles without a rate limit get 10 Mbit/s.
+    #[arg(long, default_value_t = 0.8)]
+    pub load: f64,
+
+    /// Which direction(s) of a two-way profile to check.
+    #[arg(long, value_enum, default_value_t = DirectionArg::Both)]
+    pub direction: DirectionArg,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}

@@ -1,0 +1,8 @@
+//! Glass's scenario runner and command-line tool.
+//!
+//! `main.rs` only parses arguments ([`cli`]) and dispatches to a command
+//! module; each command returns an error instead of exiting, so the binary's
+//! edge decides how to print it.
+
+pub mod cli;
+pub mod profile_cmd;

@@ -1,0 +1,33 @@
+//! The `glass` binary: parse arguments, set up logging, run a command, and
+//! turn an error into a message and a non-zero exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use harness::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match &cli.command {
+        Command::Profile(cmd) => harness::profile_cmd::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("glass: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

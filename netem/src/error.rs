@@ -1,0 +1,96 @@
+//! Error types of the netem crate.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// A value that does not parse as the unit it should have.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[error("\"{input}\": {reason}")]
+pub struct UnitError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl UnitError {
+    pub fn new(input: &str, reason: &str) -> Self {
+        UnitError {
+            input: input.trim().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Anything wrong with an impairment profile: its file, its syntax or its values.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A value out of range or inconsistent with another; `field` is the dotted
+    /// path of the offending field, e.g. `loss.p`.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+
+    /// TOML syntax or a type error; the message carries line, column and field.
+    #[error("{0}")]
+    Toml(String),
+
+    /// A netem one-line profile that `tc` would not accept (or Glass refuses).
+    #[error("netem line, at \"{token}\": {reason}")]
+    NetemLine { token: String, reason: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A field error with the file and line it came from.
+    #[error("{origin}, line {line}: {source}")]
+    Located {
+        origin: String,
+        line: usize,
+        #[source]
+        source: Box<ConfigError>,
+    },
+
+    /// The same error, with the file it came from.
+    #[error("{path}: {source}")]
+    InFile {
+        path: String,
+        #[source]
+        source: Box<ConfigError>,
+    },
+
+    #[error(
+        "\"{0}\" is not a preset, a file, or a netem line (presets: {presets})",
+        presets = crate::presets::names().join(", ")
+    )]
+    UnknownProfile(String),
+}
+
+impl ConfigError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Prefixes the field path with the enclosing table, e.g. `uplink.` + `loss.p`.
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            ConfigError::Invalid { field, reason } => ConfigError::Invalid {
+                field: format!("{prefix}.{field}"),
+                reason,
+            },
+            other => other,
+        }
+    }
+
+    pub fn in_file(self, path: impl Into<String>) -> Self {
+        ConfigError::InFile {
+            path: path.into(),
+            source: Box::new(self),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Ground truth: counters of every decision, and an optional event log.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::packet::PacketId;
+use crate::time::Time;
+
+/// What happened to packets in one link direction. Every packet pushed or
+/// duplicated ends as exactly one of: delivered, a drop, or still in flight:
+/// `pushed + duplicated = delivered + dropped() + in_flight`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub pushed: u64,
+    pub bytes_pushed: u64,
+    /// Dropped by the loss model.
+    pub dropped_loss: u64,
+    /// Runs of consecutive packets dropped by the loss model.
+    pub loss_bursts: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    /// Dropped because the bottleneck queue was full.
+    pub dropped_queue: u64,
+    /// Dropped by CoDel.
+    pub dropped_aqm: u64,
+    /// Dropped by an outage in drop mode.
+    pub dropped_outage: u64,
+    /// Sent ahead of the delay by netem's reorder rule.
+    pub reordered: u64,
+    pub delivered: u64,
+    pub bytes_delivered: u64,
+    /// Delivered after a packet pushed later (jitter or the reorder rule).
+    pub delivered_out_of_order: u64,
+}
+
+impl Counters {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_loss + self.dropped_queue + self.dropped_aqm + self.dropped_outage
+    }
+}
+
+/// One decision about one packet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Time,
+    pub packet: PacketId,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    Pushed {
+        bytes: u64,
+    },
+    Lost,
+    Duplicated {
+        copy: PacketId,
+    },
+    Corrupted {
+        bit: u64,
+    },
+    DroppedQueue,
+    DroppedAqm,
+    DroppedOutage,
+    /// Sent ahead of the delay by the reorder rule.
+    SentEarly,
+    Delivered {
+        delay: Duration,
+    },
+}
+
+/// A bounded event log: a caller that never drains it loses the oldest events
+/// (and can see how many), never memory.
+#[derive(Debug)]
+pub(crate) struct EventLog {
+    buf: VecDeque<Event>,
+    cap: usize,
+    pub(crate) overflowed: u64,
+}
+
+impl EventLog {
+    pub(crate) fn new(cap: usize) -> Self {
+        EventLog {
+            buf: VecDeque::new(),
+            cap: cap.max(1),
+            overflowed: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, at: Time, packet: PacketId, kind: EventKind) {
+        if self.buf.len() == self.cap {
+            self.buf.pop_front();
+            self.overflowed += 1;
+        }
+        self.buf.push_back(Event { at, packet, kind });
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        self.buf.pop_front()
+    }
+}

@@ -1,0 +1,4 @@
+//! Turning Glass's results into what people and machines read: text tables,
+//! JSON, and (with the runner) CSV, plots and HTML.
+
+pub mod profile_check;
