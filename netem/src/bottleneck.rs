@@ -180,17 +180,26 @@ impl<T> Bottleneck<T> {
     /// A packet of `bytes` arrives at `now` (after `advance(now)`).
     #[inline]
     pub fn enqueue(&mut self, now: Time, item: T, bytes: u64, out: &mut impl FnMut(Departure<T>)) {
-        // Fast path: an idle unlimited link with no outage passes at once.
-        if matches!(self.capacity, Capacity::Unlimited)
-            && self.outage.is_none()
-            && self.queue.is_empty()
-        {
-            out(Departure::Sent {
-                item,
-                start: now,
-                finish: now,
-            });
-            return;
+        // Fast path: an idle link with an empty queue and no outage starts
+        // the packet at once, exactly as a push and a dequeue would.
+        if self.queue.is_empty() && self.outage.is_none() && self.busy_until <= now {
+            let finish = match &self.capacity {
+                Capacity::Unlimited => Some(now),
+                Capacity::Rate(r) => Some(now + r.transmit_time(bytes + self.overhead)),
+                Capacity::Trace(_) => None,
+            };
+            if let Some(finish) = finish {
+                if let Some(codel) = &mut self.codel {
+                    codel.on_direct_send();
+                }
+                self.busy_until = finish;
+                out(Departure::Sent {
+                    item,
+                    start: now,
+                    finish,
+                });
+                return;
+            }
         }
         if self.would_overflow(bytes) {
             out(Departure::Dropped {
@@ -222,7 +231,16 @@ impl<T> Bottleneck<T> {
     }
 
     /// Starts every transmission whose start instant is at or before `until`.
+    #[inline]
     pub fn advance(&mut self, until: Time, out: &mut impl FnMut(Departure<T>)) {
+        // The common case on a link that keeps up: nothing waits.
+        if self.queue.is_empty() {
+            return;
+        }
+        self.serve(until, out);
+    }
+
+    fn serve(&mut self, until: Time, out: &mut impl FnMut(Departure<T>)) {
         while let Some(start) = self.next_start() {
             if start > until {
                 break;

@@ -69,7 +69,11 @@ pub struct Requested {
 pub struct Realised {
     /// Packets dropped by the loss model / packets that met it.
     pub loss_rate: f64,
+    /// Half-width of the loss rate's 95 % confidence interval.
+    pub loss_rate_ci95: f64,
     pub mean_burst: f64,
+    /// Half-width of the mean burst length's 95 % confidence interval.
+    pub mean_burst_ci95: f64,
     pub delay_mean_ms: f64,
     pub delay_std_ms: f64,
     pub delay_p50_ms: f64,
@@ -216,8 +220,15 @@ pub fn run_with_progress(
             last_release = last_release.max(d.released_at);
         }
     };
+    // Loss counters at the end of each of BATCHES equal slices of the run.
+    let batch_len = (opts.packets / BATCHES as u64).max(1);
+    let mut batches: Vec<(u64, u64)> = Vec::with_capacity(BATCHES + 1);
     let mut t = Time::ZERO;
     for i in 0..opts.packets {
+        if i % batch_len == 0 {
+            let c = pipe.counters();
+            batches.push((c.dropped_loss, c.loss_bursts));
+        }
         t = Time::from_nanos((interval.as_nanos() as u64).saturating_mul(i));
         while let Some(due) = pipe.poll_timeout().filter(|due| *due < t) {
             drain(&mut pipe, due);
@@ -234,6 +245,8 @@ pub fn run_with_progress(
         drain(&mut pipe, due);
     }
     let counters = pipe.counters().clone();
+    batches.push((counters.dropped_loss, counters.loss_bursts));
+    let (loss_rate_ci95, mean_burst_ci95) = loss_confidence(&batches, batch_len);
 
     delays.sort_unstable();
     let n = delays.len().max(1) as f64;
@@ -262,6 +275,8 @@ pub fn run_with_progress(
         } else {
             0.0
         },
+        loss_rate_ci95,
+        mean_burst_ci95,
         mean_burst: if counters.loss_bursts > 0 {
             counters.dropped_loss as f64 / counters.loss_bursts as f64
         } else {
@@ -293,6 +308,37 @@ pub fn run_with_progress(
         realised,
         notes,
     }
+}
+
+/// Batches for the confidence intervals: enough for a t-quantile near the
+/// normal one, few enough that each batch spans many loss bursts.
+const BATCHES: usize = 20;
+
+/// 95 % half-widths of the loss rate and the mean burst by batch means: the
+/// run is cut into equal slices, each slice's figure is one observation, and
+/// the spread of the slices gives the standard error. This holds for the
+/// correlated Markov models too, as long as a slice is much longer than a
+/// burst. Student's t with 19 degrees of freedom: 2.093.
+fn loss_confidence(cumulative: &[(u64, u64)], batch_len: u64) -> (f64, f64) {
+    let (mut rates, mut bursts) = (Vec::new(), Vec::new());
+    for w in cumulative.windows(2) {
+        let lost = (w[1].0 - w[0].0) as f64;
+        let runs = (w[1].1 - w[0].1) as f64;
+        rates.push(lost / batch_len as f64);
+        if runs > 0.0 {
+            bursts.push(lost / runs);
+        }
+    }
+    let half_width = |v: &[f64]| {
+        if v.len() < 2 {
+            return f64::NAN;
+        }
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+        2.093 * (var / n).sqrt()
+    };
+    (half_width(&rates), half_width(&bursts))
 }
 
 fn notes(profile: &Profile, req: &Requested, got: &Realised, offered_bps: f64) -> Vec<String> {
@@ -357,8 +403,16 @@ mod tests {
         };
         let r = check("loss gemodel 1% 30%", &opts);
         let want = r.requested.loss_rate.unwrap();
-        assert!((r.realised.loss_rate - want).abs() < 0.1 * want, "{r:?}");
-        assert!((r.realised.mean_burst - r.requested.mean_burst.unwrap()).abs() < 0.1 * 3.33);
+        let g = &r.realised;
+        assert!((g.loss_rate - want).abs() < 0.1 * want, "{r:?}");
+        assert!((g.mean_burst - r.requested.mean_burst.unwrap()).abs() < 0.1 * 3.33);
+        // The intervals are informative (narrow) and cover the truth here.
+        assert!(
+            g.loss_rate_ci95 > 0.0 && g.loss_rate_ci95 < 0.2 * want,
+            "{g:?}"
+        );
+        assert!((g.loss_rate - want).abs() < 1.5 * g.loss_rate_ci95, "{g:?}");
+        assert!(g.mean_burst_ci95 > 0.0 && g.mean_burst_ci95 < 0.5, "{g:?}");
     }
 
     #[test]

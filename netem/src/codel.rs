@@ -107,6 +107,13 @@ impl CoDel {
         Some((p, ok_to_drop))
     }
 
+    /// A packet went straight through an empty queue: what `dequeue` would
+    /// have done with a sojourn time of zero (below target, so no drop state).
+    pub fn on_direct_send(&mut self) {
+        self.first_above_time = None;
+        self.dropping = false;
+    }
+
     /// RFC 8289 `dequeue` at `now`: returns the packet to send, calling `drop`
     /// for each packet CoDel discards on the way.
     pub(crate) fn dequeue<T>(

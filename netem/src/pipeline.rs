@@ -431,7 +431,10 @@ impl<P: Payload> Pipeline<P> {
 
     /// The next packet due at `now`, if any, with its exact release instant.
     pub fn poll_transmit(&mut self, now: Time) -> Option<Delivery<P>> {
-        self.handle_timeout(now);
+        // `push` and earlier polls already brought everything up to `self.now`.
+        if now > self.now {
+            self.handle_timeout(now);
+        }
         let d = self.down.output.pop_due(self.now)?;
         let c = &mut self.down.counters;
         c.delivered += 1;

@@ -66,10 +66,17 @@ impl StageRng {
         (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// True with probability `p`.
+    /// True with probability `p`. Certain outcomes (`p` ≤ 0 or ≥ 1) draw
+    /// nothing, which keeps the common simple-Gilbert case to one draw.
     #[inline]
     pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
+        if p <= 0.0 {
+            false
+        } else if p >= 1.0 {
+            true
+        } else {
+            self.unit() < p
+        }
     }
 
     /// A standard normal variate (ziggurat).

@@ -103,8 +103,13 @@ impl BitRate {
         if self.0 == 0 {
             return Duration::MAX;
         }
-        let ns = (bytes as u128 * 8 * 1_000_000_000).div_ceil(self.0 as u128);
-        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+        // u64 arithmetic (a hot path) while bytes × 8e9 fits, u128 beyond.
+        let ns = match bytes.checked_mul(8_000_000_000) {
+            Some(bits_ns) => bits_ns.div_ceil(self.0),
+            None => u64::try_from((u128::from(bytes) * 8_000_000_000).div_ceil(u128::from(self.0)))
+                .unwrap_or(u64::MAX),
+        };
+        Duration::from_nanos(ns)
     }
     /// Parses `tc`'s rate syntax, used by netem lines: `bit`, `kbit`, `mbit`,
     /// `gbit`, `tbit`, the binary `kibit`.., and `bps`/`kbps`/`mbps`/`gbps`

@@ -26,12 +26,21 @@ fn mbit(bps: f64) -> String {
 pub fn loss_summary(r: &CheckReport) -> Option<String> {
     let rate = r.requested.loss_rate?;
     let burst = r.requested.mean_burst.unwrap_or(f64::NAN);
+    let g = &r.realised;
+    // Within the interval, or not: the verdict a user wants at a glance.
+    let inside = (g.loss_rate - rate).abs() <= g.loss_rate_ci95
+        && (burst.is_nan() || (g.mean_burst - burst).abs() <= g.mean_burst_ci95);
     Some(format!(
-        "asked {:.2} % loss, mean burst {:.2}; got {:.2} %, {:.2}",
+        "asked {:.2} % loss, mean burst {:.2}; got {:.2} %, {:.2} ({})",
         rate * 100.0,
         burst,
-        r.realised.loss_rate * 100.0,
-        r.realised.mean_burst
+        g.loss_rate * 100.0,
+        g.mean_burst,
+        if inside {
+            "within the 95 % interval"
+        } else {
+            "outside the 95 % interval"
+        }
     ))
 }
 
@@ -56,9 +65,9 @@ pub fn render_text(check: &ProfileCheck) -> String {
             r.seed,
             r.duration_s
         );
-        let _ = writeln!(s, "  {:<18} {:<40} {}", "", "asked", "got");
+        let _ = writeln!(s, "  {:<20} {:<36} got", "", "asked");
         let row = |s: &mut String, k: &str, a: String, b: String| {
-            let _ = writeln!(s, "  {k:<18} {a:<40} {b}");
+            let _ = writeln!(s, "  {k:<20} {a:<36} {b}");
         };
         match (&q.loss_model, q.loss_rate) {
             (Some(_), Some(rate)) => row(
@@ -69,7 +78,13 @@ pub fn render_text(check: &ProfileCheck) -> String {
                     pct(rate),
                     q.mean_burst.unwrap_or(f64::NAN)
                 ),
-                format!("{}, mean burst {:.2}", pct(g.loss_rate), g.mean_burst),
+                format!(
+                    "{} ±{:.3}, mean burst {:.2} ±{:.2} (95 % CI)",
+                    pct(g.loss_rate),
+                    g.loss_rate_ci95 * 100.0,
+                    g.mean_burst,
+                    g.mean_burst_ci95
+                ),
             ),
             (Some(m), None) => row(
                 &mut s,
@@ -85,7 +100,7 @@ pub fn render_text(check: &ProfileCheck) -> String {
             ),
         }
         if let Some(m) = &q.loss_model {
-            row(&mut s, "  model", m.clone(), String::new());
+            let _ = writeln!(s, "  {:<20} {m}", "  model");
         }
         let shape = match (&q.distribution, &q.order) {
             (Some(d), Some(o)) => format!(" ({d}, {o})"),
