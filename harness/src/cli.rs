@@ -10,7 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// limits, queues, outages, cellular traces) between a publisher, a media
 /// server and a player, and measures what each streaming protocol does with it.
 #[derive(Debug, Parser)]
-#[command(name = "glass", version, propagate_version = true)]
+#[command(
+    name = "glass",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  glass profile list\n  glass profile check 4g\n  glass profile check \"delay 40ms 5ms distribution normal loss gemodel 1% 30%\" --json\n  glass profile check scenarios/profiles/rate-step-outage.toml --packets 1000000"
+)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
