@@ -12,6 +12,8 @@
 //! ([`netem_line`]) or by preset name ([`presets`]); [`check`] runs one on
 //! synthetic traffic and compares what it did with what it was asked.
 
+#[cfg(feature = "adapters")]
+pub mod adapters;
 pub mod bottleneck;
 pub mod check;
 mod codel;

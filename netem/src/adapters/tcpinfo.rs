@@ -1,0 +1,48 @@
+//! The kernel's own view of a TCP connection (`TCP_INFO`): retransmissions,
+//! RTT, congestion window. Ground truth for what TCP did with the link's loss.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use serde::Serialize;
+
+/// A snapshot of `struct tcp_info`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TcpInfo {
+    /// Segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// Smoothed RTT, µs.
+    pub rtt_us: u32,
+    /// RTT variance, µs.
+    pub rtt_var_us: u32,
+    /// Congestion window, segments.
+    pub snd_cwnd: u32,
+    /// Segments the sender currently believes lost.
+    pub lost: u32,
+}
+
+/// Reads `TCP_INFO` from a connected TCP socket.
+pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
+    // SAFETY: getsockopt writes at most `len` bytes into a zeroed tcp_info.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let ret = libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpInfo {
+            total_retrans: info.tcpi_total_retrans,
+            rtt_us: info.tcpi_rtt,
+            rtt_var_us: info.tcpi_rttvar,
+            snd_cwnd: info.tcpi_snd_cwnd,
+            lost: info.tcpi_lost,
+        })
+    }
+}

@@ -1,0 +1,35 @@
+//! Precise waiting: the kernel sleeps until shortly before the deadline, a
+//! spin covers the rest. tokio's timer has 1 ms granularity and a plain
+//! sleep overshoots by 50–100 µs under load, both too coarse for a link that
+//! must release packets within 100 µs of their instant.
+
+use std::time::{Duration, Instant};
+
+/// How long before a deadline to stop sleeping and start spinning.
+pub const SPIN: Duration = Duration::from_micros(150);
+
+/// Time left to sleep before spinning for `deadline`, or `None` if it is time
+/// to spin (or past).
+pub fn sleep_budget(now: Instant, deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(now);
+    (left > SPIN).then(|| left - SPIN)
+}
+
+/// Spins until `deadline`, calling `poll` between checks (so work can be done
+/// while waiting). Returns early if `poll` returns true.
+pub fn spin_until(deadline: Instant, mut poll: impl FnMut() -> bool) {
+    while Instant::now() < deadline {
+        if poll() {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Sleeps then spins until `deadline`.
+pub fn sleep_until(deadline: Instant) {
+    if let Some(d) = sleep_budget(Instant::now(), deadline) {
+        std::thread::sleep(d);
+    }
+    spin_until(deadline, || false);
+}
