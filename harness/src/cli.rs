@@ -30,6 +30,46 @@ pub enum Command {
     /// Inspect and verify impairment profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Run any program behind an impaired link (like mahimahi's mm-link).
+    ///
+    /// The program runs in a network namespace of its own (198.18.1.1); the
+    /// other side of the link is 198.18.0.1. Traffic between them crosses the
+    /// profile's uplink (towards 198.18.0.1) and downlink (back), packet by
+    /// packet, so kernel TCP sees real loss. `--forward tcp:1935` makes
+    /// 198.18.0.1:1935 reach 127.0.0.1:1935 on this machine, so an existing
+    /// server can sit behind the link. Needs root, or user namespaces.
+    ///
+    /// Example: glass shell --profile 4g --forward tcp:1935 -- ffmpeg -re -i in.flv -c copy -f flv rtmp://198.18.0.1/live/key
+    Shell(ShellArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Preset name, TOML file or quoted netem line for the link.
+    #[arg(long, default_value = "none")]
+    pub profile: String,
+
+    /// Relay a port of the other side (198.18.0.1) to this machine:
+    /// PROTO:PORT, or PROTO:PORT:HOST:PORT for another target. Repeatable.
+    #[arg(long = "forward", value_name = "PROTO:PORT[:HOST:PORT]")]
+    pub forwards: Vec<netem::adapters::relay::RelaySpec>,
+
+    /// Write pcap captures of each direction, before and after impairment, here.
+    #[arg(long, value_name = "DIR")]
+    pub pcap: Option<PathBuf>,
+
+    /// Seed of the impairment's random decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// The program and its arguments, after `--`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

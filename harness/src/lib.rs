@@ -6,3 +6,5 @@
 
 pub mod cli;
 pub mod profile_cmd;
+pub mod shell_cmd;
+pub mod signals;

@@ -9,6 +9,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Link mode needs namespaces: an unprivileged user enters a user namespace
+    // now, while the process still has a single thread.
+    if matches!(cli.command, Command::Shell(_))
+        && let Err(e) = netem::adapters::netns::ensure_privilege()
+    {
+        eprintln!("glass: {e}");
+        return ExitCode::from(2);
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "debug",
@@ -21,10 +29,11 @@ fn main() -> ExitCode {
         .init();
 
     let result = match &cli.command {
-        Command::Profile(cmd) => harness::profile_cmd::run(cmd),
+        Command::Profile(cmd) => harness::profile_cmd::run(cmd).map(|()| 0),
+        Command::Shell(args) => harness::shell_cmd::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("glass: {e:#}");
             ExitCode::from(2)

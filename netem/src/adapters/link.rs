@@ -201,13 +201,15 @@ impl LinkNetwork {
         ];
         let mut tuns = Vec::new();
         for host in Host::ALL {
-            let dev = hosts[host.index()].run(|| {
-                tun_rs::DeviceBuilder::new()
-                    .name("glass0")
-                    .ipv4(host.addr(), 15, None)
-                    .mtu(1500)
-                    .build_sync()
-            })?;
+            let dev = hosts[host.index()]
+                .run(|| {
+                    tun_rs::DeviceBuilder::new()
+                        .name("glass0")
+                        .ipv4(host.addr(), 15, None)
+                        .mtu(1500)
+                        .build_sync()
+                })
+                .map_err(explain_tun_error)?;
             tuns.push(Arc::new(dev));
         }
         let clock = Clock::new(Instant::now());
@@ -335,6 +337,28 @@ impl Drop for LinkNetwork {
             let _ = self.shutdown();
         }
     }
+}
+
+fn explain_tun_error(e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::PermissionDenied {
+        return e;
+    }
+    let mode = std::fs::metadata("/dev/net/tun")
+        .map(|m| {
+            format!(
+                "{:o}",
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+            )
+        })
+        .unwrap_or_else(|_| "missing".into());
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot open /dev/net/tun (mode {mode}): {e}. Run Glass as root, or have an administrator \
+             make the device usable by everyone (`chmod 0666 /dev/net/tun`, Debian's default); \
+             proxy mode (`glass proxy`) needs neither"
+        ),
+    )
 }
 
 fn read_loop(

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod link;
 pub mod netns;
+pub mod relay;
 pub mod tcpinfo;
 pub mod timer;
 
