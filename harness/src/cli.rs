@@ -41,6 +41,30 @@ pub enum Command {
     ///
     /// Example: glass shell --profile 4g --forward tcp:1935 -- ffmpeg -re -i in.flv -c copy -f flv rtmp://198.18.0.1/live/key
     Shell(ShellArgs),
+    /// Benchmarks of Glass itself.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Forwarding throughput of the packet-level link against the kernel's
+    /// direct path (UDP and TCP, same run), and the precision of packet
+    /// release (how late packets leave). Needs root or user namespaces.
+    Link(BenchLinkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLinkArgs {
+    /// Length of each measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// IP packet size for the UDP measurements.
+    #[arg(long, default_value_t = 1500)]
+    pub size: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Link mode needs namespaces: an unprivileged user enters a user namespace
     // now, while the process still has a single thread.
-    if matches!(cli.command, Command::Shell(_))
+    if matches!(cli.command, Command::Shell(_) | Command::Bench(_))
         && let Err(e) = netem::adapters::netns::ensure_privilege()
     {
         eprintln!("glass: {e}");
@@ -31,6 +31,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Profile(cmd) => harness::profile_cmd::run(cmd).map(|()| 0),
         Command::Shell(args) => harness::shell_cmd::run(args),
+        Command::Bench(harness::cli::BenchCommand::Link(args)) => {
+            harness::bench_cmd::run(args).map(|()| 0)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
