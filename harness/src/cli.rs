@@ -41,9 +41,58 @@ pub enum Command {
     ///
     /// Example: glass shell --profile 4g --forward tcp:1935 -- ffmpeg -re -i in.flv -c copy -f flv rtmp://198.18.0.1/live/key
     Shell(ShellArgs),
+    /// An impaired hop in front of any server, on loopback, unprivileged.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// Benchmarks of Glass itself.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// UDP datagram proxy: each client gets its own mapping; both directions
+    /// are impaired (uplink: client → upstream, downlink: back).
+    ///
+    /// Example: glass proxy udp --listen 127.0.0.1:9000 --upstream 127.0.0.1:9001 --profile 4g
+    Udp(ProxyArgs),
+    /// TCP stream proxy: delay, jitter, bandwidth, held outages, a slow close
+    /// (the FIN crosses the delay) and resets. Packet loss cannot be shown on
+    /// a byte stream: use link mode (`glass shell`) for TCP under loss.
+    ///
+    /// Example: glass proxy tcp --listen 127.0.0.1:1936 --upstream 127.0.0.1:1935 --profile "delay 40ms rate 5mbit"
+    Tcp {
+        #[command(flatten)]
+        common: ProxyArgs,
+        /// Reset every connection (RST both ways) this long after it opens.
+        #[arg(long, value_name = "DURATION")]
+        reset_after: Option<netem::units::HumanDuration>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on (loopback unless --public).
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// The server behind the proxy.
+    #[arg(long)]
+    pub upstream: std::net::SocketAddr,
+    /// Preset name, TOML file or quoted netem line.
+    #[arg(long, default_value = "none")]
+    pub profile: String,
+    /// Seed of the impairment's random decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<netem::units::HumanDuration>,
+    /// Allow a listen address that is not loopback.
+    #[arg(long)]
+    pub public: bool,
+    /// UDP only: drop (and count) datagrams longer than this many bytes.
+    #[arg(long, default_value_t = netem::adapters::proxy_udp::MAX_DATAGRAM)]
+    pub max_datagram: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,5 +7,6 @@
 pub mod bench_cmd;
 pub mod cli;
 pub mod profile_cmd;
+pub mod proxy_cmd;
 pub mod shell_cmd;
 pub mod signals;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Profile(cmd) => harness::profile_cmd::run(cmd).map(|()| 0),
         Command::Shell(args) => harness::shell_cmd::run(args),
+        Command::Proxy(cmd) => harness::proxy_cmd::run(cmd).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {
             harness::bench_cmd::run(args).map(|()| 0)
         }

@@ -5,6 +5,8 @@
 pub mod capture;
 pub mod link;
 pub mod netns;
+pub mod proxy_tcp;
+pub mod proxy_udp;
 pub mod relay;
 pub mod tcpinfo;
 pub mod timer;
