@@ -69,6 +69,77 @@ fn forward_reaches_a_host_server_through_the_delay() {
     assert!(elapsed >= Duration::from_millis(120), "{elapsed:?}");
 }
 
+/// The user-namespace path: an unprivileged user (nobody, via setpriv) runs
+/// `glass shell`; Glass enters a user namespace of its own and, since it cannot
+/// open /dev/net/tun there, uses the veth data path.
+#[test]
+fn an_unprivileged_user_gets_the_link() {
+    if !is_root() {
+        return;
+    }
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_glass"));
+    // nobody must be able to reach the binary through every parent folder.
+    let reachable = exe.ancestors().skip(1).all(|d| {
+        std::fs::metadata(d)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o001 != 0)
+            .unwrap_or(false)
+    });
+    assert!(
+        reachable,
+        "{} is not reachable for an unprivileged user",
+        exe.display()
+    );
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in server.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 64];
+            if let Ok(n) = s.read(&mut buf) {
+                let _ = s.write_all(&buf[..n]);
+            }
+        }
+    });
+    let script = format!(
+        "exec 3<>/dev/tcp/198.18.0.1/{port}; echo as-nobody >&3; read -r line <&3; echo \"got:$line\"; cat /proc/self/uid_map"
+    );
+    let t = Instant::now();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args([
+            "shell",
+            "--profile",
+            "delay 30ms",
+            "--forward",
+            &format!("tcp:{port}"),
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let elapsed = t.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("got:as-nobody"), "{stdout}\n{stderr}");
+    // Inside, uid 0 maps to 65534 outside: a user namespace, not real root.
+    assert!(
+        stdout
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w == ["0", "65534"]),
+        "{stdout}"
+    );
+    assert!(stderr.contains("(Veth link)"), "{stderr}");
+    assert!(elapsed >= Duration::from_millis(120), "{elapsed:?}");
+}
+
 #[test]
 fn exit_code_and_bad_input() {
     if !is_root() {

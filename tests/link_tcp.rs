@@ -9,6 +9,7 @@ use netem::Profile;
 use netem::adapters::can_create_namespaces;
 use netem::adapters::capture;
 use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork};
+use netem::adapters::port::Backend;
 use netem::adapters::tcpinfo::tcp_info;
 use netem::config::LinkProfiles;
 
@@ -16,14 +17,17 @@ fn profile(line: &str) -> Profile {
     LinkProfiles::resolve(line).unwrap().validate().unwrap().0
 }
 
-fn start(first_up: &str, first_down: &str) -> LinkNetwork {
-    LinkNetwork::start(LinkConfig {
+fn start(backend: Backend, first_up: &str, first_down: &str) -> LinkNetwork {
+    let link = LinkNetwork::start(LinkConfig {
         first_mile: (profile(first_up), profile(first_down)),
         last_mile: (Profile::transparent(), Profile::transparent()),
         seed: 42,
         capture_dir: None,
+        backend,
     })
-    .expect("start link")
+    .expect("start link");
+    assert_eq!(link.backend(), backend);
+    link
 }
 
 fn server_addr(port: u16) -> SocketAddr {
@@ -31,11 +35,20 @@ fn server_addr(port: u16) -> SocketAddr {
 }
 
 #[test]
-fn rtt_is_the_configured_delay() {
+fn rtt_is_the_configured_delay_tun() {
+    rtt_is_the_configured_delay(Backend::Tun);
+}
+
+#[test]
+fn rtt_is_the_configured_delay_veth() {
+    rtt_is_the_configured_delay(Backend::Veth);
+}
+
+fn rtt_is_the_configured_delay(backend: Backend) {
     if !can_create_namespaces() {
         return;
     }
-    let link = start("delay 50ms", "delay 50ms");
+    let link = start(backend, "delay 50ms", "delay 50ms");
     let listener = link
         .run_in(Host::Server, || TcpListener::bind(server_addr(7000)))
         .unwrap();
@@ -83,13 +96,22 @@ fn rtt_is_the_configured_delay() {
 }
 
 #[test]
-fn tcp_under_loss_retransmits_what_the_engine_dropped() {
+fn tcp_under_loss_retransmits_what_the_engine_dropped_tun() {
+    tcp_under_loss_retransmits_what_the_engine_dropped(Backend::Tun);
+}
+
+#[test]
+fn tcp_under_loss_retransmits_what_the_engine_dropped_veth() {
+    tcp_under_loss_retransmits_what_the_engine_dropped(Backend::Veth);
+}
+
+fn tcp_under_loss_retransmits_what_the_engine_dropped(backend: Backend) {
     if !can_create_namespaces() {
         return;
     }
     // 2 % loss on the data direction only, so every engine drop is a data
     // segment the sender must retransmit (ACKs come back on a clean path).
-    let link = start("delay 10ms loss 2%", "delay 10ms");
+    let link = start(backend, "delay 10ms loss 2%", "delay 10ms");
     let listener = link
         .run_in(Host::Server, || TcpListener::bind(server_addr(7001)))
         .unwrap();
@@ -159,6 +181,7 @@ fn captures_show_packets_before_and_after_impairment() {
         last_mile: (Profile::transparent(), Profile::transparent()),
         seed: 1,
         capture_dir: Some(dir.clone()),
+        backend: Backend::Tun,
     })
     .unwrap();
     let rx = link

@@ -59,11 +59,15 @@ pub fn run(args: &BenchLinkArgs) -> Result<()> {
         bail!("--size is an IP packet size from 64 to 1500 bytes");
     }
     let secs = Duration::from_secs_f64(args.seconds);
-    let transparent = LinkConfig::default();
+    let transparent = LinkConfig {
+        backend: args.backend,
+        ..LinkConfig::default()
+    };
     let mut throughput = Vec::new();
 
     eprintln!("glass: UDP through the link ({:.1} s)...", args.seconds);
     let link = LinkNetwork::start(transparent.clone()).context("starting the link")?;
+    eprintln!("glass: {:?} link", link.backend());
     let udp_link = udp_blast(&link, Host::Publisher, Host::Server, args.size, secs)?;
     let tcp_link = tcp_bulk(
         link.namespace(Host::Publisher),
@@ -116,7 +120,7 @@ pub fn run(args: &BenchLinkArgs) -> Result<()> {
     for pps in rates {
         release_error.push(PacedError {
             pps,
-            error: paced(pps, args.size, secs)?,
+            error: paced(pps, args.size, secs, args.backend)?,
         });
     }
 
@@ -306,10 +310,16 @@ fn tcp_bulk(
 
 /// Paces `pps` packets per second through a 10 ms link for `secs` and
 /// returns the engine's release error.
-fn paced(pps: u64, size: usize, secs: Duration) -> Result<ReleaseError> {
+fn paced(
+    pps: u64,
+    size: usize,
+    secs: Duration,
+    backend: netem::adapters::port::Backend,
+) -> Result<ReleaseError> {
     let delay: Profile = LinkProfiles::resolve("delay 10ms")?.validate()?.0;
     let link = LinkNetwork::start(LinkConfig {
         first_mile: (delay, Profile::transparent()),
+        backend,
         ..LinkConfig::default()
     })?;
     let rx = link.run_in(Host::Server, || UdpSocket::bind((Host::Server.addr(), 0)))?;

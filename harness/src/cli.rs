@@ -111,6 +111,9 @@ pub struct BenchLinkArgs {
     /// IP packet size for the UDP measurements.
     #[arg(long, default_value_t = 1500)]
     pub size: usize,
+    /// Data path to measure: auto, tun or veth.
+    #[arg(long, default_value = "auto", value_name = "auto|tun|veth")]
+    pub backend: netem::adapters::port::Backend,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -134,6 +137,11 @@ pub struct ShellArgs {
     /// Seed of the impairment's random decisions.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+
+    /// Data path: `tun` devices, `veth` pairs read with AF_PACKET (works
+    /// without access to /dev/net/tun), or `auto` (TUN if possible).
+    #[arg(long, default_value = "auto", value_name = "auto|tun|veth")]
+    pub backend: netem::adapters::port::Backend,
 
     /// The program and its arguments, after `--`.
     #[arg(

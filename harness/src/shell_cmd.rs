@@ -26,6 +26,7 @@ pub fn run(args: &ShellArgs) -> Result<i32> {
         last_mile: (Profile::transparent(), Profile::transparent()),
         seed: args.seed,
         capture_dir: args.pcap.clone(),
+        backend: args.backend,
     })
     .context("starting the link (network namespaces and TUN devices)")?;
     let relays = args
@@ -42,9 +43,10 @@ pub fn run(args: &ShellArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
 
     eprintln!(
-        "glass: running `{}` behind profile {}",
+        "glass: running `{}` behind profile {} ({:?} link)",
         args.command.join(" "),
-        link_profiles.name
+        link_profiles.name,
+        link.backend()
     );
     eprintln!(
         "glass: this side is {}; the other side is {} (uplink: towards it, downlink: back)",

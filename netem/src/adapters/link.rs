@@ -16,7 +16,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +29,7 @@ use serde::Serialize;
 
 use super::capture::Capture;
 use super::netns::NetNs;
+use super::port::{Backend, PacketPort, Port, TunPort};
 use super::timer;
 use crate::event::Counters;
 use crate::flow::FlowMeta;
@@ -139,6 +139,8 @@ pub struct LinkConfig {
     pub seed: u64,
     /// Write `in`/`out` pcap files per direction here.
     pub capture_dir: Option<PathBuf>,
+    /// TUN devices, veth pairs, or whichever works.
+    pub backend: Backend,
 }
 
 /// Release precision: how late packets left compared with their instant.
@@ -185,6 +187,9 @@ const QUEUE: usize = 65_536;
 /// A running link: three namespaces, three TUN devices, four impaired directions.
 pub struct LinkNetwork {
     hosts: [NetNs; 3],
+    /// The veth backend's switch namespace (kept alive with the link).
+    _switch: Option<NetNs>,
+    backend: Backend,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     engine: Option<JoinHandle<io::Result<LinkStats>>>,
@@ -199,19 +204,31 @@ impl LinkNetwork {
             NetNs::new("server")?,
             NetNs::new("player")?,
         ];
-        let mut tuns = Vec::new();
-        for host in Host::ALL {
-            let dev = hosts[host.index()]
-                .run(|| {
-                    tun_rs::DeviceBuilder::new()
-                        .name("glass0")
-                        .ipv4(host.addr(), 15, None)
-                        .mtu(1500)
-                        .build_sync()
+        let tun = || -> io::Result<Vec<Arc<dyn Port>>> {
+            Host::ALL
+                .iter()
+                .map(|h| {
+                    TunPort::create(&hosts[h.index()], h.addr())
+                        .map(|p| Arc::new(p) as Arc<dyn Port>)
                 })
-                .map_err(explain_tun_error)?;
-            tuns.push(Arc::new(dev));
-        }
+                .collect()
+        };
+        let (ports, backend, switch) = match cfg.backend {
+            Backend::Tun => (tun().map_err(explain_tun_error)?, Backend::Tun, None),
+            Backend::Auto => match tun() {
+                Ok(p) => (p, Backend::Tun, None),
+                // No access to /dev/net/tun (a user namespace, a 0600 node): veth.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    let (p, s) = veth_ports(&hosts)?;
+                    (p, Backend::Veth, Some(s))
+                }
+                Err(e) => return Err(e),
+            },
+            Backend::Veth => {
+                let (p, s) = veth_ports(&hosts)?;
+                (p, Backend::Veth, Some(s))
+            }
+        };
         let clock = Clock::new(Instant::now());
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel::<Inbound>(QUEUE);
@@ -220,7 +237,7 @@ impl LinkNetwork {
         let mut threads = Vec::new();
         for host in Host::ALL {
             let (dev, tx, stop, pool) = (
-                tuns[host.index()].clone(),
+                ports[host.index()].clone(),
                 tx.clone(),
                 stop.clone(),
                 pool_rx.clone(),
@@ -261,7 +278,7 @@ impl LinkNetwork {
         let engine = Engine {
             clock,
             pipes,
-            tuns: [tuns[0].clone(), tuns[1].clone(), tuns[2].clone()],
+            ports: [ports[0].clone(), ports[1].clone(), ports[2].clone()],
             rx,
             pool: pool_tx,
             captures,
@@ -276,6 +293,8 @@ impl LinkNetwork {
             .spawn(move || engine.run(&engine_stop))?;
         Ok(LinkNetwork {
             hosts,
+            _switch: switch,
+            backend,
             stop,
             threads,
             engine: Some(engine),
@@ -285,6 +304,11 @@ impl LinkNetwork {
 
     pub fn addr(&self, host: Host) -> Ipv4Addr {
         host.addr()
+    }
+
+    /// The data path in use (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn namespace(&self, host: Host) -> &NetNs {
@@ -361,14 +385,28 @@ fn explain_tun_error(e: io::Error) -> io::Error {
     )
 }
 
+fn veth_ports(hosts: &[NetNs; 3]) -> io::Result<(Vec<Arc<dyn Port>>, NetNs)> {
+    let switch = NetNs::new("switch")?;
+    let mut ports: Vec<Arc<dyn Port>> = Vec::new();
+    for h in Host::ALL {
+        ports.push(Arc::new(PacketPort::create(
+            &hosts[h.index()],
+            &switch,
+            h.index() as u8,
+            h.addr(),
+        )?));
+    }
+    Ok((ports, switch))
+}
+
 fn read_loop(
     host: Host,
-    dev: &tun_rs::SyncDevice,
+    dev: &Arc<dyn Port>,
     tx: &SyncSender<Inbound>,
     stop: &AtomicBool,
     pool: &Mutex<Receiver<Vec<u8>>>,
 ) {
-    let fd = dev.as_raw_fd();
+    let fd = dev.fd();
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
@@ -420,7 +458,7 @@ fn read_loop(
 struct Engine {
     clock: Clock,
     pipes: [Pipeline<Vec<u8>>; 4],
-    tuns: [Arc<tun_rs::SyncDevice>; 3],
+    ports: [Arc<dyn Port>; 3],
     rx: Receiver<Inbound>,
     pool: Sender<Vec<u8>>,
     captures: Option<Vec<(Capture, Capture)>>,
@@ -530,7 +568,7 @@ impl Engine {
                 let late =
                     Instant::now().saturating_duration_since(self.clock.instant(d.released_at));
                 let _ = self.release_error.record((late.as_micros() as u64).max(1));
-                match self.tuns[hop.index()].send(&d.payload) {
+                match self.ports[hop.index()].send(&d.payload) {
                     Ok(_) => {}
                     // The receiving host's stack refused it (e.g. no route): a drop, not a failure.
                     Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {}

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod link;
 pub mod netns;
+pub mod port;
 pub mod proxy_tcp;
 pub mod proxy_udp;
 pub mod relay;

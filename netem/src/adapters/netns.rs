@@ -59,6 +59,11 @@ impl NetNs {
         &self.name
     }
 
+    /// The namespace's file descriptor (`/proc/<pid>/fd/<fd>` names it for `ip`).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Moves the calling thread into this namespace.
     pub fn enter(&self) -> io::Result<()> {
         // SAFETY: setns with a valid namespace fd affects only this thread.

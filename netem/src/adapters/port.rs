@@ -1,0 +1,319 @@
+//! Where the link engine reads and writes a host's IP packets: a TUN device
+//! in the host's namespace, or a veth pair whose far end sits in a switch
+//! namespace of Glass's, read through an `AF_PACKET` socket.
+//!
+//! TUN is the simplest and fastest, but opening `/dev/net/tun` needs the
+//! device node's permission: root, or mode 0666 (Debian's default; some
+//! machines have 0600). The veth path needs no device node, so it works for
+//! an unprivileged user inside a user namespace. Both carry bare IP packets.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
+
+use super::netns::NetNs;
+
+/// One host's attachment to the engine.
+pub trait Port: Send + Sync {
+    /// Reads one IP packet (blocking; poll the fd first).
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one IP packet towards the host.
+    fn send(&self, packet: &[u8]) -> io::Result<()>;
+    fn fd(&self) -> RawFd;
+}
+
+/// Which data path the link uses.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// TUN if `/dev/net/tun` can be opened, veth otherwise.
+    #[default]
+    Auto,
+    Tun,
+    Veth,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "tun" => Ok(Backend::Tun),
+            "veth" => Ok(Backend::Veth),
+            _ => Err(format!("\"{s}\": the link backend is auto, tun or veth")),
+        }
+    }
+}
+
+pub struct TunPort(tun_rs::SyncDevice);
+
+impl TunPort {
+    /// A TUN device `glass0` with `addr/15`, created inside `ns`.
+    pub fn create(ns: &NetNs, addr: Ipv4Addr) -> io::Result<TunPort> {
+        ns.run(|| {
+            tun_rs::DeviceBuilder::new()
+                .name("glass0")
+                .ipv4(addr, 15, None)
+                .mtu(1500)
+                .build_sync()
+        })
+        .map(TunPort)
+    }
+}
+
+impl Port for TunPort {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv(buf)
+    }
+    fn send(&self, packet: &[u8]) -> io::Result<()> {
+        self.0.send(packet).map(|_| ())
+    }
+    fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// An `AF_PACKET` datagram socket on the switch side of a host's veth pair.
+pub struct PacketPort {
+    sock: OwnedFd,
+    ifindex: i32,
+    /// The host interface's MAC: the destination of what we send.
+    host_mac: [u8; 6],
+}
+
+const ETH_P_IP: u16 = 0x0800;
+
+fn mac(host_index: u8, switch_side: bool) -> [u8; 6] {
+    // Locally administered unicast addresses: 02:67:6c ("gl") : side : 00 : host.
+    [
+        0x02,
+        0x67,
+        0x6c,
+        u8::from(switch_side),
+        0x00,
+        host_index + 1,
+    ]
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The `ip` program (iproute2), which may not be on an unprivileged PATH.
+fn ip_command(ns: &NetNs) -> io::Result<Command> {
+    let program = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the veth link needs `ip` (Debian package iproute2)",
+            )
+        })?;
+    let mut cmd = Command::new(program);
+    ns.prepare_command(&mut cmd)?;
+    Ok(cmd)
+}
+
+fn run_ip(ns: &NetNs, args: &[&str]) -> io::Result<()> {
+    let out = ip_command(ns)?.args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl PacketPort {
+    /// Creates `glass0` (with `addr/15`) in `host` and its peer `sw<i>` in
+    /// `switch`, and opens the packet socket on the peer.
+    pub fn create(
+        host: &NetNs,
+        switch: &NetNs,
+        index: u8,
+        addr: Ipv4Addr,
+    ) -> io::Result<PacketPort> {
+        let peer = format!("sw{index}");
+        let switch_path = format!("/proc/{}/fd/{}", std::process::id(), switch.raw_fd());
+        let (host_mac, switch_mac) = (mac(index, false), mac(index, true));
+        run_ip(
+            host,
+            &[
+                "link",
+                "add",
+                "glass0",
+                "address",
+                &mac_text(host_mac),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "address",
+                &mac_text(switch_mac),
+                "netns",
+                &switch_path,
+            ],
+        )?;
+        run_ip(
+            host,
+            &["addr", "add", &format!("{addr}/15"), "dev", "glass0"],
+        )?;
+        // No ARP: the engine addresses each frame itself.
+        run_ip(
+            host,
+            &["link", "set", "glass0", "arp", "off", "mtu", "1500", "up"],
+        )?;
+        host.run(|| disable_offloads("glass0"))?;
+        run_ip(switch, &["link", "set", &peer, "arp", "off", "up"])?;
+        let (sock, ifindex) = switch.run(|| open_packet_socket(&peer))?;
+        Ok(PacketPort {
+            sock,
+            ifindex,
+            host_mac,
+        })
+    }
+}
+
+/// Turns off checksum and segmentation offloads, so every packet the engine
+/// sees is a real, finished, MTU-sized IP packet (not a 64 KB GSO batch with
+/// its checksum left to hardware).
+fn disable_offloads(ifname: &str) -> io::Result<()> {
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    const ETHTOOL_SSG: u32 = 0x19;
+    const ETHTOOL_STSO: u32 = 0x1f;
+    const ETHTOOL_SGSO: u32 = 0x24;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    // SAFETY: SIOCETHTOOL with a zeroed ifreq naming the interface and a
+    // pointer to a live ethtool_value.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        for cmd in [ETHTOOL_STSO, ETHTOOL_SGSO, ETHTOOL_SSG, ETHTOOL_STXCSUM] {
+            let mut value = EthtoolValue { cmd, data: 0 };
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (d, s) in req
+                .ifr_name
+                .iter_mut()
+                .zip(ifname.bytes().take(libc::IFNAMSIZ - 1))
+            {
+                *d = s as libc::c_char;
+            }
+            req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("turning offloads off on {ifname}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_packet_socket(ifname: &str) -> io::Result<(OwnedFd, i32)> {
+    let name = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+    // SAFETY: plain socket calls with properly sized, initialised arguments.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_IP.to_be()),
+        );
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("AF_PACKET socket: {e}")));
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        // Our own transmissions would otherwise come back to us.
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_ifindex = ifindex;
+        if libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((sock, ifindex))
+    }
+}
+
+impl Port for PacketPort {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv into a live, writable buffer of the given length.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn send(&self, packet: &[u8]) -> io::Result<()> {
+        // SAFETY: sendto with a fully initialised sockaddr_ll.
+        unsafe {
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ETH_P_IP.to_be();
+            sll.sll_ifindex = self.ifindex;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&self.host_mac);
+            let n = libc::sendto(
+                self.sock.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
