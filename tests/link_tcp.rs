@@ -221,6 +221,18 @@ fn captures_show_packets_before_and_after_impairment() {
     assert_eq!(before, 200);
     assert_eq!(after, got);
     assert_eq!(before - after, up.dropped_loss as usize);
+    // Every dropped probe is in the drop capture, with its cause.
+    let drops = capture::read_drops(&dir.join("first_mile-uplink-dropped.pcapng")).unwrap();
+    let dropped_probes: Vec<_> = drops
+        .iter()
+        .filter(|(p, _)| p.windows(12).any(|w| w == b"glass-probe-"))
+        .collect();
+    assert_eq!(dropped_probes.len(), up.dropped_loss as usize);
+    assert!(
+        dropped_probes.iter().all(|(_, c)| c == "dropped: loss"),
+        "{:?}",
+        dropped_probes.first()
+    );
     assert!(after > 50 && after < 150);
     std::fs::remove_dir_all(&dir).ok();
 }

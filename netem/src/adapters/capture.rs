@@ -1,8 +1,8 @@
 //! Wireshark-readable captures of one link direction, before and after the
 //! impairment: `DIR/<link>-<direction>-in.pcap` holds every packet that
-//! entered the engine, `…-out.pcap` every packet it released, each at its own
-//! instant. A packet in `in` and not in `out` was dropped (the engine's
-//! counters say by what). Raw IP link type (LINKTYPE_RAW, 101).
+//! entered the engine, `…-out.pcap` every packet it released, and
+//! `…-dropped.pcapng` every packet it dropped, at the drop instant, with a
+//! comment naming the cause. Raw IP link type (LINKTYPE_RAW, 101).
 
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -58,6 +58,80 @@ pub fn read(path: &Path) -> io::Result<Vec<(Duration, Vec<u8>)>> {
     while let Some(p) = reader.next_packet() {
         let p = p.map_err(io::Error::other)?;
         out.push((p.timestamp, p.data.into_owned()));
+    }
+    Ok(out)
+}
+
+/// Dropped packets of one direction, at the instant they were dropped, each
+/// with a pcapng comment naming the cause (`loss`, `queue full`, `aqm`,
+/// `outage`): Wireshark shows it as the packet's comment.
+pub struct DropCapture {
+    writer: pcap_file::pcapng::PcapNgWriter<BufWriter<File>>,
+    epoch: Duration,
+}
+
+impl DropCapture {
+    pub fn create(path: &Path, start: SystemTime) -> io::Result<DropCapture> {
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        let mut writer = pcap_file::pcapng::PcapNgWriter::new(BufWriter::new(File::create(path)?))
+            .map_err(io::Error::other)?;
+        writer
+            .write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: DataLink::RAW,
+                snaplen: 0,
+                options: vec![],
+            })
+            .map_err(io::Error::other)?;
+        Ok(DropCapture {
+            writer,
+            epoch: start.duration_since(UNIX_EPOCH).unwrap_or_default(),
+        })
+    }
+
+    pub fn write(&mut self, at: Time, packet: &[u8], reason: &str) -> io::Result<()> {
+        use pcap_file::pcapng::blocks::enhanced_packet::{
+            EnhancedPacketBlock, EnhancedPacketOption,
+        };
+        let block = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: self.epoch + at.since_start(),
+            original_len: packet.len() as u32,
+            data: packet.into(),
+            options: vec![EnhancedPacketOption::Comment(
+                format!("dropped: {reason}").into(),
+            )],
+        };
+        self.writer
+            .write_pcapng_block(block)
+            .map(|_| ())
+            .map_err(io::Error::other)
+    }
+
+    pub fn finish(self) -> io::Result<()> {
+        use std::io::Write;
+        self.writer.into_inner().flush()
+    }
+}
+
+/// Reads a drop capture back: (bytes, comment) of each packet.
+pub fn read_drops(path: &Path) -> io::Result<Vec<(Vec<u8>, String)>> {
+    use pcap_file::pcapng::Block;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    let mut reader =
+        pcap_file::pcapng::PcapNgReader::new(File::open(path)?).map_err(io::Error::other)?;
+    let mut out = Vec::new();
+    while let Some(block) = reader.next_block() {
+        if let Block::EnhancedPacket(p) = block.map_err(io::Error::other)? {
+            let comment = p
+                .options
+                .iter()
+                .find_map(|o| match o {
+                    EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            out.push((p.data.into_owned(), comment));
+        }
     }
     Ok(out)
 }

@@ -14,6 +14,7 @@
 //! router solicitations the kernel sends on a new interface) are counted and
 //! dropped. Buffers are recycled, so forwarding does not allocate per packet.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -27,13 +28,13 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::capture::Capture;
+use super::capture::{Capture, DropCapture};
 use super::netns::NetNs;
 use super::port::{Backend, PacketPort, Port, TunPort};
 use super::timer;
-use crate::event::Counters;
+use crate::event::{Counters, EventKind};
 use crate::flow::FlowMeta;
-use crate::packet::Delivery;
+use crate::packet::{Delivery, PacketId};
 use crate::pipeline::Pipeline;
 use crate::rng::SeedTree;
 use crate::spec::Profile;
@@ -250,7 +251,7 @@ impl LinkNetwork {
         }
         drop(tx);
         let seeds = SeedTree::new(cfg.seed);
-        let pipes = LinkDir::ALL.map(|d| {
+        let mut pipes = LinkDir::ALL.map(|d| {
             let profile = match d {
                 LinkDir::FirstMileUp => &cfg.first_mile.0,
                 LinkDir::FirstMileDown => &cfg.first_mile.1,
@@ -265,15 +266,29 @@ impl LinkNetwork {
                 let start = SystemTime::now();
                 let mut caps = Vec::new();
                 for d in LinkDir::ALL {
-                    caps.push((
-                        Capture::create(&dir.join(format!("{}-in.pcap", d.label())), start)?,
-                        Capture::create(&dir.join(format!("{}-out.pcap", d.label())), start)?,
-                    ));
+                    caps.push(Captures {
+                        input: Capture::create(&dir.join(format!("{}-in.pcap", d.label())), start)?,
+                        output: Capture::create(
+                            &dir.join(format!("{}-out.pcap", d.label())),
+                            start,
+                        )?,
+                        dropped: DropCapture::create(
+                            &dir.join(format!("{}-dropped.pcapng", d.label())),
+                            start,
+                        )?,
+                        in_flight: HashMap::new(),
+                    });
                 }
                 Some(caps)
             }
             None => None,
         };
+        if captures.is_some() {
+            // Drop captures need to know which packet was dropped, and why.
+            for p in &mut pipes {
+                p.record_events(1 << 20);
+            }
+        }
         let stats = Arc::new(Mutex::new(LinkStats::default()));
         let engine = Engine {
             clock,
@@ -455,13 +470,67 @@ fn read_loop(
     }
 }
 
+/// Asks for real-time scheduling (SCHED_FIFO, low priority) for the engine
+/// thread: a real-time thread wakes from its sleep within microseconds, where
+/// a normal one can wait for the scheduler's next tick. Allowed for root;
+/// elsewhere it quietly stays a normal thread. The engine sleeps between
+/// deadlines and spins at most `timer::SPIN` before each, and the kernel's
+/// real-time throttling keeps 5 % of each core for others, so it cannot
+/// starve the machine.
+fn raise_priority() {
+    // SAFETY: sched_setscheduler on the calling thread with a valid param.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+    }
+}
+
+/// A direction's three capture files, and the packets in flight (to write a
+/// dropped one with its bytes).
+struct Captures {
+    input: Capture,
+    output: Capture,
+    dropped: DropCapture,
+    in_flight: HashMap<PacketId, Vec<u8>>,
+}
+
+impl Captures {
+    /// Follows the pipeline's events: remembers pushed and duplicated packets,
+    /// writes dropped ones, forgets delivered ones.
+    fn follow(&mut self, pipe: &mut Pipeline<Vec<u8>>) -> io::Result<()> {
+        while let Some(e) = pipe.poll_event() {
+            let reason = match e.kind {
+                EventKind::Duplicated { copy } => {
+                    if let Some(bytes) = self.in_flight.get(&e.packet).cloned() {
+                        self.in_flight.insert(copy, bytes);
+                    }
+                    continue;
+                }
+                EventKind::Delivered { .. } => {
+                    self.in_flight.remove(&e.packet);
+                    continue;
+                }
+                EventKind::Lost => "loss",
+                EventKind::DroppedQueue => "queue full",
+                EventKind::DroppedAqm => "aqm (CoDel)",
+                EventKind::DroppedOutage => "outage",
+                _ => continue,
+            };
+            if let Some(bytes) = self.in_flight.remove(&e.packet) {
+                self.dropped.write(e.at, &bytes, reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Engine {
     clock: Clock,
     pipes: [Pipeline<Vec<u8>>; 4],
     ports: [Arc<dyn Port>; 3],
     rx: Receiver<Inbound>,
     pool: Sender<Vec<u8>>,
-    captures: Option<Vec<(Capture, Capture)>>,
+    captures: Option<Vec<Captures>>,
     release_error: Histogram<u64>,
     unroutable: u64,
     shared: Arc<Mutex<LinkStats>>,
@@ -469,6 +538,7 @@ struct Engine {
 
 impl Engine {
     fn run(mut self, stop: &AtomicBool) -> io::Result<LinkStats> {
+        raise_priority();
         let mut last_publish = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let deadline = self.next_deadline();
@@ -498,9 +568,10 @@ impl Engine {
                 last_publish = Instant::now();
             }
         }
-        for (a, b) in self.captures.take().into_iter().flatten() {
-            a.finish()?;
-            b.finish()?;
+        for c in self.captures.take().into_iter().flatten() {
+            c.input.finish()?;
+            c.output.finish()?;
+            c.dropped.finish()?;
         }
         self.publish();
         Ok(self.shared.lock().map(|s| s.clone()).unwrap_or_default())
@@ -531,11 +602,20 @@ impl Engine {
     }
 
     fn push_into(&mut self, dir: LinkDir, now: Time, buf: Vec<u8>) {
-        if let Some(caps) = &mut self.captures {
-            let _ = caps[dir as usize].0.write(now, &buf);
-        }
         let flow = FlowMeta::from_ip_packet(&buf);
-        self.pipes[dir as usize].push(now, flow, buf);
+        match &mut self.captures {
+            Some(caps) => {
+                let cap = &mut caps[dir as usize];
+                let _ = cap.input.write(now, &buf);
+                let copy = buf.clone();
+                let id = self.pipes[dir as usize].push(now, flow, buf);
+                cap.in_flight.insert(id, copy);
+                let _ = cap.follow(&mut self.pipes[dir as usize]);
+            }
+            None => {
+                self.pipes[dir as usize].push(now, flow, buf);
+            }
+        }
     }
 
     fn release(&mut self) -> io::Result<()> {
@@ -544,13 +624,16 @@ impl Engine {
             while let Some(d) = self.pipes[dir as usize].poll_transmit(now) {
                 self.deliver(dir, d)?;
             }
+            if let Some(caps) = &mut self.captures {
+                caps[dir as usize].follow(&mut self.pipes[dir as usize])?;
+            }
         }
         Ok(())
     }
 
     fn deliver(&mut self, dir: LinkDir, d: Delivery<Vec<u8>>) -> io::Result<()> {
         if let Some(caps) = &mut self.captures {
-            let _ = caps[dir as usize].1.write(d.released_at, &d.payload);
+            let _ = caps[dir as usize].output.write(d.released_at, &d.payload);
         }
         let hop = dir.to();
         let dst = match d.flow.dst {
