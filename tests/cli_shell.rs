@@ -25,11 +25,8 @@ fn is_root() -> bool {
     root
 }
 
-#[test]
-fn forward_reaches_a_host_server_through_the_delay() {
-    if !is_root() {
-        return;
-    }
+/// A one-line echo server on this machine's loopback; returns its port.
+fn host_echo_server() -> u16 {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -41,6 +38,15 @@ fn forward_reaches_a_host_server_through_the_delay() {
             }
         }
     });
+    port
+}
+
+#[test]
+fn forward_reaches_a_host_server_through_the_delay() {
+    if !is_root() {
+        return;
+    }
+    let port = host_echo_server();
     let script = format!(
         "exec 3<>/dev/tcp/198.18.0.1/{port}; echo through-glass >&3; read -r line <&3; echo \"got:$line\""
     );
@@ -89,17 +95,7 @@ fn an_unprivileged_user_gets_the_link() {
         "{} is not reachable for an unprivileged user",
         exe.display()
     );
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in server.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut buf = [0u8; 64];
-            if let Ok(n) = s.read(&mut buf) {
-                let _ = s.write_all(&buf[..n]);
-            }
-        }
-    });
+    let port = host_echo_server();
     let script = format!(
         "exec 3<>/dev/tcp/198.18.0.1/{port}; echo as-nobody >&3; read -r line <&3; echo \"got:$line\"; cat /proc/self/uid_map"
     );

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "glass",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  glass profile list\n  glass profile check 4g\n  glass profile check \"delay 40ms 5ms distribution normal loss gemodel 1% 30%\" --json\n  glass profile check scenarios/profiles/rate-step-outage.toml --packets 1000000"
+    after_help = "Examples:\n  glass profile list\n  glass profile check 4g\n  glass profile check \"delay 40ms 5ms distribution normal loss gemodel 1% 30%\" --json\n  glass profile check scenarios/profiles/rate-step-outage.toml --packets 1000000\n  glass shell --profile 4g --forward tcp:1935 -- ffmpeg -re -i in.flv -c copy -f flv rtmp://198.18.0.1/live/key\n  glass proxy udp --listen 127.0.0.1:9000 --upstream 127.0.0.1:9001 --profile lte\n  glass bench link"
 )]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.

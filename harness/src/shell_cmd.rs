@@ -110,6 +110,12 @@ fn summary(stats: &LinkStats) -> String {
             c.delivered
         ));
     }
+    if stats.total_kernel_drops() > 0 {
+        s.push_str(&format!(
+            "glass: warning: the kernel dropped {} packets before Glass could read them (the link was overloaded); they are not in the figures above\n",
+            stats.total_kernel_drops()
+        ));
+    }
     let e = &stats.release_error;
     if e.packets > 0 {
         s.push_str(&format!(

@@ -161,10 +161,19 @@ pub struct LinkStats {
     pub directions: Vec<(LinkDir, Counters)>,
     /// Packets that were not for a Glass host (dropped, not impaired).
     pub unroutable: u64,
+    /// Packets the kernel dropped before the engine could read them (its
+    /// queue towards Glass overflowed: the engine fell behind), per host.
+    /// Not part of the impairment; non-zero means the link was overloaded.
+    pub kernel_drops: Vec<(Host, u64)>,
     pub release_error: ReleaseError,
 }
 
 impl LinkStats {
+    /// All packets the kernel dropped before the engine read them.
+    pub fn total_kernel_drops(&self) -> u64 {
+        self.kernel_drops.iter().map(|(_, n)| n).sum()
+    }
+
     pub fn counters(&self, dir: LinkDir) -> Counters {
         self.directions
             .iter()
@@ -470,21 +479,6 @@ fn read_loop(
     }
 }
 
-/// Asks for real-time scheduling (SCHED_FIFO, low priority) for the engine
-/// thread: a real-time thread wakes from its sleep within microseconds, where
-/// a normal one can wait for the scheduler's next tick. Allowed for root;
-/// elsewhere it quietly stays a normal thread. The engine sleeps between
-/// deadlines and spins at most `timer::SPIN` before each, and the kernel's
-/// real-time throttling keeps 5 % of each core for others, so it cannot
-/// starve the machine.
-fn raise_priority() {
-    // SAFETY: sched_setscheduler on the calling thread with a valid param.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 10 };
-        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
-    }
-}
-
 /// A direction's three capture files, and the packets in flight (to write a
 /// dropped one with its bytes).
 struct Captures {
@@ -538,7 +532,6 @@ struct Engine {
 
 impl Engine {
     fn run(mut self, stop: &AtomicBool) -> io::Result<LinkStats> {
-        raise_priority();
         let mut last_publish = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let deadline = self.next_deadline();
@@ -672,6 +665,10 @@ impl Engine {
                 .map(|&d| (d, self.pipes[d as usize].counters().clone()))
                 .collect(),
             unroutable: self.unroutable,
+            kernel_drops: Host::ALL
+                .iter()
+                .map(|&h| (h, self.ports[h.index()].kernel_drops()))
+                .collect(),
             release_error: ReleaseError {
                 packets: h.len(),
                 p50_us: q(0.5),

@@ -21,6 +21,8 @@ pub trait Port: Send + Sync {
     /// Writes one IP packet towards the host.
     fn send(&self, packet: &[u8]) -> io::Result<()>;
     fn fd(&self) -> RawFd;
+    /// Packets the kernel dropped on their way to us (our queue overflowed).
+    fn kernel_drops(&self) -> u64;
 }
 
 /// Which data path the link uses.
@@ -46,37 +48,63 @@ impl std::str::FromStr for Backend {
     }
 }
 
-pub struct TunPort(tun_rs::SyncDevice);
+pub struct TunPort {
+    dev: tun_rs::SyncDevice,
+    /// `/proc/net/dev` of the device's namespace, opened inside it: the
+    /// kernel counts there what the device's queue dropped.
+    stats: std::fs::File,
+}
 
 impl TunPort {
     /// A TUN device `glass0` with `addr/15`, created inside `ns`.
     pub fn create(ns: &NetNs, addr: Ipv4Addr) -> io::Result<TunPort> {
         ns.run(|| {
-            tun_rs::DeviceBuilder::new()
+            let dev = tun_rs::DeviceBuilder::new()
                 .name("glass0")
                 .ipv4(addr, 15, None)
                 .mtu(1500)
-                .build_sync()
+                .build_sync()?;
+            let stats = std::fs::File::open("/proc/thread-self/net/dev")?;
+            Ok(TunPort { dev, stats })
         })
-        .map(TunPort)
     }
+}
+
+/// The transmit-drop count of `glass0` in a `/proc/net/dev` text: packets
+/// the host's stack could not queue to the TUN device.
+fn tx_dropped(proc_net_dev: &str) -> Option<u64> {
+    let line = proc_net_dev
+        .lines()
+        .find(|l| l.trim_start().starts_with("glass0:"))?;
+    let fields: Vec<&str> = line.split(':').nth(1)?.split_whitespace().collect();
+    // receive: bytes packets errs drop fifo frame compressed multicast (8),
+    // then transmit: bytes packets errs drop: tx drop is field 11.
+    fields.get(11)?.parse().ok()
 }
 
 impl Port for TunPort {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.recv(buf)
+        self.dev.recv(buf)
     }
     fn send(&self, packet: &[u8]) -> io::Result<()> {
-        self.0.send(packet).map(|_| ())
+        self.dev.send(packet).map(|_| ())
     }
     fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        self.dev.as_raw_fd()
+    }
+    fn kernel_drops(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 8192];
+        let n = self.stats.read_at(&mut buf, 0).unwrap_or(0);
+        tx_dropped(&String::from_utf8_lossy(&buf[..n])).unwrap_or(0)
     }
 }
 
 /// An `AF_PACKET` datagram socket on the switch side of a host's veth pair.
 pub struct PacketPort {
     sock: OwnedFd,
+    /// PACKET_STATISTICS resets on read: the running total.
+    drops: std::sync::atomic::AtomicU64,
     ifindex: i32,
     /// The host interface's MAC: the destination of what we send.
     host_mac: [u8; 6],
@@ -177,6 +205,7 @@ impl PacketPort {
         let (sock, ifindex) = switch.run(|| open_packet_socket(&peer))?;
         Ok(PacketPort {
             sock,
+            drops: 0.into(),
             ifindex,
             host_mac,
         })
@@ -245,6 +274,22 @@ fn open_packet_socket(ifname: &str) -> io::Result<(OwnedFd, i32)> {
             return Err(io::Error::new(e.kind(), format!("AF_PACKET socket: {e}")));
         }
         let sock = OwnedFd::from_raw_fd(fd);
+        // A deep receive queue rides out scheduling hiccups (FORCE: as root,
+        // past the rmem_max cap; otherwise the capped size).
+        let rcvbuf: libc::c_int = 16 << 20;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&rcvbuf as *const libc::c_int).cast(),
+                size,
+            ) == 0
+            {
+                break;
+            }
+        }
         let one: libc::c_int = 1;
         // Our own transmissions would otherwise come back to us.
         libc::setsockopt(
@@ -315,5 +360,34 @@ impl Port for PacketPort {
 
     fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        // SAFETY: getsockopt into a zeroed tpacket_stats of the right size.
+        let dropped = unsafe {
+            let mut st: libc::tpacket_stats = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+            let ok = libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            ) == 0;
+            if ok { u64::from(st.tp_drops) } else { 0 }
+        };
+        self.drops
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed)
+            + dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_tx_drops_from_proc_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\nglass0: 1000 10 0 0 0 0 0 0 2000 20 0 7 0 0 0 0\n";
+        assert_eq!(super::tx_dropped(text), Some(7));
+        assert_eq!(super::tx_dropped("nothing"), None);
     }
 }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::timer;
 use crate::bottleneck::{Aqm, OutageMode};
 use crate::delay::Order;
 use crate::flow::FlowMeta;
@@ -236,11 +237,30 @@ async fn accept_loop(
     }
 }
 
-/// One direction: where bytes come from, the pipeline they cross, where they go.
+/// One direction of a connection: the pipeline its bytes cross.
 struct Direction {
     pipe: Pipeline<Chunk>,
     read_done: bool,
     write_done: bool,
+}
+
+impl Direction {
+    /// Writes what is due to `to`; a released FIN half-closes it.
+    async fn flush(
+        &mut self,
+        now: crate::time::Time,
+        to: &mut tokio::net::tcp::OwnedWriteHalf,
+        bytes: &AtomicU64,
+    ) {
+        while let Some(d) = self.pipe.poll_transmit(now) {
+            if d.payload.fin {
+                let _ = to.shutdown().await;
+                self.write_done = true;
+            } else if to.write_all(&d.payload.bytes).await.is_ok() {
+                bytes.fetch_add(d.payload.bytes.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 async fn connection(
@@ -271,18 +291,8 @@ async fn connection(
     let in_flight =
         |d: &Direction| d.pipe.counters().bytes_pushed - d.pipe.counters().bytes_delivered;
     while !(up.write_done && down.write_done) {
-        let now = clock.time(std::time::Instant::now());
-        let wake = [up.pipe.poll_timeout(), down.pipe.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        let sleep = async {
-            match wake {
-                Some(t) if t > now => tokio::time::sleep_until(clock.instant(t).into()).await,
-                Some(_) => {}
-                None => std::future::pending().await,
-            }
-        };
+        let sleep =
+            timer::until_earliest(&clock, [up.pipe.poll_timeout(), down.pipe.poll_timeout()]);
         let reset = async {
             match reset_at {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -317,26 +327,8 @@ async fn connection(
             _ = sleep => {}
         }
         let now = clock.time(std::time::Instant::now());
-        while let Some(d) = up.pipe.poll_transmit(now) {
-            if d.payload.fin {
-                let _ = u_wr.shutdown().await;
-                up.write_done = true;
-            } else if u_wr.write_all(&d.payload.bytes).await.is_ok() {
-                shared
-                    .bytes_up
-                    .fetch_add(d.payload.bytes.len() as u64, Ordering::Relaxed);
-            }
-        }
-        while let Some(d) = down.pipe.poll_transmit(now) {
-            if d.payload.fin {
-                let _ = c_wr.shutdown().await;
-                down.write_done = true;
-            } else if c_wr.write_all(&d.payload.bytes).await.is_ok() {
-                shared
-                    .bytes_down
-                    .fetch_add(d.payload.bytes.len() as u64, Ordering::Relaxed);
-            }
-        }
+        up.flush(now, &mut u_wr, &shared.bytes_up).await;
+        down.flush(now, &mut c_wr, &shared.bytes_down).await;
     }
     Ok(())
 }

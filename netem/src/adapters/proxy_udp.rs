@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
+use super::timer;
 use crate::event::Counters;
 use crate::flow::{FlowMeta, Protocol};
 use crate::packet::Payload;
@@ -147,19 +148,7 @@ async fn run(
     let mut stats = UdpProxyStats::default();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
-        let now = clock.time(std::time::Instant::now());
-        let wake = [up.poll_timeout(), down.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        let sleep = async {
-            match wake {
-                // An expired deadline would still wait for the next 1 ms tick.
-                Some(t) if t > now => tokio::time::sleep_until(clock.instant(t).into()).await,
-                Some(_) => {}
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = timer::until_earliest(&clock, [up.poll_timeout(), down.poll_timeout()]);
         tokio::select! {
             _ = stop.changed() => break,
             r = sock.recv_from(&mut buf) => {

@@ -33,3 +33,19 @@ pub fn sleep_until(deadline: Instant) {
     }
     spin_until(deadline, || false);
 }
+
+/// For tokio adapters: waits until the earliest of `deadlines` (scenario
+/// time), at once if it has passed, forever if there is none. An expired
+/// deadline must not go to `sleep_until`, which would still wait for the
+/// next 1 ms tick.
+pub async fn until_earliest(
+    clock: &crate::time::Clock,
+    deadlines: impl IntoIterator<Item = Option<crate::time::Time>>,
+) {
+    let now = clock.time(Instant::now());
+    match deadlines.into_iter().flatten().min() {
+        Some(t) if t > now => tokio::time::sleep_until(clock.instant(t).into()).await,
+        Some(_) => {}
+        None => std::future::pending().await,
+    }
+}
