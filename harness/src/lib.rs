@@ -6,6 +6,7 @@
 
 pub mod bench_cmd;
 pub mod cli;
+pub mod media;
 pub mod profile_cmd;
 pub mod proxy_cmd;
 pub mod shell_cmd;

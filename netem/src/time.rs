@@ -65,6 +65,15 @@ impl Add<Duration> for Time {
     }
 }
 
+impl Sub<Duration> for Time {
+    type Output = Time;
+    /// Saturating at the scenario start.
+    fn sub(self, d: Duration) -> Time {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Time(self.0.saturating_sub(ns))
+    }
+}
+
 impl Sub<Time> for Time {
     type Output = Duration;
     /// Saturating: an earlier minus a later instant is zero.

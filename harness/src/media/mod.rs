@@ -1,0 +1,6 @@
+//! The media model: what the publisher's camera and encoder produce, and what
+//! the player does with it (DESIGN.md, "Media model").
+
+pub mod encoder;
+pub mod frame;
+pub mod player;

@@ -1,0 +1,606 @@
+//! The player model: a playout buffer with a target delay, decode
+//! dependencies, and a display on a fixed refresh; and the viewer-side
+//! metrics exactly as DESIGN.md defines them.
+//!
+//! Playback starts with the first I-frame: it arrives at `a`, was captured at
+//! `c`, and every frame is then due `offset = a − c + target_delay` after its
+//! capture. The display refreshes every `refresh` from the player's start;
+//! at each refresh it shows the newest frame that is due and decodable (an
+//! I-frame, or a P-frame whose predecessor was decoded).
+//!
+//! When the next frame is not there at its instant:
+//! - [`LatePolicy::Wait`] (buffered players, RTMP/HLS): playback stops until
+//!   it comes (rebuffering), then resumes from it; the delay added by the stall
+//!   stays, as in real players that do not speed up.
+//! - [`LatePolicy::Skip`] (low-delay players, WebRTC/the UDP protocol): the
+//!   frame is given up and playback moves on; the frames that depend on it are
+//!   undecodable until the next I-frame. If it arrives later it is counted as
+//!   dropped late.
+//!
+//! On an ordered transport (TCP), a frame missing while a later one has
+//! arrived will never come (it was lost before the transport, e.g. on a UDP
+//! first mile behind a gateway): both policies give it up.
+//!
+//! Metrics (DESIGN.md): glass-to-glass latency = display − capture, for
+//! displayed frames only; startup delay = first display − player start; a
+//! stall starts at the refresh where the player should show a frame and has
+//! none decodable, and ends when a frame is shown again; stall ratio = total
+//! stall time / playback time (first display to the end); a WebRTC freeze is
+//! an inter-frame display gap > max(3 × mean frame interval, mean + 150 ms)
+//! (mean over the last 30 intervals).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use netem::Time;
+use serde::Serialize;
+
+use super::frame::{FrameHeader, FrameKind};
+
+/// What a player does with a frame that is not there at its instant.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicy {
+    Wait,
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlayerConfig {
+    /// Buffering between the first frame's arrival and its display.
+    pub target_delay: Duration,
+    /// Display refresh interval (1/60 s for a 60 Hz screen).
+    pub refresh: Duration,
+    pub late: LatePolicy,
+    /// Frames arrive in order (TCP): a gap behind an arrived frame is a loss.
+    pub ordered: bool,
+}
+
+/// Freeze rule's window: the mean frame interval is taken over this many.
+const FREEZE_WINDOW: usize = 30;
+
+/// One displayed frame.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
+pub struct Displayed {
+    pub seq: u64,
+    pub capture: Time,
+    pub arrival: Time,
+    pub display: Time,
+}
+
+impl Displayed {
+    pub fn g2g(&self) -> Duration {
+        self.display - self.capture
+    }
+}
+
+/// The viewer-side figures of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PlayerReport {
+    pub frames_received: u64,
+    pub audio_frames_received: u64,
+    pub frames_displayed: u64,
+    /// Arrived after their slot was given up, or superseded by a newer due frame.
+    pub dropped_late: u64,
+    /// Arrived, but their reference was missing.
+    pub dropped_undecodable: u64,
+    /// Not there when their slot passed, so given up (if one arrives later,
+    /// it is also counted in `dropped_late`).
+    pub given_up_missing: u64,
+    pub g2g_p50_ms: f64,
+    pub g2g_p90_ms: f64,
+    pub g2g_p95_ms: f64,
+    pub g2g_p99_ms: f64,
+    pub g2g_p999_ms: f64,
+    pub g2g_max_ms: f64,
+    pub g2g_mean_ms: f64,
+    pub startup_delay_ms: Option<f64>,
+    pub stall_count: u64,
+    pub stall_total_ms: f64,
+    pub stall_ratio: f64,
+    pub stalls_per_minute: f64,
+    pub freeze_count: u64,
+    pub freeze_total_ms: f64,
+    pub playback_s: f64,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Arrived {
+    header: FrameHeader,
+    arrival: Time,
+}
+
+/// The player.
+pub struct Player {
+    cfg: PlayerConfig,
+    start: Time,
+    next_tick: Time,
+    /// Capture → due; set by the first I-frame.
+    offset: Option<Duration>,
+    buffer: BTreeMap<u64, Arrived>,
+    next_seq: u64,
+    last_decoded: Option<u64>,
+    /// (seq, capture) of the last frame consumed, to estimate missing ones' instants.
+    last_capture: Option<(u64, Time)>,
+    /// Learned from the frames themselves; unknown until two have been seen.
+    frame_interval: Option<Duration>,
+    /// The slot of a frame given up before it was due: when it comes, the
+    /// player has nothing to show for it.
+    empty_slot: Option<Time>,
+    stall_start: Option<Time>,
+    stalls: Vec<(Time, Time)>,
+    displayed: Vec<Displayed>,
+    g2g: Histogram<u64>,
+    intervals: VecDeque<Duration>,
+    freeze_count: u64,
+    freeze_total: Duration,
+    report: PlayerReport,
+}
+
+impl Player {
+    /// A player that starts (connects) at `start`.
+    pub fn new(cfg: PlayerConfig, start: Time) -> Player {
+        Player {
+            next_tick: start,
+            start,
+            offset: None,
+            buffer: BTreeMap::new(),
+            next_seq: 0,
+            last_decoded: None,
+            last_capture: None,
+            frame_interval: None,
+            empty_slot: None,
+            stall_start: None,
+            stalls: Vec::new(),
+            displayed: Vec::new(),
+            g2g: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            intervals: VecDeque::new(),
+            freeze_count: 0,
+            freeze_total: Duration::ZERO,
+            report: PlayerReport::default(),
+            cfg,
+        }
+    }
+
+    /// A complete frame arrived at `now`.
+    pub fn on_frame(&mut self, now: Time, header: FrameHeader) {
+        self.handle_timeout(now);
+        if header.kind == FrameKind::Audio {
+            self.report.audio_frames_received += 1;
+            return;
+        }
+        self.report.frames_received += 1;
+        if self.offset.is_none() {
+            if header.kind != FrameKind::I {
+                // Joined mid-GOP: nothing decodes before an I-frame.
+                self.report.dropped_undecodable += 1;
+                return;
+            }
+            self.offset = Some((now - header.capture) + self.cfg.target_delay);
+            self.next_seq = header.seq;
+        }
+        if header.seq < self.next_seq || self.buffer.contains_key(&header.seq) {
+            // Its slot has passed (or a duplicate).
+            self.report.dropped_late += 1;
+            return;
+        }
+        self.buffer.insert(
+            header.seq,
+            Arrived {
+                header,
+                arrival: now,
+            },
+        );
+    }
+
+    /// When the display next refreshes.
+    pub fn poll_timeout(&self) -> Time {
+        self.next_tick
+    }
+
+    /// Runs every refresh up to `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while self.next_tick <= now {
+            let t = self.next_tick;
+            self.refresh(t);
+            self.next_tick = t + self.cfg.refresh;
+        }
+    }
+
+    /// When a missing frame `seq` would be due, estimated from the last frame
+    /// consumed and the learned frame interval (unknown until learned).
+    fn estimated_due(&self, seq: u64, offset: Duration) -> Option<Time> {
+        let (s, c) = self.last_capture?;
+        let n = u32::try_from(seq.saturating_sub(s)).unwrap_or(u32::MAX);
+        Some(c + self.frame_interval? * n + offset)
+    }
+
+    fn consumed(&mut self, seq: u64, capture: Time) {
+        if let Some((s, c)) = self.last_capture
+            && seq > s
+            && capture > c
+        {
+            // Learn the frame interval (a slow mean, robust to a missing frame).
+            let d = (capture - c) / u32::try_from(seq - s).unwrap_or(1);
+            self.frame_interval = Some(match self.frame_interval {
+                Some(old) => (old * 7 + d) / 8,
+                None => d,
+            });
+        }
+        self.last_capture = Some((seq, capture));
+    }
+
+    fn refresh(&mut self, t: Time) {
+        let Some(mut offset) = self.offset else {
+            return;
+        };
+        let mut show: Option<Arrived> = None;
+        // Whether the timeline asked for a new picture at this refresh.
+        let mut should_show = self.empty_slot.is_some_and(|slot| slot <= t);
+        if should_show {
+            self.empty_slot = None;
+        }
+        loop {
+            let seq = self.next_seq;
+            if let Some(f) = self.buffer.get(&seq).copied() {
+                if f.header.capture + offset > t {
+                    break;
+                }
+                should_show = true;
+                self.buffer.remove(&seq);
+                if self.cfg.late == LatePolicy::Wait
+                    && t >= f.header.capture + offset + self.cfg.refresh
+                {
+                    // Resuming after rebuffering: the timeline restarts from
+                    // this frame, so the frames behind it are not due yet and
+                    // play in turn; the stall's delay stays.
+                    offset = t - f.header.capture;
+                    self.offset = Some(offset);
+                }
+                let decodable =
+                    f.header.kind == FrameKind::I || self.last_decoded == Some(seq.wrapping_sub(1));
+                self.consumed(seq, f.header.capture);
+                if decodable {
+                    self.last_decoded = Some(seq);
+                    if show.replace(f).is_some() {
+                        self.report.dropped_late += 1; // superseded by a newer due frame
+                    }
+                } else {
+                    self.report.dropped_undecodable += 1;
+                }
+                self.next_seq += 1;
+                continue;
+            }
+            // `seq` is missing. The first frame after it that has arrived:
+            let later = self.buffer.values().next().copied();
+            let later_due = later.is_some_and(|f| f.header.capture + offset <= t);
+            let overdue = self.estimated_due(seq, offset).is_some_and(|d| d <= t);
+            // On an ordered transport it will never come; a low-delay player
+            // gives it up once a later frame is due.
+            let give_up = (self.cfg.ordered && later.is_some())
+                || (self.cfg.late == LatePolicy::Skip && later_due);
+            should_show |= overdue || later_due;
+            if !give_up {
+                break;
+            }
+            self.report.given_up_missing += 1;
+            if let Some(slot) = self.estimated_due(seq, offset).filter(|d| *d > t) {
+                self.empty_slot = Some(self.empty_slot.map_or(slot, |s| s.min(slot)));
+            }
+            self.next_seq += 1;
+        }
+        match show {
+            Some(f) => self.display(t, f),
+            // A frame was due and none decodable could be shown: a stall
+            // begins (after the first frame), and lasts until one is shown.
+            None if should_show && !self.displayed.is_empty() && self.stall_start.is_none() => {
+                self.stall_start = Some(t);
+            }
+            None => {}
+        }
+    }
+
+    fn display(&mut self, t: Time, f: Arrived) {
+        if let Some(start) = self.stall_start.take() {
+            self.stalls.push((start, t));
+        }
+        if let Some(prev) = self.displayed.last() {
+            let gap = t - prev.display;
+            if self.intervals.len() >= 3 {
+                let mean = self.intervals.iter().sum::<Duration>() / self.intervals.len() as u32;
+                if gap > (mean * 3).max(mean + Duration::from_millis(150)) {
+                    self.freeze_count += 1;
+                    self.freeze_total += gap;
+                }
+            }
+            self.intervals.push_back(gap);
+            if self.intervals.len() > FREEZE_WINDOW {
+                self.intervals.pop_front();
+            }
+        }
+        let d = Displayed {
+            seq: f.header.seq,
+            capture: f.header.capture,
+            arrival: f.arrival,
+            display: t,
+        };
+        let _ = self.g2g.record((d.g2g().as_micros() as u64).max(1));
+        self.displayed.push(d);
+    }
+
+    /// Every displayed frame so far (the G2G time series).
+    pub fn displayed(&self) -> &[Displayed] {
+        &self.displayed
+    }
+
+    /// Stalls so far: (start, end).
+    pub fn stalls(&self) -> &[(Time, Time)] {
+        &self.stalls
+    }
+
+    /// Closes the run at `end` and returns the figures.
+    pub fn finish(&mut self, end: Time) -> PlayerReport {
+        self.handle_timeout(end);
+        if let Some(start) = self.stall_start.take() {
+            self.stalls.push((start, end));
+        }
+        let mut r = self.report.clone();
+        r.frames_displayed = self.displayed.len() as u64;
+        let ms = |us: u64| us as f64 / 1000.0;
+        if !self.g2g.is_empty() {
+            r.g2g_p50_ms = ms(self.g2g.value_at_quantile(0.5));
+            r.g2g_p90_ms = ms(self.g2g.value_at_quantile(0.9));
+            r.g2g_p95_ms = ms(self.g2g.value_at_quantile(0.95));
+            r.g2g_p99_ms = ms(self.g2g.value_at_quantile(0.99));
+            r.g2g_p999_ms = ms(self.g2g.value_at_quantile(0.999));
+            r.g2g_max_ms = ms(self.g2g.max());
+            r.g2g_mean_ms = self.g2g.mean() / 1000.0;
+        }
+        let first = self.displayed.first().map(|d| d.display);
+        r.startup_delay_ms = first.map(|f| (f - self.start).as_secs_f64() * 1e3);
+        let playback = first.map_or(Duration::ZERO, |f| end - f);
+        let stalled: Duration = self.stalls.iter().map(|(a, b)| *b - *a).sum();
+        r.stall_count = self.stalls.len() as u64;
+        r.stall_total_ms = stalled.as_secs_f64() * 1e3;
+        r.playback_s = playback.as_secs_f64();
+        if !playback.is_zero() {
+            r.stall_ratio = stalled.as_secs_f64() / playback.as_secs_f64();
+            r.stalls_per_minute = self.stalls.len() as f64 / (playback.as_secs_f64() / 60.0);
+        }
+        r.freeze_count = self.freeze_count;
+        r.freeze_total_ms = self.freeze_total.as_secs_f64() * 1e3;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FPS: f64 = 30.0;
+    const GOP: u64 = 30;
+
+    fn header(seq: u64) -> FrameHeader {
+        FrameHeader {
+            kind: if seq % GOP == 0 {
+                FrameKind::I
+            } else {
+                FrameKind::P
+            },
+            seq,
+            gop: (seq / GOP) as u32,
+            capture: Time::from_secs_f64(seq as f64 / FPS),
+            size: 1000,
+        }
+    }
+
+    fn cfg(late: LatePolicy, ordered: bool) -> PlayerConfig {
+        PlayerConfig {
+            target_delay: Duration::from_millis(100),
+            refresh: Duration::from_secs_f64(1.0 / 60.0),
+            late,
+            ordered,
+        }
+    }
+
+    /// Feeds frames `seqs` with arrival = capture + 10 ms, or as `arrival`
+    /// overrides say, in arrival order; `None` in the override: never arrives.
+    fn play(
+        cfg: PlayerConfig,
+        seqs: std::ops::Range<u64>,
+        arrival: impl Fn(u64) -> Option<Time>,
+        end_s: f64,
+    ) -> (Player, PlayerReport) {
+        let mut frames: Vec<(Time, FrameHeader)> = seqs
+            .filter_map(|k| arrival(k).map(|a| (a, header(k))))
+            .collect();
+        frames.sort_by_key(|(a, h)| (*a, h.seq));
+        let mut p = Player::new(cfg, Time::ZERO);
+        for (a, h) in frames {
+            p.on_frame(a, h);
+        }
+        let r = p.finish(Time::from_secs_f64(end_s));
+        (p, r)
+    }
+
+    fn on_time(k: u64) -> Option<Time> {
+        Some(header(k).capture + Duration::from_millis(10))
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn startup_and_steady_latency() {
+        let (p, r) = play(cfg(LatePolicy::Wait, true), 0..300, on_time, 10.1);
+        // Offset = 10 ms network + 100 ms target; shown at the next 60 Hz
+        // refresh: 116.67 ms after capture, every frame.
+        assert!(
+            close(r.g2g_p50_ms, 116.67, 0.2) && close(r.g2g_max_ms, 116.67, 0.2),
+            "{r:?}"
+        );
+        assert!(close(r.startup_delay_ms.unwrap(), 116.67, 0.01), "{r:?}");
+        assert_eq!(r.frames_displayed, 300);
+        assert_eq!(
+            (
+                r.stall_count,
+                r.freeze_count,
+                r.dropped_late,
+                r.dropped_undecodable
+            ),
+            (0, 0, 0, 0)
+        );
+        assert!(p.displayed().windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    }
+
+    #[test]
+    fn a_late_tcp_frame_stalls_and_the_delay_stays() {
+        // Frame 40 is held 500 ms; everything behind it waits for it (TCP).
+        let late_until = header(40).capture + Duration::from_millis(510);
+        let arrival = |k: u64| {
+            let a = on_time(k).unwrap();
+            Some(if k >= 40 { a.max(late_until) } else { a })
+        };
+        let (p, r) = play(cfg(LatePolicy::Wait, true), 0..300, arrival, 10.5);
+        assert_eq!(r.stall_count, 1, "{r:?}");
+        // Due at 1443.3 ms → stall from the 1450 ms refresh; frame 40 arrives
+        // at 1843.3 ms → shown at 1850 ms: 400 ms of stall.
+        let (start, end) = p.stalls()[0];
+        assert!(
+            close(start.as_secs_f64() * 1e3, 1450.0, 0.01)
+                && close(end.as_secs_f64() * 1e3, 1850.0, 0.01),
+            "{start} {end}"
+        );
+        assert!(close(r.stall_total_ms, 400.0, 0.01));
+        // The added delay stays: frames after 40 are 516.7 ms behind capture.
+        let last = p.displayed().last().unwrap();
+        assert!(
+            close(last.g2g().as_secs_f64() * 1e3, 516.67, 0.01),
+            "{last:?}"
+        );
+        assert_eq!(r.freeze_count, 1);
+        assert_eq!(r.frames_displayed, 300);
+        assert!(close(r.stall_ratio, 0.4 / (10.5 - 0.11667), 1e-4), "{r:?}");
+    }
+
+    #[test]
+    fn a_lost_p_frame_breaks_the_chain_until_the_next_i_frame() {
+        let (p, r) = play(
+            cfg(LatePolicy::Skip, false),
+            0..300,
+            |k| if k == 10 { None } else { on_time(k) },
+            10.1,
+        );
+        assert_eq!(r.given_up_missing, 1);
+        assert_eq!(r.dropped_undecodable, 19); // frames 11..=29
+        assert_eq!(r.frames_displayed, 300 - 20);
+        assert_eq!(r.stall_count, 1);
+        // From frame 10's refresh to frame 30's: 20 frames of 33.3 ms.
+        assert!(close(r.stall_total_ms, 666.67, 0.05), "{r:?}");
+        // Low-delay playback keeps its latency.
+        assert!(close(r.g2g_max_ms, 116.67, 0.2));
+        assert!(p.displayed().iter().all(|d| d.seq < 10 || d.seq >= 30));
+    }
+
+    #[test]
+    fn a_frame_after_its_slot_is_dropped_late() {
+        let arrival = |k: u64| {
+            on_time(k).map(|a| {
+                if k == 10 {
+                    a + Duration::from_millis(300)
+                } else {
+                    a
+                }
+            })
+        };
+        let (_, r) = play(cfg(LatePolicy::Skip, false), 0..300, arrival, 10.1);
+        assert_eq!(
+            (r.given_up_missing, r.dropped_late, r.dropped_undecodable),
+            (1, 1, 19),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_gap_on_an_ordered_transport_is_a_loss_not_a_wait() {
+        // A gateway lost frame 10 upstream; TCP delivers 11 next: waiting for
+        // 10 would stall forever.
+        let (_, r) = play(
+            cfg(LatePolicy::Wait, true),
+            0..300,
+            |k| if k == 10 { None } else { on_time(k) },
+            10.1,
+        );
+        assert_eq!(
+            (r.given_up_missing, r.dropped_undecodable),
+            (1, 19),
+            "{r:?}"
+        );
+        assert_eq!(r.stall_count, 1);
+        assert!(close(r.stall_total_ms, 666.67, 0.05), "{r:?}");
+    }
+
+    #[test]
+    fn joining_mid_gop_waits_for_an_i_frame() {
+        let (p, r) = play(cfg(LatePolicy::Skip, false), 5..300, on_time, 10.1);
+        assert_eq!(r.dropped_undecodable, 25); // 5..=29
+        assert_eq!(p.displayed()[0].seq, 30);
+        // Frame 30 captured at 1000 ms, shown at 1116.67 ms after the start.
+        assert!(close(r.startup_delay_ms.unwrap(), 1116.67, 0.01), "{r:?}");
+        assert_eq!(r.stall_count, 0);
+    }
+
+    #[test]
+    fn the_freeze_rule_follows_the_frame_rate() {
+        // 5 frames per second: 200 ms gaps are the normal pace, not freezes.
+        let slow = |k: u64| Some(Time::from_millis(k * 200 + 10));
+        let mut p = Player::new(cfg(LatePolicy::Skip, false), Time::ZERO);
+        for k in 0..50u64 {
+            let h = FrameHeader {
+                capture: Time::from_millis(k * 200),
+                kind: FrameKind::I,
+                ..header(k)
+            };
+            p.on_frame(slow(k).unwrap(), h);
+        }
+        let r = p.finish(Time::from_secs_f64(10.0));
+        assert_eq!(r.frames_displayed, 50);
+        assert_eq!((r.freeze_count, r.stall_count), (0, 0), "{r:?}");
+    }
+
+    #[test]
+    fn a_stream_that_stops_is_a_stall_until_the_end() {
+        let (p, r) = play(cfg(LatePolicy::Wait, true), 0..150, on_time, 10.0);
+        assert_eq!(r.stall_count, 1);
+        // Frame 150 would have been due at 5.0 s + 110 ms: the 5116.7 ms refresh.
+        let (start, end) = p.stalls()[0];
+        assert!(
+            close(start.as_secs_f64(), 5.11667, 1e-4) && end == Time::from_millis(10_000),
+            "{start} {end}"
+        );
+    }
+
+    #[test]
+    fn audio_is_counted_not_displayed() {
+        let mut p = Player::new(cfg(LatePolicy::Skip, false), Time::ZERO);
+        p.on_frame(
+            Time::from_millis(5),
+            FrameHeader {
+                kind: FrameKind::Audio,
+                ..header(0)
+            },
+        );
+        let r = p.finish(Time::from_millis(1000));
+        assert_eq!(
+            (
+                r.audio_frames_received,
+                r.frames_received,
+                r.frames_displayed
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(r.startup_delay_ms, None);
+    }
+}
