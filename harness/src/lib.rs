@@ -9,5 +9,6 @@ pub mod cli;
 pub mod media;
 pub mod profile_cmd;
 pub mod proxy_cmd;
+pub mod scenario;
 pub mod shell_cmd;
 pub mod signals;

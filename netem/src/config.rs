@@ -782,8 +782,9 @@ impl LinkProfiles {
     }
 }
 
-/// Adds the file name and, for a field error, the line of that field.
-fn locate(origin: &str, text: &str, e: ConfigError) -> ConfigError {
+/// Adds the file name and, for a field error, the line of that field (any
+/// TOML document whose validation errors use dotted field paths can use it).
+pub fn locate(origin: &str, text: &str, e: ConfigError) -> ConfigError {
     let line = match &e {
         ConfigError::Invalid { field, .. } => line_of_field(text, field),
         _ => None,

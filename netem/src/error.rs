@@ -80,7 +80,11 @@ impl ConfigError {
     pub fn within(self, prefix: &str) -> Self {
         match self {
             ConfigError::Invalid { field, reason } => ConfigError::Invalid {
-                field: format!("{prefix}.{field}"),
+                field: if field.is_empty() {
+                    prefix.to_string()
+                } else {
+                    format!("{prefix}.{field}")
+                },
                 reason,
             },
             other => other,

@@ -1,0 +1,512 @@
+//! Scenario files: what to run, over which network, judged by which budgets.
+//!
+//! TOML read with serde; unknown fields are refused; every error names the
+//! file, the line and the field (`quickstart.toml, line 12:
+//! protocols[0].player.target_delay: …`). Every field is documented in
+//! `scenarios/README.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use netem::config::{LinkProfiles, ProfileConfig, locate};
+use netem::units::{BitRate, HumanDuration, Probability};
+use netem::{ConfigError, Profile};
+use serde::{Deserialize, Serialize};
+
+use crate::media::encoder::{AudioConfig, EncoderConfig};
+use crate::media::player::{LatePolicy, PlayerConfig};
+
+/// The scenario `glass run` runs with no argument: RTMP over TCP, clean and
+/// with 2 % loss and 40 ms delay on the first mile.
+pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.toml");
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub duration: HumanDuration,
+    #[serde(default = "one")]
+    pub seed: u64,
+    #[serde(default = "one_u32")]
+    pub repeat: u32,
+    #[serde(default)]
+    pub media: MediaFile,
+    /// Network variants: each protocol runs once over each.
+    #[serde(default)]
+    pub networks: Vec<NetworkFile>,
+    pub protocols: Vec<ProtocolFile>,
+    #[serde(default)]
+    pub budgets: Budgets,
+}
+
+fn one() -> u64 {
+    1
+}
+fn one_u32() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaFile {
+    pub bitrate: BitRate,
+    pub fps: f64,
+    /// Frames per GOP.
+    pub gop: u32,
+    /// A label for reports ("1280x720"); sizes follow the bitrate.
+    pub resolution: String,
+    pub audio: bool,
+    pub encode_delay: HumanDuration,
+}
+
+impl Default for MediaFile {
+    fn default() -> Self {
+        let e = EncoderConfig::default();
+        MediaFile {
+            bitrate: e.bitrate,
+            fps: e.fps,
+            gop: e.gop,
+            resolution: "1280x720".into(),
+            audio: true,
+            encode_delay: HumanDuration(e.encode_delay),
+        }
+    }
+}
+
+/// One network: the first and last mile.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub name: String,
+    #[serde(default)]
+    pub first_mile: LinkFile,
+    #[serde(default)]
+    pub last_mile: LinkFile,
+}
+
+/// A link: one two-way `profile`, or `uplink` and `downlink` each a preset,
+/// a netem line or a table. Unset directions are unimpaired.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFile {
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub uplink: Option<DirectionFile>,
+    #[serde(default)]
+    pub downlink: Option<DirectionFile>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum DirectionFile {
+    /// A preset name (its uplink or downlink) or a netem line.
+    Named(String),
+    Table(Box<ProfileConfig>),
+}
+
+/// By hand rather than `untagged`, which would hide why a table is wrong
+/// behind "did not match any variant".
+impl<'de> Deserialize<'de> for DirectionFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(DirectionFile::Named(s)),
+            v @ toml::Value::Table(_) => ProfileConfig::deserialize(v)
+                .map(|p| DirectionFile::Table(Box::new(p)))
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "expected a preset name, a netem line or a table, found a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolKind {
+    /// RTMP over TCP (rml_rtmp), through Glass's relay.
+    Rtmp,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolFile {
+    /// Name in reports (default: the kind).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: ProtocolKind,
+    /// The stream key the publisher uses (default "glass"); the relay accepts only it.
+    #[serde(default)]
+    pub stream_key: Option<String>,
+    #[serde(default)]
+    pub player: PlayerFile,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerFile {
+    /// Playout buffer (default per protocol: RTMP 500 ms).
+    #[serde(default)]
+    pub target_delay: Option<HumanDuration>,
+    /// Display refresh (default 1/60 s).
+    #[serde(default)]
+    pub refresh: Option<HumanDuration>,
+    /// `wait` (buffered, default for RTMP) or `skip` (low delay).
+    #[serde(default)]
+    pub late: Option<LatePolicy>,
+}
+
+/// Limits a run is judged by (reported now; `glass check` will gate on them).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g2g_p50: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g2g_p99: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_ratio: Option<Probability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_delay: Option<HumanDuration>,
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub duration: Duration,
+    pub seed: u64,
+    pub repeat: u32,
+    pub encoder: EncoderConfig,
+    pub resolution: String,
+    pub networks: Vec<Network>,
+    pub protocols: Vec<Protocol>,
+    pub budgets: Budgets,
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub name: String,
+    /// (uplink, downlink).
+    pub first_mile: (Profile, Profile),
+    pub last_mile: (Profile, Profile),
+    /// What each direction was asked as (for reports).
+    pub described: [String; 4],
+}
+
+#[derive(Clone, Debug)]
+pub struct Protocol {
+    pub name: String,
+    pub kind: ProtocolKind,
+    pub stream_key: String,
+    pub player: PlayerConfig,
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T> {
+    Err(ConfigError::invalid(field, reason))
+}
+
+impl Scenario {
+    pub fn from_file(path: &Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut s = Self::from_toml(&path.display().to_string(), &text, path.parent())?;
+        s.source = Some(path.to_path_buf());
+        Ok(s)
+    }
+
+    /// Parses and validates; `origin` names the text in errors.
+    pub fn from_toml(origin: &str, text: &str, base_dir: Option<&Path>) -> Result<Scenario> {
+        let located = |e: ConfigError| locate(origin, text, e);
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|e| located(ConfigError::Toml(e.to_string())))?;
+        file.validate(base_dir).map_err(located)
+    }
+}
+
+impl ScenarioFile {
+    pub fn validate(&self, base_dir: Option<&Path>) -> Result<Scenario> {
+        if self.name.trim().is_empty() {
+            return bad("name", "give the scenario a name");
+        }
+        let duration = self.duration.get();
+        if duration < Duration::from_secs(1) || duration > Duration::from_secs(24 * 3600) {
+            return bad("duration", "between 1 s and 24 h");
+        }
+        if self.repeat == 0 || self.repeat > 1000 {
+            return bad("repeat", "between 1 and 1000");
+        }
+        let m = &self.media;
+        let encoder = EncoderConfig {
+            bitrate: m.bitrate,
+            fps: m.fps,
+            gop: m.gop,
+            encode_delay: m.encode_delay.get(),
+            audio: m.audio.then(|| EncoderConfig::default().audio).flatten(),
+            ..EncoderConfig::default()
+        };
+        encoder
+            .validate()
+            .map_err(|e| ConfigError::invalid("media", e))?;
+        let networks = if self.networks.is_empty() {
+            vec![NetworkFile {
+                name: "clean".into(),
+                first_mile: LinkFile::default(),
+                last_mile: LinkFile::default(),
+            }]
+        } else {
+            self.networks.clone()
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut out_networks = Vec::new();
+        for (i, n) in networks.iter().enumerate() {
+            let field = format!("networks[{i}]");
+            if !names.insert(n.name.clone()) {
+                return bad(
+                    format!("{field}.name"),
+                    format!("\"{}\" is used twice", n.name),
+                );
+            }
+            let (fu, fd, dfu, dfd) = n
+                .first_mile
+                .resolve(base_dir)
+                .map_err(|e| e.within(&format!("{field}.first_mile")))?;
+            let (lu, ld, dlu, dld) = n
+                .last_mile
+                .resolve(base_dir)
+                .map_err(|e| e.within(&format!("{field}.last_mile")))?;
+            out_networks.push(Network {
+                name: n.name.clone(),
+                first_mile: (fu, fd),
+                last_mile: (lu, ld),
+                described: [dfu, dfd, dlu, dld],
+            });
+        }
+        if self.protocols.is_empty() {
+            return bad("protocols", "list at least one protocol to run");
+        }
+        let mut protocols = Vec::new();
+        let mut pnames = std::collections::HashSet::new();
+        for (i, p) in self.protocols.iter().enumerate() {
+            let field = format!("protocols[{i}]");
+            let name = p.name.clone().unwrap_or_else(|| "rtmp".into());
+            if !pnames.insert(name.clone()) {
+                return bad(
+                    format!("{field}.name"),
+                    format!("\"{name}\" is used twice; name the variants"),
+                );
+            }
+            let key = p.stream_key.clone().unwrap_or_else(|| "glass".into());
+            if key.is_empty() || key.contains(['/', '?', ' ']) {
+                return bad(
+                    format!("{field}.stream_key"),
+                    "a stream key is a non-empty word without / ? or spaces",
+                );
+            }
+            let refresh = p
+                .player
+                .refresh
+                .map_or(Duration::from_secs_f64(1.0 / 60.0), HumanDuration::get);
+            if refresh < Duration::from_millis(1) || refresh > Duration::from_secs(1) {
+                return bad(format!("{field}.player.refresh"), "between 1 ms and 1 s");
+            }
+            let target = p
+                .player
+                .target_delay
+                .map_or(Duration::from_millis(500), HumanDuration::get);
+            if target > Duration::from_secs(60) {
+                return bad(format!("{field}.player.target_delay"), "at most 60 s");
+            }
+            protocols.push(Protocol {
+                name,
+                kind: p.kind,
+                stream_key: key,
+                player: PlayerConfig {
+                    target_delay: target,
+                    refresh,
+                    late: p.player.late.unwrap_or(LatePolicy::Wait),
+                    ordered: true,
+                },
+            });
+        }
+        Ok(Scenario {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            duration,
+            seed: self.seed,
+            repeat: self.repeat,
+            encoder,
+            resolution: m.resolution.clone(),
+            networks: out_networks,
+            protocols,
+            budgets: self.budgets.clone(),
+            source: None,
+        })
+    }
+}
+
+impl LinkFile {
+    /// (uplink, downlink) profiles and how each was written.
+    fn resolve(&self, base_dir: Option<&Path>) -> Result<(Profile, Profile, String, String)> {
+        if let Some(name) = &self.profile {
+            if self.uplink.is_some() || self.downlink.is_some() {
+                return bad(
+                    "profile",
+                    "give either profile (both directions) or uplink/downlink, not both",
+                );
+            }
+            let resolved = resolve_named(name, base_dir).map_err(|e| e.within("profile"))?;
+            let (up, down) = resolved.validate()?;
+            return Ok((up, down, name.clone(), name.clone()));
+        }
+        let side =
+            |d: &Option<DirectionFile>, uplink: bool, field: &str| -> Result<(Profile, String)> {
+                match d {
+                    None => Ok((Profile::transparent(), "none".into())),
+                    Some(DirectionFile::Named(name)) => {
+                        let p = resolve_named(name, base_dir).map_err(|e| e.within(field))?;
+                        let (up, down) = p.validate().map_err(|e| e.within(field))?;
+                        Ok((if uplink { up } else { down }, name.clone()))
+                    }
+                    Some(DirectionFile::Table(t)) => Ok((
+                        t.validate(base_dir).map_err(|e| e.within(field))?,
+                        "table".into(),
+                    )),
+                }
+            };
+        let (up, du) = side(&self.uplink, true, "uplink")?;
+        let (down, dd) = side(&self.downlink, false, "downlink")?;
+        Ok((up, down, du, dd))
+    }
+}
+
+/// A preset, a file relative to the scenario, or a netem line.
+fn resolve_named(name: &str, base_dir: Option<&Path>) -> Result<LinkProfiles> {
+    if let Some(dir) = base_dir {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return LinkProfiles::from_file(&candidate);
+        }
+    }
+    // A field error on the reference itself: `within` adds the field path.
+    LinkProfiles::resolve(name).map_err(|e| ConfigError::invalid("", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+duration = "10s"
+[media]
+bitrate = "2Mbit/s"
+fps = 30
+gop = 60
+resolution = "1280x720"
+audio = true
+encode_delay = "20ms"
+[[networks]]
+name = "lossy"
+first_mile = { uplink = "delay 20ms loss 2%", downlink = "delay 20ms" }
+last_mile = { profile = "lte" }
+[[protocols]]
+kind = "rtmp"
+player = { target_delay = "300ms" }
+[budgets]
+g2g_p99 = "2s"
+"#;
+
+    #[test]
+    fn parses_a_full_scenario() {
+        let s = Scenario::from_toml("t.toml", GOOD, None).unwrap();
+        assert_eq!(
+            s.networks[0].first_mile.0.loss.as_ref().unwrap().spec,
+            netem::loss::LossModel::Bernoulli { p: 0.02 }
+        );
+        assert!(s.networks[0].last_mile.1.bottleneck.is_some());
+        assert_eq!(
+            s.protocols[0].player.target_delay,
+            Duration::from_millis(300)
+        );
+        assert_eq!(s.budgets.g2g_p99.unwrap().get(), Duration::from_secs(2));
+        assert!(Scenario::from_toml("q", QUICKSTART, None).is_ok());
+    }
+
+    fn err(text: &str) -> String {
+        Scenario::from_toml("s.toml", text, None)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn each_kind_of_bad_input_names_file_line_and_field() {
+        let base = "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"rtmp\"\n";
+        for (text, needles) in [
+            // Unknown field.
+            (
+                format!("{base}colour = \"red\"\n"),
+                vec!["s.toml", "line 5", "colour"],
+            ),
+            // Bad unit.
+            (
+                "name = \"t\"\nduration = \"10 fortnights\"\n[[protocols]]\nkind = \"rtmp\"\n"
+                    .to_string(),
+                vec!["line 2", "unknown time unit"],
+            ),
+            // Negative rate in a network table.
+            (
+                format!(
+                    "{base}[[networks]]\nname = \"n\"\nfirst_mile = {{ uplink = {{ bottleneck = {{ rate = \"-1Mbit/s\" }} }} }}\n"
+                ),
+                vec!["line 7", "greater than zero"],
+            ),
+            // A profile that is neither preset, file nor netem line.
+            (
+                format!(
+                    "{base}[[networks]]\nname = \"n\"\nlast_mile = {{ profile = \"5g-magic\" }}\n"
+                ),
+                vec!["line 7", "networks[0].last_mile.profile", "not a preset"],
+            ),
+            // Missing file.
+            (
+                format!(
+                    "{base}[[networks]]\nname = \"n\"\nlast_mile = {{ profile = \"nope/missing.toml\" }}\n"
+                ),
+                vec!["networks[0].last_mile.profile", "missing.toml"],
+            ),
+            // Unknown protocol kind.
+            (
+                "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"carrier-pigeon\"\n"
+                    .to_string(),
+                vec!["line 4", "unknown variant", "rtmp"],
+            ),
+            // Out of range.
+            (
+                "name = \"t\"\nduration = \"10s\"\nrepeat = 0\n[[protocols]]\nkind = \"rtmp\"\n"
+                    .to_string(),
+                vec!["line 3", "repeat"],
+            ),
+            (
+                "name = \"t\"\nduration = \"10s\"\n".to_string(),
+                vec!["protocols"],
+            ),
+        ] {
+            let e = err(&text);
+            for n in needles {
+                assert!(e.contains(n), "{text}\n  gave: {e}\n  missing: {n}");
+            }
+        }
+    }
+}
