@@ -30,6 +30,13 @@ pub enum Command {
     /// Inspect and verify impairment profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Run a scenario: every protocol over every network, with a comparison
+    /// table and a results directory (results.json, frames.csv, seconds.csv).
+    ///
+    /// With no SCENARIO it runs the built-in quickstart: RTMP over TCP on a
+    /// clean network and with 2 % loss + 40 ms delay on the first mile.
+    /// Needs root, or user namespaces (link mode).
+    Run(RunArgs),
     /// Run any program behind an impaired link (like mahimahi's mm-link).
     ///
     /// The program runs in a network namespace of its own (198.18.1.1); the
@@ -117,6 +124,15 @@ pub struct BenchLinkArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A scenario file (see scenarios/README.md); default: the quickstart.
+    pub scenario: Option<PathBuf>,
+    /// Results directory (default: results/NAME-UNIXTIME).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Link mode needs namespaces: an unprivileged user enters a user namespace
     // now, while the process still has a single thread.
-    if matches!(cli.command, Command::Shell(_) | Command::Bench(_))
-        && let Err(e) = netem::adapters::netns::ensure_privilege()
+    if matches!(
+        cli.command,
+        Command::Shell(_) | Command::Bench(_) | Command::Run(_)
+    ) && let Err(e) = netem::adapters::netns::ensure_privilege()
     {
         eprintln!("glass: {e}");
         return ExitCode::from(2);
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
 
     let result = match &cli.command {
         Command::Profile(cmd) => harness::profile_cmd::run(cmd).map(|()| 0),
+        Command::Run(args) => harness::run_cmd::run(args).map(|()| 0),
         Command::Shell(args) => harness::shell_cmd::run(args),
         Command::Proxy(cmd) => harness::proxy_cmd::run(cmd).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {

@@ -13,7 +13,7 @@ use netem::units::{BitRate, HumanDuration, Probability};
 use netem::{ConfigError, Profile};
 use serde::{Deserialize, Serialize};
 
-use crate::media::encoder::{AudioConfig, EncoderConfig};
+use crate::media::encoder::EncoderConfig;
 use crate::media::player::{LatePolicy, PlayerConfig};
 
 /// The scenario `glass run` runs with no argument: RTMP over TCP, clean and

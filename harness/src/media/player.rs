@@ -2,9 +2,16 @@
 //! dependencies, and a display on a fixed refresh; and the viewer-side
 //! metrics exactly as DESIGN.md defines them.
 //!
-//! Playback starts with the first I-frame: it arrives at `a`, was captured at
-//! `c`, and every frame is then due `offset = a − c + target_delay` after its
-//! capture. The display refreshes every `refresh` from the player's start;
+//! Playback starts once the buffer holds `target_delay` of media after the
+//! first I-frame (captured at `c₀`), that is when the first frame captured at
+//! or after `c₀ + target_delay` arrives. The playhead then sits
+//! `target_delay` behind the live edge: every frame is due
+//! `offset = d_min + target_delay` after its capture, where `d_min` is the
+//! lowest capture-to-arrival delay seen while filling (the live edge's delay,
+//! as a jitter buffer estimates its base delay). Anchoring on the first
+//! frame's delay instead would bake TCP's slow start (an I-frame's transfer
+//! on a fresh connection takes several round trips) into the whole run.
+//! The display refreshes every `refresh` from the player's start;
 //! at each refresh it shows the newest frame that is due and decodable (an
 //! I-frame, or a P-frame whose predecessor was decoded).
 //!
@@ -116,8 +123,12 @@ pub struct Player {
     cfg: PlayerConfig,
     start: Time,
     next_tick: Time,
-    /// Capture → due; set by the first I-frame.
+    /// Capture → due; set once the buffer holds `target_delay` of media.
     offset: Option<Duration>,
+    /// Capture instant of the first I-frame, while the buffer fills.
+    first_capture: Option<Time>,
+    /// Lowest capture-to-arrival delay seen while the buffer fills.
+    min_delay: Option<Duration>,
     buffer: BTreeMap<u64, Arrived>,
     next_seq: u64,
     last_decoded: Option<u64>,
@@ -145,6 +156,8 @@ impl Player {
             next_tick: start,
             start,
             offset: None,
+            first_capture: None,
+            min_delay: None,
             buffer: BTreeMap::new(),
             next_seq: 0,
             last_decoded: None,
@@ -171,13 +184,13 @@ impl Player {
             return;
         }
         self.report.frames_received += 1;
-        if self.offset.is_none() {
+        if self.first_capture.is_none() {
             if header.kind != FrameKind::I {
                 // Joined mid-GOP: nothing decodes before an I-frame.
                 self.report.dropped_undecodable += 1;
                 return;
             }
-            self.offset = Some((now - header.capture) + self.cfg.target_delay);
+            self.first_capture = Some(header.capture);
             self.next_seq = header.seq;
         }
         if header.seq < self.next_seq || self.buffer.contains_key(&header.seq) {
@@ -192,6 +205,20 @@ impl Player {
                 arrival: now,
             },
         );
+        if self.offset.is_none() {
+            let delay = now - header.capture;
+            let d_min = *self
+                .min_delay
+                .insert(self.min_delay.map_or(delay, |d| d.min(delay)));
+            if let Some(c0) = self.first_capture
+                && header.capture >= c0 + self.cfg.target_delay
+            {
+                // The buffer holds `target_delay` of media: playback starts,
+                // `target_delay` behind the live edge.
+                self.offset = Some(d_min + self.cfg.target_delay);
+                self.handle_timeout(now);
+            }
+        }
     }
 
     /// When the display next refreshes.
@@ -327,6 +354,11 @@ impl Player {
         };
         let _ = self.g2g.record((d.g2g().as_micros() as u64).max(1));
         self.displayed.push(d);
+    }
+
+    /// Capture → due, once playback has started.
+    pub fn offset(&self) -> Option<Duration> {
+        self.offset
     }
 
     /// Every displayed frame so far (the G2G time series).

@@ -1,0 +1,3 @@
+//! Protocol adapters: each turns frames into its wire format and back.
+
+pub mod rtmp;

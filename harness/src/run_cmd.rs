@@ -1,0 +1,365 @@
+//! `glass run [SCENARIO]`: every protocol over every network of a scenario,
+//! `repeat` times; a comparison table on stdout and a results directory.
+//!
+//! Results are written after every run, so a run that fails (or a Ctrl-C)
+//! keeps all that finished before it. Layout of the directory, and the
+//! `results.json` schema (`glass.results.v1`), are in `scenarios/README.md`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::RunArgs;
+use crate::runner::{RunResult, run_one};
+use crate::scenario::{Budgets, QUICKSTART, Scenario};
+
+pub const SCHEMA: &str = "glass.results.v1";
+
+#[derive(Serialize)]
+struct ScenarioSummary<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    source: Option<String>,
+    duration_s: f64,
+    seed: u64,
+    repeat: u32,
+    media: MediaSummary<'a>,
+    budgets: &'a Budgets,
+}
+
+#[derive(Serialize)]
+struct MediaSummary<'a> {
+    bitrate_bps: u64,
+    fps: f64,
+    gop: u32,
+    resolution: &'a str,
+    audio: bool,
+    encode_delay_ms: f64,
+}
+
+#[derive(Serialize)]
+struct RunRecord {
+    network: String,
+    protocol: String,
+    repeat: u32,
+    /// Requested impairment per direction, as written in the scenario.
+    impairment: [String; 4],
+    status: &'static str,
+    error: Option<String>,
+    result: Option<RunResult>,
+    budgets: Vec<BudgetCheck>,
+}
+
+#[derive(Serialize)]
+struct BudgetCheck {
+    budget: &'static str,
+    limit: f64,
+    value: f64,
+    within: bool,
+}
+
+#[derive(Serialize)]
+struct Results<'a> {
+    schema: &'static str,
+    glass_version: &'static str,
+    scenario: ScenarioSummary<'a>,
+    runs: &'a [RunRecord],
+}
+
+fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
+    let p = &r.player;
+    let ms = |d: netem::units::HumanDuration| d.get().as_secs_f64() * 1e3;
+    let mut out = Vec::new();
+    let mut check = |budget, limit: Option<f64>, value: f64| {
+        if let Some(limit) = limit {
+            out.push(BudgetCheck {
+                budget,
+                limit,
+                value,
+                within: value <= limit,
+            });
+        }
+    };
+    check("g2g_p50_ms", b.g2g_p50.map(ms), p.g2g_p50_ms);
+    check("g2g_p99_ms", b.g2g_p99.map(ms), p.g2g_p99_ms);
+    check(
+        "stall_ratio",
+        b.stall_ratio.map(|r| r.fraction()),
+        p.stall_ratio,
+    );
+    check(
+        "startup_delay_ms",
+        b.startup_delay.map(ms),
+        p.startup_delay_ms.unwrap_or(f64::INFINITY),
+    );
+    out
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::from_file(path)?,
+        None => Scenario::from_toml("quickstart (built in)", QUICKSTART, None)?,
+    };
+    let out_dir = args.output.clone().unwrap_or_else(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("results").join(format!("{}-{secs}", scenario.name.replace(['/', ' '], "_")))
+    });
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let jobs: Vec<_> = scenario
+        .networks
+        .iter()
+        .flat_map(|n| {
+            scenario
+                .protocols
+                .iter()
+                .flat_map(move |p| (0..scenario.repeat).map(move |r| (n, p, r)))
+        })
+        .collect();
+    eprintln!(
+        "glass: {} — {} run(s) of {:.0} s → {}",
+        scenario.name,
+        jobs.len(),
+        scenario.duration.as_secs_f64(),
+        out_dir.display()
+    );
+    let bar = ProgressBar::new((jobs.len() * 1000) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut records: Vec<RunRecord> = Vec::new();
+    let mut frames_csv = csv_file(
+        &out_dir.join("frames.csv"),
+        "network,protocol,repeat,seq,capture_ms,arrival_ms,display_ms,g2g_ms",
+    )?;
+    let mut seconds_csv = csv_file(
+        &out_dir.join("seconds.csv"),
+        "network,protocol,repeat,second,sent_kbps,frames_displayed,g2g_mean_ms,stalled_ms",
+    )?;
+    for (i, (network, protocol, repeat)) in jobs.iter().enumerate() {
+        bar.set_message(format!(
+            "{} over {} (repeat {})",
+            protocol.name,
+            network.name,
+            repeat + 1
+        ));
+        let base = (i * 1000) as u64;
+        let outcome = run_one(&rt, &scenario, network, protocol, *repeat, &|f| {
+            bar.set_position(base + (f * 1000.0) as u64)
+        });
+        bar.set_position(base + 1000);
+        let (status, error, result) = match outcome {
+            Ok(r) => ("ok", None, Some(r)),
+            Err(e) => {
+                bar.suspend(|| {
+                    eprintln!(
+                        "glass: {} over {} failed: {e:#}",
+                        protocol.name, network.name
+                    )
+                });
+                ("failed", Some(format!("{e:#}")), None)
+            }
+        };
+        if let Some(r) = &result {
+            write_series(
+                &mut frames_csv,
+                &mut seconds_csv,
+                &network.name,
+                &protocol.name,
+                *repeat,
+                r,
+                scenario.duration,
+            )?;
+        }
+        records.push(RunRecord {
+            network: network.name.clone(),
+            protocol: protocol.name.clone(),
+            repeat: *repeat,
+            impairment: network.described.clone(),
+            status,
+            error,
+            budgets: result
+                .as_ref()
+                .map(|r| budgets(&scenario.budgets, r))
+                .unwrap_or_default(),
+            result,
+        });
+        // On disk before the next run starts.
+        write_results(&out_dir, &scenario, &records)?;
+    }
+    bar.finish_and_clear();
+    print!("{}", table(&records));
+    for r in &records {
+        for b in r.budgets.iter().filter(|b| !b.within) {
+            println!(
+                "budget {} over: {} over {} — {:.3} > {:.3}",
+                b.budget, r.protocol, r.network, b.value, b.limit
+            );
+        }
+    }
+    println!("results: {}", out_dir.display());
+    Ok(())
+}
+
+fn csv_file(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(f, "{header}")?;
+    Ok(f)
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn write_series(
+    frames: &mut impl std::io::Write,
+    seconds: &mut impl std::io::Write,
+    network: &str,
+    protocol: &str,
+    repeat: u32,
+    r: &RunResult,
+    duration: Duration,
+) -> Result<()> {
+    let (n, p) = (quote(network), quote(protocol));
+    let ms = |t: netem::Time| t.as_secs_f64() * 1e3;
+    for d in &r.displayed {
+        writeln!(
+            frames,
+            "{n},{p},{repeat},{},{:.3},{:.3},{:.3},{:.3}",
+            d.seq,
+            ms(d.capture),
+            ms(d.arrival),
+            ms(d.display),
+            d.g2g().as_secs_f64() * 1e3
+        )?;
+    }
+    for second in 0..duration.as_secs() {
+        let (from, to) = (
+            netem::Time::from_millis(second * 1000),
+            netem::Time::from_millis((second + 1) * 1000),
+        );
+        let shown: Vec<_> = r
+            .displayed
+            .iter()
+            .filter(|d| d.display >= from && d.display < to)
+            .collect();
+        let g2g = if shown.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{:.3}",
+                shown
+                    .iter()
+                    .map(|d| d.g2g().as_secs_f64() * 1e3)
+                    .sum::<f64>()
+                    / shown.len() as f64
+            )
+        };
+        let stalled: f64 = r
+            .stalls
+            .iter()
+            .map(|&(a, b)| (b.min(to).as_secs_f64() - a.max(from).as_secs_f64()).max(0.0) * 1e3)
+            .sum::<f64>()
+            + 0.0; // an empty float sum is −0.0
+        let kbps = r
+            .publisher
+            .per_second_bits
+            .get(second as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1e3;
+        writeln!(
+            seconds,
+            "{n},{p},{repeat},{second},{kbps:.1},{},{g2g},{stalled:.1}",
+            shown.len()
+        )?;
+    }
+    frames.flush()?;
+    seconds.flush()?;
+    Ok(())
+}
+
+fn write_results(dir: &Path, s: &Scenario, records: &[RunRecord]) -> Result<()> {
+    let results = Results {
+        schema: SCHEMA,
+        glass_version: env!("CARGO_PKG_VERSION"),
+        scenario: ScenarioSummary {
+            name: &s.name,
+            description: s.description.as_deref(),
+            source: s.source.as_ref().map(|p| p.display().to_string()),
+            duration_s: s.duration.as_secs_f64(),
+            seed: s.seed,
+            repeat: s.repeat,
+            media: MediaSummary {
+                bitrate_bps: s.encoder.bitrate.bits_per_sec(),
+                fps: s.encoder.fps,
+                gop: s.encoder.gop,
+                resolution: &s.resolution,
+                audio: s.encoder.audio.is_some(),
+                encode_delay_ms: s.encoder.encode_delay.as_secs_f64() * 1e3,
+            },
+            budgets: &s.budgets,
+        },
+        runs: records,
+    };
+    // Write then rename, so a crash never leaves half a file.
+    let tmp = dir.join("results.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&results)?)?;
+    std::fs::rename(&tmp, dir.join("results.json"))?;
+    Ok(())
+}
+
+fn table(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<20} {:<12} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "network", "protocol", "mode", "G2G p50", "G2G p99", "stalls", "lost", "retrans"
+    );
+    for r in records {
+        match &r.result {
+            Some(x) => {
+                let _ = writeln!(
+                    s,
+                    "{:<20} {:<12} {:<10} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>8} {:>8}",
+                    r.network,
+                    r.protocol,
+                    x.mode,
+                    x.player.g2g_p50_ms,
+                    x.player.g2g_p99_ms,
+                    x.player.stall_ratio * 100.0,
+                    x.frames_lost(),
+                    x.retransmits()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "{:<20} {:<12} failed: {}",
+                    r.network,
+                    r.protocol,
+                    r.error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    s
+}
