@@ -25,6 +25,23 @@ fn is_root() -> bool {
     root
 }
 
+/// `glass shell` behind 30 ms with `port` forwarded, running `script` in bash.
+fn shell_echo_args(port: u16, script: &str) -> Vec<String> {
+    [
+        "shell",
+        "--profile",
+        "delay 30ms",
+        "--forward",
+        &format!("tcp:{port}"),
+        "--",
+        "bash",
+        "-c",
+        script,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A one-line echo server on this machine's loopback; returns its port.
 fn host_echo_server() -> u16 {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -52,17 +69,7 @@ fn forward_reaches_a_host_server_through_the_delay() {
     );
     let t = Instant::now();
     let out = glass()
-        .args([
-            "shell",
-            "--profile",
-            "delay 30ms",
-            "--forward",
-            &format!("tcp:{port}"),
-            "--",
-            "bash",
-            "-c",
-            &script,
-        ])
+        .args(shell_echo_args(port, &script))
         .output()
         .unwrap();
     let elapsed = t.elapsed();
@@ -103,17 +110,7 @@ fn an_unprivileged_user_gets_the_link() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(exe)
-        .args([
-            "shell",
-            "--profile",
-            "delay 30ms",
-            "--forward",
-            &format!("tcp:{port}"),
-            "--",
-            "bash",
-            "-c",
-            &script,
-        ])
+        .args(shell_echo_args(port, &script))
         .output()
         .expect("setpriv (util-linux)");
     let elapsed = t.elapsed();
