@@ -14,7 +14,7 @@
 //! router solicitations the kernel sends on a new interface) are counted and
 //! dropped. Buffers are recycled, so forwarding does not allocate per packet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ use crate::spec::Profile;
 use crate::time::{Clock, Time};
 
 /// A host of the topology.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Host {
     Publisher,
@@ -78,7 +78,7 @@ impl Host {
 }
 
 /// One direction of one link.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkDir {
     /// Publisher → server.
@@ -158,28 +158,25 @@ pub struct ReleaseError {
 /// What the link did, per direction.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LinkStats {
-    pub directions: Vec<(LinkDir, Counters)>,
+    /// Keyed by direction, so results read `link.directions.first_mile_up`.
+    pub directions: BTreeMap<LinkDir, Counters>,
     /// Packets that were not for a Glass host (dropped, not impaired).
     pub unroutable: u64,
     /// Packets the kernel dropped before the engine could read them (its
     /// queue towards Glass overflowed: the engine fell behind), per host.
     /// Not part of the impairment; non-zero means the link was overloaded.
-    pub kernel_drops: Vec<(Host, u64)>,
+    pub kernel_drops: BTreeMap<Host, u64>,
     pub release_error: ReleaseError,
 }
 
 impl LinkStats {
     /// All packets the kernel dropped before the engine read them.
     pub fn total_kernel_drops(&self) -> u64 {
-        self.kernel_drops.iter().map(|(_, n)| n).sum()
+        self.kernel_drops.values().sum()
     }
 
     pub fn counters(&self, dir: LinkDir) -> Counters {
-        self.directions
-            .iter()
-            .find(|(d, _)| *d == dir)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default()
+        self.directions.get(&dir).cloned().unwrap_or_default()
     }
 }
 
@@ -681,5 +678,28 @@ impl Engine {
         if let Ok(mut s) = self.shared.lock() {
             *s = stats;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_serialise_as_maps_keyed_by_name() {
+        let mut stats = LinkStats::default();
+        stats.directions.insert(
+            LinkDir::FirstMileUp,
+            Counters {
+                pushed: 3,
+                ..Counters::default()
+            },
+        );
+        stats.kernel_drops.insert(Host::Publisher, 0);
+        let v = serde_json::to_value(&stats).unwrap();
+        assert_eq!(v["directions"]["first_mile_up"]["pushed"], 3);
+        assert_eq!(v["kernel_drops"]["publisher"], 0);
+        assert_eq!(stats.counters(LinkDir::FirstMileUp).pushed, 3);
+        assert_eq!(stats.counters(LinkDir::LastMileUp), Counters::default());
     }
 }
