@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::media::encoder::{Encoder, EncoderConfig};
+use harness::media::source::Source;
 use harness::protocols::rtmp;
 use harness::runner::{RunResult, run_one};
 use harness::scenario::Scenario;
+use harness::topology::Mode;
 use netem::Time;
 use netem::adapters::can_create_namespaces;
 use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork};
@@ -63,7 +65,16 @@ fn run(s: &Scenario) -> RunResult {
         .enable_all()
         .build()
         .unwrap();
-    run_one(&rt, s, &s.networks[0], &s.protocols[0], 0, &|_| {}).unwrap()
+    run_one(
+        &rt,
+        s,
+        &s.networks[0],
+        &s.protocols[0],
+        0,
+        Mode::Link,
+        &|_| {},
+    )
+    .unwrap()
 }
 
 #[test]
@@ -85,8 +96,8 @@ fn clean_g2g_is_the_pipeline_delay_and_delay_adds_exactly() {
     ));
     let (c, d) = (&clean.player, &delayed.player);
     eprintln!(
-        "clean: p50 {} p99 {} ms; +50 ms first mile: p50 {} p99 {} ms",
-        c.g2g_p50_ms, c.g2g_p99_ms, d.g2g_p50_ms, d.g2g_p99_ms
+        "clean: p50 {} p99 {} ms; 1 ms refresh: clean p50 {} ms, +50 ms first mile p50 {} p99 {} ms",
+        c.g2g_p50_ms, c.g2g_p99_ms, fine_clean.player.g2g_p50_ms, d.g2g_p50_ms, d.g2g_p99_ms
     );
     // Encode 30 ms + playout target 500 ms, shown at the next 60 Hz refresh:
     // between 530 and 546.7 ms, and the same for every frame (the harness adds
@@ -102,12 +113,14 @@ fn clean_g2g_is_the_pipeline_delay_and_delay_adds_exactly() {
     assert!(f.g2g_p50_ms >= 530.0 && f.g2g_p50_ms <= 532.5, "{f:?}");
     assert!(c.g2g_max_ms - c.g2g_p50_ms < 1.0, "{c:?}");
     assert_eq!((c.stall_count, clean.frames_lost()), (0, 0));
-    // 50 ms more on the first mile: the median rises by 50 ms. The issue asks
-    // ± 2 ms; Glass measures 53.2 ms today (a ~3 ms steady-state excess on
-    // the delayed path whose cause is still open, see the issue note), so
-    // this checks ± 5 ms until that is found.
+    // 50 ms more on the first mile: the median rises by 50 ms ± 2 ms. (Two
+    // causes of a +3 ms excess, both fixed: the machine's default BBR pacing
+    // each frame over milliseconds on the 100 ms RTT path, now Glass's
+    // sockets use cubic; and playback starting when the frame captured
+    // `target` after the first arrived, later than the fastest path allows.)
     let rise = d.g2g_p50_ms - fine_clean.player.g2g_p50_ms;
-    assert!((rise - 50.0).abs() <= 5.0, "rise {rise} ms");
+    assert!((rise - 50.0).abs() <= 2.0, "rise {rise} ms");
+    assert_eq!(delayed.tcp_congestion, "cubic");
     assert_eq!(clean.retransmits(), 0);
 }
 
@@ -127,7 +140,12 @@ fn loss_grows_the_tail_and_tcp_retransmits_what_the_engine_dropped() {
         "100ms",
     ));
     let (c, l) = (&clean.player, &lossy.player);
-    let drops = lossy.link.counters(LinkDir::FirstMileUp).dropped_loss;
+    let drops = lossy
+        .link
+        .as_ref()
+        .unwrap()
+        .counters(LinkDir::FirstMileUp)
+        .dropped_loss;
     eprintln!(
         "clean p99 {} ms, stalls {}; 8 % loss: p99 {} ms, max {} ms, stalls {} ({} ms); engine drops {drops}, TCP retransmits {}",
         c.g2g_p99_ms,
@@ -145,7 +163,7 @@ fn loss_grows_the_tail_and_tcp_retransmits_what_the_engine_dropped() {
     let cost = |p: &harness::media::player::PlayerReport| p.g2g_max_ms + p.stall_total_ms;
     assert!(cost(l) > cost(c) + 20.0, "loss cost nothing: {c:?} {l:?}");
     assert!(drops > 0 && lossy.retransmits() > 0);
-    assert_eq!(lossy.link.total_kernel_drops(), 0);
+    assert_eq!(lossy.link.as_ref().unwrap().total_kernel_drops(), 0);
     // Consistent, not equal: the uplink also carries pure ACKs (for the
     // relay's acknowledgements and pings) whose loss needs no retransmission,
     // and TCP_INFO is read when publishing ends while the engine counts until
@@ -184,13 +202,20 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
         tokio::spawn(rtmp::relay(
             tokio::net::TcpListener::from_std(listener).unwrap(),
             "right".into(),
+            None,
             stop_rx,
             stats.clone(),
         ));
         sock.set_nonblocking(true).unwrap();
         let sock = tokio::net::TcpStream::from_std(sock).unwrap();
         let clock = Clock::new(std::time::Instant::now());
-        let encoder = |start| Encoder::new(EncoderConfig::default(), SeedTree::new(1), start);
+        let encoder = |start| {
+            Source::Synthetic(Encoder::new(
+                EncoderConfig::default(),
+                SeedTree::new(1),
+                start,
+            ))
+        };
         tokio::time::timeout(
             Duration::from_secs(10),
             rtmp::publish(sock, "wrong", encoder, clock, Time::from_millis(2000)),

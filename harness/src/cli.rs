@@ -133,6 +133,13 @@ pub struct RunArgs {
     /// Results directory (default: results/NAME-UNIXTIME).
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+    /// How traffic crosses the impaired network: `link` (network namespaces
+    /// and the packet-level engine: kernel TCP sees real loss; needs root or
+    /// user namespaces), `proxy` (TCP proxies on loopback: delay, jitter and
+    /// rate only; networks with loss are refused), or `auto` (link when
+    /// possible, else proxy).
+    #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
+    pub mode: crate::topology::Mode,
 }
 
 #[derive(Debug, Args)]

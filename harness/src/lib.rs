@@ -15,3 +15,4 @@ pub mod runner;
 pub mod scenario;
 pub mod shell_cmd;
 pub mod signals;
+pub mod topology;

@@ -11,10 +11,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Link mode needs namespaces: an unprivileged user enters a user namespace
     // now, while the process still has a single thread.
-    if matches!(
-        cli.command,
-        Command::Shell(_) | Command::Bench(_) | Command::Run(_)
-    ) && let Err(e) = netem::adapters::netns::ensure_privilege()
+    let needs_link = match &cli.command {
+        Command::Shell(_) | Command::Bench(_) => Some(true),
+        // `glass run` falls back to proxy mode unless link mode was asked for.
+        Command::Run(args) => match args.mode {
+            harness::topology::Mode::Proxy => None,
+            harness::topology::Mode::Link => Some(true),
+            harness::topology::Mode::Auto => Some(false),
+        },
+        _ => None,
+    };
+    if let Some(required) = needs_link
+        && let Err(e) = netem::adapters::netns::ensure_privilege()
+        && required
     {
         eprintln!("glass: {e}");
         return ExitCode::from(2);

@@ -10,8 +10,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use netem::adapters::link::LinkDir;
+use netem::check::LiveCheck;
 use serde::Serialize;
 
 use crate::cli::RunArgs;
@@ -51,6 +55,8 @@ struct RunRecord {
     impairment: [String; 4],
     status: &'static str,
     error: Option<String>,
+    /// Requested against realised, per direction, from the engine's counters.
+    impairment_check: BTreeMap<LinkDir, LiveCheck>,
     result: Option<RunResult>,
     budgets: Vec<BudgetCheck>,
 }
@@ -112,6 +118,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         PathBuf::from("results").join(format!("{}-{secs}", scenario.name.replace(['/', ' '], "_")))
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mode = args.mode.resolve();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -160,7 +167,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             repeat + 1
         ));
         let base = (i * 1000) as u64;
-        let outcome = run_one(&rt, &scenario, network, protocol, *repeat, &|f| {
+        let outcome = run_one(&rt, &scenario, network, protocol, *repeat, mode, &|f| {
             bar.set_position(base + (f * 1000.0) as u64)
         });
         bar.set_position(base + 1000);
@@ -194,6 +201,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             impairment: network.described.clone(),
             status,
             error,
+            impairment_check: result
+                .as_ref()
+                .and_then(|r| r.link.as_ref())
+                .map(|l| {
+                    LinkDir::ALL
+                        .into_iter()
+                        .map(|d| (d, netem::check::live(network.profile(d), &l.counters(d))))
+                        .collect()
+                })
+                .unwrap_or_default(),
             budgets: result
                 .as_ref()
                 .map(|r| budgets(&scenario.budgets, r))
@@ -205,6 +222,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     print!("{}", table(&records));
+    for (r, network) in records.iter().zip(jobs.iter().map(|j| j.0)) {
+        for dir in network.impaired() {
+            if let Some(c) = r.impairment_check.get(&dir) {
+                println!(
+                    "{} / {}, {} ({}): {}",
+                    r.network,
+                    r.protocol,
+                    dir.label(),
+                    network.described(dir),
+                    c.verdict
+                );
+            }
+        }
+    }
     for r in &records {
         for b in r.budgets.iter().filter(|b| !b.within) {
             println!(

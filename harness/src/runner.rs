@@ -2,37 +2,60 @@
 //! the server namespace, the player and the publisher in theirs, plays for the
 //! scenario's duration, and gathers what each side measured.
 
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::net::{TcpListener as StdListener, TcpStream as StdStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use netem::Time;
-use netem::adapters::link::{Host, LinkConfig, LinkNetwork, LinkStats};
+use netem::adapters::link::{Host, LinkStats};
+use netem::adapters::tcpinfo::set_congestion;
 use netem::rng::SeedTree;
 use netem::time::Clock;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::media::encoder::Encoder;
+use crate::media::flv::FlvReplay;
 use crate::media::player::{Displayed, Player, PlayerReport};
-use crate::protocols::rtmp::{self, PublisherStats, RelayStats};
-use crate::scenario::{Network, Protocol, ProtocolKind, Scenario};
+use crate::media::source::Source;
+use crate::media::wallclock::WallClock;
+use crate::protocols::ffmpeg::{self, Ffmpeg, FfmpegReport};
+use crate::protocols::rtmp::{self, APP, PublisherStats, RelayStats};
+use crate::scenario::{Network, Protocol, ProtocolKind, PublisherKind, Scenario};
+use crate::topology::{Mode, ProxyStats, Topology};
 
-pub const RTMP_PORT: u16 = 1935;
+/// How the player knew each frame's capture instant.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum G2gSource {
+    /// From the Glass frame header inside every frame (exact).
+    GlassHeader,
+    /// From the RTMP timestamp, carrying the wall clock in ms (ffmpeg, a
+    /// replayed FLV file): good to ±0.5 ms.
+    RtmpTimestamp,
+}
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]
 pub struct RunResult {
-    /// "link/Tun" or "link/Veth".
+    /// "link/Tun", "link/Veth" or "proxy".
     pub mode: String,
+    pub g2g_source: G2gSource,
+    /// Congestion control of Glass's TCP sockets (publisher, relay, player).
+    pub tcp_congestion: String,
     pub player: PlayerReport,
     /// Video frames sent that were due on screen (plus one refresh) before
     /// the end; later ones were still in flight, not lost.
     pub frames_expected: u64,
     pub publisher: PublisherStats,
     pub relay: RelayStats,
-    pub link: LinkStats,
+    /// The packet-level link's counters (link mode).
+    pub link: Option<LinkStats>,
+    /// The proxies' byte counts (proxy mode).
+    pub proxy: Option<ProxyStats>,
+    /// ffmpeg publishers and players of this run, if any.
+    pub ffmpeg: Vec<FfmpegReport>,
     #[serde(skip)]
     pub displayed: Vec<Displayed>,
     #[serde(skip)]
@@ -46,7 +69,9 @@ impl RunResult {
             .saturating_sub(self.player.frames_displayed)
     }
 
-    /// TCP retransmissions on both miles (publisher socket, relay → player sockets).
+    /// TCP retransmissions on both miles (publisher socket, relay → player
+    /// sockets). An ffmpeg publisher's socket is not Glass's to read: its
+    /// first-mile retransmissions are not counted.
     pub fn retransmits(&self) -> u64 {
         u64::from(self.publisher.tcp.total_retrans)
             + self
@@ -77,6 +102,14 @@ fn align(t: Time, refresh: Duration) -> Time {
     Time::from_nanos(t.as_nanos().div_ceil(r) * r)
 }
 
+/// A TCP connection from `host` to the relay with congestion control `cc`
+/// (set once connected, before any media).
+fn connect(topo: &Topology, host: Host, cc: &str) -> Result<StdStream> {
+    let s = topo.connect(host)?;
+    set_congestion(&s, cc)?;
+    Ok(s)
+}
+
 /// Runs `protocol` over `network` once; `progress` gets the elapsed fraction.
 pub fn run_one(
     rt: &tokio::runtime::Runtime,
@@ -84,33 +117,56 @@ pub fn run_one(
     network: &Network,
     protocol: &Protocol,
     repeat: u32,
+    mode: Mode,
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<RunResult> {
     let seeds = SeedTree::new(scenario.seed)
         .child(&network.name)
         .child(&protocol.name)
         .repeat(repeat);
-    let link = LinkNetwork::start(LinkConfig {
-        first_mile: network.first_mile.clone(),
-        last_mile: network.last_mile.clone(),
-        seed: seeds.child("link").seed(),
-        ..LinkConfig::default()
-    })
-    .context("starting the link (network namespaces); Glass needs root or user namespaces")?;
-    let mode = format!("link/{:?}", link.backend());
-    let server = SocketAddr::from((Host::Server.addr(), RTMP_PORT));
-    let listener = link.run_in(Host::Server, || StdListener::bind(server))?;
+    let uses_ffmpeg = protocol.publisher == PublisherKind::Ffmpeg || protocol.ffmpeg_player;
+    if uses_ffmpeg {
+        ffmpeg::check_installed()?;
+    }
+    let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed())?;
+    let mode = topo.mode_label();
+    let listener = topo.take_relay_listener()?;
     let clock = Clock::new(Instant::now());
+    let wall = WallClock::new(clock);
     let end = Time::from_duration(scenario.duration);
     let mut player = Player::new(protocol.player.clone(), Time::ZERO);
     let relay_stats = Arc::new(Mutex::new(RelayStats::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = protocol.stream_key.clone();
-    let encoder_cfg = scenario.encoder.clone();
+    let cc = &protocol.tcp_congestion;
     let refresh = protocol.player.refresh;
+    let real_h264 = protocol.publisher == PublisherKind::Ffmpeg || scenario.replay.is_some();
+    let g2g_source = if real_h264 {
+        G2gSource::RtmpTimestamp
+    } else {
+        G2gSource::GlassHeader
+    };
+    // An ffmpeg player joins first, like Glass's, so both see the stream from its start.
+    let mut ffmpeg_player = if protocol.ffmpeg_player {
+        let url = ffmpeg::rtmp_url(topo.relay_addr_from(Host::Player), APP, &key);
+        Some(Ffmpeg::spawn(
+            "player",
+            topo.command(Host::Player, "ffmpeg")?,
+            ffmpeg::player_args(&url, real_h264),
+        )?)
+    } else {
+        None
+    };
+    let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
     let run = rt.block_on(async {
         let listener = to_tokio_listener(listener)?;
-        tokio::spawn(rtmp::relay(listener, key.clone(), stop_rx, relay_stats.clone()));
+        tokio::spawn(rtmp::relay(
+            listener,
+            key.clone(),
+            Some(protocol.tcp_congestion.clone()),
+            stop_rx,
+            relay_stats.clone(),
+        ));
         let ticker = async {
             let t0 = Instant::now();
             loop {
@@ -119,37 +175,113 @@ pub fn run_one(
             }
         };
         let work = async {
-            match protocol.kind {
-                ProtocolKind::Rtmp => {
-                    let player_sock = to_tokio_stream(link.run_in(Host::Player, || StdStream::connect(server))?)?;
-                    let pub_sock = to_tokio_stream(link.run_in(Host::Publisher, || StdStream::connect(server))?)?;
+            match (protocol.kind, protocol.publisher) {
+                (ProtocolKind::Rtmp, PublisherKind::Glass) => {
+                    let player_sock = to_tokio_stream(connect(&topo, Host::Player, cc)?)?;
+                    let pub_sock = to_tokio_stream(connect(&topo, Host::Publisher, cc)?)?;
                     let play = rtmp::play(player_sock, &key, &mut player, clock, end);
-                    let publish = rtmp::publish(
-                        pub_sock,
-                        &key,
-                        |start| Encoder::new(encoder_cfg.clone(), seeds, align(start, refresh)),
-                        clock,
-                        end,
-                    );
+                    let source_for = |start: Time| match &scenario.replay {
+                        Some(r) => Source::Replay {
+                            replay: FlvReplay::new(&r.tags, align(start, refresh)),
+                            wall,
+                        },
+                        None => Source::Synthetic(Encoder::new(
+                            scenario.encoder.clone(),
+                            seeds,
+                            align(start, refresh),
+                        )),
+                    };
+                    let publish = rtmp::publish(pub_sock, &key, source_for, clock, end);
                     let (played, published) = tokio::join!(play, publish);
                     let publisher = published.context("publisher")?;
                     played.context("player")?;
-                    Ok::<_, anyhow::Error>(publisher)
+                    Ok::<_, anyhow::Error>(Some(publisher))
+                }
+                (ProtocolKind::Rtmp, PublisherKind::Ffmpeg) => {
+                    let player_sock = to_tokio_stream(connect(&topo, Host::Player, cc)?)?;
+                    let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
+                        .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
+                    let e = &scenario.encoder;
+                    let args = ffmpeg::publisher_args(&ffmpeg::PublisherArgs {
+                        url: ffmpeg::rtmp_url(topo.relay_addr_from(Host::Publisher), APP, &key),
+                        width,
+                        height,
+                        fps: e.fps,
+                        gop: e.gop,
+                        bitrate_bps: e.bitrate.bits_per_sec(),
+                        frames: (scenario.duration.as_secs_f64() * e.fps).ceil() as u64,
+                    });
+                    let started = clock.time(Instant::now());
+                    ffmpeg_publisher = Some((
+                        Ffmpeg::spawn("publisher", topo.command(Host::Publisher, "ffmpeg")?, args)?,
+                        started,
+                    ));
+                    rtmp::play(player_sock, &key, &mut player, clock, end)
+                        .await
+                        .context("player")?;
+                    Ok(None)
                 }
             }
         };
         let deadline = scenario.duration + Duration::from_secs(30);
         let r = tokio::select! {
-            r = tokio::time::timeout(deadline, work) => r.map_err(|_| anyhow!("the run did not finish within its duration + 30 s"))?,
+            r = tokio::time::timeout(deadline, work) => r.map_err(|_| anyhow!("the run did not finish within its duration + 30 s")),
             _ = ticker => unreachable!("the ticker never ends"),
         };
+        // ffmpeg finishes while the relay still listens (else: broken pipe).
+        for f in ffmpeg_publisher.iter_mut().map(|(f, _)| f).chain(ffmpeg_player.iter_mut()) {
+            f.interrupt();
+            f.wait_exit(Duration::from_secs(3)).await;
+        }
+        let r = r?;
         let _ = stop_tx.send(true);
         // Let the relay record its final TCP_INFO.
         tokio::time::sleep(Duration::from_millis(50)).await;
         r
     });
-    let link_stats = link.stop()?;
-    let publisher = run?;
+    let mut ffmpeg_reports = Vec::new();
+    let grace = Duration::from_secs(3);
+    let ffmpeg_started = ffmpeg_publisher.as_ref().map(|(_, t)| *t);
+    // ffmpeg's sockets use their namespace's default congestion control:
+    // Glass cannot choose it (outside the initial namespace only
+    // `tcp_allowed_congestion_control` may be a default).
+    if let Some((p, _)) = ffmpeg_publisher {
+        let mut r = p.stop(grace);
+        r.tcp_congestion = topo.default_congestion(Host::Publisher);
+        ffmpeg_reports.push(r);
+    }
+    if let Some(p) = ffmpeg_player {
+        let mut r = p.stop(grace);
+        r.tcp_congestion = topo.default_congestion(Host::Player);
+        ffmpeg_reports.push(r);
+    }
+    let net = topo.stop(rt)?;
+    let relay = relay_stats.lock().map(|s| s.clone()).unwrap_or_default();
+    let publisher = match run? {
+        Some(p) => p,
+        None => {
+            // ffmpeg published: what it sent, as the relay received it.
+            let report = ffmpeg_reports.first().cloned().unwrap_or_default();
+            let mut p = PublisherStats {
+                video_frames_sent: report.frames,
+                bytes_sent: report.bytes,
+                started_at: ffmpeg_started,
+                ..PublisherStats::default()
+            };
+            p.video_captures = relay
+                .published_video_timestamps
+                .iter()
+                .map(|&ts| wall.capture(ts, end))
+                .collect();
+            if p.video_captures.is_empty() {
+                return Err(anyhow!(
+                    "ffmpeg published nothing; its last errors: {}",
+                    report.errors.join(" | ")
+                ));
+            }
+            p
+        }
+    };
     let report = player.finish(end);
     let frames_expected = match player.offset() {
         Some(offset) => publisher
@@ -159,14 +291,17 @@ pub fn run_one(
             .count() as u64,
         None => publisher.video_frames_sent,
     };
-    let relay = relay_stats.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(RunResult {
         mode,
+        g2g_source,
+        tcp_congestion: protocol.tcp_congestion.clone(),
         player: report,
         frames_expected,
         publisher,
         relay,
-        link: link_stats,
+        link: net.link,
+        proxy: net.proxy,
+        ffmpeg: ffmpeg_reports,
         displayed: player.displayed().to_vec(),
         stalls: player.stalls().to_vec(),
     })

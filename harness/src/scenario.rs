@@ -8,13 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use netem::adapters::link::LinkDir;
 use netem::config::{LinkProfiles, ProfileConfig, locate};
 use netem::units::{BitRate, HumanDuration, Probability};
 use netem::{ConfigError, Profile};
 use serde::{Deserialize, Serialize};
 
 use crate::media::encoder::EncoderConfig;
+use crate::media::flv::{self, FlvTag};
 use crate::media::player::{LatePolicy, PlayerConfig};
+use crate::protocols::ffmpeg::parse_resolution;
 
 /// The scenario `glass run` runs with no argument: RTMP over TCP, clean and
 /// with 2 % loss and 40 ms delay on the first mile.
@@ -59,6 +62,11 @@ pub struct MediaFile {
     pub resolution: String,
     pub audio: bool,
     pub encode_delay: HumanDuration,
+    /// Replay this FLV recording (path relative to the scenario file)
+    /// instead of the synthetic encoder; bitrate, fps and GOP then come
+    /// from the file.
+    #[serde(default)]
+    pub flv: Option<String>,
 }
 
 impl Default for MediaFile {
@@ -71,6 +79,7 @@ impl Default for MediaFile {
             resolution: "1280x720".into(),
             audio: true,
             encode_delay: HumanDuration(e.encode_delay),
+            flv: None,
         }
     }
 }
@@ -144,6 +153,26 @@ pub struct ProtocolFile {
     pub stream_key: Option<String>,
     #[serde(default)]
     pub player: PlayerFile,
+    /// Who publishes: `glass` (the media source of `[media]`, default) or
+    /// `ffmpeg` (a libx264 test pattern, timed by its RTMP timestamps).
+    #[serde(default)]
+    pub publisher: PublisherKind,
+    /// Also play the stream with ffmpeg (next to Glass's player, over the
+    /// same last mile) and report what it decoded.
+    #[serde(default)]
+    pub ffmpeg_player: bool,
+    /// TCP congestion control of Glass's sockets (default "cubic", Linux's
+    /// default), so results do not depend on the machine's setting.
+    #[serde(default)]
+    pub tcp_congestion: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublisherKind {
+    #[default]
+    Glass,
+    Ffmpeg,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -189,6 +218,15 @@ pub struct Scenario {
     pub budgets: Budgets,
     /// The file it came from, if any.
     pub source: Option<PathBuf>,
+    /// An FLV recording to replay instead of the synthetic encoder.
+    pub replay: Option<Replay>,
+}
+
+/// A recording read and checked at validation, so a bad file fails early.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    pub path: PathBuf,
+    pub tags: std::sync::Arc<Vec<FlvTag>>,
 }
 
 #[derive(Clone, Debug)]
@@ -201,12 +239,44 @@ pub struct Network {
     pub described: [String; 4],
 }
 
+impl Network {
+    /// The profile of one direction.
+    pub fn profile(&self, dir: LinkDir) -> &Profile {
+        match dir {
+            LinkDir::FirstMileUp => &self.first_mile.0,
+            LinkDir::FirstMileDown => &self.first_mile.1,
+            LinkDir::LastMileUp => &self.last_mile.0,
+            LinkDir::LastMileDown => &self.last_mile.1,
+        }
+    }
+
+    /// What one direction was asked as, in the scenario's words.
+    pub fn described(&self, dir: LinkDir) -> &str {
+        match dir {
+            LinkDir::FirstMileUp => &self.described[0],
+            LinkDir::FirstMileDown => &self.described[1],
+            LinkDir::LastMileUp => &self.described[2],
+            LinkDir::LastMileDown => &self.described[3],
+        }
+    }
+
+    /// Directions whose profile changes something.
+    pub fn impaired(&self) -> impl Iterator<Item = LinkDir> + '_ {
+        LinkDir::ALL
+            .into_iter()
+            .filter(|&d| *self.profile(d) != Profile::transparent())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Protocol {
     pub name: String,
     pub kind: ProtocolKind,
     pub stream_key: String,
     pub player: PlayerConfig,
+    pub publisher: PublisherKind,
+    pub ffmpeg_player: bool,
+    pub tcp_congestion: String,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -259,6 +329,18 @@ impl ScenarioFile {
         encoder
             .validate()
             .map_err(|e| ConfigError::invalid("media", e))?;
+        let replay = match &m.flv {
+            None => None,
+            Some(name) => {
+                let path = base_dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
+                let tags = flv::read_file(&path)
+                    .map_err(|e| ConfigError::invalid("media.flv", e.to_string()))?;
+                Some(Replay {
+                    path,
+                    tags: std::sync::Arc::new(tags),
+                })
+            }
+        };
         let networks = if self.networks.is_empty() {
             vec![NetworkFile {
                 name: "clean".into(),
@@ -307,6 +389,16 @@ impl ScenarioFile {
                     format!("\"{name}\" is used twice; name the variants"),
                 );
             }
+            let cc = p.tcp_congestion.clone().unwrap_or_else(|| "cubic".into());
+            if cc.is_empty()
+                || cc.len() > 15
+                || !cc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return bad(
+                    format!("{field}.tcp_congestion"),
+                    "a congestion control name such as \"cubic\", \"reno\" or \"bbr\"",
+                );
+            }
             let key = p.stream_key.clone().unwrap_or_else(|| "glass".into());
             if key.is_empty() || key.contains(['/', '?', ' ']) {
                 return bad(
@@ -338,7 +430,33 @@ impl ScenarioFile {
                     late: p.player.late.unwrap_or(LatePolicy::Wait),
                     ordered: true,
                 },
+                publisher: p.publisher,
+                ffmpeg_player: p.ffmpeg_player,
+                tcp_congestion: cc,
             });
+            if p.ffmpeg_player && p.publisher == PublisherKind::Glass && m.flv.is_none() {
+                return bad(
+                    format!("{field}.ffmpeg_player"),
+                    "ffmpeg plays real H.264 only: use publisher = \"ffmpeg\" or replay a file (media.flv); Glass's synthetic frames have no pictures",
+                );
+            }
+            if p.publisher == PublisherKind::Ffmpeg {
+                if m.flv.is_some() {
+                    return bad(
+                        format!("{field}.publisher"),
+                        "ffmpeg publishes its own test pattern; media.flv is replayed by Glass's publisher (publisher = \"glass\")",
+                    );
+                }
+                if parse_resolution(&m.resolution).is_none() {
+                    return bad(
+                        "media.resolution",
+                        format!(
+                            "ffmpeg encodes at this resolution: give WIDTHxHEIGHT with even numbers (\"1280x720\"), not \"{}\"",
+                            m.resolution
+                        ),
+                    );
+                }
+            }
         }
         Ok(Scenario {
             name: self.name.clone(),
@@ -352,6 +470,7 @@ impl ScenarioFile {
             protocols,
             budgets: self.budgets.clone(),
             source: None,
+            replay,
         })
     }
 }

@@ -385,6 +385,108 @@ fn notes(profile: &Profile, req: &Requested, got: &Realised, offered_bps: f64) -
     notes
 }
 
+/// Requested against realised for one direction of a live run (`glass run`),
+/// from the engine's counters alone: no per-packet record is kept there.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveCheck {
+    pub requested: Requested,
+    /// Packets the loss model decided on.
+    pub packets: u64,
+    pub loss_rate: f64,
+    /// 95 % interval of the loss rate: Wilson's score interval, counting a
+    /// loss burst as one event (the sample size divided by the realised mean
+    /// burst), which keeps it honest for correlated loss. Approximate.
+    pub loss_rate_ci95: [f64; 2],
+    pub mean_burst: f64,
+    /// Mean and maximum push → release of delivered packets (queueing at the
+    /// bottleneck included).
+    pub delay_mean_ms: f64,
+    pub delay_max_ms: f64,
+    /// Drops by the queue, CoDel and outages (not the loss model).
+    pub dropped_other: u64,
+    /// One line for people: what was asked, what happened, and whether the
+    /// asked loss rate is inside the realised interval.
+    pub verdict: String,
+}
+
+/// Wilson score interval for `k` events in `n` trials, 95 %.
+fn wilson(k: f64, n: f64) -> [f64; 2] {
+    if n <= 0.0 {
+        return [0.0, 1.0];
+    }
+    let z = 1.959_964_f64;
+    let p = k / n;
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
+/// What a live run's direction did against what `profile` asked.
+pub fn live(profile: &Profile, c: &Counters) -> LiveCheck {
+    let mean_size = c
+        .bytes_pushed
+        .checked_div(c.pushed)
+        .map_or(1200, |b| u32::try_from(b).unwrap_or(u32::MAX));
+    let requested = requested(profile, mean_size);
+    let n = c.loss_met;
+    let loss_rate = if n > 0 {
+        c.dropped_loss as f64 / n as f64
+    } else {
+        0.0
+    };
+    let mean_burst = if c.loss_bursts > 0 {
+        c.dropped_loss as f64 / c.loss_bursts as f64
+    } else {
+        1.0
+    };
+    let ci = wilson(c.loss_bursts as f64, n as f64 / mean_burst);
+    let loss_rate_ci95 = [ci[0] * mean_burst, (ci[1] * mean_burst).min(1.0)];
+    let delay_mean_ms = if c.delivered > 0 {
+        c.delay_sum_ns as f64 / c.delivered as f64 / 1e6
+    } else {
+        0.0
+    };
+    let delay_max_ms = c.delay_max_ns as f64 / 1e6;
+    let dropped_other = c.dropped_queue + c.dropped_aqm + c.dropped_outage;
+    let mut verdict = match requested.loss_rate {
+        Some(want) => format!(
+            "asked {:.2} % loss; got {:.2} % (95 % CI {:.2}–{:.2} %) over {} packets, {}",
+            want * 100.0,
+            loss_rate * 100.0,
+            loss_rate_ci95[0] * 100.0,
+            loss_rate_ci95[1] * 100.0,
+            n,
+            if (loss_rate_ci95[0]..=loss_rate_ci95[1]).contains(&want) {
+                "within"
+            } else {
+                "OUTSIDE the interval"
+            }
+        ),
+        None => format!("no loss asked; {} packets", c.pushed),
+    };
+    verdict.push_str(&format!(
+        "; delay asked {:.1} ms mean, got {:.1} ms (max {:.1})",
+        requested.delay_mean_ms, delay_mean_ms, delay_max_ms
+    ));
+    if dropped_other > 0 {
+        verdict.push_str(&format!("; {dropped_other} dropped by the queue/outages"));
+    }
+    if !profile.timeline.is_empty() {
+        verdict.push_str("; asked figures are the start's (the profile has a timeline)");
+    }
+    LiveCheck {
+        requested,
+        packets: n,
+        loss_rate,
+        loss_rate_ci95,
+        mean_burst: if c.loss_bursts > 0 { mean_burst } else { 0.0 },
+        delay_mean_ms,
+        delay_max_ms,
+        dropped_other,
+        verdict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +538,59 @@ mod tests {
         );
         assert!(r.realised.counters.dropped_queue > 0);
         assert!(r.notes.iter().any(|n| n.contains("above the capacity")));
+    }
+
+    #[test]
+    fn live_check_reads_counters_against_the_profile() {
+        let (up, _) = LinkProfiles::resolve("delay 40ms loss 2%")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let r = run("x", "uplink", &up, &CheckOptions::default());
+        let live = live(&up, &r.realised.counters);
+        assert_eq!(live.packets, 100_000);
+        assert!((live.loss_rate - r.realised.loss_rate).abs() < 1e-12);
+        assert!(
+            live.loss_rate_ci95[0] < 0.02 && 0.02 < live.loss_rate_ci95[1],
+            "{live:?}"
+        );
+        // Half-width near 1.96·sqrt(p(1-p)/n) = 0.087 %.
+        let half = (live.loss_rate_ci95[1] - live.loss_rate_ci95[0]) / 2.0;
+        assert!((half - 0.000_868).abs() < 0.000_05, "{half}");
+        assert!((live.delay_mean_ms - 40.0).abs() < 1e-6, "{live:?}");
+        assert!((live.delay_max_ms - 40.0).abs() < 1e-6);
+        assert!(
+            live.verdict.contains("asked 2.00 % loss"),
+            "{}",
+            live.verdict
+        );
+        assert!(live.verdict.contains("within"), "{}", live.verdict);
+        // A clean direction: nothing asked, nothing lost.
+        let clean = live_clean();
+        assert!(
+            clean.verdict.starts_with("no loss asked"),
+            "{}",
+            clean.verdict
+        );
+    }
+
+    fn live_clean() -> LiveCheck {
+        let c = Counters {
+            pushed: 10,
+            bytes_pushed: 12_000,
+            delivered: 10,
+            ..Counters::default()
+        };
+        live(&Profile::transparent(), &c)
+    }
+
+    #[test]
+    fn wilson_interval_matches_a_worked_value() {
+        // 10 events in 100 trials: [0.0552, 0.1744] (Wilson 1927; any stats text).
+        let [lo, hi] = wilson(10.0, 100.0);
+        assert!(
+            (lo - 0.0552).abs() < 5e-4 && (hi - 0.1744).abs() < 5e-4,
+            "{lo} {hi}"
+        );
     }
 }

@@ -15,6 +15,10 @@ use crate::time::Time;
 pub struct Counters {
     pub pushed: u64,
     pub bytes_pushed: u64,
+    /// Packets the loss model decided on (all pushed, unless its `flows`
+    /// filter leaves some out): the denominator of the realised loss rate.
+    #[serde(default)]
+    pub loss_met: u64,
     /// Dropped by the loss model.
     pub dropped_loss: u64,
     /// Runs of consecutive packets dropped by the loss model.
@@ -33,6 +37,12 @@ pub struct Counters {
     pub bytes_delivered: u64,
     /// Delivered after a packet pushed later (jitter or the reorder rule).
     pub delivered_out_of_order: u64,
+    /// Sum and maximum of push → release over delivered packets, in ns: the
+    /// realised one-way delay of a live run, with no per-packet record.
+    #[serde(default)]
+    pub delay_sum_ns: u64,
+    #[serde(default)]
+    pub delay_max_ns: u64,
 }
 
 impl Counters {

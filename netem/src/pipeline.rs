@@ -369,6 +369,7 @@ impl<P: Payload> Pipeline<P> {
             && applies(&self.loss_flows, &flow)
         {
             let lost = loss.lose(now);
+            self.down.counters.loss_met += 1;
             self.down.counters.loss_bursts = loss.bursts();
             if lost {
                 self.down.counters.dropped_loss += 1;
@@ -444,6 +445,9 @@ impl<P: Payload> Pipeline<P> {
             _ => self.highest_original_delivered = Some(d.original),
         }
         let delay = d.delay();
+        let ns = delay.as_nanos() as u64;
+        c.delay_sum_ns = c.delay_sum_ns.saturating_add(ns);
+        c.delay_max_ns = c.delay_max_ns.max(ns);
         self.down
             .event(d.released_at, d.id, EventKind::Delivered { delay });
         Some(d)

@@ -2,5 +2,8 @@
 //! the player does with it (DESIGN.md, "Media model").
 
 pub mod encoder;
+pub mod flv;
 pub mod frame;
 pub mod player;
+pub mod source;
+pub mod wallclock;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use netem::Time;
-use netem::adapters::tcpinfo::{TcpInfo, tcp_info};
+use netem::adapters::tcpinfo::{TcpInfo, set_congestion, tcp_info};
 use netem::time::Clock;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -30,57 +30,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::media::encoder::Encoder;
-use crate::media::frame::{Frame, FrameHeader, FrameKind};
 use crate::media::player::Player;
+use crate::media::source::{Source, is_sequence_header, unpack};
+use crate::media::wallclock::{ForeignFrames, WallClock};
 
 pub const APP: &str = "live";
 
-/// FLV video tag header: frame type (1 key, 2 inter) and codec 7 (AVC), then
-/// AVCPacketType 1 (NALU) and a zero composition time.
-fn video_tag(frame: &Frame) -> Bytes {
-    let first = if frame.header.kind == FrameKind::I {
-        0x17
-    } else {
-        0x27
-    };
-    let mut v = Vec::with_capacity(frame.bytes.len() + 5);
-    v.extend_from_slice(&[first, 0x01, 0, 0, 0]);
-    v.extend_from_slice(&frame.bytes);
-    v.into()
-}
-
-/// FLV audio tag header: AAC (0xAF), raw frame (1).
-fn audio_tag(frame: &Frame) -> Bytes {
-    let mut v = Vec::with_capacity(frame.bytes.len() + 2);
-    v.extend_from_slice(&[0xAF, 0x01]);
-    v.extend_from_slice(&frame.bytes);
-    v.into()
-}
-
-/// A minimal AVC sequence header (AVCPacketType 0), for the relay's cache.
-fn sequence_header() -> Bytes {
-    Bytes::from_static(&[
-        0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe0, 0x00,
-    ])
-}
-
-fn is_sequence_header(data: &[u8]) -> bool {
-    data.len() >= 2 && data[0] & 0x0f == 7 && data[1] == 0
-}
-
-/// The Glass frame inside a video or audio tag, if it is one.
-fn unpack(data: &[u8], video: bool) -> Option<FrameHeader> {
-    let skip = if video { 5 } else { 2 };
-    if video && (data.len() < 2 || data[1] != 1) {
-        return None; // a sequence header or end-of-sequence
-    }
-    Frame::parse(data.get(skip..)?).ok()
-}
-
-fn rtmp_ts(t: Time) -> RtmpTimestamp {
-    // RTMP timestamps are u32 milliseconds and wrap (after 49.7 days).
-    RtmpTimestamp::new((t.as_nanos() / 1_000_000) as u32)
+fn rtmp_ts(ms: u32) -> RtmpTimestamp {
+    RtmpTimestamp::new(ms)
 }
 
 async fn write_packets(
@@ -139,6 +96,9 @@ pub struct RelayStats {
     pub publishes_refused: u64,
     pub players: u64,
     pub video_messages_in: u64,
+    /// RTMP timestamps of the video frames published (not configuration).
+    #[serde(skip)]
+    pub published_video_timestamps: Vec<u32>,
     /// Players disconnected because they fell too far behind.
     pub slow_players_dropped: u64,
     /// TCP_INFO of the relay's socket towards each player (sampled every second).
@@ -157,7 +117,42 @@ struct Stream {
     publishing: bool,
     metadata: Option<StreamMetadata>,
     sequence_header: Option<(Bytes, RtmpTimestamp)>,
+    audio_header: Option<(Bytes, RtmpTimestamp)>,
+    /// Audio and video since the latest key frame, so a player that joins
+    /// mid-stream starts decoding at once (nginx-rtmp's and SRS's "GOP
+    /// cache"). Bounded; a GOP too long to cache is not cached.
+    gop: Vec<Media>,
+    gop_bytes: usize,
     players: Vec<mpsc::Sender<Media>>,
+}
+
+const GOP_CACHE_BYTES: usize = 32 << 20;
+const GOP_CACHE_MESSAGES: usize = 8192;
+
+impl Stream {
+    fn cache(&mut self, m: &Media) {
+        let (data, video) = match m {
+            Media::Video(d, _) => (d, true),
+            Media::Audio(d, _) => (d, false),
+            Media::Metadata(_) => return,
+        };
+        if is_sequence_header(data, video) {
+            return;
+        }
+        if video && data.len() >= 2 && data[0] >> 4 == 1 && data[1] == 1 {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        } else if self.gop.is_empty() {
+            return; // no key frame to start from
+        }
+        self.gop_bytes += data.len();
+        if self.gop_bytes > GOP_CACHE_BYTES || self.gop.len() >= GOP_CACHE_MESSAGES {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            return;
+        }
+        self.gop.push(m.clone());
+    }
 }
 
 /// Messages a player may have queued before the relay gives up on it.
@@ -165,9 +160,13 @@ const PLAYER_QUEUE: usize = 65_536;
 
 /// The relay server: accepts publishers (with the right stream key) and
 /// players on `listener` until `stop` changes.
+///
+/// `congestion` sets each accepted socket's TCP congestion control (the
+/// relay sends on the last mile).
 pub async fn relay(
     listener: TcpListener,
     stream_key: String,
+    congestion: Option<String>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Mutex<RelayStats>>,
 ) {
@@ -178,6 +177,11 @@ pub async fn relay(
             r = listener.accept() => {
                 let Ok((sock, _)) = r else { continue };
                 let _ = sock.set_nodelay(true);
+                if let Some(cc) = &congestion
+                    && let Err(e) = set_congestion(&sock, cc)
+                {
+                    tracing::warn!("relay: {e}");
+                }
                 let (streams, stats, key, stop) = (streams.clone(), stats.clone(), stream_key.clone(), stop.clone());
                 tokio::spawn(async move {
                     if let Err(e) = relay_connection(sock, &key, &streams, &stats, stop).await {
@@ -272,11 +276,17 @@ async fn relay_connection(
                         .map_err(|e| anyhow!("{e:?}"))?;
                     pending.extend(write_packets(&mut sock, r).await?);
                     let (tx, rx) = mpsc::channel(PLAYER_QUEUE);
-                    let (metadata, header) = {
+                    // Under one lock: the cache up to now, the channel from now on.
+                    let (metadata, header, audio_header, gop) = {
                         let mut s = streams.lock().map_err(|_| anyhow!("poisoned"))?;
                         let stream = s.entry(key).or_default();
                         stream.players.push(tx);
-                        (stream.metadata.clone(), stream.sequence_header.clone())
+                        (
+                            stream.metadata.clone(),
+                            stream.sequence_header.clone(),
+                            stream.audio_header.clone(),
+                            stream.gop.clone(),
+                        )
                     };
                     let slot = {
                         let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
@@ -295,6 +305,21 @@ async fn relay_connection(
                         let p = session
                             .send_video_data(stream_id, data, ts, false)
                             .map_err(|e| anyhow!("{e:?}"))?;
+                        sock.write_all(&p.bytes).await?;
+                    }
+                    if let Some((data, ts)) = audio_header {
+                        let p = session
+                            .send_audio_data(stream_id, data, ts, false)
+                            .map_err(|e| anyhow!("{e:?}"))?;
+                        sock.write_all(&p.bytes).await?;
+                    }
+                    for m in gop {
+                        let p = match m {
+                            Media::Video(d, ts) => session.send_video_data(stream_id, d, ts, false),
+                            Media::Audio(d, ts) => session.send_audio_data(stream_id, d, ts, false),
+                            Media::Metadata(md) => session.send_metadata(stream_id, &md),
+                        }
+                        .map_err(|e| anyhow!("{e:?}"))?;
                         sock.write_all(&p.bytes).await?;
                     }
                     playing = Some((stream_id, rx, slot));
@@ -318,11 +343,14 @@ async fn relay_connection(
                     timestamp,
                     ..
                 } => {
-                    stats
-                        .lock()
-                        .map_err(|_| anyhow!("poisoned"))?
-                        .video_messages_in += 1;
-                    if is_sequence_header(&data) {
+                    {
+                        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
+                        st.video_messages_in += 1;
+                        if data.len() >= 2 && data[1] == 1 {
+                            st.published_video_timestamps.push(timestamp.value);
+                        }
+                    }
+                    if is_sequence_header(&data, true) {
                         let cached = (data.clone(), timestamp);
                         fan_out(streams, stats, &key, Media::Video(data, timestamp), |s| {
                             s.sequence_header = Some(cached)
@@ -337,7 +365,14 @@ async fn relay_connection(
                     timestamp,
                     ..
                 } => {
-                    fan_out(streams, stats, &key, Media::Audio(data, timestamp), |_| {})?;
+                    if is_sequence_header(&data, false) {
+                        let cached = (data.clone(), timestamp);
+                        fan_out(streams, stats, &key, Media::Audio(data, timestamp), |s| {
+                            s.audio_header = Some(cached)
+                        })?;
+                    } else {
+                        fan_out(streams, stats, &key, Media::Audio(data, timestamp), |_| {})?;
+                    }
                 }
                 // releaseStream, FCPublish, _checkbw (ffmpeg), finishes: nothing to do.
                 _ => {}
@@ -409,6 +444,7 @@ fn fan_out(
         .map_err(|_| anyhow!("relay state poisoned"))?;
     let stream = s.entry(key.to_string()).or_default();
     update(stream);
+    stream.cache(&media);
     let before = stream.players.len();
     stream.players.retain(|p| p.try_send(media.clone()).is_ok());
     let dropped = before - stream.players.len();
@@ -437,20 +473,22 @@ async fn client_results(
     Ok(events)
 }
 
-/// Connects the client session and waits for `until` to say an event is the
-/// one it waits for (or fails on a rejection).
+/// Sends `first` and waits for `until` to say an event is the one it waits
+/// for (or fails on a rejection). Returns the events that came after it in
+/// the same read: media may follow an acceptance at once.
 async fn client_until(
     sock: &mut TcpStream,
     session: &mut ClientSession,
     buf: &mut [u8],
     first: ClientSessionResult,
     until: impl Fn(&ClientSessionEvent) -> bool,
-) -> Result<()> {
+) -> Result<Vec<ClientSessionEvent>> {
     let mut events = client_results(sock, vec![first]).await?;
     loop {
-        for e in events.drain(..) {
+        let mut batch = std::mem::take(&mut events).into_iter();
+        while let Some(e) = batch.next() {
             if until(&e) {
-                return Ok(());
+                return Ok(batch.collect());
             }
             if let ClientSessionEvent::ConnectionRequestRejected { description } = e {
                 bail!("the server refused the connection: {description}");
@@ -496,6 +534,7 @@ async fn client_connect(sock: &mut TcpStream, buf: &mut [u8]) -> Result<ClientSe
         matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
     })
     .await?;
+    // Nothing but control messages can follow before a publish or play request.
     Ok(session)
 }
 
@@ -529,11 +568,12 @@ async fn precise_sleep_until(deadline: std::time::Instant) {
     netem::adapters::timer::spin_until(deadline, || false);
 }
 
-/// Publishes the encoder's frames on `stream_key` until `end`.
+/// Publishes `source`'s media on `stream_key` until `end`; `source_for`
+/// gets the instant publishing was accepted (the camera starts then).
 pub async fn publish(
     mut sock: TcpStream,
     stream_key: &str,
-    mut encoder_for: impl FnMut(Time) -> Encoder,
+    source_for: impl FnOnce(Time) -> Source,
     clock: Clock,
     end: Time,
 ) -> Result<PublisherStats> {
@@ -547,14 +587,23 @@ pub async fn publish(
     })
     .await?;
     let start = clock.time(std::time::Instant::now());
-    let mut encoder = encoder_for(start);
-    let cfg = encoder.config().clone();
-    let metadata = StreamMetadata {
-        video_frame_rate: Some(cfg.fps as f32),
-        video_bitrate_kbps: Some((cfg.bitrate.bits_per_sec() / 1000) as u32),
-        video_codec_id: Some(7),
-        encoder: Some("glass synthetic encoder".into()),
-        ..StreamMetadata::new()
+    let mut source = source_for(start);
+    let metadata = match source.encoder_mut() {
+        Some(e) => {
+            let cfg = e.config();
+            StreamMetadata {
+                video_frame_rate: Some(cfg.fps as f32),
+                video_bitrate_kbps: Some((cfg.bitrate.bits_per_sec() / 1000) as u32),
+                video_codec_id: Some(7),
+                encoder: Some("glass synthetic encoder".into()),
+                ..StreamMetadata::new()
+            }
+        }
+        None => StreamMetadata {
+            video_codec_id: Some(7),
+            encoder: Some("glass FLV replay".into()),
+            ..StreamMetadata::new()
+        },
     };
     let mut stats = PublisherStats {
         started_at: Some(start),
@@ -564,12 +613,17 @@ pub async fn publish(
         .publish_metadata(&metadata)
         .map_err(|e| anyhow!("{e:?}"))?;
     client_results(&mut sock, vec![r]).await?;
-    let r = session
-        .publish_video_data(sequence_header(), rtmp_ts(Time::ZERO), false)
+    for m in source.sequence_headers() {
+        let r = if m.video {
+            session.publish_video_data(m.data, rtmp_ts(m.timestamp), false)
+        } else {
+            session.publish_audio_data(m.data, rtmp_ts(m.timestamp), false)
+        }
         .map_err(|e| anyhow!("{e:?}"))?;
-    client_results(&mut sock, vec![r]).await?;
+        client_results(&mut sock, vec![r]).await?;
+    }
     loop {
-        let due = encoder.poll_timeout();
+        let due = source.poll_timeout();
         if due >= end {
             break;
         }
@@ -589,20 +643,20 @@ pub async fn publish(
             }
         }
         let now = clock.time(std::time::Instant::now());
-        while let Some(frame) = encoder.poll_frame(now) {
-            let ts = rtmp_ts(frame.header.capture);
-            let r = if frame.header.kind.is_video() {
+        while let Some(m) = source.poll_message(now) {
+            let bytes = m.data.len() as u64;
+            let ts = rtmp_ts(m.timestamp);
+            let r = if m.video {
                 stats.video_frames_sent += 1;
-                stats.video_captures.push(frame.header.capture);
-                session.publish_video_data(video_tag(&frame), ts, false)
+                stats.video_captures.push(m.capture);
+                session.publish_video_data(m.data, ts, false)
             } else {
                 stats.audio_frames_sent += 1;
-                session.publish_audio_data(audio_tag(&frame), ts, false)
+                session.publish_audio_data(m.data, ts, false)
             }
             .map_err(|e| anyhow!("{e:?}"))?;
-            let bytes = frame.bytes.len() as u64;
             stats.bytes_sent += bytes;
-            let second = (frame.header.capture - start).as_secs() as usize;
+            let second = (m.capture - start).as_secs() as usize;
             if stats.per_second_bits.len() <= second {
                 stats.per_second_bits.resize(second + 1, 0);
             }
@@ -628,10 +682,36 @@ pub async fn play(
     let req = session
         .request_playback(stream_key.to_string())
         .map_err(|e| anyhow!("{e:?}"))?;
-    client_until(&mut sock, &mut session, &mut buf, req, |e| {
+    let mut early = client_until(&mut sock, &mut session, &mut buf, req, |e| {
         matches!(e, ClientSessionEvent::PlaybackRequestAccepted)
     })
     .await?;
+    // Frames without a Glass header (ffmpeg, a replayed file) are timed by
+    // their RTMP timestamps.
+    let mut foreign = ForeignFrames::new(WallClock::new(clock));
+    let mut deliver = |events: Vec<ClientSessionEvent>, player: &mut Player, now: Time| {
+        for e in events {
+            let header = match e {
+                ClientSessionEvent::VideoDataReceived {
+                    data, timestamp, ..
+                } => unpack(&data, true)
+                    .or_else(|| foreign.header(&data, true, timestamp.value, now)),
+                ClientSessionEvent::AudioDataReceived {
+                    data, timestamp, ..
+                } => unpack(&data, false)
+                    .or_else(|| foreign.header(&data, false, timestamp.value, now)),
+                _ => None,
+            };
+            if let Some(h) = header {
+                player.on_frame(now, h);
+            }
+        }
+    };
+    deliver(
+        std::mem::take(&mut early),
+        player,
+        clock.time(std::time::Instant::now()),
+    );
     loop {
         let now = clock.time(std::time::Instant::now());
         if now >= end {
@@ -649,46 +729,8 @@ pub async fn play(
                     bail!("the server closed the playback connection");
                 }
                 let events = client_results(&mut sock, session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?).await?;
-                for e in events {
-                    let header = match e {
-                        ClientSessionEvent::VideoDataReceived { data, .. } => unpack(&data, true),
-                        ClientSessionEvent::AudioDataReceived { data, .. } => unpack(&data, false),
-                        _ => None,
-                    };
-                    if let Some(h) = header {
-                        player.on_frame(now, h);
-                    }
-                }
+                deliver(events, player, now);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_round_trip() {
-        let f = Frame::new(FrameHeader {
-            kind: FrameKind::I,
-            seq: 3,
-            gop: 0,
-            capture: Time::from_millis(5),
-            size: 500,
-        });
-        assert_eq!(unpack(&video_tag(&f), true), Some(f.header));
-        let a = Frame::new(FrameHeader {
-            kind: FrameKind::Audio,
-            seq: 1,
-            gop: 0,
-            capture: Time::from_millis(5),
-            size: 320,
-        });
-        assert_eq!(unpack(&audio_tag(&a), false), Some(a.header));
-        assert!(is_sequence_header(&sequence_header()));
-        assert_eq!(unpack(&sequence_header(), true), None);
-        assert_eq!(unpack(&[0x17], true), None);
-        assert_eq!(unpack(b"garbage!", false), None);
     }
 }

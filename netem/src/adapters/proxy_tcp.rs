@@ -37,7 +37,7 @@ const CHUNK: usize = 16 * 1024;
 
 /// Checks a profile for a byte stream and adapts what can be adapted.
 pub fn stream_profile(p: &Profile) -> Result<Profile, String> {
-    const LINK: &str = "use link mode (`glass shell`), where kernel TCP sees real packet loss";
+    const LINK: &str = "use link mode (`glass run --mode link`, `glass shell`: root or user namespaces), where kernel TCP sees real packet loss";
     let mut p = p.clone();
     if p.loss.is_some()
         || p.timeline

@@ -46,3 +46,54 @@ pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
         })
     }
 }
+/// Sets the socket's congestion control (`TCP_CONGESTION`), e.g. "cubic".
+/// Per socket, so a run does not inherit the machine's default (this one's
+/// is BBR, whose pacing spreads each video frame over milliseconds on a
+/// long-RTT path). Needs CAP_NET_ADMIN for algorithms outside
+/// `tcp_allowed_congestion_control`: Glass has it in its namespaces.
+pub fn set_congestion(sock: &impl AsRawFd, name: &str) -> io::Result<()> {
+    // SAFETY: setsockopt reads `name.len()` bytes from a valid slice.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if ret != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "setting TCP congestion control \"{name}\": {e} (see /proc/sys/net/ipv4/tcp_available_congestion_control)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The socket's congestion control.
+pub fn congestion(sock: &impl AsRawFd) -> io::Result<String> {
+    let mut buf = [0u8; 32];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `buf`.
+    let ret = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = buf[..len as usize]
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(len as usize);
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}

@@ -1,0 +1,267 @@
+//! Where a run's publisher, relay and player live, and what carries their
+//! traffic: the packet-level link (three network namespaces joined through
+//! the impairment engine, so kernel TCP sees real loss), or, when namespaces
+//! are not available, proxy mode (everything on loopback, a TCP proxy per
+//! mile: delay, jitter and rate on the byte stream; loss refused).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow};
+use clap::ValueEnum;
+use netem::adapters::link::{Host, LinkConfig, LinkNetwork, LinkStats};
+use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream_profile};
+use serde::Serialize;
+
+use crate::scenario::Network;
+
+/// How a run reaches its network (`glass run --mode`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The packet-level link when namespaces can be created, else proxy mode.
+    #[default]
+    Auto,
+    /// Packet-level link (root or user namespaces).
+    Link,
+    /// TCP proxies on loopback: no privileges, but no packet loss for TCP.
+    Proxy,
+}
+
+impl Mode {
+    /// `Auto` made concrete: whether this process can create a namespace.
+    pub fn resolve(self) -> Mode {
+        match self {
+            Mode::Auto => match netem::adapters::netns::NetNs::new("probe") {
+                Ok(_) => Mode::Link,
+                Err(e) => {
+                    eprintln!(
+                        "glass: cannot create network namespaces ({e}); running in proxy mode: \
+                         delay, jitter and rate only, and networks with loss are refused for TCP"
+                    );
+                    Mode::Proxy
+                }
+            },
+            m => m,
+        }
+    }
+}
+
+/// Proxy mode's two proxies and what they carried.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProxyStats {
+    pub first_mile: TcpProxyStats,
+    pub last_mile: TcpProxyStats,
+}
+
+/// What the network did, by mode.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkStats {
+    pub link: Option<LinkStats>,
+    pub proxy: Option<ProxyStats>,
+}
+
+pub const RTMP_PORT: u16 = 1935;
+
+enum Carrier {
+    Link(LinkNetwork),
+    Proxy {
+        relay: SocketAddr,
+        first_mile: TcpProxy,
+        last_mile: TcpProxy,
+    },
+}
+
+/// One run's network, started and ready for the relay to listen on.
+pub struct Topology {
+    carrier: Carrier,
+    relay_listener: Option<StdListener>,
+}
+
+impl Topology {
+    /// Starts the network: in link mode the namespaces and the engine, in
+    /// proxy mode the relay's listening socket and the two proxies (which
+    /// refuse profiles a byte stream cannot represent, with the reason).
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        mode: Mode,
+        network: &Network,
+        seed: u64,
+    ) -> Result<Topology> {
+        match mode.resolve() {
+            Mode::Proxy => {
+                let check = |p, what: &str| {
+                    stream_profile(p).map_err(|e| anyhow!("proxy mode, {}: {e}", what))
+                };
+                let first = (
+                    check(&network.first_mile.0, "first mile uplink")?,
+                    check(&network.first_mile.1, "first mile downlink")?,
+                );
+                let last = (
+                    check(&network.last_mile.0, "last mile uplink")?,
+                    check(&network.last_mile.1, "last mile downlink")?,
+                );
+                let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+                let relay = listener.local_addr()?;
+                let proxy = |profiles, seed| {
+                    rt.block_on(TcpProxy::start(TcpProxyConfig {
+                        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                        upstream: relay,
+                        profiles,
+                        seed,
+                        reset_after: None,
+                        connect_timeout: std::time::Duration::from_secs(5),
+                    }))
+                    .context("starting a TCP proxy on loopback")
+                };
+                let first_mile = proxy(first, seed)?;
+                let last_mile = proxy(last, seed.wrapping_add(1))?;
+                Ok(Topology {
+                    carrier: Carrier::Proxy {
+                        relay,
+                        first_mile,
+                        last_mile,
+                    },
+                    relay_listener: Some(listener),
+                })
+            }
+            _ => {
+                let link = LinkNetwork::start(LinkConfig {
+                    first_mile: network.first_mile.clone(),
+                    last_mile: network.last_mile.clone(),
+                    seed,
+                    ..LinkConfig::default()
+                })
+                .context(
+                    "starting the link (network namespaces); Glass needs root or user \
+                     namespaces, or `--mode proxy`",
+                )?;
+                let server = SocketAddr::from((Host::Server.addr(), RTMP_PORT));
+                let listener = link.run_in(Host::Server, || StdListener::bind(server))?;
+                Ok(Topology {
+                    carrier: Carrier::Link(link),
+                    relay_listener: Some(listener),
+                })
+            }
+        }
+    }
+
+    /// "link/Tun", "link/Veth" or "proxy": results say which mode ran.
+    pub fn mode_label(&self) -> String {
+        match &self.carrier {
+            Carrier::Link(l) => format!("link/{:?}", l.backend()),
+            Carrier::Proxy { .. } => "proxy".into(),
+        }
+    }
+
+    /// The relay's listening socket (once).
+    pub fn take_relay_listener(&mut self) -> Result<StdListener> {
+        self.relay_listener
+            .take()
+            .ok_or_else(|| anyhow!("the relay listener was already taken"))
+    }
+
+    /// Where a client on `host` connects to reach the relay, through its mile.
+    pub fn relay_addr_from(&self, host: Host) -> SocketAddr {
+        match &self.carrier {
+            Carrier::Link(_) => SocketAddr::from((Host::Server.addr(), RTMP_PORT)),
+            Carrier::Proxy {
+                first_mile,
+                last_mile,
+                ..
+            } => match host {
+                Host::Player => last_mile.local_addr(),
+                _ => first_mile.local_addr(),
+            },
+        }
+    }
+
+    /// The relay's own address (proxy mode: on loopback, not impaired).
+    pub fn relay_addr(&self) -> SocketAddr {
+        match &self.carrier {
+            Carrier::Link(_) => SocketAddr::from((Host::Server.addr(), RTMP_PORT)),
+            Carrier::Proxy { relay, .. } => *relay,
+        }
+    }
+
+    /// A TCP connection from `host` to the relay, through its mile.
+    pub fn connect(&self, host: Host) -> Result<StdStream> {
+        let to = self.relay_addr_from(host);
+        let s = match &self.carrier {
+            Carrier::Link(l) => l.run_in(host, || StdStream::connect(to)),
+            Carrier::Proxy { .. } => StdStream::connect(to),
+        };
+        s.with_context(|| format!("connecting from the {host:?} to the relay at {to}"))
+    }
+
+    /// The default TCP congestion control of `host`'s namespace (what
+    /// sockets Glass does not configure, such as ffmpeg's, get).
+    pub fn default_congestion(&self, host: Host) -> Option<String> {
+        let read = || std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control");
+        let s = match &self.carrier {
+            Carrier::Link(l) => l.run_in(host, read),
+            Carrier::Proxy { .. } => read(),
+        };
+        s.ok().map(|s| s.trim().to_string())
+    }
+
+    /// A command that starts on `host` (its namespace in link mode) and dies
+    /// with Glass.
+    pub fn command(&self, host: Host, program: &str) -> Result<Command> {
+        match &self.carrier {
+            Carrier::Link(l) => Ok(l.command(host, program)?),
+            Carrier::Proxy { .. } => {
+                let mut cmd = Command::new(program);
+                die_with_parent(&mut cmd);
+                Ok(cmd)
+            }
+        }
+    }
+
+    /// Stops the network and returns what it did.
+    pub fn stop(self, rt: &tokio::runtime::Runtime) -> Result<NetworkStats> {
+        match self.carrier {
+            Carrier::Link(l) => Ok(NetworkStats {
+                link: Some(l.stop()?),
+                proxy: None,
+            }),
+            Carrier::Proxy {
+                first_mile,
+                last_mile,
+                ..
+            } => {
+                let (first_mile, last_mile) = rt.block_on(async {
+                    let f = first_mile.stop().await;
+                    let l = last_mile.stop().await;
+                    (f, l)
+                });
+                Ok(NetworkStats {
+                    link: None,
+                    proxy: Some(ProxyStats {
+                        first_mile,
+                        last_mile,
+                    }),
+                })
+            }
+        }
+    }
+}
+
+/// Makes a child die with Glass (SIGKILL when the parent goes), even on
+/// `kill -9`.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
