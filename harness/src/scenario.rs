@@ -621,6 +621,28 @@ g2g_p99 = "2s"
                 "name = \"t\"\nduration = \"10s\"\n".to_string(),
                 vec!["protocols"],
             ),
+            // ffmpeg cannot play Glass's synthetic frames.
+            (
+                format!("{base}ffmpeg_player = true\n"),
+                vec!["line 5", "protocols[0].ffmpeg_player", "real H.264"],
+            ),
+            // An ffmpeg publisher needs a resolution it can encode.
+            (
+                "name = \"t\"\nduration = \"10s\"\n[media]\nbitrate = \"1Mbit/s\"\nfps = 30\ngop = 60\nresolution = \"720p\"\naudio = false\nencode_delay = \"0ms\"\n[[protocols]]\nkind = \"rtmp\"\npublisher = \"ffmpeg\"\n"
+                    .to_string(),
+                vec!["line 7", "media.resolution", "WIDTHxHEIGHT"],
+            ),
+            // A recording that is not there.
+            (
+                "name = \"t\"\nduration = \"10s\"\n[media]\nbitrate = \"1Mbit/s\"\nfps = 30\ngop = 60\nresolution = \"640x360\"\naudio = false\nencode_delay = \"0ms\"\nflv = \"no/such.flv\"\n[[protocols]]\nkind = \"rtmp\"\n"
+                    .to_string(),
+                vec!["line 10", "media.flv", "no/such.flv"],
+            ),
+            // A congestion control name that cannot be one.
+            (
+                format!("{base}tcp_congestion = \"cubic; rm -rf\"\n"),
+                vec!["line 5", "protocols[0].tcp_congestion"],
+            ),
         ] {
             let e = err(&text);
             for n in needles {

@@ -643,6 +643,10 @@ pub async fn publish(
             }
         }
         let now = clock.time(std::time::Instant::now());
+        if now >= end {
+            // Behind (TCP could not carry the media): the run is over anyway.
+            break;
+        }
         while let Some(m) = source.poll_message(now) {
             let bytes = m.data.len() as u64;
             let ts = rtmp_ts(m.timestamp);
@@ -661,8 +665,15 @@ pub async fn publish(
                 stats.per_second_bits.resize(second + 1, 0);
             }
             stats.per_second_bits[second] += bytes * 8;
-            // Blocks while TCP is backed up: later frames wait here, as in an encoder's output queue.
-            client_results(&mut sock, vec![r]).await?;
+            // Blocks while TCP is backed up: later frames wait here, as in an
+            // encoder's output queue; the run ends at `end` whatever the backlog.
+            tokio::select! {
+                r = client_results(&mut sock, vec![r]) => { r?; }
+                _ = tokio::time::sleep_until(clock.instant(end).into()) => break,
+            }
+        }
+        if clock.time(std::time::Instant::now()) >= end {
+            break;
         }
     }
     stats.tcp = tcp_info(&sock).unwrap_or_default();
