@@ -9,6 +9,7 @@ use std::time::Duration;
 use harness::media::encoder::{Encoder, EncoderConfig};
 use harness::media::source::Source;
 use harness::protocols::rtmp;
+use harness::protocols::transport::Transport;
 use harness::runner::{RunResult, run_one};
 use harness::scenario::Scenario;
 use harness::topology::Mode;
@@ -201,6 +202,7 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(rtmp::relay(
             tokio::net::TcpListener::from_std(listener).unwrap(),
+            None,
             "right".into(),
             None,
             stop_rx,
@@ -218,7 +220,14 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
         };
         tokio::time::timeout(
             Duration::from_secs(10),
-            rtmp::publish(sock, "wrong", encoder, clock, Time::from_millis(2000)),
+            rtmp::publish(
+                Transport::Tcp(sock),
+                "wrong",
+                encoder,
+                None,
+                clock,
+                Time::from_millis(2000),
+            ),
         )
         .await
     });

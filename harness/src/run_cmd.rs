@@ -222,6 +222,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     print!("{}", table(&records));
+    for r in &records {
+        for t in r.result.iter().flat_map(|x| &x.transports) {
+            if let Some(why) = &t.fallback {
+                println!(
+                    "{} / {}: the {} asked for {}: {why}",
+                    r.network, r.protocol, t.role, t.requested
+                );
+            }
+        }
+    }
     for (r, network) in records.iter().zip(jobs.iter().map(|j| j.0)) {
         for dir in network.impaired() {
             if let Some(c) = r.impairment_check.get(&dir) {
@@ -362,18 +372,27 @@ fn table(records: &[RunRecord]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<20} {:<12} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8}",
-        "network", "protocol", "mode", "G2G p50", "G2G p99", "stalls", "lost", "retrans"
+        "{:<20} {:<14} {:<10} {:<12} {:>10} {:>10} {:>8} {:>6} {:>8}",
+        "network",
+        "protocol",
+        "mode",
+        "transport",
+        "G2G p50",
+        "G2G p99",
+        "stalls",
+        "lost",
+        "retrans"
     );
     for r in records {
         match &r.result {
             Some(x) => {
                 let _ = writeln!(
                     s,
-                    "{:<20} {:<12} {:<10} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>8} {:>8}",
+                    "{:<20} {:<14} {:<10} {:<12} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>6} {:>8}",
                     r.network,
                     r.protocol,
                     x.mode,
+                    x.transport(),
                     x.player.g2g_p50_ms,
                     x.player.g2g_p99_ms,
                     x.player.stall_ratio * 100.0,
@@ -384,7 +403,7 @@ fn table(records: &[RunRecord]) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "{:<20} {:<12} failed: {}",
+                    "{:<20} {:<14} failed: {}",
                     r.network,
                     r.protocol,
                     r.error.as_deref().unwrap_or("?")

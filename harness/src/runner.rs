@@ -21,7 +21,10 @@ use crate::media::player::{Displayed, Player, PlayerReport};
 use crate::media::source::Source;
 use crate::media::wallclock::WallClock;
 use crate::protocols::ffmpeg::{self, Ffmpeg, FfmpegReport};
+use crate::protocols::quic;
 use crate::protocols::rtmp::{self, APP, PublisherStats, RelayStats};
+use crate::protocols::transport::Transport;
+use crate::protocols::uri::{StreamUri, UriTransport};
 use crate::scenario::{Network, Protocol, ProtocolKind, PublisherKind, Scenario};
 use crate::topology::{Mode, ProxyStats, Topology};
 
@@ -44,6 +47,9 @@ pub struct RunResult {
     pub g2g_source: G2gSource,
     /// Congestion control of Glass's TCP sockets (publisher, relay, player).
     pub tcp_congestion: String,
+    /// How the publisher and the player reached the relay (QUIC, TCP, a
+    /// fallback and why, handshake time).
+    pub transports: Vec<TransportReport>,
     pub player: PlayerReport,
     /// Video frames sent that were due on screen (plus one refresh) before
     /// the end; later ones were still in flight, not lost.
@@ -69,9 +75,11 @@ impl RunResult {
             .saturating_sub(self.player.frames_displayed)
     }
 
-    /// TCP retransmissions on both miles (publisher socket, relay → player
-    /// sockets). An ffmpeg publisher's socket is not Glass's to read: its
-    /// first-mile retransmissions are not counted.
+    /// Retransmissions on both miles as the transports count them: TCP's
+    /// retransmitted segments (publisher socket, relay → player sockets) plus
+    /// the packets QUIC declared lost (whose data it sends again). An ffmpeg
+    /// publisher's socket is not Glass's to read: its first mile is not
+    /// counted.
     pub fn retransmits(&self) -> u64 {
         u64::from(self.publisher.tcp.total_retrans)
             + self
@@ -80,6 +88,23 @@ impl RunResult {
                 .iter()
                 .map(|t| u64::from(t.total_retrans))
                 .sum::<u64>()
+            + self.publisher.quic.as_ref().map_or(0, |q| q.lost_packets)
+            + self
+                .relay
+                .to_players_quic
+                .iter()
+                .map(|q| q.lost_packets)
+                .sum::<u64>()
+    }
+
+    /// The publisher's transport as used: "tcp", "quic/stream",
+    /// "quic/frames", or "tcp*" after a fallback from QUIC.
+    pub fn transport(&self) -> String {
+        match self.transports.iter().find(|t| t.role == "publisher") {
+            Some(t) if t.fallback.is_some() => format!("{}*", t.used),
+            Some(t) => t.used.clone(),
+            None => "tcp".into(),
+        }
     }
 }
 
@@ -108,6 +133,86 @@ fn connect(topo: &Topology, host: Host, cc: &str) -> Result<StdStream> {
     let s = topo.connect(host)?;
     set_congestion(&s, cc)?;
     Ok(s)
+}
+
+/// How one client reached the relay.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransportReport {
+    /// "publisher" or "player".
+    pub role: &'static str,
+    pub uri: String,
+    /// What the URI asked for: "tcp", "quic/stream", "quic/frames".
+    pub requested: String,
+    /// What carried the session.
+    pub used: String,
+    /// Why QUIC was not used, when it fell back to TCP.
+    pub fallback: Option<String>,
+    /// QUIC handshake time (connection established), ms.
+    pub handshake_ms: Option<f64>,
+}
+
+/// QUIC state shared by a run's relay and clients.
+struct QuicCtx {
+    identity: quic::Identity,
+    settings: quic::QuicSettings,
+    handshake_timeout: Duration,
+}
+
+/// Opens the RTMP transport `uri` asks for from `host`: QUIC when the URI
+/// says so (falling back to TCP when the handshake does not finish within
+/// the timeout), TCP otherwise.
+async fn open(
+    topo: &Topology,
+    host: Host,
+    role: &'static str,
+    uri: &StreamUri,
+    tcp_cc: &str,
+    q: &QuicCtx,
+) -> Result<(Transport, TransportReport)> {
+    let mut report = TransportReport {
+        role,
+        uri: uri.to_string(),
+        requested: match uri.transport {
+            UriTransport::Tcp => "tcp".into(),
+            UriTransport::Quic(m) => format!(
+                "quic/{}",
+                if m == quic::Mapping::Stream {
+                    "stream"
+                } else {
+                    "frames"
+                }
+            ),
+        },
+        used: String::new(),
+        fallback: None,
+        handshake_ms: None,
+    };
+    if let UriTransport::Quic(mapping) = uri.transport {
+        let socket = topo.bind_udp(host)?;
+        let ep = quic::client(socket, &q.identity, mapping, &q.settings)?;
+        let t0 = Instant::now();
+        match quic::connect(&ep, topo.relay_addr(), q.handshake_timeout).await {
+            Ok(conn) => {
+                report.handshake_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+                let (send, recv) = conn.open_bi().await?;
+                let t = Transport::Quic {
+                    conn,
+                    send,
+                    recv,
+                    mapping,
+                };
+                report.used = t.label().into();
+                return Ok((t, report));
+            }
+            Err(e) => {
+                ep.close(0u32.into(), b"falling back to TCP");
+                report.fallback = Some(format!("{e:#}; fell back to TCP"));
+            }
+        }
+    }
+    let s = to_tokio_stream(connect(topo, host, tcp_cc)?)?;
+    report.used = "tcp".into();
+    Ok((Transport::Tcp(s), report))
 }
 
 /// Runs `protocol` over `network` once; `progress` gets the elapsed fraction.
@@ -158,10 +263,26 @@ pub fn run_one(
         None
     };
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
+    let quic_ctx = QuicCtx {
+        identity: quic::Identity::generate()?,
+        settings: quic::QuicSettings {
+            congestion: protocol.quic.congestion,
+            ..quic::QuicSettings::default()
+        },
+        handshake_timeout: protocol.quic.handshake_timeout.get(),
+    };
+    let mut transports: Vec<TransportReport> = Vec::new();
     let run = rt.block_on(async {
         let listener = to_tokio_listener(listener)?;
+        // The relay takes RTMP over QUIC on the same port number (UDP), in link mode.
+        let quic_server = if topo.is_link() {
+            Some(quic::server(topo.bind_udp(Host::Server)?, &quic_ctx.identity, &quic_ctx.settings)?)
+        } else {
+            None
+        };
         tokio::spawn(rtmp::relay(
             listener,
+            quic_server,
             key.clone(),
             Some(protocol.tcp_congestion.clone()),
             stop_rx,
@@ -177,8 +298,14 @@ pub fn run_one(
         let work = async {
             match (protocol.kind, protocol.publisher) {
                 (ProtocolKind::Rtmp, PublisherKind::Glass) => {
-                    let player_sock = to_tokio_stream(connect(&topo, Host::Player, cc)?)?;
-                    let pub_sock = to_tokio_stream(connect(&topo, Host::Publisher, cc)?)?;
+                    let (player_sock, r) = open(&topo, Host::Player, "player", &protocol.player_uri, cc, &quic_ctx).await?;
+                    transports.push(r);
+                    let (pub_sock, r) = open(&topo, Host::Publisher, "publisher", &protocol.publisher_uri, cc, &quic_ctx).await?;
+                    transports.push(r);
+                    if player_sock.frames_conn().is_some() {
+                        // Frames arrive in the order their streams complete.
+                        player.set_ordered(false);
+                    }
                     let play = rtmp::play(player_sock, &key, &mut player, clock, end);
                     let source_for = |start: Time| match &scenario.replay {
                         Some(r) => Source::Replay {
@@ -191,14 +318,18 @@ pub fn run_one(
                             align(start, refresh),
                         )),
                     };
-                    let publish = rtmp::publish(pub_sock, &key, source_for, clock, end);
+                    let publish = rtmp::publish(pub_sock, &key, source_for, protocol.abr.clone(), clock, end);
                     let (played, published) = tokio::join!(play, publish);
                     let publisher = published.context("publisher")?;
                     played.context("player")?;
                     Ok::<_, anyhow::Error>(Some(publisher))
                 }
                 (ProtocolKind::Rtmp, PublisherKind::Ffmpeg) => {
-                    let player_sock = to_tokio_stream(connect(&topo, Host::Player, cc)?)?;
+                    let (player_sock, r) = open(&topo, Host::Player, "player", &protocol.player_uri, cc, &quic_ctx).await?;
+                    transports.push(r);
+                    if player_sock.frames_conn().is_some() {
+                        player.set_ordered(false);
+                    }
                     let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
                         .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
                     let e = &scenario.encoder;
@@ -295,6 +426,7 @@ pub fn run_one(
         mode,
         g2g_source,
         tcp_congestion: protocol.tcp_congestion.clone(),
+        transports,
         player: report,
         frames_expected,
         publisher,

@@ -14,10 +14,13 @@ use netem::units::{BitRate, HumanDuration, Probability};
 use netem::{ConfigError, Profile};
 use serde::{Deserialize, Serialize};
 
+use crate::media::abr::AbrConfig;
 use crate::media::encoder::EncoderConfig;
 use crate::media::flv::{self, FlvTag};
 use crate::media::player::{LatePolicy, PlayerConfig};
 use crate::protocols::ffmpeg::parse_resolution;
+use crate::protocols::quic::Congestion;
+use crate::protocols::uri::{StreamUri, UriTransport};
 
 /// The scenario `glass run` runs with no argument: RTMP over TCP, clean and
 /// with 2 % loss and 40 ms delay on the first mile.
@@ -165,6 +168,39 @@ pub struct ProtocolFile {
     /// default), so results do not depend on the machine's setting.
     #[serde(default)]
     pub tcp_congestion: Option<String>,
+    /// The stream URI the publisher (and, unless `player_uri` says
+    /// otherwise, the player) uses; its scheme and query choose TCP or QUIC
+    /// (see `protocols::uri`). The host is `server`, Glass's relay. Default
+    /// `rtmp://server/live/KEY`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The player's URI, when it differs (a QUIC publisher with a TCP player).
+    #[serde(default)]
+    pub player_uri: Option<String>,
+    /// QUIC settings (for rtmpq URIs).
+    #[serde(default)]
+    pub quic: QuicFile,
+    /// Sender-side ABR (`abr = {}` for the defaults).
+    #[serde(default)]
+    pub abr: Option<AbrConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicFile {
+    /// quinn's congestion controller: cubic (default), newreno, bbr.
+    pub congestion: Congestion,
+    /// Give up on QUIC and fall back to TCP after this long.
+    pub handshake_timeout: HumanDuration,
+}
+
+impl Default for QuicFile {
+    fn default() -> Self {
+        QuicFile {
+            congestion: Congestion::Cubic,
+            handshake_timeout: HumanDuration(Duration::from_secs(2)),
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -277,6 +313,10 @@ pub struct Protocol {
     pub publisher: PublisherKind,
     pub ffmpeg_player: bool,
     pub tcp_congestion: String,
+    pub publisher_uri: StreamUri,
+    pub player_uri: StreamUri,
+    pub quic: QuicFile,
+    pub abr: Option<AbrConfig>,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -406,6 +446,71 @@ impl ScenarioFile {
                     "a stream key is a non-empty word without / ? or spaces",
                 );
             }
+            let uri = |f: &str,
+                       s: &Option<String>,
+                       fallback: Option<&StreamUri>|
+             -> Result<StreamUri> {
+                let u = match (s, fallback) {
+                    (Some(s), _) => StreamUri::parse(s)
+                        .map_err(|e| ConfigError::invalid(format!("{field}.{f}"), e.to_string()))?,
+                    (None, Some(u)) => return Ok(u.clone()),
+                    (None, None) => StreamUri::parse(&format!("rtmp://server/live/{key}"))
+                        .map_err(|e| ConfigError::invalid(format!("{field}.{f}"), e.to_string()))?,
+                };
+                if u.host != "server" {
+                    return bad(
+                        format!("{field}.{f}"),
+                        format!(
+                            "the host is Glass's relay: write rtmp://server/... (not \"{}\")",
+                            u.host
+                        ),
+                    );
+                }
+                if u.port != crate::protocols::uri::DEFAULT_PORT {
+                    return bad(format!("{field}.{f}"), "the relay listens on port 1935");
+                }
+                Ok(u)
+            };
+            let publisher_uri = uri("uri", &p.uri, None)?;
+            let player_uri = uri("player_uri", &p.player_uri, Some(&publisher_uri))?;
+            if p.uri.is_some() && p.stream_key.is_some() {
+                return bad(
+                    format!("{field}.stream_key"),
+                    "give the stream key in `uri`, not both",
+                );
+            }
+            if player_uri.key != publisher_uri.key || player_uri.app != publisher_uri.app {
+                return bad(
+                    format!("{field}.player_uri"),
+                    "the player must play what the publisher publishes: same app and key as `uri`",
+                );
+            }
+            let key = publisher_uri.key.clone();
+            let tcp_only = |u: &StreamUri| u.transport == UriTransport::Tcp;
+            if p.publisher == PublisherKind::Ffmpeg && !tcp_only(&publisher_uri) {
+                return bad(
+                    format!("{field}.uri"),
+                    "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
+                );
+            }
+            if p.ffmpeg_player && !tcp_only(&player_uri) {
+                return bad(
+                    format!("{field}.player_uri"),
+                    "ffmpeg plays RTMP over TCP only: use an rtmp:// player_uri",
+                );
+            }
+            if let Some(a) = &p.abr {
+                a.validate()
+                    .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
+            }
+            if p.quic.handshake_timeout.get() < Duration::from_millis(10)
+                || p.quic.handshake_timeout.get() > Duration::from_secs(60)
+            {
+                return bad(
+                    format!("{field}.quic.handshake_timeout"),
+                    "between 10 ms and 60 s",
+                );
+            }
             let refresh = p
                 .player
                 .refresh
@@ -433,6 +538,10 @@ impl ScenarioFile {
                 publisher: p.publisher,
                 ffmpeg_player: p.ffmpeg_player,
                 tcp_congestion: cc,
+                publisher_uri,
+                player_uri,
+                quic: p.quic.clone(),
+                abr: p.abr.clone(),
             });
             if p.ffmpeg_player && p.publisher == PublisherKind::Glass && m.flv.is_none() {
                 return bad(

@@ -184,6 +184,26 @@ impl Topology {
         }
     }
 
+    /// A UDP socket for QUIC on `host`: the relay's on its port (server), a
+    /// client's on any port. Link mode only: proxy mode has no UDP path for
+    /// RTMP over QUIC.
+    pub fn bind_udp(&self, host: Host) -> Result<std::net::UdpSocket> {
+        let addr = match host {
+            Host::Server => self.relay_addr(),
+            _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        };
+        match &self.carrier {
+            Carrier::Link(l) => Ok(l.run_in(host, || std::net::UdpSocket::bind(addr))?),
+            Carrier::Proxy { .. } => Err(anyhow!(
+                "RTMP over QUIC needs link mode (root or user namespaces); proxy mode carries TCP only"
+            )),
+        }
+    }
+
+    pub fn is_link(&self) -> bool {
+        matches!(self.carrier, Carrier::Link(_))
+    }
+
     /// A TCP connection from `host` to the relay, through its mile.
     pub fn connect(&self, host: Host) -> Result<StdStream> {
         let to = self.relay_addr_from(host);

@@ -184,12 +184,36 @@ impl Player {
         self.report.frames_received += 1;
         if self.first_capture.is_none() {
             if header.kind != FrameKind::I {
+                if !self.cfg.ordered {
+                    // Out of order, the I-frame before it may still come
+                    // (a large frame on its own stream completes last).
+                    self.buffer.insert(
+                        header.seq,
+                        Arrived {
+                            header,
+                            arrival: now,
+                        },
+                    );
+                    return;
+                }
                 // Joined mid-GOP: nothing decodes before an I-frame.
                 self.report.dropped_undecodable += 1;
                 return;
             }
             self.first_capture = Some(header.capture);
             self.next_seq = header.seq;
+            // Frames held for it that came from before it cannot decode.
+            let before = self.buffer.len();
+            self.buffer.retain(|&seq, _| seq > header.seq);
+            self.report.dropped_undecodable += (before - self.buffer.len()) as u64;
+            let arrivals: Vec<Duration> = self
+                .buffer
+                .values()
+                .map(|a| a.arrival - a.header.capture)
+                .collect();
+            for d in arrivals {
+                self.min_delay = Some(self.min_delay.map_or(d, |m| m.min(d)));
+            }
         }
         if header.seq < self.next_seq || self.buffer.contains_key(&header.seq) {
             // Its slot has passed (or a duplicate).
@@ -356,6 +380,12 @@ impl Player {
         self.displayed.push(d);
     }
 
+    /// Whether frames arrive in order (TCP, one QUIC stream) or not (a QUIC
+    /// stream per frame): out of order, a gap may still fill.
+    pub fn set_ordered(&mut self, ordered: bool) {
+        self.cfg.ordered = ordered;
+    }
+
     /// Capture → due, once playback has started.
     pub fn offset(&self) -> Option<Duration> {
         self.offset
@@ -491,6 +521,20 @@ mod tests {
         );
         assert_eq!(r.stall_count, 0);
         assert_eq!(r.frames_displayed, 300);
+    }
+
+    #[test]
+    fn out_of_order_p_frames_before_the_first_i_frame_wait_for_it() {
+        // A stream per frame: the large I-frame completes after the small
+        // P-frames behind it.
+        let arrival = |k: u64| {
+            let extra = if k == 0 { 40.0 } else { 0.0 };
+            Some(header(k).capture + Duration::from_secs_f64((10.0 + extra) / 1e3))
+        };
+        let (_, r) = play(cfg(LatePolicy::Wait, false), 0..300, arrival, 10.1);
+        assert_eq!(r.dropped_undecodable, 0, "{r:?}");
+        assert_eq!(r.frames_displayed, 300, "{r:?}");
+        assert_eq!(r.stall_count, 0, "{r:?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use netem::Time;
-use netem::adapters::tcpinfo::{TcpInfo, set_congestion, tcp_info};
+use netem::adapters::tcpinfo::{TcpInfo, set_congestion};
 use netem::time::Clock;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -27,9 +27,13 @@ use rml_rtmp::sessions::{
 use rml_rtmp::time::RtmpTimestamp;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use super::quic::{self, QuicStats};
+use super::transport::Transport;
 use tokio::sync::{mpsc, watch};
 
+use crate::media::abr::{Abr, AbrConfig, AbrSample};
 use crate::media::player::Player;
 use crate::media::source::{Source, is_sequence_header, unpack};
 use crate::media::wallclock::{ForeignFrames, WallClock};
@@ -56,7 +60,7 @@ async fn write_packets(
 }
 
 /// Runs the handshake on `sock`; returns the bytes that followed it.
-async fn handshake(sock: &mut TcpStream, peer: PeerType) -> Result<Vec<u8>> {
+async fn handshake(sock: &mut Transport, peer: PeerType) -> Result<Vec<u8>> {
     let client = peer == PeerType::Client;
     let mut hs = Handshake::new(peer);
     if client {
@@ -101,8 +105,10 @@ pub struct RelayStats {
     pub published_video_timestamps: Vec<u32>,
     /// Players disconnected because they fell too far behind.
     pub slow_players_dropped: u64,
-    /// TCP_INFO of the relay's socket towards each player (sampled every second).
+    /// TCP_INFO of the relay's socket towards each TCP player (sampled every second).
     pub to_players_tcp: Vec<TcpInfo>,
+    /// quinn's statistics of the relay's connection to each QUIC player.
+    pub to_players_quic: Vec<QuicStats>,
 }
 
 #[derive(Clone)]
@@ -163,17 +169,36 @@ const PLAYER_QUEUE: usize = 65_536;
 ///
 /// `congestion` sets each accepted socket's TCP congestion control (the
 /// relay sends on the last mile).
+///
+/// With `quic`, the same relay also accepts RTMP over QUIC (both mappings)
+/// on that endpoint, and streams are shared: a QUIC publisher feeds TCP
+/// players and the other way round.
 pub async fn relay(
     listener: TcpListener,
+    quic: Option<quinn::Endpoint>,
     stream_key: String,
     congestion: Option<String>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Mutex<RelayStats>>,
 ) {
     let streams: Arc<Mutex<HashMap<String, Stream>>> = Arc::default();
+    if let Some(ep) = quic.clone() {
+        tokio::spawn(accept_quic(
+            ep,
+            streams.clone(),
+            stats.clone(),
+            stream_key.clone(),
+            stop.clone(),
+        ));
+    }
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                if let Some(ep) = &quic {
+                    ep.close(0u32.into(), b"relay stopped");
+                }
+                return;
+            }
             r = listener.accept() => {
                 let Ok((sock, _)) = r else { continue };
                 let _ = sock.set_nodelay(true);
@@ -184,7 +209,7 @@ pub async fn relay(
                 }
                 let (streams, stats, key, stop) = (streams.clone(), stats.clone(), stream_key.clone(), stop.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = relay_connection(sock, &key, &streams, &stats, stop).await {
+                    if let Err(e) = relay_connection(Transport::Tcp(sock), &key, &streams, &stats, stop).await {
                         tracing::debug!("relay connection ended: {e:#}");
                     }
                 });
@@ -193,8 +218,44 @@ pub async fn relay(
     }
 }
 
+/// The relay's QUIC side: each connection's client opens one bidirectional
+/// stream for the RTMP session; ALPN says which mapping it speaks.
+async fn accept_quic(
+    ep: quinn::Endpoint,
+    streams: Arc<Mutex<HashMap<String, Stream>>>,
+    stats: Arc<Mutex<RelayStats>>,
+    key: String,
+    stop: watch::Receiver<bool>,
+) {
+    while let Some(incoming) = ep.accept().await {
+        let (streams, stats, key, stop) =
+            (streams.clone(), stats.clone(), key.clone(), stop.clone());
+        tokio::spawn(async move {
+            let accepted = async {
+                let conn = incoming.await?;
+                let mapping = quic::mapping_of(&conn)?;
+                let (send, recv) = conn.accept_bi().await?;
+                anyhow::Ok(Transport::Quic {
+                    conn,
+                    send,
+                    recv,
+                    mapping,
+                })
+            };
+            match accepted.await {
+                Ok(t) => {
+                    if let Err(e) = relay_connection(t, &key, &streams, &stats, stop).await {
+                        tracing::debug!("relay QUIC connection ended: {e:#}");
+                    }
+                }
+                Err(e) => tracing::debug!("relay: QUIC connection failed: {e:#}"),
+            }
+        });
+    }
+}
+
 async fn relay_connection(
-    mut sock: TcpStream,
+    mut sock: Transport,
     stream_key: &str,
     streams: &Mutex<HashMap<String, Stream>>,
     stats: &Mutex<RelayStats>,
@@ -214,7 +275,11 @@ async fn relay_connection(
         .await?,
     );
     let mut publishing: Option<String> = None;
-    let mut playing: Option<(u32, mpsc::Receiver<Media>, usize)> = None;
+    let mut playing: Option<(u32, mpsc::Receiver<Media>, PlayerSlot)> = None;
+    // Frames-mapping player: messages sent on their own streams, in order.
+    let mut sent_on_streams: u64 = 0;
+    // Frames-mapping publisher: messages read off its unidirectional streams.
+    let mut uni_reader: Option<mpsc::Receiver<(bool, Bytes, RtmpTimestamp)>> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
@@ -260,6 +325,9 @@ async fn relay_connection(
                         bail!("refused a publish on \"{key}\"");
                     }
                     publishing = Some(key);
+                    if let Some(conn) = sock.frames_conn() {
+                        uni_reader = Some(spawn_uni_reader(conn.clone()));
+                    }
                     let r = session
                         .accept_request(request_id)
                         .map_err(|e| anyhow!("{e:?}"))?;
@@ -291,8 +359,13 @@ async fn relay_connection(
                     let slot = {
                         let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
                         st.players += 1;
-                        st.to_players_tcp.push(TcpInfo::default());
-                        st.to_players_tcp.len() - 1
+                        if sock.quic_stats().is_some() {
+                            st.to_players_quic.push(QuicStats::default());
+                            PlayerSlot::Quic(st.to_players_quic.len() - 1)
+                        } else {
+                            st.to_players_tcp.push(TcpInfo::default());
+                            PlayerSlot::Tcp(st.to_players_tcp.len() - 1)
+                        }
                     };
                     // A late player first gets what it missed: metadata and the sequence header.
                     if let Some(m) = metadata {
@@ -342,38 +415,13 @@ async fn relay_connection(
                     data,
                     timestamp,
                     ..
-                } => {
-                    {
-                        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
-                        st.video_messages_in += 1;
-                        if data.len() >= 2 && data[1] == 1 {
-                            st.published_video_timestamps.push(timestamp.value);
-                        }
-                    }
-                    if is_sequence_header(&data, true) {
-                        let cached = (data.clone(), timestamp);
-                        fan_out(streams, stats, &key, Media::Video(data, timestamp), |s| {
-                            s.sequence_header = Some(cached)
-                        })?;
-                    } else {
-                        fan_out(streams, stats, &key, Media::Video(data, timestamp), |_| {})?;
-                    }
-                }
+                } => published(streams, stats, &key, true, data, timestamp)?,
                 ServerSessionEvent::AudioDataReceived {
                     stream_key: key,
                     data,
                     timestamp,
                     ..
-                } => {
-                    if is_sequence_header(&data, false) {
-                        let cached = (data.clone(), timestamp);
-                        fan_out(streams, stats, &key, Media::Audio(data, timestamp), |s| {
-                            s.audio_header = Some(cached)
-                        })?;
-                    } else {
-                        fan_out(streams, stats, &key, Media::Audio(data, timestamp), |_| {})?;
-                    }
-                }
+                } => published(streams, stats, &key, false, data, timestamp)?,
                 // releaseStream, FCPublish, _checkbw (ffmpeg), finishes: nothing to do.
                 _ => {}
             }
@@ -381,6 +429,12 @@ async fn relay_connection(
         let next_media = async {
             match &mut playing {
                 Some((_, rx, _)) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next_uni = async {
+            match &mut uni_reader {
+                Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -394,9 +448,36 @@ async fn relay_connection(
                 let results = session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?;
                 pending = write_packets(&mut sock, results).await?;
             }
+            m = next_uni => {
+                match m {
+                    Some((video, data, ts)) => {
+                        if let Some(key) = &publishing {
+                            published(streams, stats, key, video, data, ts)?;
+                        }
+                    }
+                    None => uni_reader = None,
+                }
+            }
             m = next_media => {
                 let Some(m) = m else { break Ok(()) };
                 let Some((stream_id, _, _)) = &playing else { continue };
+                // Frames mapping: each frame on its own stream (configuration
+                // and metadata stay on the ordered RTMP stream).
+                if let Some(conn) = sock.frames_conn() {
+                    match &m {
+                        Media::Video(d, ts) if !is_sequence_header(d, true) => {
+                            sent_on_streams += 1;
+                            quic::write_message(conn, quic::MSG_VIDEO, ts.value, d, sent_on_streams).await?;
+                            continue;
+                        }
+                        Media::Audio(d, ts) if !is_sequence_header(d, false) => {
+                            sent_on_streams += 1;
+                            quic::write_message(conn, quic::MSG_AUDIO, ts.value, d, sent_on_streams).await?;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
                 let packet = match m {
                     Media::Video(d, ts) => session.send_video_data(*stream_id, d, ts, false),
                     Media::Audio(d, ts) => session.send_audio_data(*stream_id, d, ts, false),
@@ -406,20 +487,14 @@ async fn relay_connection(
                 sock.write_all(&packet.bytes).await?;
             }
             _ = sample.tick() => {
-                if let Some((_, _, slot)) = &playing
-                    && let Ok(info) = tcp_info(&sock)
-                    && let Ok(mut st) = stats.lock()
-                {
-                    st.to_players_tcp[*slot] = info;
+                if let Some((_, _, slot)) = &playing {
+                    record_player_link(stats, *slot, &sock);
                 }
             }
         }
     };
-    if let Some((_, _, slot)) = &playing
-        && let Ok(info) = tcp_info(&sock)
-        && let Ok(mut st) = stats.lock()
-    {
-        st.to_players_tcp[*slot] = info;
+    if let Some((_, _, slot)) = &playing {
+        record_player_link(stats, *slot, &sock);
     }
     if let Some(key) = publishing
         && let Ok(mut s) = streams.lock()
@@ -428,6 +503,99 @@ async fn relay_connection(
         stream.publishing = false;
     }
     result
+}
+
+/// An audio or video message a client received: (video, body, timestamp).
+fn media_of(e: ClientSessionEvent) -> Option<(bool, Bytes, u32)> {
+    match e {
+        ClientSessionEvent::VideoDataReceived {
+            data, timestamp, ..
+        } => Some((true, data, timestamp.value)),
+        ClientSessionEvent::AudioDataReceived {
+            data, timestamp, ..
+        } => Some((false, data, timestamp.value)),
+        _ => None,
+    }
+}
+
+/// Which entry of the relay's stats holds a player's transport figures.
+#[derive(Copy, Clone, Debug)]
+enum PlayerSlot {
+    Tcp(usize),
+    Quic(usize),
+}
+
+fn record_player_link(stats: &Mutex<RelayStats>, slot: PlayerSlot, sock: &Transport) {
+    let Ok(mut st) = stats.lock() else { return };
+    match slot {
+        PlayerSlot::Tcp(i) => {
+            if let Some(info) = sock.tcp_info() {
+                st.to_players_tcp[i] = info;
+            }
+        }
+        PlayerSlot::Quic(i) => {
+            if let Some(q) = sock.quic_stats() {
+                st.to_players_quic[i] = q;
+            }
+        }
+    }
+}
+
+/// Reads every unidirectional stream a frames-mapping peer opens, each one
+/// message, in its own task (a stream held up by loss holds up only
+/// itself), and hands them over in the order they complete.
+fn spawn_uni_reader(conn: quinn::Connection) -> mpsc::Receiver<(bool, Bytes, RtmpTimestamp)> {
+    let (tx, rx) = mpsc::channel(PLAYER_QUEUE);
+    tokio::spawn(async move {
+        while let Ok(stream) = conn.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match quic::read_message(stream).await {
+                    Ok((kind, ts, data)) => {
+                        let _ = tx
+                            .send((kind == quic::MSG_VIDEO, data, RtmpTimestamp::new(ts)))
+                            .await;
+                    }
+                    Err(e) => tracing::debug!("frames-mapping stream: {e:#}"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// A publisher's audio or video message: counted, cached when it is
+/// configuration, and fanned out.
+fn published(
+    streams: &Mutex<HashMap<String, Stream>>,
+    stats: &Mutex<RelayStats>,
+    key: &str,
+    video: bool,
+    data: Bytes,
+    timestamp: RtmpTimestamp,
+) -> Result<()> {
+    if video {
+        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
+        st.video_messages_in += 1;
+        if data.len() >= 2 && data[1] == 1 {
+            st.published_video_timestamps.push(timestamp.value);
+        }
+    }
+    let header = is_sequence_header(&data, video);
+    let media = if video {
+        Media::Video(data.clone(), timestamp)
+    } else {
+        Media::Audio(data.clone(), timestamp)
+    };
+    fan_out(streams, stats, key, media, |s| {
+        if header {
+            if video {
+                s.sequence_header = Some((data, timestamp));
+            } else {
+                s.audio_header = Some((data, timestamp));
+            }
+        }
+    })
 }
 
 /// Sends `media` to every player of `key` (dropping players that fell too far
@@ -459,7 +627,7 @@ fn fan_out(
 }
 
 async fn client_results(
-    sock: &mut TcpStream,
+    sock: &mut Transport,
     results: Vec<ClientSessionResult>,
 ) -> Result<Vec<ClientSessionEvent>> {
     let mut events = Vec::new();
@@ -477,7 +645,7 @@ async fn client_results(
 /// for (or fails on a rejection). Returns the events that came after it in
 /// the same read: media may follow an acceptance at once.
 async fn client_until(
-    sock: &mut TcpStream,
+    sock: &mut Transport,
     session: &mut ClientSession,
     buf: &mut [u8],
     first: ClientSessionResult,
@@ -515,7 +683,7 @@ async fn client_until(
     }
 }
 
-async fn client_connect(sock: &mut TcpStream, buf: &mut [u8]) -> Result<ClientSession> {
+async fn client_connect(sock: &mut Transport, buf: &mut [u8]) -> Result<ClientSession> {
     let remaining = handshake(sock, PeerType::Client).await?;
     let (mut session, results) =
         ClientSession::new(ClientSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
@@ -553,7 +721,35 @@ pub struct PublisherStats {
     /// Capture instants of the video frames sent.
     #[serde(skip)]
     pub video_captures: Vec<Time>,
+    /// "tcp", "quic/stream" or "quic/frames"; for a QUIC client that fell
+    /// back, "tcp" (the fallback is in `RunResult::transports`).
+    pub transport: String,
+    /// quinn's statistics of the publisher's connection (QUIC).
+    pub quic: Option<QuicStats>,
+    /// What ABR did, when on.
+    pub abr: Option<AbrReport>,
 }
+
+/// ABR's decisions: backlog and target every sample, and the switch count.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AbrReport {
+    pub switches: u32,
+    pub samples: Vec<AbrSample>,
+}
+
+impl PublisherStats {
+    fn count_bits(&mut self, since_start: Duration, bytes: u64) {
+        self.bytes_sent += bytes;
+        let second = since_start.as_secs() as usize;
+        if self.per_second_bits.len() <= second {
+            self.per_second_bits.resize(second + 1, 0);
+        }
+        self.per_second_bits[second] += bytes * 8;
+    }
+}
+
+/// How often ABR looks at the backlog.
+pub const ABR_SAMPLE: Duration = Duration::from_millis(200);
 
 /// Sleeps until `deadline` within a few µs: tokio's timer wakes up to ~2 ms
 /// late (1 ms ticks), which would add to every frame's latency; so sleep
@@ -570,13 +766,20 @@ async fn precise_sleep_until(deadline: std::time::Instant) {
 
 /// Publishes `source`'s media on `stream_key` until `end`; `source_for`
 /// gets the instant publishing was accepted (the camera starts then).
+///
+/// With `abr`, the encoder's target bitrate follows the send backlog
+/// (sampled every [`ABR_SAMPLE`] between frames): the frames due but not yet
+/// written (the publisher is blocked on the transport), plus what the
+/// transport holds unsent (TCP's SIOCOUTQNSD).
 pub async fn publish(
-    mut sock: TcpStream,
+    mut sock: Transport,
     stream_key: &str,
     source_for: impl FnOnce(Time) -> Source,
+    abr: Option<AbrConfig>,
     clock: Clock,
     end: Time,
 ) -> Result<PublisherStats> {
+    let frames = sock.frames_conn().cloned();
     let mut buf = vec![0u8; 64 * 1024];
     let mut session = client_connect(&mut sock, &mut buf).await?;
     let req = session
@@ -607,8 +810,14 @@ pub async fn publish(
     };
     let mut stats = PublisherStats {
         started_at: Some(start),
+        transport: sock.label().to_string(),
         ..PublisherStats::default()
     };
+    let mut abr = match (abr, source.encoder_mut()) {
+        (Some(cfg), Some(e)) => Some(Abr::new(cfg, e.target_bitrate())),
+        _ => None,
+    };
+    let mut next_sample = start;
     let r = session
         .publish_metadata(&metadata)
         .map_err(|e| anyhow!("{e:?}"))?;
@@ -647,9 +856,42 @@ pub async fn publish(
             // Behind (TCP could not carry the media): the run is over anyway.
             break;
         }
+        if let Some(a) = &mut abr
+            && now >= next_sample
+        {
+            next_sample = now + ABR_SAMPLE;
+            let bps = a.target_bps().max(1.0);
+            let behind = now.saturating_since(source.poll_timeout());
+            let unsent = Duration::from_secs_f64(sock.unsent_bytes() as f64 * 8.0 / bps);
+            if let Some(new) = a.on_backlog(now, behind + unsent)
+                && let Some(e) = source.encoder_mut()
+            {
+                e.set_target_bitrate(new);
+            }
+        }
         while let Some(m) = source.poll_message(now) {
             let bytes = m.data.len() as u64;
             let ts = rtmp_ts(m.timestamp);
+            if let Some(conn) = &frames {
+                // Frames mapping: each frame on its own stream.
+                if m.video {
+                    stats.video_frames_sent += 1;
+                    stats.video_captures.push(m.capture);
+                } else {
+                    stats.audio_frames_sent += 1;
+                }
+                stats.count_bits(m.capture - start, bytes);
+                let kind = if m.video {
+                    quic::MSG_VIDEO
+                } else {
+                    quic::MSG_AUDIO
+                };
+                tokio::select! {
+                    r = quic::write_message(conn, kind, m.timestamp, &m.data, stats.video_frames_sent + stats.audio_frames_sent) => r?,
+                    _ = tokio::time::sleep_until(clock.instant(end).into()) => break,
+                }
+                continue;
+            }
             let r = if m.video {
                 stats.video_frames_sent += 1;
                 stats.video_captures.push(m.capture);
@@ -659,12 +901,7 @@ pub async fn publish(
                 session.publish_audio_data(m.data, ts, false)
             }
             .map_err(|e| anyhow!("{e:?}"))?;
-            stats.bytes_sent += bytes;
-            let second = (m.capture - start).as_secs() as usize;
-            if stats.per_second_bits.len() <= second {
-                stats.per_second_bits.resize(second + 1, 0);
-            }
-            stats.per_second_bits[second] += bytes * 8;
+            stats.count_bits(m.capture - start, bytes);
             // Blocks while TCP is backed up: later frames wait here, as in an
             // encoder's output queue; the run ends at `end` whatever the backlog.
             tokio::select! {
@@ -676,13 +913,20 @@ pub async fn publish(
             break;
         }
     }
-    stats.tcp = tcp_info(&sock).unwrap_or_default();
+    stats.tcp = sock.tcp_info().unwrap_or_default();
+    stats.quic = sock.quic_stats();
+    if let Some(a) = abr {
+        stats.abr = Some(AbrReport {
+            switches: a.switches(),
+            samples: a.samples().to_vec(),
+        });
+    }
     Ok(stats)
 }
 
 /// Plays `stream_key` into `player` until `end`.
 pub async fn play(
-    mut sock: TcpStream,
+    mut sock: Transport,
     stream_key: &str,
     player: &mut Player,
     clock: Clock,
@@ -700,38 +944,40 @@ pub async fn play(
     // Frames without a Glass header (ffmpeg, a replayed file) are timed by
     // their RTMP timestamps.
     let mut foreign = ForeignFrames::new(WallClock::new(clock));
-    let mut deliver = |events: Vec<ClientSessionEvent>, player: &mut Player, now: Time| {
-        for e in events {
-            let header = match e {
-                ClientSessionEvent::VideoDataReceived {
-                    data, timestamp, ..
-                } => unpack(&data, true)
-                    .or_else(|| foreign.header(&data, true, timestamp.value, now)),
-                ClientSessionEvent::AudioDataReceived {
-                    data, timestamp, ..
-                } => unpack(&data, false)
-                    .or_else(|| foreign.header(&data, false, timestamp.value, now)),
-                _ => None,
-            };
-            if let Some(h) = header {
-                player.on_frame(now, h);
-            }
+    let mut frame = |video: bool, data: &[u8], ts: u32, player: &mut Player, now: Time| {
+        if let Some(h) = unpack(data, video).or_else(|| foreign.header(data, video, ts, now)) {
+            player.on_frame(now, h);
         }
     };
-    deliver(
-        std::mem::take(&mut early),
-        player,
-        clock.time(std::time::Instant::now()),
-    );
+    // Frames mapping: frames also come on their own streams, in the order
+    // they complete.
+    let mut uni = sock.frames_conn().cloned().map(spawn_uni_reader);
+    let now = clock.time(std::time::Instant::now());
+    for (video, data, ts) in std::mem::take(&mut early).into_iter().filter_map(media_of) {
+        frame(video, &data, ts, player, now);
+    }
     loop {
         let now = clock.time(std::time::Instant::now());
         if now >= end {
             return Ok(());
         }
         let wake = player.poll_timeout().min(end);
+        let next_uni = async {
+            match &mut uni {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(clock.instant(wake).into()), if wake > now => {
                 player.handle_timeout(clock.time(std::time::Instant::now()));
+            }
+            m = next_uni => {
+                let now = clock.time(std::time::Instant::now());
+                match m {
+                    Some((video, data, ts)) => frame(video, &data, ts.value, player, now),
+                    None => uni = None,
+                }
             }
             r = sock.read(&mut buf) => {
                 let n = r?;
@@ -740,7 +986,9 @@ pub async fn play(
                     bail!("the server closed the playback connection");
                 }
                 let events = client_results(&mut sock, session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?).await?;
-                deliver(events, player, now);
+                for (video, data, ts) in events.into_iter().filter_map(media_of) {
+                    frame(video, &data, ts, player, now);
+                }
             }
         }
     }

@@ -1,0 +1,131 @@
+//! What carries one RTMP session: a TCP connection, or a QUIC connection with
+//! the RTMP byte stream on a bidirectional stream (and, in the frames
+//! mapping, media on unidirectional streams). Reads and writes of the RTMP
+//! byte stream go through [`AsyncRead`]/[`AsyncWrite`] either way, so the
+//! RTMP code is the same over both.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use netem::adapters::tcpinfo::{TcpInfo, tcp_info};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::quic::{self, Mapping, QuicStats};
+
+pub enum Transport {
+    Tcp(TcpStream),
+    Quic {
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        mapping: Mapping,
+    },
+}
+
+impl Transport {
+    /// "tcp", "quic/stream" or "quic/frames".
+    pub fn label(&self) -> &'static str {
+        match self {
+            Transport::Tcp(_) => "tcp",
+            Transport::Quic {
+                mapping: Mapping::Stream,
+                ..
+            } => "quic/stream",
+            Transport::Quic {
+                mapping: Mapping::Frames,
+                ..
+            } => "quic/frames",
+        }
+    }
+
+    /// The connection to send media on, one stream per message (frames mapping).
+    pub fn frames_conn(&self) -> Option<&quinn::Connection> {
+        match self {
+            Transport::Quic {
+                conn,
+                mapping: Mapping::Frames,
+                ..
+            } => Some(conn),
+            _ => None,
+        }
+    }
+
+    pub fn tcp_info(&self) -> Option<TcpInfo> {
+        match self {
+            Transport::Tcp(s) => tcp_info(s).ok(),
+            Transport::Quic { .. } => None,
+        }
+    }
+
+    pub fn quic_stats(&self) -> Option<QuicStats> {
+        match self {
+            Transport::Tcp(_) => None,
+            Transport::Quic { conn, .. } => Some(quic::stats(conn)),
+        }
+    }
+
+    /// Bytes the transport holds that it has not sent yet: TCP's unsent
+    /// queue (SIOCOUTQNSD). QUIC's is bounded by its small send window and
+    /// shows up as writes that block instead.
+    pub fn unsent_bytes(&self) -> u64 {
+        match self {
+            Transport::Tcp(s) => unsent(s).unwrap_or(0),
+            Transport::Quic { .. } => 0,
+        }
+    }
+}
+
+fn unsent(s: &TcpStream) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCOUTQNSD, &mut n) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as u64)
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Quic { recv, .. } => Pin::new(recv).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Quic { send, .. } => {
+                Pin::new(send).poll_write(cx, buf).map_err(io::Error::from)
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Quic { send, .. } => Pin::new(send).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Quic { send, .. } => Pin::new(send).poll_shutdown(cx),
+        }
+    }
+}
