@@ -4,6 +4,7 @@
 //! module; each command returns an error instead of exiting, so the binary's
 //! edge decides how to print it.
 
+pub mod abr_metrics;
 pub mod bench_cmd;
 pub mod cli;
 pub mod media;

@@ -372,7 +372,7 @@ fn table(records: &[RunRecord]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<20} {:<14} {:<10} {:<12} {:>10} {:>10} {:>8} {:>6} {:>8}",
+        "{:<20} {:<18} {:<10} {:<12} {:>10} {:>10} {:>8} {:>6} {:>8}",
         "network",
         "protocol",
         "mode",
@@ -388,7 +388,7 @@ fn table(records: &[RunRecord]) -> String {
             Some(x) => {
                 let _ = writeln!(
                     s,
-                    "{:<20} {:<14} {:<10} {:<12} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>6} {:>8}",
+                    "{:<20} {:<18} {:<10} {:<12} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>6} {:>8}",
                     r.network,
                     r.protocol,
                     x.mode,
@@ -403,7 +403,7 @@ fn table(records: &[RunRecord]) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "{:<20} {:<14} failed: {}",
+                    "{:<20} {:<18} failed: {}",
                     r.network,
                     r.protocol,
                     r.error.as_deref().unwrap_or("?")

@@ -15,6 +15,7 @@ use netem::time::Clock;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::abr_metrics::{AbrMetrics, abr_metrics};
 use crate::media::encoder::Encoder;
 use crate::media::flv::FlvReplay;
 use crate::media::player::{Displayed, Player, PlayerReport};
@@ -50,6 +51,8 @@ pub struct RunResult {
     /// How the publisher and the player reached the relay (QUIC, TCP, a
     /// fallback and why, handshake time).
     pub transports: Vec<TransportReport>,
+    /// ABR's figures against the first mile's capacity, when ABR was on.
+    pub abr: Option<AbrMetrics>,
     pub player: PlayerReport,
     /// Video frames sent that were due on screen (plus one refresh) before
     /// the end; later ones were still in flight, not lost.
@@ -426,6 +429,15 @@ pub fn run_one(
         mode,
         g2g_source,
         tcp_congestion: protocol.tcp_congestion.clone(),
+        abr: match (&publisher.abr, &protocol.abr) {
+            (Some(r), Some(cfg)) => Some(abr_metrics(
+                &r.samples,
+                r.switches,
+                cfg,
+                &network.first_mile.0,
+            )),
+            _ => None,
+        },
         transports,
         player: report,
         frames_expected,

@@ -493,12 +493,6 @@ impl ScenarioFile {
                     "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
                 );
             }
-            if p.ffmpeg_player && !tcp_only(&player_uri) {
-                return bad(
-                    format!("{field}.player_uri"),
-                    "ffmpeg plays RTMP over TCP only: use an rtmp:// player_uri",
-                );
-            }
             if let Some(a) = &p.abr {
                 a.validate()
                     .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
@@ -746,6 +740,31 @@ g2g_p99 = "2s"
                 "name = \"t\"\nduration = \"10s\"\n[media]\nbitrate = \"1Mbit/s\"\nfps = 30\ngop = 60\nresolution = \"640x360\"\naudio = false\nencode_delay = \"0ms\"\nflv = \"no/such.flv\"\n[[protocols]]\nkind = \"rtmp\"\n"
                     .to_string(),
                 vec!["line 10", "media.flv", "no/such.flv"],
+            ),
+            // A malformed stream URI.
+            (
+                format!("{base}uri = \"rtmpq://server/live\"\n"),
+                vec!["line 5", "protocols[0].uri", "/APP/KEY"],
+            ),
+            // A URI whose host is not Glass's relay.
+            (
+                format!("{base}uri = \"rtmp://example.com/live/k\"\n"),
+                vec!["line 5", "protocols[0].uri", "Glass's relay"],
+            ),
+            // A player that would play another stream.
+            (
+                format!("{base}uri = \"rtmp://server/live/a\"\nplayer_uri = \"rtmpq://server/live/b\"\n"),
+                vec!["protocols[0].player_uri", "same app and key"],
+            ),
+            // An unknown QUIC congestion controller.
+            (
+                format!("{base}quic = {{ congestion = \"vegas\" }}\n"),
+                vec!["line 5", "vegas"],
+            ),
+            // ABR settings that cannot work.
+            (
+                format!("{base}abr = {{ up = 0.5 }}\n"),
+                vec!["protocols[0].abr", "up"],
             ),
             // A congestion control name that cannot be one.
             (

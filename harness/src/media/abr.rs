@@ -102,16 +102,28 @@ impl Abr {
         &self.samples
     }
 
-    /// The backlog at `now`; returns the new target when it changes.
-    pub fn on_backlog(&mut self, now: Time, backlog: Duration) -> Option<f64> {
+    /// The backlog at `now`, and the rate the sender's queue drained at
+    /// since the last sample (what the path carried), if known; returns the
+    /// new target when it changes. A cut goes to 90 % of the drain rate
+    /// when that is lower than `down` × the target: one step to below the
+    /// capacity instead of several.
+    pub fn on_backlog(
+        &mut self,
+        now: Time,
+        backlog: Duration,
+        drain_bps: Option<f64>,
+    ) -> Option<f64> {
         let held = self
             .last_change
             .is_some_and(|t| now.saturating_since(t) < self.cfg.hold.get());
         let old = self.target_bps;
         if !held {
             if backlog > self.cfg.high_backlog.get() {
-                self.target_bps =
-                    (self.target_bps * self.cfg.down).max(self.max_bps * self.cfg.min_fraction);
+                let cut = match drain_bps {
+                    Some(d) if d > 0.0 => (self.target_bps * self.cfg.down).min(0.9 * d),
+                    _ => self.target_bps * self.cfg.down,
+                };
+                self.target_bps = cut.max(self.max_bps * self.cfg.min_fraction);
             } else if backlog < self.cfg.low_backlog.get() {
                 self.target_bps = (self.target_bps * self.cfg.up).min(self.max_bps);
             }
@@ -145,7 +157,7 @@ mod tests {
         while t < seconds {
             backlog_bits = (backlog_bits + (abr.target_bps() - capacity(t)) * step).max(0.0);
             let backlog = Duration::from_secs_f64(backlog_bits / abr.target_bps());
-            abr.on_backlog(Time::from_secs_f64(t), backlog);
+            abr.on_backlog(Time::from_secs_f64(t), backlog, Some(capacity(t)));
             t += step;
         }
         abr

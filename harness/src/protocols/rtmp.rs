@@ -751,6 +751,87 @@ impl PublisherStats {
 /// How often ABR looks at the backlog.
 pub const ABR_SAMPLE: Duration = Duration::from_millis(200);
 
+/// ABR's view of the publisher: the controller, the TCP socket to read the
+/// unsent queue of, and the previous sample (for the drain rate).
+struct AbrProbe {
+    abr: Abr,
+    fd: Option<std::os::fd::RawFd>,
+    next: Time,
+    /// (when, bytes delivered, unsent bytes in the transport).
+    last: Option<(Time, u64, u64)>,
+    /// Smoothed drain rate, bit/s.
+    drain: Option<f64>,
+}
+
+impl AbrProbe {
+    /// Backlog = frames due but not yet handed over + what the transport
+    /// holds unsent; drain rate = what left the sender since the last sample.
+    fn sample(&mut self, now: Time, source: &mut Source, bytes_sent: u64) {
+        self.next = now + ABR_SAMPLE;
+        let unsent = self.fd.map_or(0, super::transport::unsent_fd);
+        // TCP: what the peer acknowledged (the path's delivery); QUIC (whose
+        // small send window bounds what it holds): what left the publisher.
+        let acked = self.fd.and_then(|fd| {
+            struct Fd(std::os::fd::RawFd);
+            impl std::os::fd::AsRawFd for Fd {
+                fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                    self.0
+                }
+            }
+            netem::adapters::tcpinfo::tcp_info(&Fd(fd))
+                .ok()
+                .map(|i| i.bytes_acked)
+        });
+        let delivered = acked.unwrap_or(bytes_sent);
+        let drain_bps = self.last.and_then(|(t, d, _)| {
+            let dt = now.saturating_since(t).as_secs_f64();
+            (dt > 0.05).then(|| delivered.saturating_sub(d) as f64 * 8.0 / dt)
+        });
+        self.last = Some((now, delivered, unsent));
+        if let Some(d) = drain_bps {
+            self.drain = Some(self.drain.map_or(d, |old| 0.7 * old + 0.3 * d));
+        }
+        // The unsent queue as time: how long it takes to leave at the rate
+        // the path has been taking it (not at the new, lower target).
+        let rate = self
+            .drain
+            .filter(|&d| d > 10_000.0)
+            .unwrap_or_else(|| self.abr.target_bps().max(1.0));
+        let behind = now.saturating_since(source.poll_timeout());
+        let backlog = behind + Duration::from_secs_f64(unsent as f64 * 8.0 / rate);
+        if let Some(new) = self.abr.on_backlog(now, backlog, self.drain)
+            && let Some(e) = source.encoder_mut()
+        {
+            e.set_target_bitrate(new);
+        }
+    }
+}
+
+/// Awaits a write, sampling ABR meanwhile (a write blocks while the path
+/// is congested, which is when ABR must act); `false` when the run ended.
+async fn write_sampling(
+    write: impl std::future::Future<Output = Result<()>>,
+    probe: &mut Option<AbrProbe>,
+    source: &mut Source,
+    bytes_sent: u64,
+    clock: Clock,
+    end: Time,
+) -> Result<bool> {
+    tokio::pin!(write);
+    loop {
+        let next = probe.as_ref().map_or(Time::MAX, |p| p.next);
+        tokio::select! {
+            r = &mut write => { r?; return Ok(true); }
+            _ = tokio::time::sleep_until(clock.instant(end).into()) => return Ok(false),
+            _ = tokio::time::sleep_until(clock.instant(next.min(end)).into()), if next < end => {
+                if let Some(p) = probe {
+                    p.sample(clock.time(std::time::Instant::now()), source, bytes_sent);
+                }
+            }
+        }
+    }
+}
+
 /// Sleeps until `deadline` within a few µs: tokio's timer wakes up to ~2 ms
 /// late (1 ms ticks), which would add to every frame's latency; so sleep
 /// until shortly before, then spin the rest (at most ~1.5 ms per frame).
@@ -813,11 +894,16 @@ pub async fn publish(
         transport: sock.label().to_string(),
         ..PublisherStats::default()
     };
-    let mut abr = match (abr, source.encoder_mut()) {
-        (Some(cfg), Some(e)) => Some(Abr::new(cfg, e.target_bitrate())),
+    let mut probe = match (abr, source.encoder_mut()) {
+        (Some(cfg), Some(e)) => Some(AbrProbe {
+            abr: Abr::new(cfg, e.target_bitrate()),
+            fd: sock.tcp_fd(),
+            next: start,
+            last: None,
+            drain: None,
+        }),
         _ => None,
     };
-    let mut next_sample = start;
     let r = session
         .publish_metadata(&metadata)
         .map_err(|e| anyhow!("{e:?}"))?;
@@ -856,18 +942,10 @@ pub async fn publish(
             // Behind (TCP could not carry the media): the run is over anyway.
             break;
         }
-        if let Some(a) = &mut abr
-            && now >= next_sample
+        if let Some(p) = &mut probe
+            && now >= p.next
         {
-            next_sample = now + ABR_SAMPLE;
-            let bps = a.target_bps().max(1.0);
-            let behind = now.saturating_since(source.poll_timeout());
-            let unsent = Duration::from_secs_f64(sock.unsent_bytes() as f64 * 8.0 / bps);
-            if let Some(new) = a.on_backlog(now, behind + unsent)
-                && let Some(e) = source.encoder_mut()
-            {
-                e.set_target_bitrate(new);
-            }
+            p.sample(now, &mut source, stats.bytes_sent);
         }
         while let Some(m) = source.poll_message(now) {
             let bytes = m.data.len() as u64;
@@ -886,9 +964,12 @@ pub async fn publish(
                 } else {
                     quic::MSG_AUDIO
                 };
-                tokio::select! {
-                    r = quic::write_message(conn, kind, m.timestamp, &m.data, stats.video_frames_sent + stats.audio_frames_sent) => r?,
-                    _ = tokio::time::sleep_until(clock.instant(end).into()) => break,
+                let order = stats.video_frames_sent + stats.audio_frames_sent;
+                let write = quic::write_message(conn, kind, m.timestamp, &m.data, order);
+                if !write_sampling(write, &mut probe, &mut source, stats.bytes_sent, clock, end)
+                    .await?
+                {
+                    break;
                 }
                 continue;
             }
@@ -904,9 +985,10 @@ pub async fn publish(
             stats.count_bits(m.capture - start, bytes);
             // Blocks while TCP is backed up: later frames wait here, as in an
             // encoder's output queue; the run ends at `end` whatever the backlog.
-            tokio::select! {
-                r = client_results(&mut sock, vec![r]) => { r?; }
-                _ = tokio::time::sleep_until(clock.instant(end).into()) => break,
+            let bytes_sent = stats.bytes_sent;
+            let write = async { client_results(&mut sock, vec![r]).await.map(drop) };
+            if !write_sampling(write, &mut probe, &mut source, bytes_sent, clock, end).await? {
+                break;
             }
         }
         if clock.time(std::time::Instant::now()) >= end {
@@ -915,10 +997,10 @@ pub async fn publish(
     }
     stats.tcp = sock.tcp_info().unwrap_or_default();
     stats.quic = sock.quic_stats();
-    if let Some(a) = abr {
+    if let Some(p) = probe {
         stats.abr = Some(AbrReport {
-            switches: a.switches(),
-            samples: a.samples().to_vec(),
+            switches: p.abr.switches(),
+            samples: p.abr.samples().to_vec(),
         });
     }
     Ok(stats)

@@ -52,6 +52,16 @@ impl Transport {
         }
     }
 
+    /// The TCP socket's descriptor, for sampling it while a write holds the
+    /// transport (valid as long as the transport lives).
+    pub fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Transport::Tcp(s) => Some(s.as_raw_fd()),
+            Transport::Quic { .. } => None,
+        }
+    }
+
     pub fn tcp_info(&self) -> Option<TcpInfo> {
         match self {
             Transport::Tcp(s) => tcp_info(s).ok(),
@@ -79,13 +89,15 @@ impl Transport {
 
 fn unsent(s: &TcpStream) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
+    Ok(unsent_fd(s.as_raw_fd()))
+}
+
+/// Unsent bytes of the TCP socket `fd` (SIOCOUTQNSD); 0 if it cannot say.
+pub fn unsent_fd(fd: std::os::fd::RawFd) -> u64 {
     let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQNSD writes one int.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCOUTQNSD, &mut n) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n.max(0) as u64)
+    // SAFETY: SIOCOUTQNSD writes one int; a closed or foreign fd only fails.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCOUTQNSD, &mut n) };
+    if r != 0 { 0 } else { n.max(0) as u64 }
 }
 
 impl AsyncRead for Transport {

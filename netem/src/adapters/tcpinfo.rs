@@ -19,6 +19,10 @@ pub struct TcpInfo {
     pub snd_cwnd: u32,
     /// Segments the sender currently believes lost.
     pub lost: u32,
+    /// Bytes the peer acknowledged over the connection's life: its delivery
+    /// over time is what the path carried.
+    #[serde(default)]
+    pub bytes_acked: u64,
 }
 
 /// Reads `TCP_INFO` from a connected TCP socket.
@@ -43,6 +47,7 @@ pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
             rtt_var_us: info.tcpi_rttvar,
             snd_cwnd: info.tcpi_snd_cwnd,
             lost: info.tcpi_lost,
+            bytes_acked: info.tcpi_bytes_acked,
         })
     }
 }

@@ -1,0 +1,228 @@
+//! End-to-end: RTMP over QUIC through the link. Fallback to TCP when UDP is
+//! blocked, TCP and QUIC clients mixed on one relay, QUIC's lost-packet
+//! count against the engine's drops, and the ABR step response.
+
+use std::sync::Mutex;
+
+use harness::runner::{RunResult, run_one};
+use harness::scenario::Scenario;
+use harness::topology::Mode;
+use netem::adapters::can_create_namespaces;
+use netem::adapters::link::LinkDir;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run(text: &str) -> RunResult {
+    let s = Scenario::from_toml("test", text, None).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    run_one(
+        &rt,
+        &s,
+        &s.networks[0],
+        &s.protocols[0],
+        0,
+        Mode::Link,
+        &|_| {},
+    )
+    .unwrap()
+}
+
+fn transport<'a>(r: &'a RunResult, role: &str) -> &'a harness::runner::TransportReport {
+    r.transports.iter().find(|t| t.role == role).unwrap()
+}
+
+#[test]
+fn quic_falls_back_to_tcp_when_udp_is_blocked() {
+    let _serial = serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    let r = run(r#"
+name = "fallback"
+duration = "4s"
+[[networks]]
+name = "udp blocked"
+first_mile = { uplink = { loss = { model = "bernoulli", rate = "100%", flows = { protocol = "udp" } } } }
+[[protocols]]
+kind = "rtmp"
+uri = "rtmpq://server/live/glass"
+quic = { handshake_timeout = "500ms" }
+"#);
+    let p = transport(&r, "publisher");
+    eprintln!("{p:?}; G2G p50 {} ms", r.player.g2g_p50_ms);
+    assert_eq!(
+        (p.requested.as_str(), p.used.as_str()),
+        ("quic/stream", "tcp")
+    );
+    assert!(
+        p.fallback
+            .as_deref()
+            .unwrap()
+            .contains("did not finish within 0.5 s")
+    );
+    assert_eq!(r.transport(), "tcp*");
+    // The player's last mile lets UDP through: it got QUIC.
+    assert_eq!(transport(&r, "player").used, "quic/stream");
+    assert!(
+        r.player.frames_displayed > 50 && r.frames_lost() == 0,
+        "{:?}",
+        r.player
+    );
+}
+
+fn mixed(publisher: &str, player: &str) -> RunResult {
+    run(&format!(
+        r#"
+name = "mixed"
+duration = "4s"
+[[protocols]]
+kind = "rtmp"
+uri = "{publisher}"
+player_uri = "{player}"
+player = {{ refresh = "1ms" }}
+"#
+    ))
+}
+
+#[test]
+fn tcp_and_quic_clients_share_streams_on_one_relay() {
+    let _serial = serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    // A QUIC publisher feeds a TCP player ...
+    let a = mixed("rtmpq://server/live/k", "rtmp://server/live/k");
+    // ... and a TCP publisher a QUIC player, with a stream per frame.
+    let b = mixed(
+        "rtmp://server/live/k",
+        "rtmpq://server/live/k?mapping=frames",
+    );
+    for (r, publisher, player) in [(&a, "quic/stream", "tcp"), (&b, "tcp", "quic/frames")] {
+        eprintln!(
+            "{publisher} → {player}: G2G p50 {} ms, shown {} of {}, handshakes {:?}",
+            r.player.g2g_p50_ms,
+            r.player.frames_displayed,
+            r.frames_expected,
+            r.transports
+                .iter()
+                .map(|t| t.handshake_ms)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(transport(r, "publisher").used, publisher);
+        assert_eq!(transport(r, "player").used, player);
+        assert_eq!(r.relay.publishes_accepted, 1);
+        assert!(
+            r.frames_lost() == 0 && r.player.frames_displayed > 80,
+            "{:?}",
+            r.player
+        );
+        // Clean: the pipeline's delay (30 ms encode + 500 ms buffer) and
+        // at most a 1 ms refresh and a millisecond of transport.
+        assert!(
+            r.player.g2g_p50_ms > 530.0 && r.player.g2g_p50_ms < 533.0,
+            "{:?}",
+            r.player
+        );
+    }
+    assert_eq!(
+        (a.relay.to_players_tcp.len(), a.relay.to_players_quic.len()),
+        (1, 0)
+    );
+    assert_eq!(
+        (b.relay.to_players_tcp.len(), b.relay.to_players_quic.len()),
+        (0, 1)
+    );
+    assert!(a.publisher.quic.is_some() && b.publisher.quic.is_none());
+}
+
+#[test]
+fn quic_lost_packets_match_the_engine_drops() {
+    let _serial = serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    for mapping in ["", "?mapping=frames"] {
+        let r = run(&format!(
+            r#"
+name = "loss"
+duration = "8s"
+[[networks]]
+name = "5%"
+first_mile = {{ uplink = "delay 20ms loss 5%", downlink = "delay 20ms" }}
+[[protocols]]
+kind = "rtmp"
+uri = "rtmpq://server/live/glass{mapping}"
+"#
+        ));
+        let drops = r
+            .link
+            .as_ref()
+            .unwrap()
+            .counters(LinkDir::FirstMileUp)
+            .dropped_loss;
+        let lost = r.publisher.quic.as_ref().unwrap().lost_packets;
+        eprintln!(
+            "quic{mapping}: engine dropped {drops} on the first-mile uplink, quinn declared {lost} lost; G2G p99 {} ms",
+            r.player.g2g_p99_ms
+        );
+        // quinn tracks ack-eliciting packets only: a lost ACK-only packet is
+        // never "lost" to it; and a packet can be declared lost at the very
+        // end before its loss shows. So: close, not equal.
+        let (d, l) = (drops as f64, lost as f64);
+        assert!(drops > 20, "{drops}");
+        assert!(
+            l >= 0.85 * d - 3.0 && l <= 1.05 * d + 3.0,
+            "quinn {lost} vs engine {drops}"
+        );
+    }
+}
+
+#[test]
+fn abr_settles_below_a_capacity_drop() {
+    let _serial = serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    for uri in ["rtmp://server/live/glass", "rtmpq://server/live/glass"] {
+        let r = run(&format!(
+            r#"
+name = "abr"
+duration = "24s"
+[media]
+bitrate = "3Mbit/s"
+fps = 30
+gop = 60
+resolution = "1280x720"
+audio = true
+encode_delay = "30ms"
+[[networks]]
+name = "4 to 1 Mbit/s at 8 s"
+first_mile = {{ uplink = {{ delay = {{ base = "20ms" }}, bottleneck = {{ rate = "4Mbit/s", queue = "200ms" }}, timeline = [ {{ at = "8s", rate = "1Mbit/s" }} ] }}, downlink = "delay 20ms" }}
+[[protocols]]
+kind = "rtmp"
+uri = "{uri}"
+abr = {{}}
+"#
+        ));
+        let m = r.abr.as_ref().unwrap();
+        eprintln!(
+            "{uri}: {m:?}; G2G p50 {} p99 {} ms, stall ratio {:.3}",
+            r.player.g2g_p50_ms, r.player.g2g_p99_ms, r.player.stall_ratio
+        );
+        assert_eq!(m.capacity_drop_at_ms, Some(8000.0));
+        let t = m.adaptation_time_ms.expect("adapted");
+        assert!(t < 8000.0, "adaptation took {t} ms");
+        // After the drop the target stays below the 1 Mbit/s capacity on average.
+        let ratio = m.mean_target_over_capacity.unwrap();
+        assert!(ratio < 1.0 && ratio > 0.2, "mean target / capacity {ratio}");
+        assert!(m.switches >= 2);
+    }
+}
