@@ -37,6 +37,22 @@ pub enum Command {
     /// clean network and with 2 % loss + 40 ms delay on the first mile.
     /// Needs root, or user namespaces (link mode).
     Run(RunArgs),
+    /// The CI gate: check a scenario's results against its budgets and a
+    /// baseline. Exits 0 when every budget holds and nothing regressed, 1
+    /// when something broke (it says which, by how much, and where to look),
+    /// 2 on an error.
+    ///
+    /// Given a scenario file it runs it first (as `glass run`); given a
+    /// results directory it checks what is there. A regression is a metric
+    /// worse than the baseline's beyond both the noise (the 95 % intervals
+    /// over repeats) and the baseline's tolerance.
+    ///
+    /// Example: glass check ci/gate.toml --baseline ci/baseline.json --junit junit.xml
+    Check(GateArgs),
+    /// Two results directories side by side: every metric of every case in
+    /// both, the delta, and whether it is significant (95 % intervals over
+    /// repeats; one repeat cannot tell).
+    Compare(CompareArgs),
     /// Run any program behind an impaired link (like mahimahi's mm-link).
     ///
     /// The program runs in a network namespace of its own (198.18.1.1); the
@@ -236,4 +252,51 @@ pub struct CheckArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// A scenario file (run first) or a results directory (or its results.json).
+    pub target: PathBuf,
+    /// Baseline to compare against (written by --update-baseline).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the baseline from these results instead of comparing (then
+    /// only budgets are checked).
+    #[arg(long, requires = "baseline")]
+    pub update_baseline: bool,
+    /// Relative tolerance of a new baseline (0.10: a metric may worsen by
+    /// 10 % before it counts as a regression; floors: 5 ms, 0.5 % stall).
+    #[arg(long, default_value_t = 0.10, value_name = "FRACTION")]
+    pub tolerance: f64,
+    /// Write the verdict as JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary (for a pull-request comment) here.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Results directory when running a scenario (default: results/NAME-UNIXTIME).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// How a scenario runs (see `glass run --help`).
+    #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
+    pub mode: crate::topology::Mode,
+}
+
+impl GateArgs {
+    /// Whether the target is results (a directory or a .json file), not a scenario.
+    pub fn is_results(&self) -> bool {
+        self.target.is_dir() || self.target.extension().is_some_and(|e| e == "json")
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Results directory (or results.json) A.
+    pub a: PathBuf,
+    /// Results directory (or results.json) B.
+    pub b: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -6,6 +6,7 @@
 
 pub mod abr_metrics;
 pub mod bench_cmd;
+pub mod check_cmd;
 pub mod cli;
 pub mod media;
 pub mod profile_cmd;

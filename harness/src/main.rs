@@ -14,6 +14,11 @@ fn main() -> ExitCode {
     let needs_link = match &cli.command {
         Command::Shell(_) | Command::Bench(_) => Some(true),
         // `glass run` falls back to proxy mode unless link mode was asked for.
+        Command::Check(args) if !args.is_results() => match args.mode {
+            harness::topology::Mode::Proxy => None,
+            harness::topology::Mode::Link => Some(true),
+            harness::topology::Mode::Auto => Some(false),
+        },
         Command::Run(args) => match args.mode {
             harness::topology::Mode::Proxy => None,
             harness::topology::Mode::Link => Some(true),
@@ -41,7 +46,9 @@ fn main() -> ExitCode {
 
     let result = match &cli.command {
         Command::Profile(cmd) => harness::profile_cmd::run(cmd).map(|()| 0),
-        Command::Run(args) => harness::run_cmd::run(args).map(|()| 0),
+        Command::Run(args) => harness::run_cmd::run(args).map(|_| 0),
+        Command::Check(args) => harness::check_cmd::run(args),
+        Command::Compare(args) => harness::check_cmd::compare(args).map(|()| 0),
         Command::Shell(args) => harness::shell_cmd::run(args),
         Command::Proxy(cmd) => harness::proxy_cmd::run(cmd).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {

@@ -106,7 +106,8 @@ fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
     out
 }
 
-pub fn run(args: &RunArgs) -> Result<()> {
+/// Runs the scenario; returns the results directory.
+pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let scenario = match &args.scenario {
         Some(path) => Scenario::from_file(path)?,
         None => Scenario::from_toml("quickstart (built in)", QUICKSTART, None)?,
@@ -255,7 +256,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     }
     println!("results: {}", out_dir.display());
-    Ok(())
+    Ok(out_dir)
 }
 
 fn csv_file(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {

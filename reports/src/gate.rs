@@ -1,0 +1,572 @@
+//! The CI gate (`glass check`): budgets from the scenario, regressions
+//! against a baseline, and the verdict as text, JUnit XML and Markdown.
+//!
+//! Input is `results.json` (schema `glass.results.v1`). Every (network,
+//! protocol) pair is one case; its metrics are summarised over repeats
+//! ([`crate::stats`]). A budget breaks when the mean over repeats is above
+//! it. A metric regresses when it is worse than the baseline's by more than
+//! the noise (the combined 95 % intervals) and by more than the baseline's
+//! tolerance (relative, with an absolute floor per unit), so seed noise does
+//! not fail a build but a real change does.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Summary, summarize};
+
+pub const BASELINE_SCHEMA: &str = "glass.baseline.v1";
+
+/// The part of results.json the gate reads.
+#[derive(Debug, Deserialize)]
+pub struct Results {
+    pub schema: String,
+    pub scenario: ScenarioPart,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScenarioPart {
+    pub name: String,
+    #[serde(default)]
+    pub budgets: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Run {
+    pub network: String,
+    pub protocol: String,
+    pub repeat: u32,
+    pub status: String,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetCheck>,
+    pub result: Option<RunResult>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BudgetCheck {
+    pub budget: String,
+    pub limit: f64,
+    pub value: f64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunResult {
+    pub player: Player,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Player {
+    pub g2g_p50_ms: f64,
+    pub g2g_p99_ms: f64,
+    pub stall_ratio: f64,
+    pub startup_delay_ms: Option<f64>,
+}
+
+/// Metrics the gate tracks; all are "higher is worse".
+pub const METRICS: [&str; 4] = [
+    "g2g_p50_ms",
+    "g2g_p99_ms",
+    "stall_ratio",
+    "startup_delay_ms",
+];
+
+fn metric(p: &Player, name: &str) -> Option<f64> {
+    match name {
+        "g2g_p50_ms" => Some(p.g2g_p50_ms),
+        "g2g_p99_ms" => Some(p.g2g_p99_ms),
+        "stall_ratio" => Some(p.stall_ratio),
+        "startup_delay_ms" => p.startup_delay_ms,
+        _ => None,
+    }
+}
+
+/// A baseline: each case's metric summaries and the tolerances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Baseline {
+    pub schema: String,
+    pub scenario: String,
+    pub tolerance: Tolerance,
+    /// Keyed "network / protocol", then by metric.
+    pub cases: BTreeMap<String, BTreeMap<String, Summary>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tolerance {
+    /// Fraction of the baseline a metric may worsen by without failing.
+    pub relative: f64,
+    /// Floor for millisecond metrics.
+    pub absolute_ms: f64,
+    /// Floor for ratios (stall ratio).
+    pub absolute_ratio: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            relative: 0.10,
+            absolute_ms: 5.0,
+            absolute_ratio: 0.005,
+        }
+    }
+}
+
+impl Tolerance {
+    fn allowed(&self, metric: &str, base: f64) -> f64 {
+        let floor = if metric.ends_with("_ms") {
+            self.absolute_ms
+        } else {
+            self.absolute_ratio
+        };
+        (self.relative * base.abs()).max(floor)
+    }
+}
+
+fn case_key(network: &str, protocol: &str) -> String {
+    format!("{network} / {protocol}")
+}
+
+/// Each case's summaries over repeats (successful runs only).
+pub fn summaries(r: &Results) -> BTreeMap<String, BTreeMap<String, Summary>> {
+    let mut values: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for run in &r.runs {
+        let Some(res) = &run.result else { continue };
+        let case = values
+            .entry(case_key(&run.network, &run.protocol))
+            .or_default();
+        for m in METRICS {
+            if let Some(v) = metric(&res.player, m) {
+                case.entry(m.to_string()).or_default().push(v);
+            }
+        }
+    }
+    values
+        .into_iter()
+        .map(|(k, ms)| (k, ms.into_iter().map(|(m, v)| (m, summarize(&v))).collect()))
+        .collect()
+}
+
+pub fn baseline_from(r: &Results, tolerance: Tolerance) -> Baseline {
+    Baseline {
+        schema: BASELINE_SCHEMA.into(),
+        scenario: r.scenario.name.clone(),
+        tolerance,
+        cases: summaries(r),
+    }
+}
+
+/// One check's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub case: String,
+    /// "run", "budget" or "baseline".
+    pub kind: &'static str,
+    pub name: String,
+    pub passed: bool,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub scenario: String,
+    pub findings: Vec<Finding>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.findings.iter().all(|f| f.passed)
+    }
+    pub fn failures(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.passed)
+    }
+}
+
+fn fmt_value(metric: &str, v: f64) -> String {
+    if metric.ends_with("_ms") {
+        format!("{v:.1} ms")
+    } else {
+        format!("{:.2} %", v * 100.0)
+    }
+}
+
+fn fmt_summary(metric: &str, s: &Summary) -> String {
+    match s.ci95 {
+        Some(ci) => format!(
+            "{} ± {} (n={})",
+            fmt_value(metric, s.mean),
+            fmt_value(metric, ci),
+            s.n
+        ),
+        None => format!("{} (n={})", fmt_value(metric, s.mean), s.n),
+    }
+}
+
+/// Checks `results` against its budgets and, if given, a baseline.
+/// `where_to_look` names the results directory in messages.
+pub fn check(r: &Results, baseline: Option<&Baseline>, where_to_look: &str) -> Verdict {
+    let mut findings = Vec::new();
+    // Runs that failed are failures of the gate.
+    for run in &r.runs {
+        let case = case_key(&run.network, &run.protocol);
+        if run.status != "ok" {
+            findings.push(Finding {
+                case: case.clone(),
+                kind: "run",
+                name: format!("repeat {}", run.repeat + 1),
+                passed: false,
+                message: format!(
+                    "the run failed: {}",
+                    run.error.as_deref().unwrap_or("no reason recorded")
+                ),
+            });
+        }
+    }
+    // Budgets: the mean over repeats against the limit.
+    let mut by_budget: BTreeMap<(String, String), (f64, Vec<f64>)> = BTreeMap::new();
+    for run in &r.runs {
+        for b in &run.budgets {
+            by_budget
+                .entry((case_key(&run.network, &run.protocol), b.budget.clone()))
+                .or_insert((b.limit, Vec::new()))
+                .1
+                .push(b.value);
+        }
+    }
+    for ((case, budget), (limit, values)) in by_budget {
+        let s = summarize(&values);
+        let passed = s.mean <= limit;
+        let excess = s.mean - limit;
+        findings.push(Finding {
+            case: case.clone(),
+            kind: "budget",
+            name: budget.clone(),
+            passed,
+            message: if passed {
+                format!("{} within {}", fmt_summary(&budget, &s), fmt_value(&budget, limit))
+            } else {
+                format!(
+                    "{} is over the budget {} by {} ({:.0} %); per-frame data: {where_to_look}/frames.csv, rows \"{case}\"",
+                    fmt_summary(&budget, &s),
+                    fmt_value(&budget, limit),
+                    fmt_value(&budget, excess),
+                    if limit > 0.0 { excess / limit * 100.0 } else { f64::INFINITY }
+                )
+            },
+        });
+    }
+    // Baseline: every metric of every case the baseline knows.
+    if let Some(base) = baseline {
+        let now = summaries(r);
+        for (case, metrics) in &base.cases {
+            let Some(cur) = now.get(case) else {
+                findings.push(Finding {
+                    case: case.clone(),
+                    kind: "baseline",
+                    name: "present".into(),
+                    passed: false,
+                    message: "in the baseline but not in these results (renamed, or it failed?)"
+                        .into(),
+                });
+                continue;
+            };
+            for (m, b) in metrics {
+                let Some(c) = cur.get(m) else { continue };
+                let delta = c.mean - b.mean;
+                let noise = match (c.ci95, b.ci95) {
+                    (Some(x), Some(y)) => (x * x + y * y).sqrt(),
+                    _ => 0.0,
+                };
+                let allowed = noise.max(base.tolerance.allowed(m, b.mean));
+                let passed = delta <= allowed;
+                let verdict = if passed {
+                    if delta < -allowed {
+                        "improved"
+                    } else {
+                        "unchanged within noise and tolerance"
+                    }
+                } else {
+                    "REGRESSED"
+                };
+                findings.push(Finding {
+                    case: case.clone(),
+                    kind: "baseline",
+                    name: m.clone(),
+                    passed,
+                    message: format!(
+                        "{verdict}: {} vs baseline {} (Δ {}{}, allowed {})",
+                        fmt_summary(m, c),
+                        fmt_summary(m, b),
+                        if delta >= 0.0 { "+" } else { "" },
+                        fmt_value(m, delta),
+                        fmt_value(m, allowed)
+                    ),
+                });
+            }
+        }
+    }
+    Verdict {
+        scenario: r.scenario.name.clone(),
+        findings,
+    }
+}
+
+pub fn render_text(v: &Verdict) -> String {
+    let mut s = String::new();
+    let failures: Vec<_> = v.failures().collect();
+    for f in &v.findings {
+        let _ = writeln!(
+            s,
+            "{} {} [{}] {}: {}",
+            if f.passed { "ok  " } else { "FAIL" },
+            f.case,
+            f.kind,
+            f.name,
+            f.message
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{}: {} check(s), {} failed",
+        if failures.is_empty() { "PASS" } else { "FAIL" },
+        v.findings.len(),
+        failures.len()
+    );
+    s
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// JUnit XML: one test suite per scenario, one test case per check.
+pub fn render_junit(v: &Verdict) -> String {
+    let failures = v.failures().count();
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        s,
+        "<testsuites name=\"glass check\" tests=\"{}\" failures=\"{failures}\">",
+        v.findings.len()
+    );
+    let _ = writeln!(
+        s,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\">",
+        xml(&v.scenario),
+        v.findings.len()
+    );
+    for f in &v.findings {
+        let _ = write!(
+            s,
+            "    <testcase classname=\"{}\" name=\"{}: {}\"",
+            xml(&f.case),
+            f.kind,
+            xml(&f.name)
+        );
+        if f.passed {
+            let _ = writeln!(
+                s,
+                "><system-out>{}</system-out></testcase>",
+                xml(&f.message)
+            );
+        } else {
+            let _ = writeln!(s, "><failure message=\"{}\"/></testcase>", xml(&f.message));
+        }
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
+/// A Markdown summary for a pull-request comment.
+pub fn render_markdown(v: &Verdict) -> String {
+    let failures: Vec<_> = v.failures().collect();
+    let mut s = format!(
+        "### Glass check: {} — {}\n\n",
+        v.scenario,
+        if failures.is_empty() {
+            "✅ passed".to_string()
+        } else {
+            format!(
+                "❌ {} of {} checks failed",
+                failures.len(),
+                v.findings.len()
+            )
+        }
+    );
+    s.push_str("| | case | check | result |\n|---|---|---|---|\n");
+    for f in failures
+        .iter()
+        .copied()
+        .chain(v.findings.iter().filter(|f| f.passed))
+    {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} {} | {} |",
+            if f.passed { "✅" } else { "❌" },
+            f.case.replace('|', "\\|"),
+            f.kind,
+            f.name,
+            f.message.replace('|', "\\|")
+        );
+    }
+    s
+}
+
+/// One metric of one case in two results, side by side.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub case: String,
+    pub metric: String,
+    pub a: Summary,
+    pub b: Summary,
+    /// b − a.
+    pub delta: f64,
+    /// `Some(true)` when the 95 % intervals say the two differ, `Some(false)`
+    /// when they cannot tell them apart, `None` when an interval is unknown
+    /// (one repeat).
+    pub significant: Option<bool>,
+}
+
+/// Every metric of every case present in both results.
+pub fn compare(a: &Results, b: &Results) -> Vec<Comparison> {
+    let (sa, sb) = (summaries(a), summaries(b));
+    let mut out = Vec::new();
+    for (case, ma) in &sa {
+        let Some(mb) = sb.get(case) else { continue };
+        for (metric, x) in ma {
+            let Some(y) = mb.get(metric) else { continue };
+            let significant = match (x.ci95, y.ci95) {
+                (Some(_), Some(_)) => Some(crate::stats::differs(x, y, 0.0)),
+                _ => None,
+            };
+            out.push(Comparison {
+                case: case.clone(),
+                metric: metric.clone(),
+                a: *x,
+                b: *y,
+                delta: y.mean - x.mean,
+                significant,
+            });
+        }
+    }
+    out
+}
+
+pub fn render_comparison(rows: &[Comparison], a: &str, b: &str) -> String {
+    let mut s = format!("A = {a}\nB = {b}\n");
+    let _ = writeln!(
+        s,
+        "{:<36} {:<18} {:>24} {:>24} {:>12}  verdict",
+        "case", "metric", "A", "B", "B − A"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<36} {:<18} {:>24} {:>24} {:>12}  {}",
+            r.case,
+            r.metric,
+            fmt_summary(&r.metric, &r.a),
+            fmt_summary(&r.metric, &r.b),
+            format!(
+                "{}{}",
+                if r.delta >= 0.0 { "+" } else { "" },
+                fmt_value(&r.metric, r.delta)
+            ),
+            match r.significant {
+                Some(true) => "different (95 %)",
+                Some(false) => "not distinguishable",
+                None => "unknown (one repeat)",
+            }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(p50s: &[f64], budget: Option<f64>) -> Results {
+        let runs = p50s
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                serde_json::json!({
+                    "network": "clean", "protocol": "rtmp", "repeat": i, "status": "ok", "error": null,
+                    "budgets": budget.map(|l| vec![serde_json::json!({"budget": "g2g_p50_ms", "limit": l, "value": p, "within": p <= l})]).unwrap_or_default(),
+                    "result": {"player": {"g2g_p50_ms": p, "g2g_p99_ms": p + 10.0, "stall_ratio": 0.0, "startup_delay_ms": 600.0}}
+                })
+            })
+            .collect::<Vec<_>>();
+        serde_json::from_value(serde_json::json!({
+            "schema": "glass.results.v1",
+            "scenario": {"name": "t", "budgets": {}},
+            "runs": runs
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn budgets_pass_and_fail_with_the_excess() {
+        let v = check(&results(&[530.0, 532.0], Some(600.0)), None, "out");
+        assert!(v.passed(), "{}", render_text(&v));
+        let v = check(&results(&[530.0, 532.0], Some(100.0)), None, "out");
+        assert!(!v.passed());
+        let t = render_text(&v);
+        assert!(t.contains("over the budget 100.0 ms by 431.0 ms"), "{t}");
+        assert!(t.contains("out/frames.csv"), "{t}");
+    }
+
+    #[test]
+    fn a_baseline_tells_a_regression_from_noise() {
+        let base = baseline_from(&results(&[530.0, 534.0, 532.0], None), Tolerance::default());
+        // Another seed's noise: passes.
+        let noise = check(&results(&[533.0, 529.0, 535.0], None), Some(&base), "out");
+        assert!(noise.passed(), "{}", render_text(&noise));
+        // +60 ms (a delay change): fails, and says by how much.
+        let worse = check(&results(&[592.0, 590.0, 594.0], None), Some(&base), "out");
+        assert!(!worse.passed());
+        let t = render_text(&worse);
+        assert!(t.contains("REGRESSED") && t.contains("Δ +60.0 ms"), "{t}");
+        // Improvements pass.
+        let better = check(&results(&[430.0, 432.0, 431.0], None), Some(&base), "out");
+        assert!(better.passed() && render_text(&better).contains("improved"));
+    }
+
+    #[test]
+    fn junit_and_markdown_name_the_failure() {
+        let v = check(&results(&[530.0], Some(100.0)), None, "out");
+        let j = render_junit(&v);
+        assert!(
+            j.contains("failures=\"1\"") && j.contains("<failure message=\""),
+            "{j}"
+        );
+        let m = render_markdown(&v);
+        assert!(
+            m.contains("❌ 1 of 1 checks failed") && m.contains("g2g_p50_ms"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn compare_says_when_two_results_are_not_distinguishable() {
+        let a = results(&[530.0, 534.0, 532.0], None);
+        let b = results(&[533.0, 529.0, 535.0], None);
+        let c = results(&[592.0, 590.0, 594.0], None);
+        let ab = compare(&a, &b);
+        let p50 = ab.iter().find(|r| r.metric == "g2g_p50_ms").unwrap();
+        assert_eq!(p50.significant, Some(false));
+        let ac = compare(&a, &c);
+        let p50 = ac.iter().find(|r| r.metric == "g2g_p50_ms").unwrap();
+        assert_eq!(p50.significant, Some(true));
+        assert!((p50.delta - 60.0).abs() < 1e-9);
+        let t = render_comparison(&ac, "a", "c");
+        assert!(
+            t.contains("different (95 %)") && t.contains("+60.0 ms"),
+            "{t}"
+        );
+    }
+}
