@@ -48,6 +48,7 @@ pub fn run(args: &GateArgs) -> Result<i32> {
             scenario: Some(args.target.clone()),
             output: args.output.clone(),
             mode: args.mode,
+            resume: false,
         })?
     };
     let results = load_results(&dir)?;

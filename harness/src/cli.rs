@@ -53,6 +53,11 @@ pub enum Command {
     /// both, the delta, and whether it is significant (95 % intervals over
     /// repeats; one repeat cannot tell).
     Compare(CompareArgs),
+    /// An HTML report of a results directory: the scenario, the impairment
+    /// asked and realised, the comparison table and plots (inline SVG, no
+    /// network fetches; SVG and PNG also in DIR/plots). `glass run` writes
+    /// it at the end.
+    Report(ReportArgs),
     /// Run any program behind an impaired link (like mahimahi's mm-link).
     ///
     /// The program runs in a network namespace of its own (198.18.1.1); the
@@ -156,6 +161,10 @@ pub struct RunArgs {
     /// possible, else proxy).
     #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
     pub mode: crate::topology::Mode,
+    /// Carry on an interrupted run (or sweep) in --output DIR: runs that
+    /// finished there are kept, the others run.
+    #[arg(long, requires = "output")]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -299,4 +308,10 @@ pub struct CompareArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results directory (written by `glass run`).
+    pub results: PathBuf,
 }

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Command::Run(args) => harness::run_cmd::run(args).map(|_| 0),
         Command::Check(args) => harness::check_cmd::run(args),
         Command::Compare(args) => harness::check_cmd::compare(args).map(|()| 0),
+        Command::Report(args) => harness::report_cmd::run(args).map(|()| 0),
         Command::Shell(args) => harness::shell_cmd::run(args),
         Command::Proxy(cmd) => harness::proxy_cmd::run(cmd).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {

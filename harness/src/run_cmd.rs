@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::runner::{RunResult, run_one};
-use crate::scenario::{Budgets, QUICKSTART, Scenario};
+use crate::scenario::{Budgets, QUICKSTART, Scenario, SweepPoint};
 
 pub const SCHEMA: &str = "glass.results.v1";
 
@@ -48,11 +48,23 @@ struct MediaSummary<'a> {
 
 #[derive(Serialize)]
 struct RunRecord {
+    /// Sweep coordinates (field path → value); empty without a sweep.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    sweep: BTreeMap<String, String>,
+    /// The coordinates as one label ("" without a sweep).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    point: String,
     network: String,
     protocol: String,
     repeat: u32,
     /// Requested impairment per direction, as written in the scenario.
     impairment: [String; 4],
+    /// The first-mile uplink's capacity over time: [at_ms, bit/s or null].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    capacity_steps: Vec<(f64, Option<f64>)>,
+    /// The networks' timeline changes (rate steps, outages, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    events: Vec<crate::events::ImpairmentEvent>,
     status: &'static str,
     error: Option<String>,
     /// Requested against realised, per direction, from the engine's counters.
@@ -74,7 +86,7 @@ struct Results<'a> {
     schema: &'static str,
     glass_version: &'static str,
     scenario: ScenarioSummary<'a>,
-    runs: &'a [RunRecord],
+    runs: Vec<serde_json::Value>,
 }
 
 fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
@@ -108,10 +120,11 @@ fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
 
 /// Runs the scenario; returns the results directory.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
-    let scenario = match &args.scenario {
-        Some(path) => Scenario::from_file(path)?,
-        None => Scenario::from_toml("quickstart (built in)", QUICKSTART, None)?,
+    let points = match &args.scenario {
+        Some(path) => Scenario::sweep_from_file(path)?,
+        None => Scenario::sweep_from_toml("quickstart (built in)", QUICKSTART, None)?,
     };
+    let scenario = &points[0].scenario;
     let out_dir = args.output.clone().unwrap_or_else(|| {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -125,16 +138,51 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         .enable_all()
         .build()?;
 
-    let jobs: Vec<_> = scenario
-        .networks
+    // Every point × network × protocol × repeat.
+    let jobs: Vec<_> = points
         .iter()
-        .flat_map(|n| {
-            scenario
-                .protocols
-                .iter()
-                .flat_map(move |p| (0..scenario.repeat).map(move |r| (n, p, r)))
+        .flat_map(|pt| {
+            let s = &pt.scenario;
+            s.networks.iter().flat_map(move |n| {
+                s.protocols
+                    .iter()
+                    .flat_map(move |p| (0..s.repeat).map(move |r| (pt, n, p, r)))
+            })
         })
         .collect();
+    // --resume: keep the runs that finished, run the others.
+    let kept: Vec<serde_json::Value> = if args.resume {
+        previous_runs(&out_dir)?
+    } else {
+        Vec::new()
+    };
+    let done = |pt: &SweepPoint, n: &str, p: &str, r: u32| {
+        kept.iter().any(|k| {
+            k["status"] == "ok"
+                && k["network"] == n
+                && k["protocol"] == p
+                && k["repeat"] == r
+                && k.get("sweep").map_or(serde_json::json!({}), |v| v.clone())
+                    == serde_json::to_value(&pt.coords).unwrap_or_default()
+        })
+    };
+    let kept: Vec<serde_json::Value> = kept
+        .iter()
+        .filter(|k| k["status"] == "ok")
+        .cloned()
+        .collect();
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .filter(|(pt, n, p, r)| !done(pt, &n.name, &p.name, *r))
+        .collect();
+    if args.resume {
+        eprintln!(
+            "glass: resuming: {} run(s) kept from {}, {} to go",
+            kept.len(),
+            out_dir.display(),
+            jobs.len()
+        );
+    }
     eprintln!(
         "glass: {} — {} run(s) of {:.0} s → {}",
         scenario.name,
@@ -154,21 +202,30 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let mut records: Vec<RunRecord> = Vec::new();
     let mut frames_csv = csv_file(
         &out_dir.join("frames.csv"),
-        "network,protocol,repeat,seq,capture_ms,arrival_ms,display_ms,g2g_ms",
+        "point,network,protocol,repeat,seq,capture_ms,arrival_ms,display_ms,g2g_ms",
+        args.resume,
     )?;
     let mut seconds_csv = csv_file(
         &out_dir.join("seconds.csv"),
-        "network,protocol,repeat,second,sent_kbps,frames_displayed,g2g_mean_ms,stalled_ms",
+        "point,network,protocol,repeat,second,sent_kbps,frames_displayed,g2g_mean_ms,stalled_ms",
+        args.resume,
     )?;
-    for (i, (network, protocol, repeat)) in jobs.iter().enumerate() {
+    for (i, (point, network, protocol, repeat)) in jobs.iter().enumerate() {
+        let scenario = &point.scenario;
+        let label = point.label();
         bar.set_message(format!(
-            "{} over {} (repeat {})",
+            "{}{} over {} (repeat {})",
+            if label.is_empty() {
+                String::new()
+            } else {
+                format!("[{label}] ")
+            },
             protocol.name,
             network.name,
             repeat + 1
         ));
         let base = (i * 1000) as u64;
-        let outcome = run_one(&rt, &scenario, network, protocol, *repeat, mode, &|f| {
+        let outcome = run_one(&rt, scenario, network, protocol, *repeat, mode, &|f| {
             bar.set_position(base + (f * 1000.0) as u64)
         });
         bar.set_position(base + 1000);
@@ -188,6 +245,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             write_series(
                 &mut frames_csv,
                 &mut seconds_csv,
+                &label,
                 &network.name,
                 &protocol.name,
                 *repeat,
@@ -196,10 +254,18 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             )?;
         }
         records.push(RunRecord {
+            sweep: point.coords.clone(),
+            point: label.clone(),
             network: network.name.clone(),
             protocol: protocol.name.clone(),
             repeat: *repeat,
             impairment: network.described.clone(),
+            events: crate::events::events(network),
+            capacity_steps: crate::abr_metrics::capacity_steps(&network.first_mile.0)
+                .into_iter()
+                .filter(|_| network.first_mile.0.bottleneck.is_some())
+                .map(|(t, c)| (t.as_secs_f64() * 1e3, c))
+                .collect(),
             status,
             error,
             impairment_check: result
@@ -219,7 +285,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             result,
         });
         // On disk before the next run starts.
-        write_results(&out_dir, &scenario, &records)?;
+        write_results(&out_dir, scenario, &kept, &records)?;
     }
     bar.finish_and_clear();
     print!("{}", table(&records));
@@ -233,12 +299,12 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             }
         }
     }
-    for (r, network) in records.iter().zip(jobs.iter().map(|j| j.0)) {
+    for (r, network) in records.iter().zip(jobs.iter().map(|j| j.1)) {
         for dir in network.impaired() {
             if let Some(c) = r.impairment_check.get(&dir) {
                 println!(
                     "{} / {}, {} ({}): {}",
-                    r.network,
+                    net(r),
                     r.protocol,
                     dir.label(),
                     network.described(dir),
@@ -256,36 +322,69 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         }
     }
     println!("results: {}", out_dir.display());
+    match crate::report_cmd::write_report(&out_dir) {
+        Ok(p) => println!("report: {}", p.display()),
+        Err(e) => eprintln!("glass: the report could not be written: {e:#}"),
+    }
     Ok(out_dir)
 }
 
-fn csv_file(path: &Path, header: &str) -> Result<std::io::BufWriter<std::fs::File>> {
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    writeln!(f, "{header}")?;
+fn csv_file(path: &Path, header: &str, append: bool) -> Result<std::io::BufWriter<std::fs::File>> {
+    let exists = path.exists();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut f = std::io::BufWriter::new(file);
+    if !(append && exists) {
+        writeln!(f, "{header}")?;
+    }
     Ok(f)
+}
+
+/// The runs of an earlier results.json in `dir` (for --resume).
+fn previous_runs(dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let file = dir.join("results.json");
+    if !file.exists() {
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?,
+    )
+    .with_context(|| format!("{}: not Glass results", file.display()))?;
+    if v["schema"] != SCHEMA {
+        anyhow::bail!(
+            "{}: not {SCHEMA} results; cannot resume from it",
+            file.display()
+        );
+    }
+    Ok(v["runs"].as_array().cloned().unwrap_or_default())
 }
 
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_series(
     frames: &mut impl std::io::Write,
     seconds: &mut impl std::io::Write,
+    point: &str,
     network: &str,
     protocol: &str,
     repeat: u32,
     r: &RunResult,
     duration: Duration,
 ) -> Result<()> {
-    let (n, p) = (quote(network), quote(protocol));
+    let (pt, n, p) = (quote(point), quote(network), quote(protocol));
     let ms = |t: netem::Time| t.as_secs_f64() * 1e3;
     for d in &r.displayed {
         writeln!(
             frames,
-            "{n},{p},{repeat},{},{:.3},{:.3},{:.3},{:.3}",
+            "{pt},{n},{p},{repeat},{},{:.3},{:.3},{:.3},{:.3}",
             d.seq,
             ms(d.capture),
             ms(d.arrival),
@@ -330,7 +429,7 @@ fn write_series(
             / 1e3;
         writeln!(
             seconds,
-            "{n},{p},{repeat},{second},{kbps:.1},{},{g2g},{stalled:.1}",
+            "{pt},{n},{p},{repeat},{second},{kbps:.1},{},{g2g},{stalled:.1}",
             shown.len()
         )?;
     }
@@ -339,7 +438,16 @@ fn write_series(
     Ok(())
 }
 
-fn write_results(dir: &Path, s: &Scenario, records: &[RunRecord]) -> Result<()> {
+fn write_results(
+    dir: &Path,
+    s: &Scenario,
+    kept: &[serde_json::Value],
+    records: &[RunRecord],
+) -> Result<()> {
+    let mut runs = kept.to_vec();
+    for r in records {
+        runs.push(serde_json::to_value(r)?);
+    }
     let results = Results {
         schema: SCHEMA,
         glass_version: env!("CARGO_PKG_VERSION"),
@@ -360,13 +468,22 @@ fn write_results(dir: &Path, s: &Scenario, records: &[RunRecord]) -> Result<()> 
             },
             budgets: &s.budgets,
         },
-        runs: records,
+        runs,
     };
     // Write then rename, so a crash never leaves half a file.
     let tmp = dir.join("results.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&results)?)?;
     std::fs::rename(&tmp, dir.join("results.json"))?;
     Ok(())
+}
+
+/// The network column: the sweep point first, when there is one.
+fn net(r: &RunRecord) -> String {
+    if r.point.is_empty() {
+        r.network.clone()
+    } else {
+        format!("[{}] {}", r.point, r.network)
+    }
 }
 
 fn table(records: &[RunRecord]) -> String {
@@ -390,7 +507,7 @@ fn table(records: &[RunRecord]) -> String {
                 let _ = writeln!(
                     s,
                     "{:<20} {:<18} {:<10} {:<12} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>6} {:>8}",
-                    r.network,
+                    net(r),
                     r.protocol,
                     x.mode,
                     x.transport(),
@@ -405,7 +522,7 @@ fn table(records: &[RunRecord]) -> String {
                 let _ = writeln!(
                     s,
                     "{:<20} {:<18} failed: {}",
-                    r.network,
+                    net(r),
                     r.protocol,
                     r.error.as_deref().unwrap_or("?")
                 );

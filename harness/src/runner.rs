@@ -69,6 +69,8 @@ pub struct RunResult {
     pub displayed: Vec<Displayed>,
     #[serde(skip)]
     pub stalls: Vec<(Time, Time)>,
+    /// The stalls as [start, end] in ms since the start (plots mark them).
+    pub stall_spans_ms: Vec<(f64, f64)>,
 }
 
 impl RunResult {
@@ -448,5 +450,10 @@ pub fn run_one(
         ffmpeg: ffmpeg_reports,
         displayed: player.displayed().to_vec(),
         stalls: player.stalls().to_vec(),
+        stall_spans_ms: player
+            .stalls()
+            .iter()
+            .map(|(a, b)| (a.as_secs_f64() * 1e3, b.as_secs_f64() * 1e3))
+            .collect(),
     })
 }

@@ -35,6 +35,9 @@ pub struct ScenarioPart {
 
 #[derive(Debug, Deserialize)]
 pub struct Run {
+    /// Sweep point label ("" without a sweep).
+    #[serde(default)]
+    pub point: String,
     pub network: String,
     pub protocol: String,
     pub repeat: u32,
@@ -124,8 +127,12 @@ impl Tolerance {
     }
 }
 
-fn case_key(network: &str, protocol: &str) -> String {
-    format!("{network} / {protocol}")
+fn case_key(point: &str, network: &str, protocol: &str) -> String {
+    if point.is_empty() {
+        format!("{network} / {protocol}")
+    } else {
+        format!("[{point}] {network} / {protocol}")
+    }
 }
 
 /// Each case's summaries over repeats (successful runs only).
@@ -134,7 +141,7 @@ pub fn summaries(r: &Results) -> BTreeMap<String, BTreeMap<String, Summary>> {
     for run in &r.runs {
         let Some(res) = &run.result else { continue };
         let case = values
-            .entry(case_key(&run.network, &run.protocol))
+            .entry(case_key(&run.point, &run.network, &run.protocol))
             .or_default();
         for m in METRICS {
             if let Some(v) = metric(&res.player, m) {
@@ -209,7 +216,7 @@ pub fn check(r: &Results, baseline: Option<&Baseline>, where_to_look: &str) -> V
     let mut findings = Vec::new();
     // Runs that failed are failures of the gate.
     for run in &r.runs {
-        let case = case_key(&run.network, &run.protocol);
+        let case = case_key(&run.point, &run.network, &run.protocol);
         if run.status != "ok" {
             findings.push(Finding {
                 case: case.clone(),
@@ -228,7 +235,10 @@ pub fn check(r: &Results, baseline: Option<&Baseline>, where_to_look: &str) -> V
     for run in &r.runs {
         for b in &run.budgets {
             by_budget
-                .entry((case_key(&run.network, &run.protocol), b.budget.clone()))
+                .entry((
+                    case_key(&run.point, &run.network, &run.protocol),
+                    b.budget.clone(),
+                ))
                 .or_insert((b.limit, Vec::new()))
                 .1
                 .push(b.value);

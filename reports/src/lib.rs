@@ -2,5 +2,6 @@
 //! JSON, and (with the runner) CSV, plots and HTML.
 
 pub mod gate;
+pub mod plots;
 pub mod profile_check;
 pub mod stats;

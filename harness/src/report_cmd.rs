@@ -1,0 +1,502 @@
+//! `glass report RESULTS_DIR`: one self-contained HTML page (plots inline
+//! as SVG, no network fetches) with the scenario, the realised-against-
+//! requested impairment, the comparison table and the plots; the plots also
+//! go to `plots/` as SVG and PNG. `glass run` writes it at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use reports::plots::{self, Chart, Line};
+use reports::stats::summarize;
+use serde_json::Value;
+
+/// Charts per kind are capped, so a large sweep still gives a readable page.
+const MAX_TIME_CHARTS: usize = 12;
+
+#[derive(Debug)]
+struct FrameRow {
+    point: String,
+    network: String,
+    protocol: String,
+    repeat: u32,
+    display_ms: f64,
+    g2g_ms: f64,
+}
+
+#[derive(Debug)]
+struct SecondRow {
+    point: String,
+    network: String,
+    protocol: String,
+    repeat: u32,
+    second: f64,
+    sent_kbps: f64,
+    stalled_ms: f64,
+}
+
+fn read_csv<T>(path: &Path, row: impl Fn(&csv::StringRecord) -> Option<T>) -> Result<Vec<T>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(r.records()
+        .filter_map(|rec| rec.ok())
+        .filter_map(|rec| row(&rec))
+        .collect())
+}
+
+fn f(rec: &csv::StringRecord, i: usize) -> Option<f64> {
+    rec.get(i)?.parse().ok()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+type Key = (String, String);
+
+fn case_title(point: &str, network: &str) -> String {
+    if point.is_empty() {
+        network.to_string()
+    } else {
+        format!("[{point}] {network}")
+    }
+}
+
+/// Writes plots/ and report.html into `dir`; returns the page's path.
+pub fn write_report(dir: &Path) -> Result<PathBuf> {
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("results.json"))
+            .with_context(|| format!("reading {}/results.json", dir.display()))?,
+    )
+    .context("results.json is not JSON")?;
+    let runs = results["runs"].as_array().cloned().unwrap_or_default();
+    let frames = read_csv(&dir.join("frames.csv"), |r| {
+        Some(FrameRow {
+            point: r.get(0)?.to_string(),
+            network: r.get(1)?.to_string(),
+            protocol: r.get(2)?.to_string(),
+            repeat: r.get(3)?.parse().ok()?,
+            display_ms: f(r, 7)?,
+            g2g_ms: f(r, 8)?,
+        })
+    })?;
+    let seconds = read_csv(&dir.join("seconds.csv"), |r| {
+        Some(SecondRow {
+            point: r.get(0)?.to_string(),
+            network: r.get(1)?.to_string(),
+            protocol: r.get(2)?.to_string(),
+            repeat: r.get(3)?.parse().ok()?,
+            second: f(r, 4)?,
+            sent_kbps: f(r, 5)?,
+            stalled_ms: f(r, 8).unwrap_or(0.0),
+        })
+    })?;
+    let plots_dir = dir.join("plots");
+    std::fs::create_dir_all(&plots_dir)?;
+    let mut figures: Vec<(String, PathBuf)> = Vec::new();
+    let mut add = |name: &str, chart: Chart| -> Result<()> {
+        let (svg, _png) = plots::save(&chart, &plots_dir.join(name))?;
+        figures.push((chart.title.clone(), svg));
+        Ok(())
+    };
+
+    // Cases in the order they ran.
+    let mut cases: Vec<Key> = Vec::new();
+    let mut protocols: Vec<String> = Vec::new();
+    for r in &runs {
+        let k = (
+            r["point"].as_str().unwrap_or("").to_string(),
+            r["network"].as_str().unwrap_or("").to_string(),
+        );
+        if !cases.contains(&k) {
+            cases.push(k);
+        }
+        let p = r["protocol"].as_str().unwrap_or("").to_string();
+        if !protocols.contains(&p) {
+            protocols.push(p);
+        }
+    }
+
+    // 1. G2G CDF per case, one line per protocol (repeats pooled).
+    for (i, (point, network)) in cases.iter().enumerate() {
+        let lines: Vec<Line> = protocols
+            .iter()
+            .filter_map(|p| {
+                let v: Vec<f64> = frames
+                    .iter()
+                    .filter(|x| &x.point == point && &x.network == network && &x.protocol == p)
+                    .map(|x| x.g2g_ms)
+                    .collect();
+                (!v.is_empty()).then(|| Line {
+                    label: p.clone(),
+                    points: plots::cdf(&v),
+                    ..Line::default()
+                })
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        add(
+            &format!("cdf-{i}"),
+            Chart {
+                title: format!("G2G latency CDF — {}", case_title(point, network)),
+                x_label: "glass-to-glass latency (ms)".into(),
+                y_label: "fraction of frames shown".into(),
+                lines,
+                y_range: Some((0.0, 1.02)),
+                ..Chart::default()
+            },
+        )?;
+    }
+
+    // 2. G2G and bitrate over time (first repeat), stalls shaded, events marked.
+    let mut n_time = 0;
+    for (i, (point, network)) in cases.iter().enumerate() {
+        for (j, p) in protocols.iter().enumerate() {
+            if n_time >= MAX_TIME_CHARTS {
+                break;
+            }
+            let pts: Vec<(f64, f64)> = frames
+                .iter()
+                .filter(|x| {
+                    &x.point == point && &x.network == network && &x.protocol == p && x.repeat == 0
+                })
+                .map(|x| (x.display_ms / 1e3, x.g2g_ms))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            n_time += 1;
+            let secs: Vec<&SecondRow> = seconds
+                .iter()
+                .filter(|x| {
+                    &x.point == point && &x.network == network && &x.protocol == p && x.repeat == 0
+                })
+                .collect();
+            let run = runs.iter().find(|r| {
+                r["point"].as_str().unwrap_or("") == point
+                    && r["network"] == network.as_str()
+                    && r["protocol"] == p.as_str()
+                    && r["repeat"] == 0
+            });
+            // The stalls' exact spans; per-second totals for older results.
+            let shaded: Vec<(f64, f64)> =
+                match run.and_then(|r| r["result"]["stall_spans_ms"].as_array()) {
+                    Some(spans) => spans
+                        .iter()
+                        .filter_map(|s| Some((s[0].as_f64()? / 1e3, s[1].as_f64()? / 1e3)))
+                        .collect(),
+                    None => secs
+                        .iter()
+                        .filter(|s| s.stalled_ms > 0.0)
+                        .map(|s| (s.second, s.second + s.stalled_ms / 1e3))
+                        .collect(),
+                };
+            let markers: Vec<(f64, String)> = run
+                .and_then(|r| r["events"].as_array())
+                .map(|ev| {
+                    ev.iter()
+                        .filter_map(|e| {
+                            Some((e["at_ms"].as_f64()? / 1e3, e["what"].as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            add(
+                &format!("time-{i}-{j}"),
+                Chart {
+                    title: format!("G2G over time — {p}, {}", case_title(point, network)),
+                    x_label: "time since the start (s)".into(),
+                    y_label: "glass-to-glass latency (ms)".into(),
+                    lines: vec![Line {
+                        label: p.clone(),
+                        points: pts,
+                        ..Line::default()
+                    }],
+                    shaded,
+                    shaded_label: "stalled".into(),
+                    markers: markers.clone(),
+                    ..Chart::default()
+                },
+            )?;
+            // Bitrate: sent, ABR's target, and the first mile's capacity.
+            let mut lines = vec![Line {
+                label: "sent".into(),
+                points: secs.iter().map(|s| (s.second, s.sent_kbps)).collect(),
+                ..Line::default()
+            }];
+            if let Some(samples) =
+                run.and_then(|r| r["result"]["publisher"]["abr"]["samples"].as_array())
+            {
+                lines.push(Line {
+                    label: "ABR target".into(),
+                    points: samples
+                        .iter()
+                        .filter_map(|s| {
+                            Some((s["at_ms"].as_f64()? / 1e3, s["target_bps"].as_f64()? / 1e3))
+                        })
+                        .collect(),
+                    ..Line::default()
+                });
+            }
+            if let Some(steps) = run.and_then(|r| r["capacity_steps"].as_array()) {
+                let pts: Vec<(f64, f64)> = steps
+                    .iter()
+                    .filter_map(|s| Some((s[0].as_f64()? / 1e3, s[1].as_f64()? / 1e3)))
+                    .collect();
+                if !pts.is_empty() {
+                    lines.push(Line {
+                        label: "first-mile capacity".into(),
+                        points: pts,
+                        step: true,
+                        dashed: true,
+                        ..Line::default()
+                    });
+                }
+            }
+            add(
+                &format!("bitrate-{i}-{j}"),
+                Chart {
+                    title: format!("Bitrate — {p}, {}", case_title(point, network)),
+                    x_label: "time since the start (s)".into(),
+                    y_label: "kbit/s".into(),
+                    lines,
+                    markers,
+                    ..Chart::default()
+                },
+            )?;
+        }
+    }
+
+    // 3. Sweep: G2G p99 and stall ratio per point, mean ± 95 % interval.
+    let points: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for (p, _) in &cases {
+            if !v.contains(p) {
+                v.push(p.clone());
+            }
+        }
+        v
+    };
+    if points.len() > 1 {
+        let networks: Vec<String> = {
+            let mut v: Vec<String> = Vec::new();
+            for (_, n) in &cases {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+            }
+            v
+        };
+        for (k, network) in networks.iter().enumerate() {
+            for (metric, unit, scale) in [
+                ("g2g_p99_ms", "G2G p99 (ms)", 1.0),
+                ("stall_ratio", "stall ratio (%)", 100.0),
+            ] {
+                let lines = protocols
+                    .iter()
+                    .map(|proto| {
+                        let mut line = Line {
+                            label: proto.clone(),
+                            ..Line::default()
+                        };
+                        for (x, point) in points.iter().enumerate() {
+                            let v: Vec<f64> = runs
+                                .iter()
+                                .filter(|r| {
+                                    r["point"].as_str().unwrap_or("") == point
+                                        && r["network"] == network.as_str()
+                                        && r["protocol"] == proto.as_str()
+                                })
+                                .filter_map(|r| r["result"]["player"][metric].as_f64())
+                                .map(|v| v * scale)
+                                .collect();
+                            if v.is_empty() {
+                                continue;
+                            }
+                            let s = summarize(&v);
+                            line.points.push((x as f64, s.mean));
+                            let ci = s.ci95.unwrap_or(0.0);
+                            line.band.push((x as f64, s.mean - ci, s.mean + ci));
+                        }
+                        line
+                    })
+                    .collect();
+                add(
+                    &format!("sweep-{k}-{metric}"),
+                    Chart {
+                        title: format!("{unit} across the sweep — {network} (mean, 95 % interval)"),
+                        x_label: "sweep point".into(),
+                        y_label: unit.into(),
+                        lines,
+                        x_ticks: points.clone(),
+                        ..Chart::default()
+                    },
+                )?;
+            }
+        }
+    }
+
+    // 4. Recovery: frames lost against the first mile's realised loss.
+    let mut recovery: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &runs {
+        let (Some(loss), Some(expected), Some(shown)) = (
+            r["impairment_check"]["first_mile_up"]["loss_rate"].as_f64(),
+            r["result"]["frames_expected"].as_f64(),
+            r["result"]["player"]["frames_displayed"].as_f64(),
+        ) else {
+            continue;
+        };
+        if expected > 0.0 {
+            recovery
+                .entry(r["protocol"].as_str().unwrap_or("").to_string())
+                .or_default()
+                .push((loss * 100.0, (expected - shown).max(0.0) / expected * 100.0));
+        }
+    }
+    if recovery.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
+        let lines = recovery
+            .into_iter()
+            .map(|(label, mut pts)| {
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Line {
+                    label,
+                    points: pts,
+                    ..Line::default()
+                }
+            })
+            .collect();
+        add(
+            "recovery",
+            Chart {
+                title: "Recovery: residual frame loss against link loss".into(),
+                x_label: "first-mile uplink loss, realised (%)".into(),
+                y_label: "frames due and never shown (%)".into(),
+                lines,
+                ..Chart::default()
+            },
+        )?;
+    }
+
+    let html = page(&results, &runs, &figures)?;
+    let out = dir.join("report.html");
+    std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Result<String> {
+    let s = &results["scenario"];
+    let mut h = String::new();
+    let title = format!("Glass report — {}", s["name"].as_str().unwrap_or("?"));
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
+         body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}\
+         td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         .fail{{color:#b00}}figure{{margin:1.5em 0}}svg{{max-width:100%;height:auto}}code{{font-size:12px}}</style></head><body>",
+        esc(&title)
+    );
+    let _ = write!(h, "<h1>{}</h1>", esc(&title));
+    if let Some(d) = s["description"].as_str() {
+        let _ = write!(h, "<p>{}</p>", esc(d));
+    }
+    let m = &s["media"];
+    let _ = write!(
+        h,
+        "<p>Duration {} s, seed {}, {} repeat(s); media {} kbit/s, {} fps, GOP {}, {}, encode delay {} ms. Glass {}, results schema <code>{}</code>.</p>",
+        s["duration_s"],
+        s["seed"],
+        s["repeat"],
+        m["bitrate_bps"].as_f64().unwrap_or(0.0) / 1e3,
+        m["fps"],
+        m["gop"],
+        esc(m["resolution"].as_str().unwrap_or("")),
+        m["encode_delay_ms"],
+        esc(results["glass_version"].as_str().unwrap_or("")),
+        esc(results["schema"].as_str().unwrap_or(""))
+    );
+    h.push_str("<h2>Comparison</h2><table><tr><th>point / network</th><th>protocol</th><th>repeat</th><th>mode</th><th>G2G p50 (ms)</th><th>G2G p99 (ms)</th><th>stall ratio</th><th>lost</th><th>startup (ms)</th><th>status</th></tr>");
+    for r in runs {
+        let res = &r["result"];
+        let p = &res["player"];
+        let case = case_title(
+            r["point"].as_str().unwrap_or(""),
+            r["network"].as_str().unwrap_or(""),
+        );
+        let lost = res["frames_expected"].as_f64().unwrap_or(0.0)
+            - p["frames_displayed"].as_f64().unwrap_or(0.0);
+        let ok = r["status"] == "ok";
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.2} %</td><td>{}</td><td>{:.0}</td><td class=\"{}\">{}</td></tr>",
+            esc(&case),
+            esc(r["protocol"].as_str().unwrap_or("")),
+            r["repeat"].as_u64().unwrap_or(0) + 1,
+            esc(res["mode"].as_str().unwrap_or("")),
+            p["g2g_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            p["g2g_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            p["stall_ratio"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            lost.max(0.0),
+            p["startup_delay_ms"].as_f64().unwrap_or(f64::NAN),
+            if ok { "" } else { "fail" },
+            if ok {
+                "ok".to_string()
+            } else {
+                esc(r["error"].as_str().unwrap_or("failed"))
+            }
+        );
+    }
+    h.push_str("</table>");
+    h.push_str("<h2>Impairment: asked and realised</h2><ul>");
+    for r in runs {
+        let Some(checks) = r["impairment_check"].as_object() else {
+            continue;
+        };
+        for (dir, c) in checks {
+            let asked = c["requested"]["loss_rate"].is_number()
+                || c["requested"]["delay_mean_ms"].as_f64().unwrap_or(0.0) > 0.0;
+            if !asked {
+                continue;
+            }
+            let _ = write!(
+                h,
+                "<li>{} / {} (repeat {}), {dir}: {}</li>",
+                esc(&case_title(
+                    r["point"].as_str().unwrap_or(""),
+                    r["network"].as_str().unwrap_or("")
+                )),
+                esc(r["protocol"].as_str().unwrap_or("")),
+                r["repeat"].as_u64().unwrap_or(0) + 1,
+                esc(c["verdict"].as_str().unwrap_or(""))
+            );
+        }
+    }
+    h.push_str("</ul><h2>Plots</h2>");
+    for (title, svg) in figures {
+        let text =
+            std::fs::read_to_string(svg).with_context(|| format!("reading {}", svg.display()))?;
+        let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
+        let _ = write!(
+            h,
+            "<figure>{body}<figcaption>{}</figcaption></figure>",
+            esc(title)
+        );
+    }
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
+
+/// `glass report DIR`.
+pub fn run(args: &crate::cli::ReportArgs) -> Result<()> {
+    let out = write_report(&args.results)?;
+    println!("report: {}", out.display());
+    Ok(())
+}
