@@ -5,20 +5,14 @@
 //! ffmpeg tests need ffmpeg (`.ci/run` installs it): outside CI a missing
 //! ffmpeg skips them with a message; in CI it fails them.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
-use harness::runner::{G2gSource, RunResult, run_one};
+use harness::runner::{G2gSource, RunResult};
 use harness::scenario::Scenario;
-use harness::topology::Mode;
 use netem::adapters::can_create_namespaces;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn have_ffmpeg() -> bool {
     let ok = Command::new("ffmpeg")
@@ -36,21 +30,7 @@ fn have_ffmpeg() -> bool {
 }
 
 fn run(s: &Scenario) -> RunResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    run_one(
-        &rt,
-        s,
-        &s.networks[0],
-        &s.protocols[0],
-        0,
-        Mode::Link,
-        &|_| {},
-    )
-    .unwrap()
+    common::run_link(s)
 }
 
 fn scenarios_dir() -> &'static Path {
@@ -59,7 +39,7 @@ fn scenarios_dir() -> &'static Path {
 
 #[test]
 fn ffmpeg_publishes_through_the_link_and_glass_and_ffmpeg_play() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() || !have_ffmpeg() {
         return;
     }
@@ -121,7 +101,7 @@ player = { target_delay = "500ms", refresh = "1ms" }
 
 #[test]
 fn glass_replays_an_flv_recording_and_ffmpeg_decodes_it() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() || !have_ffmpeg() {
         return;
     }
@@ -175,7 +155,7 @@ player = { target_delay = "500ms", refresh = "1ms" }
 
 #[test]
 fn proxy_mode_runs_unprivileged_and_refuses_loss_for_tcp() {
-    let _serial = serial();
+    let _serial = common::serial();
     let dir = std::env::temp_dir().join(format!("glass-proxy-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("s.toml");

@@ -2,37 +2,15 @@
 //! blocked, TCP and QUIC clients mixed on one relay, QUIC's lost-packet
 //! count against the engine's drops, and the ABR step response.
 
-use std::sync::Mutex;
+mod common;
 
-use harness::runner::{RunResult, run_one};
+use harness::runner::RunResult;
 use harness::scenario::Scenario;
-use harness::topology::Mode;
 use netem::adapters::can_create_namespaces;
 use netem::adapters::link::LinkDir;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn run(text: &str) -> RunResult {
-    let s = Scenario::from_toml("test", text, None).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    run_one(
-        &rt,
-        &s,
-        &s.networks[0],
-        &s.protocols[0],
-        0,
-        Mode::Link,
-        &|_| {},
-    )
-    .unwrap()
+    common::run_link(&Scenario::from_toml("test", text, None).unwrap())
 }
 
 fn transport<'a>(r: &'a RunResult, role: &str) -> &'a harness::runner::TransportReport {
@@ -41,7 +19,7 @@ fn transport<'a>(r: &'a RunResult, role: &str) -> &'a harness::runner::Transport
 
 #[test]
 fn quic_falls_back_to_tcp_when_udp_is_blocked() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
@@ -94,7 +72,7 @@ player = {{ refresh = "1ms" }}
 
 #[test]
 fn tcp_and_quic_clients_share_streams_on_one_relay() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
@@ -145,7 +123,7 @@ fn tcp_and_quic_clients_share_streams_on_one_relay() {
 
 #[test]
 fn quic_lost_packets_match_the_engine_drops() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
@@ -187,7 +165,7 @@ uri = "rtmpq://server/live/glass{mapping}"
 
 #[test]
 fn abr_settles_below_a_capacity_drop() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }

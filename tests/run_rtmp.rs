@@ -1,6 +1,8 @@
 //! End-to-end: RTMP over kernel TCP through the link, measured by Glass's
 //! player from the frames' own capture instants. Needs root (CI has it).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -10,9 +12,8 @@ use harness::media::encoder::{Encoder, EncoderConfig};
 use harness::media::source::Source;
 use harness::protocols::rtmp;
 use harness::protocols::transport::Transport;
-use harness::runner::{RunResult, run_one};
+use harness::runner::RunResult;
 use harness::scenario::Scenario;
-use harness::topology::Mode;
 use netem::Time;
 use netem::adapters::can_create_namespaces;
 use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork};
@@ -52,35 +53,13 @@ player = {{ target_delay = "{target}", late = "wait", refresh = "{refresh}" }}
     Scenario::from_toml("test", &text, None).unwrap()
 }
 
-/// These tests measure latency: they run one at a time, not competing for
-/// the two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn run(s: &Scenario) -> RunResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    run_one(
-        &rt,
-        s,
-        &s.networks[0],
-        &s.protocols[0],
-        0,
-        Mode::Link,
-        &|_| {},
-    )
-    .unwrap()
+    common::run_link(s)
 }
 
 #[test]
 fn clean_g2g_is_the_pipeline_delay_and_delay_adds_exactly() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
@@ -127,7 +106,7 @@ fn clean_g2g_is_the_pipeline_delay_and_delay_adds_exactly() {
 
 #[test]
 fn loss_grows_the_tail_and_tcp_retransmits_what_the_engine_dropped() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
@@ -179,7 +158,7 @@ fn loss_grows_the_tail_and_tcp_retransmits_what_the_engine_dropped() {
 
 #[test]
 fn a_publish_with_the_wrong_stream_key_is_refused() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
@@ -241,7 +220,7 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
 
 #[test]
 fn glass_run_writes_results_and_prints_the_table() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }

@@ -30,12 +30,14 @@ pub enum Command {
     /// Inspect and verify impairment profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
-    /// Run a scenario: every protocol over every network, with a comparison
-    /// table and a results directory (results.json, frames.csv, seconds.csv).
+    /// Run a scenario: every protocol over every network (and every point of
+    /// its [sweep]), with a comparison table and a results directory
+    /// (results.json, frames.csv, seconds.csv, report.html, plots/).
     ///
-    /// With no SCENARIO it runs the built-in quickstart: RTMP over TCP on a
-    /// clean network and with 2 % loss + 40 ms delay on the first mile.
-    /// Needs root, or user namespaces (link mode).
+    /// With no SCENARIO it runs the built-in quickstart: RTMP over TCP with
+    /// CUBIC and with BBR, on a clean network and with 2 % loss + 40 ms delay
+    /// on the first mile. Link mode needs root or user namespaces; without
+    /// them `--mode auto` falls back to proxy mode and says so.
     Run(RunArgs),
     /// The CI gate: check a scenario's results against its budgets and a
     /// baseline. Exits 0 when every budget holds and nothing regressed, 1

@@ -61,7 +61,8 @@ pub struct NetworkStats {
     pub proxy: Option<ProxyStats>,
 }
 
-pub const RTMP_PORT: u16 = 1935;
+/// The relay's port, TCP and UDP (QUIC).
+pub use crate::protocols::uri::DEFAULT_PORT as RTMP_PORT;
 
 enum Carrier {
     Link(LinkNetwork),
@@ -164,7 +165,7 @@ impl Topology {
     /// Where a client on `host` connects to reach the relay, through its mile.
     pub fn relay_addr_from(&self, host: Host) -> SocketAddr {
         match &self.carrier {
-            Carrier::Link(_) => SocketAddr::from((Host::Server.addr(), RTMP_PORT)),
+            Carrier::Link(_) => self.relay_addr(),
             Carrier::Proxy {
                 first_mile,
                 last_mile,

@@ -41,6 +41,18 @@ pub struct PublisherArgs {
     pub frames: u64,
 }
 
+/// Every ffmpeg Glass runs: quiet except errors, no stdin, progress as
+/// key=value lines on stdout (frames, bytes) for the report.
+const COMMON: [&str; 7] = [
+    "-hide_banner",
+    "-nostdin",
+    "-loglevel",
+    "error",
+    "-nostats",
+    "-progress",
+    "pipe:1",
+];
+
 /// `rtmp://HOST:PORT/APP/KEY`.
 pub fn rtmp_url(addr: SocketAddr, app: &str, key: &str) -> String {
     format!("rtmp://{addr}/{app}/{key}")
@@ -50,79 +62,66 @@ pub fn rtmp_url(addr: SocketAddr, app: &str, key: &str) -> String {
 /// (video only) with low-latency x264 settings (no B-frames, no lookahead).
 pub fn publisher_args(a: &PublisherArgs) -> Vec<String> {
     let kbps = (a.bitrate_bps / 1000).max(1);
-    [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-nostats",
-        "-progress",
-        "pipe:1",
-        "-fflags",
-        "nobuffer",
-        "-f",
-        "lavfi",
-        "-i",
-        &format!(
-            "testsrc2=size={}x{}:rate={},realtime,settb=1/1000,setpts=RTCTIME/1000",
-            a.width, a.height, a.fps
-        ),
-        "-frames:v",
-        &a.frames.to_string(),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        &a.gop.to_string(),
-        "-b:v",
-        &format!("{kbps}k"),
-        "-maxrate",
-        &format!("{kbps}k"),
-        "-bufsize",
-        &format!("{}k", kbps.div_ceil(2).max(1)),
-        "-enc_time_base:v",
-        "1:1000",
-        "-copyts",
-        // Like Glass's publisher (and OBS): no Nagle. ffmpeg's default
-        // (Nagle on) holds a frame's last segment for an ACK: +25 ms median
-        // at 100 ms RTT, measured.
-        "-tcp_nodelay",
-        "1",
-        "-f",
-        "flv",
-        &a.url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    COMMON
+        .iter()
+        .copied()
+        .chain([
+            "-fflags",
+            "nobuffer",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!(
+                "testsrc2=size={}x{}:rate={},realtime,settb=1/1000,setpts=RTCTIME/1000",
+                a.width, a.height, a.fps
+            ),
+            "-frames:v",
+            &a.frames.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            &a.gop.to_string(),
+            "-b:v",
+            &format!("{kbps}k"),
+            "-maxrate",
+            &format!("{kbps}k"),
+            "-bufsize",
+            &format!("{}k", kbps.div_ceil(2).max(1)),
+            "-enc_time_base:v",
+            "1:1000",
+            "-copyts",
+            // Like Glass's publisher (and OBS): no Nagle. ffmpeg's default
+            // (Nagle on) holds a frame's last segment for an ACK: +25 ms median
+            // at 100 ms RTT, measured.
+            "-tcp_nodelay",
+            "1",
+            "-f",
+            "flv",
+            &a.url,
+        ])
+        .map(str::to_string)
+        .collect()
 }
 
 /// Arguments for ffmpeg playing `url`: decoding (real H.264) or copying
 /// (Glass's synthetic frames are not H.264) into the null muxer.
 pub fn player_args(url: &str, decode: bool) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-nostats",
-        "-progress",
-        "pipe:1",
-        // Not `-fflags nobuffer`: it discards the packets read while probing,
-        // and the decoder then waits for the next key frame (a GOP lost).
-        "-i",
-        url,
-        "-map",
-        "0:v",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v: Vec<String> = COMMON
+        .iter()
+        .copied()
+        .chain([
+            // Not `-fflags nobuffer`: it discards the packets read while probing,
+            // and the decoder then waits for the next key frame (a GOP lost).
+            "-i", url, "-map", "0:v",
+        ])
+        .map(str::to_string)
+        .collect();
     if !decode {
         v.extend(["-c".into(), "copy".into()]);
     }

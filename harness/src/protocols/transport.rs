@@ -75,21 +75,6 @@ impl Transport {
             Transport::Quic { conn, .. } => Some(quic::stats(conn)),
         }
     }
-
-    /// Bytes the transport holds that it has not sent yet: TCP's unsent
-    /// queue (SIOCOUTQNSD). QUIC's is bounded by its small send window and
-    /// shows up as writes that block instead.
-    pub fn unsent_bytes(&self) -> u64 {
-        match self {
-            Transport::Tcp(s) => unsent(s).unwrap_or(0),
-            Transport::Quic { .. } => 0,
-        }
-    }
-}
-
-fn unsent(s: &TcpStream) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    Ok(unsent_fd(s.as_raw_fd()))
 }
 
 /// Unsent bytes of the TCP socket `fd` (SIOCOUTQNSD); 0 if it cannot say.

@@ -78,27 +78,3 @@ pub fn set_congestion(sock: &impl AsRawFd, name: &str) -> io::Result<()> {
     }
     Ok(())
 }
-
-/// The socket's congestion control.
-pub fn congestion(sock: &impl AsRawFd) -> io::Result<String> {
-    let mut buf = [0u8; 32];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `buf`.
-    let ret = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = buf[..len as usize]
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(len as usize);
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-}

@@ -1,0 +1,35 @@
+//! Helpers shared by the end-to-end tests that run scenarios in process.
+#![allow(dead_code)] // each test binary uses some of them
+
+use std::sync::{Mutex, MutexGuard};
+
+use harness::runner::{RunResult, run_one};
+use harness::scenario::Scenario;
+use harness::topology::Mode;
+
+/// Tests that measure latency run one at a time, not competing for the two
+/// cores (within one test binary; cargo runs the binaries one after another).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the scenario's first protocol over its first network once, in link mode.
+pub fn run_link(s: &Scenario) -> RunResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    run_one(
+        &rt,
+        s,
+        &s.networks[0],
+        &s.protocols[0],
+        0,
+        Mode::Link,
+        &|_| {},
+    )
+    .unwrap()
+}
