@@ -1,0 +1,347 @@
+//! ARQ: the receiver's list of missing packets (when to ask, when to stop)
+//! and the sender's bounded retransmission buffer (what one request may
+//! cost).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use netem::Time;
+
+/// Missing packets tracked at most; a larger gap is counted and forgotten.
+pub const MAX_MISSING: usize = 4096;
+/// Requests for one packet at most.
+pub const MAX_NACKS_PER_PACKET: u32 = 8;
+
+#[derive(Clone, Debug)]
+pub struct Missing {
+    pub detected: Time,
+    /// Asked for no earlier than this (reordering tolerance).
+    eligible: Time,
+    /// Past this the packet is of no use: stop asking.
+    pub deadline: Time,
+    last_nack: Option<Time>,
+    nacks: u32,
+}
+
+/// The receiver's view of what is missing.
+#[derive(Default)]
+pub struct LossTracker {
+    missing: BTreeMap<u64, Missing>,
+    /// Gaps too large to track (their packets were never asked for).
+    pub untracked: u64,
+}
+
+/// What became of a missing packet that left the tracker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// It arrived (an original late, a retransmission, or rebuilt by FEC):
+    /// after `delay` since it was found missing, having asked `nacks` times.
+    Arrived { delay: Duration, nacks: u32 },
+    /// Its deadline passed without it.
+    Expired,
+}
+
+impl LossTracker {
+    pub fn len(&self) -> usize {
+        self.missing.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    pub fn is_missing(&self, seq: u64) -> bool {
+        self.missing.contains_key(&seq)
+    }
+
+    /// `from..to` went missing (found at `now`); they are asked for after
+    /// `reorder` unless more packets arrive first, until `deadline`.
+    pub fn gap(&mut self, now: Time, from: u64, to: u64, reorder: Duration, deadline: Time) {
+        let n = to.saturating_sub(from);
+        let tracked = n.min(MAX_MISSING as u64);
+        self.untracked += n - tracked;
+        for seq in to - tracked..to {
+            self.missing.insert(
+                seq,
+                Missing {
+                    detected: now,
+                    eligible: now + reorder,
+                    deadline,
+                    last_nack: None,
+                    nacks: 0,
+                },
+            );
+        }
+        while self.missing.len() > MAX_MISSING {
+            self.missing.pop_first();
+            self.untracked += 1;
+        }
+    }
+
+    /// `highest` arrived: gaps `reorder_packets` or more behind it are asked
+    /// for at once.
+    pub fn on_highest(&mut self, now: Time, highest: u64, reorder_packets: u32) {
+        let limit = highest.saturating_sub(u64::from(reorder_packets));
+        for (_, m) in self.missing.range_mut(..=limit) {
+            m.eligible = m.eligible.min(now);
+        }
+    }
+
+    /// `seq` arrived; returns its outcome if it was missing.
+    pub fn arrived(&mut self, now: Time, seq: u64) -> Option<Outcome> {
+        self.missing.remove(&seq).map(|m| Outcome::Arrived {
+            delay: now.saturating_since(m.detected),
+            nacks: m.nacks,
+        })
+    }
+
+    pub fn detected(&self, seq: u64) -> Option<Time> {
+        self.missing.get(&seq).map(|m| m.detected)
+    }
+
+    /// Drops the packets whose deadline passed; returns how many.
+    pub fn expire(&mut self, now: Time) -> u64 {
+        let before = self.missing.len();
+        self.missing.retain(|_, m| m.deadline > now);
+        (before - self.missing.len()) as u64
+    }
+
+    /// The packets to ask for now: eligible, before their deadline, not
+    /// asked within `retry`, asked fewer than the maximum times.
+    pub fn due(&mut self, now: Time, retry: Duration, limit: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (&seq, m) in self.missing.iter_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            if m.eligible > now || m.deadline <= now || m.nacks >= MAX_NACKS_PER_PACKET {
+                continue;
+            }
+            if m.last_nack.is_some_and(|t| now < t + retry) {
+                continue;
+            }
+            m.last_nack = Some(now);
+            m.nacks += 1;
+            out.push(seq);
+        }
+        out
+    }
+
+    /// When the tracker next has something to do.
+    pub fn poll_timeout(&self, retry: Duration) -> Option<Time> {
+        self.missing
+            .values()
+            .filter(|m| m.nacks < MAX_NACKS_PER_PACKET)
+            .map(|m| {
+                match m.last_nack {
+                    None => m.eligible,
+                    Some(t) => t + retry,
+                }
+                .min(m.deadline)
+            })
+            .min()
+    }
+}
+
+/// A packet the sender may be asked for again.
+#[derive(Clone, Debug)]
+struct Stored {
+    seq: u64,
+    datagram: Vec<u8>,
+    first_sent: Time,
+    last_sent: Time,
+    retransmits: u32,
+}
+
+/// Retransmissions one NACK datagram can cause at most.
+pub const MAX_RETRANSMITS_PER_NACK: usize = 64;
+/// Times one packet is sent again at most.
+pub const MAX_RETRANSMITS_PER_PACKET: u32 = 8;
+
+/// The sender's recent packets, bounded by count and age.
+pub struct RetransmitBuffer {
+    packets: VecDeque<Stored>,
+    capacity: usize,
+}
+
+impl RetransmitBuffer {
+    pub fn new(capacity: usize) -> Self {
+        RetransmitBuffer {
+            packets: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    pub fn store(&mut self, now: Time, seq: u64, datagram: Vec<u8>) {
+        if self.packets.len() >= self.capacity {
+            self.packets.pop_front();
+        }
+        self.packets.push_back(Stored {
+            seq,
+            datagram,
+            first_sent: now,
+            last_sent: now,
+            retransmits: 0,
+        });
+    }
+
+    /// Forgets packets older than `max_age` (no longer useful to the receiver).
+    pub fn expire(&mut self, now: Time, max_age: Duration) {
+        while self
+            .packets
+            .front()
+            .is_some_and(|p| now.saturating_since(p.first_sent) > max_age)
+        {
+            self.packets.pop_front();
+        }
+    }
+
+    fn find(&mut self, seq: u64) -> Option<&mut Stored> {
+        let first = self.packets.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let p = self.packets.get_mut(i)?;
+        (p.seq == seq).then_some(p)
+    }
+
+    /// The datagrams to send again for `seqs` (one NACK's worth): each
+    /// packet at most once per `min_interval` and [`MAX_RETRANSMITS_PER_PACKET`]
+    /// times, at most [`MAX_RETRANSMITS_PER_NACK`] in all, and only while
+    /// younger than `max_age`.
+    pub fn answer(
+        &mut self,
+        now: Time,
+        seqs: impl IntoIterator<Item = u64>,
+        min_interval: Duration,
+        max_age: Duration,
+    ) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for seq in seqs {
+            if out.len() >= MAX_RETRANSMITS_PER_NACK {
+                break;
+            }
+            let Some(p) = self.find(seq) else { continue };
+            if p.retransmits >= MAX_RETRANSMITS_PER_PACKET
+                || (p.retransmits > 0 && now < p.last_sent + min_interval)
+                || now.saturating_since(p.first_sent) > max_age
+            {
+                continue;
+            }
+            p.retransmits += 1;
+            p.last_sent = now;
+            out.push((seq, p.datagram.clone()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Time = Time::from_millis;
+
+    #[test]
+    fn a_gap_is_asked_for_after_the_reorder_tolerance_and_again_after_retry() {
+        let mut t = LossTracker::default();
+        t.gap(MS(100), 10, 12, Duration::from_millis(10), MS(300));
+        assert!(t.due(MS(105), Duration::from_millis(30), 64).is_empty());
+        // Three packets later, no need to wait.
+        t.on_highest(MS(106), 15, 3);
+        assert_eq!(t.due(MS(106), Duration::from_millis(30), 64), vec![10, 11]);
+        assert!(t.due(MS(120), Duration::from_millis(30), 64).is_empty());
+        assert_eq!(t.poll_timeout(Duration::from_millis(30)), Some(MS(136)));
+        assert_eq!(t.due(MS(136), Duration::from_millis(30), 64), vec![10, 11]);
+        assert_eq!(
+            t.arrived(MS(150), 10),
+            Some(Outcome::Arrived {
+                delay: Duration::from_millis(50),
+                nacks: 2
+            })
+        );
+        assert_eq!(t.arrived(MS(150), 10), None);
+    }
+
+    #[test]
+    fn past_the_deadline_nothing_is_asked_for() {
+        let mut t = LossTracker::default();
+        t.gap(MS(0), 0, 1, Duration::ZERO, MS(50));
+        assert_eq!(t.due(MS(49), Duration::from_millis(100), 64), vec![0]);
+        assert!(t.due(MS(200), Duration::from_millis(1), 64).is_empty());
+        assert_eq!(t.expire(MS(50)), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_huge_gap_tracks_a_bounded_number() {
+        let mut t = LossTracker::default();
+        t.gap(MS(0), 0, 1 << 40, Duration::ZERO, MS(50));
+        assert_eq!(t.len(), MAX_MISSING);
+        assert_eq!(t.untracked, (1 << 40) - MAX_MISSING as u64);
+    }
+
+    #[test]
+    fn one_nack_costs_a_bounded_amount() {
+        let mut b = RetransmitBuffer::new(8192);
+        for s in 0..8192 {
+            b.store(MS(0), s, vec![0; 1200]);
+        }
+        // A NACK naming every packet, many times over.
+        let all = (0..8192u64).cycle().take(100_000);
+        let out = b.answer(
+            MS(10),
+            all,
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+        );
+        assert_eq!(out.len(), MAX_RETRANSMITS_PER_NACK);
+        // Asking again at once gets nothing for those (min interval).
+        let again = b.answer(
+            MS(11),
+            0..64u64,
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+        );
+        assert!(again.is_empty());
+        // Unknown and absurd sequence numbers cost nothing.
+        assert!(
+            b.answer(
+                MS(50),
+                [u64::MAX, 1 << 50],
+                Duration::ZERO,
+                Duration::from_secs(1)
+            )
+            .is_empty()
+        );
+        // Nor do packets older than what the receiver can use.
+        assert!(
+            b.answer(MS(5000), [100], Duration::ZERO, Duration::from_secs(1))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_packet_is_sent_again_a_bounded_number_of_times() {
+        let mut b = RetransmitBuffer::new(64);
+        b.store(MS(0), 7, vec![1]);
+        let mut n = 0;
+        for i in 0..100 {
+            n += b
+                .answer(
+                    MS(i * 100),
+                    [7],
+                    Duration::from_millis(10),
+                    Duration::from_secs(60),
+                )
+                .len();
+        }
+        assert_eq!(n, MAX_RETRANSMITS_PER_PACKET as usize);
+    }
+}

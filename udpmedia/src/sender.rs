@@ -1,0 +1,426 @@
+//! The sending half: frames in, datagrams out. Splits frames into packets,
+//! adds FEC and RED, keeps packets for retransmission, answers NACKs, and
+//! runs congestion control on the receiver's feedback.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use netem::Time;
+
+use crate::cc::{CcSample, Gcc, Pacer, PacketResult};
+use crate::config::{CcMode, Config};
+use crate::error::ConnError;
+use crate::fec::{FecEncoder, FecPacket};
+use crate::nack::RetransmitBuffer;
+use crate::seq::{Unwrapper, unwrap};
+use crate::stats::SenderStats;
+use crate::wire::{self, Fec, Feedback, NackEntry, RedBlock, XFLAG_RETRANSMIT, flags, write};
+
+/// One frame to send.
+#[derive(Clone, Copy, Debug)]
+pub struct OutFrame<'a> {
+    pub video: bool,
+    pub key: bool,
+    /// Media timestamp, ms (RTMP's).
+    pub timestamp: u32,
+    pub data: &'a [u8],
+}
+
+enum Queued {
+    Media {
+        seq: u64,
+        protected: Vec<u8>,
+        enqueued: Time,
+    },
+    Fec(FecPacket),
+}
+
+/// Pacing rate as a multiple of the target (libwebrtc's pacing factor).
+const PACING_FACTOR: f64 = 2.5;
+/// Target changes smaller than this are not reported.
+const TARGET_STEP: f64 = 0.02;
+
+pub struct Sender {
+    cfg: Config,
+    session: u32,
+    epoch: Time,
+    next_seq: u64,
+    next_frame: u32,
+    queue: VecDeque<Queued>,
+    retransmits: VecDeque<Vec<u8>>,
+    buffer: RetransmitBuffer,
+    /// (seq, sent, size) of first transmissions, for feedback.
+    history: VecDeque<(u64, Time, usize)>,
+    fec: FecEncoder,
+    red: VecDeque<(u32, u32, Vec<u8>)>,
+    gcc: Option<Gcc>,
+    pacer: Option<Pacer>,
+    srtt: Option<Duration>,
+    report_clock: Unwrapper,
+    loss_ewma: f64,
+    last_target: f64,
+    target_changes: VecDeque<u64>,
+    stats: SenderStats,
+}
+
+impl Sender {
+    pub fn new(cfg: Config, session: u32, now: Time) -> Self {
+        let (gcc, pacer) = match cfg.cc {
+            CcMode::Off => (None, None),
+            CcMode::Gcc => {
+                let start = cfg.start_bitrate as f64;
+                (
+                    Some(Gcc::new(
+                        start,
+                        cfg.min_bitrate as f64,
+                        cfg.max_bitrate as f64,
+                    )),
+                    Some(Pacer::new(start * PACING_FACTOR)),
+                )
+            }
+        };
+        Sender {
+            fec: FecEncoder::new(&cfg.fec, cfg.fec_flush),
+            buffer: RetransmitBuffer::new(cfg.send_buffer),
+            last_target: cfg.start_bitrate as f64,
+            cfg,
+            session,
+            epoch: now,
+            next_seq: 0,
+            next_frame: 0,
+            queue: VecDeque::new(),
+            retransmits: VecDeque::new(),
+            history: VecDeque::new(),
+            red: VecDeque::new(),
+            gcc,
+            pacer,
+            srtt: None,
+            report_clock: Unwrapper::default(),
+            loss_ewma: 0.0,
+            target_changes: VecDeque::new(),
+            stats: SenderStats::default(),
+        }
+    }
+
+    pub(crate) fn set_session(&mut self, session: u32) {
+        self.session = session;
+    }
+
+    pub(crate) fn set_latency(&mut self, latency: Duration) {
+        self.cfg.latency = latency;
+    }
+
+    /// The sequence number the next new packet gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// Queues a frame: split into packets, FEC computed, RED copies added
+    /// to audio.
+    pub fn send_frame(&mut self, now: Time, f: OutFrame<'_>) -> Result<(), ConnError> {
+        let per = self.cfg.payload_per_packet();
+        let mut fl = 0;
+        if f.video {
+            fl |= flags::VIDEO;
+        }
+        if f.key {
+            fl |= flags::KEY;
+        }
+        let frame = self.next_frame;
+        self.next_frame = self.next_frame.wrapping_add(1);
+        let mut red_payload = Vec::new();
+        let payload: &[u8] = if !f.video && self.cfg.red > 0 && f.data.len() + 3 <= per {
+            let mut blocks = Vec::new();
+            let mut size = f.data.len() + 3;
+            for (fr, ts, d) in self.red.iter().rev() {
+                if blocks.len() >= usize::from(self.cfg.red) || size + 10 + d.len() > per {
+                    break;
+                }
+                size += 10 + d.len();
+                blocks.push(RedBlock {
+                    frame: *fr,
+                    timestamp: *ts,
+                    data: d,
+                });
+            }
+            self.stats.red_copies += blocks.len() as u64;
+            write::red(&mut red_payload, f.data, &blocks);
+            fl |= flags::RED;
+            if self.red.len() >= 4 {
+                self.red.pop_front();
+            }
+            self.red.push_back((frame, f.timestamp, f.data.to_vec()));
+            &red_payload
+        } else {
+            f.data
+        };
+        let frags = payload.len().div_ceil(per).max(1);
+        if frags > usize::from(wire::MAX_FRAGMENTS) {
+            return Err(ConnError::FrameTooLarge {
+                size: f.data.len(),
+                packets: frags,
+                max: usize::from(wire::MAX_FRAGMENTS),
+            });
+        }
+        self.stats.frames_sent += 1;
+        self.stats.byte_media += f.data.len() as u64;
+        let mut fec = Vec::new();
+        for i in 0..frags {
+            let chunk = &payload[(i * per).min(payload.len())..((i + 1) * per).min(payload.len())];
+            let mut protected = Vec::with_capacity(wire::PROTECTED_HEADER_LEN + chunk.len());
+            write::protected(
+                &mut protected,
+                frame,
+                i as u16,
+                frags as u16,
+                fl,
+                f.timestamp,
+                chunk,
+            );
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.fec.push(now, seq, &protected, &mut fec);
+            self.queue.push_back(Queued::Media {
+                seq,
+                protected,
+                enqueued: now,
+            });
+        }
+        self.queue.extend(fec.into_iter().map(Queued::Fec));
+        Ok(())
+    }
+
+    /// The next datagram to send now, if any (retransmissions first; media
+    /// and FEC paced when congestion control is on).
+    pub fn poll_transmit(&mut self, now: Time) -> Option<Vec<u8>> {
+        self.expire(now);
+        if let Some(d) = self.retransmits.pop_front() {
+            self.stats.pkt_sent += 1;
+            self.stats.pkt_retrans += 1;
+            self.stats.byte_sent += d.len() as u64;
+            self.stats.byte_retrans += d.len() as u64;
+            if let Some(p) = &mut self.pacer {
+                p.on_sent(now, d.len());
+            }
+            return Some(d);
+        }
+        let mut fec_out = Vec::new();
+        self.fec.handle_timeout(now, &mut fec_out);
+        self.queue.extend(fec_out.into_iter().map(Queued::Fec));
+        if self.queue.is_empty() {
+            return None;
+        }
+        if let Some(p) = &self.pacer
+            && p.next_send(now) > now
+        {
+            return None;
+        }
+        let mut d = Vec::with_capacity(self.cfg.mtu);
+        match self.queue.pop_front()? {
+            Queued::Media { seq, protected, .. } => {
+                write::data(
+                    &mut d,
+                    self.session,
+                    seq as u32,
+                    self.send_us(now),
+                    0,
+                    &protected,
+                );
+                self.stats.pkt_sent += 1;
+                self.stats.pkt_sent_unique += 1;
+                self.stats.byte_sent += d.len() as u64;
+                self.stats.byte_sent_unique += d.len() as u64;
+                if self.history.len() >= self.cfg.send_buffer {
+                    self.history.pop_front();
+                }
+                self.history.push_back((seq, now, d.len()));
+                if self.cfg.nack {
+                    self.buffer.store(now, seq, d.clone());
+                }
+            }
+            Queued::Fec(f) => {
+                write::fec(
+                    &mut d,
+                    self.session,
+                    &Fec {
+                        scheme: f.scheme,
+                        base: f.base as u32,
+                        count: f.count,
+                        stride: f.stride,
+                        index: f.index,
+                        total: f.total,
+                        len_xor: f.len_xor,
+                        payload: &f.payload,
+                    },
+                );
+                self.stats.pkt_snd_filter_extra += 1;
+                self.stats.byte_snd_filter_extra += d.len() as u64;
+                self.stats.byte_sent += d.len() as u64;
+            }
+        }
+        if let Some(p) = &mut self.pacer {
+            p.on_sent(now, d.len());
+        }
+        Some(d)
+    }
+
+    /// Drops media that waited longer than the latency (too late to be of
+    /// use: SRT's sender-side drop) and forgets stale retransmission copies.
+    fn expire(&mut self, now: Time) {
+        let latency = self.cfg.latency;
+        let before = self.queue.len();
+        self.queue.retain(|q| match q {
+            Queued::Media { enqueued, .. } => now.saturating_since(*enqueued) <= latency,
+            Queued::Fec(_) => true,
+        });
+        self.stats.pkt_snd_drop += (before - self.queue.len()) as u64;
+        self.buffer
+            .expire(now, latency + self.srtt.unwrap_or_default());
+    }
+
+    /// When `poll_transmit` has something again.
+    pub fn poll_timeout(&self, now: Time) -> Option<Time> {
+        let paced = if !self.retransmits.is_empty() {
+            Some(now)
+        } else if self.queue.is_empty() {
+            None
+        } else {
+            Some(self.pacer.as_ref().map_or(now, |p| p.next_send(now)))
+        };
+        [paced, self.fec.poll_timeout()].into_iter().flatten().min()
+    }
+
+    fn send_us(&self, now: Time) -> u32 {
+        (now.saturating_since(self.epoch).as_micros() as u64) as u32
+    }
+
+    pub fn on_nack(&mut self, now: Time, entries: &[NackEntry]) {
+        self.stats.pkt_recv_nak += 1;
+        let reference = self.next_seq;
+        let seqs: Vec<u64> = entries
+            .iter()
+            .flat_map(|e| e.seqs())
+            .map(|s| unwrap(reference, s))
+            .collect();
+        let min_interval = self
+            .srtt
+            .map_or(Duration::from_millis(5), |r| r.mul_f64(0.75))
+            .max(Duration::from_millis(2));
+        let max_age = self.cfg.latency + self.srtt.unwrap_or_default();
+        let answered = self
+            .buffer
+            .answer(now, seqs.iter().copied(), min_interval, max_age);
+        self.stats.pkt_nak_ignored += (seqs.len() - answered.len()) as u64;
+        for (_, mut d) in answered {
+            d[wire::COMMON_LEN + 8] |= XFLAG_RETRANSMIT;
+            self.retransmits.push_back(d);
+        }
+    }
+
+    /// A feedback report: RTT, loss and arrival times for congestion control.
+    pub fn on_feedback(&mut self, now: Time, fb: &Feedback<'_>) {
+        let report_us = self.report_clock.extend(fb.report_us);
+        let Some(&(first, _, _)) = self.history.front() else {
+            return;
+        };
+        let reference = self.next_seq;
+        let mut results = Vec::with_capacity(fb.count());
+        let mut rtt_sample: Option<Duration> = None;
+        let mut lost = 0usize;
+        for (s, before) in fb.arrivals() {
+            let seq = unwrap(reference, s);
+            let Some(i) = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
+                continue;
+            };
+            let Some(&(hseq, sent, size)) = self.history.get(i) else {
+                continue;
+            };
+            if hseq != seq {
+                continue;
+            }
+            if before.is_none() {
+                lost += 1;
+            }
+            if let Some(b) = before {
+                let since = now.saturating_since(sent);
+                let held = Duration::from_micros(u64::from(b));
+                if since > held {
+                    let r = since - held;
+                    rtt_sample = Some(rtt_sample.map_or(r, |x| x.min(r)));
+                }
+            }
+            results.push(PacketResult {
+                sent,
+                size,
+                arrival_us: before.map(|b| report_us.saturating_sub(u64::from(b))),
+            });
+        }
+        if let Some(r) = rtt_sample {
+            self.srtt = Some(match self.srtt {
+                None => r,
+                Some(s) => s.mul_f64(0.875) + r.mul_f64(0.125),
+            });
+        }
+        if !results.is_empty() {
+            let loss = lost as f64 / results.len() as f64;
+            self.loss_ewma = 0.9 * self.loss_ewma + 0.1 * loss;
+            self.fec.on_loss(self.loss_ewma);
+        }
+        let rtt = self.srtt.unwrap_or(Duration::from_millis(100));
+        if let Some(g) = &mut self.gcc {
+            g.on_feedback(now, report_us, &results, rtt);
+            let target = g.target_bps();
+            if let Some(p) = &mut self.pacer {
+                p.set_rate(target * PACING_FACTOR);
+            }
+            if (target - self.last_target).abs() > TARGET_STEP * self.last_target {
+                self.last_target = target;
+                self.target_changes.push_back(self.media_bitrate(target));
+            }
+        }
+    }
+
+    /// Media bitrate for a transport target: what is left after FEC.
+    fn media_bitrate(&self, target: f64) -> u64 {
+        (target / (1.0 + self.fec.overhead())) as u64
+    }
+
+    /// A new media bitrate for the encoder, when congestion control moved.
+    pub fn poll_target(&mut self) -> Option<u64> {
+        self.target_changes
+            .pop_back()
+            .inspect(|_| self.target_changes.clear())
+    }
+
+    /// The encoder bitrate congestion control allows now.
+    pub fn media_target(&self) -> Option<u64> {
+        self.gcc
+            .as_ref()
+            .map(|g| self.media_bitrate(g.target_bps()))
+    }
+
+    pub fn cc_samples(&self) -> &[CcSample] {
+        self.gcc.as_ref().map_or(&[], |g| g.samples())
+    }
+
+    /// Media packets waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn stats(&self) -> SenderStats {
+        let mut s = self.stats.clone();
+        s.ms_rtt = self.srtt.map_or(0.0, |r| r.as_secs_f64() * 1e3);
+        s.loss_reported = self.loss_ewma;
+        s.fec_overhead = self.fec.overhead();
+        if let Some(g) = &self.gcc {
+            s.mbps_bandwidth = g.receive_bps().unwrap_or(0.0) / 1e6;
+            s.mbps_send_rate = g.target_bps() / 1e6;
+        }
+        s
+    }
+}
