@@ -182,6 +182,7 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
         tokio::spawn(rtmp::relay(
             tokio::net::TcpListener::from_std(listener).unwrap(),
             None,
+            None,
             "right".into(),
             None,
             stop_rx,

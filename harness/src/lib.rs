@@ -13,6 +13,7 @@ pub mod media;
 pub mod profile_cmd;
 pub mod protocols;
 pub mod proxy_cmd;
+pub mod recovery;
 pub mod report_cmd;
 pub mod run_cmd;
 pub mod runner;

@@ -289,6 +289,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     }
     bar.finish_and_clear();
     print!("{}", table(&records));
+    print!("{}", recovery_table(&records));
     for r in &records {
         for t in r.result.iter().flat_map(|x| &x.transports) {
             if let Some(why) = &t.fallback {
@@ -484,6 +485,61 @@ fn net(r: &RunRecord) -> String {
     } else {
         format!("[{}] {}", r.point, r.network)
     }
+}
+
+/// The UDP protocol's recovery per run and mile (nothing without UDP runs):
+/// what the link dropped, what the receiver found missing, how it came back.
+fn recovery_table(records: &[RunRecord]) -> String {
+    let rows: Vec<(&RunRecord, &crate::recovery::MileRecovery)> = records
+        .iter()
+        .flat_map(|r| {
+            r.result
+                .iter()
+                .flat_map(move |x| x.recovery.iter().map(move |m| (r, m)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "UDP recovery (data packets; link = engine drops / datagrams):\n{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>9} {:>9} {:>8} {:>10}",
+        "network",
+        "protocol",
+        "mile",
+        "link",
+        "lost",
+        "fec",
+        "nack",
+        "late",
+        "never",
+        "residual",
+        "recovered",
+        "overhead",
+        "repair p99"
+    );
+    for (r, m) in rows {
+        let p99 = m.recovery_ms_fec.p99.max(m.recovery_ms_nack.p99);
+        let _ = writeln!(
+            s,
+            "{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8.3}% {:>8.1}% {:>7.1}% {:>7.0} ms",
+            net(r),
+            r.protocol,
+            m.mile,
+            format!("{}/{}", m.link_dropped, m.link_packets),
+            m.lost,
+            m.fec,
+            m.nack_in_time,
+            m.late,
+            m.never,
+            m.residual_loss * 100.0,
+            m.recovery_ratio * 100.0,
+            m.overhead * 100.0,
+            p99
+        );
+    }
+    s
 }
 
 fn table(records: &[RunRecord]) -> String {

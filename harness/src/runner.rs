@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use netem::Time;
-use netem::adapters::link::{Host, LinkStats};
+use netem::adapters::link::{Host, LinkDir, LinkStats};
 use netem::adapters::tcpinfo::set_congestion;
 use netem::rng::SeedTree;
 use netem::time::Clock;
@@ -25,9 +25,12 @@ use crate::protocols::ffmpeg::{self, Ffmpeg, FfmpegReport};
 use crate::protocols::quic;
 use crate::protocols::rtmp::{self, APP, PublisherStats, RelayStats};
 use crate::protocols::transport::Transport;
+use crate::protocols::udp::{UdpClient, UdpReport};
 use crate::protocols::uri::{StreamUri, UriTransport};
-use crate::scenario::{Network, Protocol, ProtocolKind, PublisherKind, Scenario};
+use crate::recovery::MileRecovery;
+use crate::scenario::{Network, Protocol, PublisherKind, Scenario};
 use crate::topology::{Mode, ProxyStats, Topology};
+use udpmedia::Role;
 
 /// How the player knew each frame's capture instant.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +68,11 @@ pub struct RunResult {
     pub proxy: Option<ProxyStats>,
     /// ffmpeg publishers and players of this run, if any.
     pub ffmpeg: Vec<FfmpegReport>,
+    /// The UDP media protocol's sessions (publisher, relay ingest and
+    /// egress, player), with SRT-named statistics.
+    pub udp: Vec<UdpReport>,
+    /// How the UDP protocol recovered, per mile it ran on.
+    pub recovery: Vec<MileRecovery>,
     #[serde(skip)]
     pub displayed: Vec<Displayed>,
     #[serde(skip)]
@@ -81,8 +89,9 @@ impl RunResult {
     }
 
     /// Retransmissions on both miles as the transports count them: TCP's
-    /// retransmitted segments (publisher socket, relay → player sockets) plus
-    /// the packets QUIC declared lost (whose data it sends again). An ffmpeg
+    /// retransmitted segments (publisher socket, relay → player sockets),
+    /// the packets QUIC declared lost (whose data it sends again), and the
+    /// UDP protocol's retransmitted packets. An ffmpeg
     /// publisher's socket is not Glass's to read: its first mile is not
     /// counted.
     pub fn retransmits(&self) -> u64 {
@@ -99,6 +108,12 @@ impl RunResult {
                 .to_players_quic
                 .iter()
                 .map(|q| q.lost_packets)
+                .sum::<u64>()
+            + self
+                .udp
+                .iter()
+                .filter_map(|u| u.stats.sender.as_ref())
+                .map(|s| s.pkt_retrans)
                 .sum::<u64>()
     }
 
@@ -163,6 +178,63 @@ struct QuicCtx {
     handshake_timeout: Duration,
 }
 
+/// A client's session with the relay: RTMP (over TCP or QUIC) or Glass's
+/// UDP media protocol.
+enum Client {
+    Rtmp(Transport),
+    Udp(Box<UdpClient>),
+}
+
+/// What a client needs to reach the relay, shared by the run's clients.
+struct Dial<'a> {
+    topo: &'a Topology,
+    tcp_cc: &'a str,
+    quic: &'a QuicCtx,
+    udp: &'a udpmedia::Config,
+    clock: Clock,
+}
+
+/// Opens the session `uri` asks for from `host`: the UDP media protocol for
+/// gudp://, otherwise RTMP over the transport `open` picks.
+async fn open_client(
+    dial: &Dial<'_>,
+    host: Host,
+    role: &'static str,
+    uri: &StreamUri,
+) -> Result<(Client, TransportReport)> {
+    let topo = dial.topo;
+    if uri.transport != UriTransport::Udp {
+        let (t, r) = open(topo, host, role, uri, dial.tcp_cc, dial.quic).await?;
+        return Ok((Client::Rtmp(t), r));
+    }
+    let sock = topo.bind_udp(host)?;
+    let udp_role = if role == "publisher" {
+        Role::Publish
+    } else {
+        Role::Play
+    };
+    let stream = format!("{}/{}", uri.app, uri.key);
+    let c = UdpClient::connect(
+        sock,
+        topo.udp_media_addr(),
+        dial.udp.clone(),
+        udp_role,
+        &stream,
+        dial.clock,
+    )
+    .await
+    .with_context(|| format!("{role}: {uri}"))?;
+    let report = TransportReport {
+        role,
+        uri: uri.to_string(),
+        requested: "udp".into(),
+        used: "udp".into(),
+        fallback: None,
+        handshake_ms: Some(c.handshake_ms),
+    };
+    Ok((Client::Udp(Box::new(c)), report))
+}
+
 /// Opens the RTMP transport `uri` asks for from `host`: QUIC when the URI
 /// says so (falling back to TCP when the handshake does not finish within
 /// the timeout), TCP otherwise.
@@ -187,6 +259,7 @@ async fn open(
                     "frames"
                 }
             ),
+            UriTransport::Udp => "udp".into(),
         },
         used: String::new(),
         fallback: None,
@@ -277,6 +350,19 @@ pub fn run_one(
         handshake_timeout: protocol.quic.handshake_timeout.get(),
     };
     let mut transports: Vec<TransportReport> = Vec::new();
+    let mut udp_reports: Vec<UdpReport> = Vec::new();
+    // The UDP protocol's client settings: congestion control starts at the
+    // media's bitrate plus FEC, and may go up to twice that.
+    let udp_cfg = {
+        let media =
+            scenario.encoder.bitrate.bits_per_sec() as f64 * (1.0 + protocol.udp.fec.overhead());
+        let min = protocol.udp.min_bitrate as f64;
+        udpmedia::Config {
+            start_bitrate: media.max(min) as u64,
+            max_bitrate: (2.0 * media).max(min) as u64,
+            ..protocol.udp.clone()
+        }
+    };
     let run = rt.block_on(async {
         let listener = to_tokio_listener(listener)?;
         // The relay takes RTMP over QUIC on the same port number (UDP), in link mode.
@@ -285,9 +371,20 @@ pub fn run_one(
         } else {
             None
         };
+        // And Glass's UDP media protocol on its own port, ordering frames for
+        // the RTMP players it may feed (the gateway).
+        let udp_server = if protocol.uses_udp() {
+            let sock = topo.bind_udp_media()?;
+            sock.set_nonblocking(true)?;
+            let cfg = udpmedia::Config { ordered: true, ..udp_cfg.clone() };
+            Some((tokio::net::UdpSocket::from_std(sock)?, cfg))
+        } else {
+            None
+        };
         tokio::spawn(rtmp::relay(
             listener,
             quic_server,
+            udp_server,
             key.clone(),
             Some(protocol.tcp_congestion.clone()),
             stop_rx,
@@ -301,17 +398,28 @@ pub fn run_one(
             }
         };
         let work = async {
-            match (protocol.kind, protocol.publisher) {
-                (ProtocolKind::Rtmp, PublisherKind::Glass) => {
-                    let (player_sock, r) = open(&topo, Host::Player, "player", &protocol.player_uri, cc, &quic_ctx).await?;
+            let dial = Dial { topo: &topo, tcp_cc: cc, quic: &quic_ctx, udp: &udp_cfg, clock };
+            // The player joins first, so it sees the stream from its start.
+            let (player_side, r) = open_client(&dial, Host::Player, "player", &protocol.player_uri).await?;
+            transports.push(r);
+            let ordered = match &player_side {
+                // Frames mapping and UDP: frames arrive in the order they complete.
+                Client::Rtmp(t) => t.frames_conn().is_none(),
+                Client::Udp(_) => false,
+            };
+            if !ordered {
+                player.set_ordered(false);
+            }
+            let play = async {
+                match player_side {
+                    Client::Rtmp(t) => rtmp::play(t, &key, &mut player, clock, end).await.map(|()| None),
+                    Client::Udp(c) => c.play(&mut player, end).await.map(Some),
+                }
+            };
+            match protocol.publisher {
+                PublisherKind::Glass => {
+                    let (pub_side, r) = open_client(&dial, Host::Publisher, "publisher", &protocol.publisher_uri).await?;
                     transports.push(r);
-                    let (pub_sock, r) = open(&topo, Host::Publisher, "publisher", &protocol.publisher_uri, cc, &quic_ctx).await?;
-                    transports.push(r);
-                    if player_sock.frames_conn().is_some() {
-                        // Frames arrive in the order their streams complete.
-                        player.set_ordered(false);
-                    }
-                    let play = rtmp::play(player_sock, &key, &mut player, clock, end);
                     let source_for = |start: Time| match &scenario.replay {
                         Some(r) => Source::Replay {
                             replay: FlvReplay::new(&r.tags, align(start, refresh)),
@@ -323,18 +431,21 @@ pub fn run_one(
                             align(start, refresh),
                         )),
                     };
-                    let publish = rtmp::publish(pub_sock, &key, source_for, protocol.abr.clone(), clock, end);
+                    let publish = async {
+                        match pub_side {
+                            Client::Rtmp(t) => rtmp::publish(t, &key, source_for, protocol.abr.clone(), clock, end)
+                                .await
+                                .map(|s| (s, None)),
+                            Client::Udp(c) => c.publish(source_for, end).await.map(|(s, r)| (s, Some(r))),
+                        }
+                    };
                     let (played, published) = tokio::join!(play, publish);
-                    let publisher = published.context("publisher")?;
-                    played.context("player")?;
+                    let (publisher, pub_udp) = published.context("publisher")?;
+                    udp_reports.extend(pub_udp);
+                    udp_reports.extend(played.context("player")?);
                     Ok::<_, anyhow::Error>(Some(publisher))
                 }
-                (ProtocolKind::Rtmp, PublisherKind::Ffmpeg) => {
-                    let (player_sock, r) = open(&topo, Host::Player, "player", &protocol.player_uri, cc, &quic_ctx).await?;
-                    transports.push(r);
-                    if player_sock.frames_conn().is_some() {
-                        player.set_ordered(false);
-                    }
+                PublisherKind::Ffmpeg => {
                     let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
                         .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
                     let e = &scenario.encoder;
@@ -352,9 +463,7 @@ pub fn run_one(
                         Ffmpeg::spawn("publisher", topo.command(Host::Publisher, "ffmpeg")?, args)?,
                         started,
                     ));
-                    rtmp::play(player_sock, &key, &mut player, clock, end)
-                        .await
-                        .context("player")?;
+                    udp_reports.extend(play.await.context("player")?);
                     Ok(None)
                 }
             }
@@ -427,8 +536,13 @@ pub fn run_one(
             .count() as u64,
         None => publisher.video_frames_sent,
     };
+    let mut udp = udp_reports;
+    udp.extend(relay.udp.iter().cloned());
+    let recovery = mile_recovery(&udp, net.link.as_ref());
     Ok(RunResult {
         mode,
+        udp,
+        recovery,
         g2g_source,
         tcp_congestion: protocol.tcp_congestion.clone(),
         abr: match (&publisher.abr, &protocol.abr) {
@@ -456,4 +570,24 @@ pub fn run_one(
             .map(|(a, b)| (a.as_secs_f64() * 1e3, b.as_secs_f64() * 1e3))
             .collect(),
     })
+}
+
+/// Recovery per mile from the two ends of each UDP session: publisher →
+/// relay ingest on the first mile, relay egress → player on the last.
+fn mile_recovery(udp: &[UdpReport], link: Option<&LinkStats>) -> Vec<MileRecovery> {
+    let find = |role: &str| udp.iter().find(|r| r.role == role).map(|r| &r.stats);
+    let mut out = Vec::new();
+    for (mile, from, to, dir) in [
+        ("first", "publisher", "relay-ingest", LinkDir::FirstMileUp),
+        ("last", "relay-egress", "player", LinkDir::LastMileDown),
+    ] {
+        if let (Some(s), Some(r)) = (
+            find(from).and_then(|s| s.sender.as_ref()),
+            find(to).and_then(|s| s.receiver.as_ref()),
+        ) {
+            let counters = link.map(|l| l.counters(dir));
+            out.push(MileRecovery::new(mile, counters.as_ref(), s, r));
+        }
+    }
+    out
 }

@@ -141,8 +141,11 @@ impl<'de> Deserialize<'de> for DirectionFile {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProtocolKind {
-    /// RTMP over TCP (rml_rtmp), through Glass's relay.
+    /// RTMP over TCP or QUIC (rml_rtmp), through Glass's relay.
     Rtmp,
+    /// Glass's UDP media protocol (NACK, FEC, RED, congestion control)
+    /// into the relay, which is also its gateway to RTMP players.
+    Udp,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -184,6 +187,46 @@ pub struct ProtocolFile {
     /// Sender-side ABR (`abr = {}` for the defaults).
     #[serde(default)]
     pub abr: Option<AbrConfig>,
+    /// The UDP media protocol's settings (for gudp:// URIs).
+    #[serde(default)]
+    pub udp: Option<UdpFile>,
+}
+
+/// The UDP media protocol's settings, as a scenario writes them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpFile {
+    /// Ask for lost packets again (NACK/ARQ).
+    pub nack: bool,
+    /// `{ kind = "none" }`, `{ kind = "xor", cols = 10, rows = 1 }` (2-D
+    /// when rows > 1) or `{ kind = "rs", k = 10, m = 2, adaptive = false }`.
+    pub fec: udpmedia::FecConfig,
+    /// Redundant copies of earlier audio frames per audio packet (0–4).
+    pub red: u8,
+    /// `gcc` (delay gradient + loss, drives the encoder) or `off`.
+    pub cc: udpmedia::CcMode,
+    /// How long a packet is worth recovering after it was sent (default:
+    /// the player's target delay).
+    pub latency: Option<HumanDuration>,
+    /// Largest datagram, bytes.
+    pub mtu: usize,
+    /// The shared secret the relay checks.
+    pub token: String,
+}
+
+impl Default for UdpFile {
+    fn default() -> Self {
+        let d = udpmedia::Config::default();
+        UdpFile {
+            nack: d.nack,
+            fec: d.fec,
+            red: d.red,
+            cc: d.cc,
+            latency: None,
+            mtu: d.mtu,
+            token: "glass".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -318,6 +361,16 @@ pub struct Protocol {
     pub player_uri: StreamUri,
     pub quic: QuicFile,
     pub abr: Option<AbrConfig>,
+    /// The UDP media protocol's settings (used by gudp:// URIs).
+    pub udp: udpmedia::Config,
+}
+
+impl Protocol {
+    /// Whether either side speaks the UDP media protocol.
+    pub fn uses_udp(&self) -> bool {
+        self.publisher_uri.transport == UriTransport::Udp
+            || self.player_uri.transport == UriTransport::Udp
+    }
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -577,7 +630,10 @@ impl ScenarioFile {
         let mut pnames = std::collections::HashSet::new();
         for (i, p) in self.protocols.iter().enumerate() {
             let field = format!("protocols[{i}]");
-            let name = p.name.clone().unwrap_or_else(|| "rtmp".into());
+            let name = p.name.clone().unwrap_or_else(|| match p.kind {
+                ProtocolKind::Rtmp => "rtmp".into(),
+                ProtocolKind::Udp => "udp".into(),
+            });
             if !pnames.insert(name.clone()) {
                 return bad(
                     format!("{field}.name"),
@@ -601,31 +657,46 @@ impl ScenarioFile {
                     "a stream key is a non-empty word without / ? or spaces",
                 );
             }
-            let uri = |f: &str,
-                       s: &Option<String>,
-                       fallback: Option<&StreamUri>|
-             -> Result<StreamUri> {
-                let u = match (s, fallback) {
-                    (Some(s), _) => StreamUri::parse(s)
-                        .map_err(|e| ConfigError::invalid(format!("{field}.{f}"), e.to_string()))?,
-                    (None, Some(u)) => return Ok(u.clone()),
-                    (None, None) => StreamUri::parse(&format!("rtmp://server/live/{key}"))
-                        .map_err(|e| ConfigError::invalid(format!("{field}.{f}"), e.to_string()))?,
+            let uri =
+                |f: &str, s: &Option<String>, fallback: Option<&StreamUri>| -> Result<StreamUri> {
+                    let u = match (s, fallback) {
+                        (Some(s), _) => StreamUri::parse(s).map_err(|e| {
+                            ConfigError::invalid(format!("{field}.{f}"), e.to_string())
+                        })?,
+                        (None, Some(u)) => return Ok(u.clone()),
+                        (None, None) => {
+                            let scheme = if p.kind == ProtocolKind::Udp {
+                                "gudp"
+                            } else {
+                                "rtmp"
+                            };
+                            StreamUri::parse(&format!("{scheme}://server/live/{key}")).map_err(
+                                |e| ConfigError::invalid(format!("{field}.{f}"), e.to_string()),
+                            )?
+                        }
+                    };
+                    if u.host != "server" {
+                        return bad(
+                            format!("{field}.{f}"),
+                            format!(
+                                "the host is Glass's relay: write rtmp://server/... (not \"{}\")",
+                                u.host
+                            ),
+                        );
+                    }
+                    let port = if u.transport == UriTransport::Udp {
+                        crate::protocols::udp::UDP_MEDIA_PORT
+                    } else {
+                        crate::protocols::uri::DEFAULT_PORT
+                    };
+                    if u.port != port {
+                        return bad(
+                            format!("{field}.{f}"),
+                            format!("the relay listens on port {port} for this scheme"),
+                        );
+                    }
+                    Ok(u)
                 };
-                if u.host != "server" {
-                    return bad(
-                        format!("{field}.{f}"),
-                        format!(
-                            "the host is Glass's relay: write rtmp://server/... (not \"{}\")",
-                            u.host
-                        ),
-                    );
-                }
-                if u.port != crate::protocols::uri::DEFAULT_PORT {
-                    return bad(format!("{field}.{f}"), "the relay listens on port 1935");
-                }
-                Ok(u)
-            };
             let publisher_uri = uri("uri", &p.uri, None)?;
             let player_uri = uri("player_uri", &p.player_uri, Some(&publisher_uri))?;
             if p.uri.is_some() && p.stream_key.is_some() {
@@ -648,9 +719,38 @@ impl ScenarioFile {
                     "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
                 );
             }
+            let udp_publisher = publisher_uri.transport == UriTransport::Udp;
+            match (p.kind, udp_publisher) {
+                (ProtocolKind::Rtmp, true) => {
+                    return bad(
+                        format!("{field}.uri"),
+                        "a gudp:// publisher is kind = \"udp\"",
+                    );
+                }
+                (ProtocolKind::Udp, false) => {
+                    return bad(
+                        format!("{field}.uri"),
+                        "kind = \"udp\" publishes over gudp://server/live/KEY (the player may use rtmp:// through the gateway)",
+                    );
+                }
+                _ => {}
+            }
             if let Some(a) = &p.abr {
+                if udp_publisher {
+                    return bad(
+                        format!("{field}.abr"),
+                        "the UDP protocol's congestion control (udp.cc = \"gcc\") drives its encoder; abr is for RTMP publishers",
+                    );
+                }
                 a.validate()
                     .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
+            }
+            let uses_udp = udp_publisher || player_uri.transport == UriTransport::Udp;
+            if p.udp.is_some() && !uses_udp {
+                return bad(
+                    format!("{field}.udp"),
+                    "applies to gudp:// URIs; neither `uri` nor `player_uri` is one",
+                );
             }
             if p.quic.handshake_timeout.get() < Duration::from_millis(10)
                 || p.quic.handshake_timeout.get() > Duration::from_secs(60)
@@ -667,13 +767,32 @@ impl ScenarioFile {
             if refresh < Duration::from_millis(1) || refresh > Duration::from_secs(1) {
                 return bad(format!("{field}.player.refresh"), "between 1 ms and 1 s");
             }
+            // Low-delay player for the UDP protocol, buffered for RTMP (DESIGN).
+            let default_target = if player_uri.transport == UriTransport::Udp {
+                200
+            } else {
+                500
+            };
             let target = p
                 .player
                 .target_delay
-                .map_or(Duration::from_millis(500), HumanDuration::get);
+                .map_or(Duration::from_millis(default_target), HumanDuration::get);
             if target > Duration::from_secs(60) {
                 return bad(format!("{field}.player.target_delay"), "at most 60 s");
             }
+            let u = p.udp.clone().unwrap_or_default();
+            let udp = udpmedia::Config {
+                nack: u.nack,
+                fec: u.fec,
+                red: u.red,
+                cc: u.cc,
+                latency: u.latency.map_or(target, HumanDuration::get),
+                mtu: u.mtu,
+                token: u.token.clone(),
+                ..udpmedia::Config::default()
+            };
+            udp.validate()
+                .map_err(|e| ConfigError::invalid(format!("{field}.udp.{}", e.field), e.why))?;
             protocols.push(Protocol {
                 name,
                 kind: p.kind,
@@ -691,6 +810,7 @@ impl ScenarioFile {
                 player_uri,
                 quic: p.quic.clone(),
                 abr: p.abr.clone(),
+                udp,
             });
             if p.ffmpeg_player && p.publisher == PublisherKind::Glass && m.flv.is_none() {
                 return bad(

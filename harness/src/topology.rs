@@ -196,9 +196,26 @@ impl Topology {
         match &self.carrier {
             Carrier::Link(l) => Ok(l.run_in(host, || std::net::UdpSocket::bind(addr))?),
             Carrier::Proxy { .. } => Err(anyhow!(
-                "RTMP over QUIC needs link mode (root or user namespaces); proxy mode carries TCP only"
+                "RTMP over QUIC and the UDP media protocol need link mode (root or user namespaces); proxy mode carries TCP only"
             )),
         }
+    }
+
+    /// The relay's UDP socket for Glass's UDP media protocol (server
+    /// namespace, its own port). Link mode only, as for QUIC.
+    pub fn bind_udp_media(&self) -> Result<std::net::UdpSocket> {
+        let addr = self.udp_media_addr();
+        match &self.carrier {
+            Carrier::Link(l) => Ok(l.run_in(Host::Server, || std::net::UdpSocket::bind(addr))?),
+            Carrier::Proxy { .. } => Err(anyhow!(
+                "the UDP media protocol needs link mode (root or user namespaces); proxy mode carries TCP only"
+            )),
+        }
+    }
+
+    /// Where clients send the UDP media protocol.
+    pub fn udp_media_addr(&self) -> SocketAddr {
+        SocketAddr::from((Host::Server.addr(), crate::protocols::udp::UDP_MEDIA_PORT))
     }
 
     pub fn is_link(&self) -> bool {

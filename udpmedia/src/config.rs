@@ -101,6 +101,11 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Packets the sender keeps for retransmission.
     pub send_buffer: usize,
+    /// Receiver: deliver frames in order, each as soon as every earlier one
+    /// was delivered or at its deadline at the latest (what a gateway to
+    /// RTMP needs, like SRT's TSBPD); otherwise each frame as soon as it is
+    /// complete (lowest latency; the player orders).
+    pub ordered: bool,
     /// A Reed–Solomon block with fewer than `k` packets is closed after
     /// this long (so a slow stream is still protected promptly).
     #[serde(with = "duration_ms")]
@@ -127,6 +132,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(3),
             send_buffer: 8192,
+            ordered: false,
             fec_flush: Duration::from_millis(20),
         }
     }
@@ -245,7 +251,7 @@ mod duration_ms {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let ms = f64::deserialize(d)?;
-        if !ms.is_finite() || ms < 0.0 || ms > 1e9 {
+        if !ms.is_finite() || !(0.0..=1e9).contains(&ms) {
             return Err(serde::de::Error::custom(format!(
                 "{ms} ms is not a duration"
             )));

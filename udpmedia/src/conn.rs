@@ -328,7 +328,7 @@ impl Connection {
                         Half::Send(s) => (
                             s.srtt()
                                 .map_or(0, |r| r.as_micros().min(u128::from(u32::MAX)) as u32),
-                            s.next_seq() as u32,
+                            s.sent_through() as u32,
                         ),
                         Half::Recv(_) => (0, 0),
                     };
@@ -392,6 +392,11 @@ impl Connection {
             Half::Send(s) => s.send_frame(now, f),
             Half::Recv(_) => Err(ConnError::NotSender),
         }
+    }
+
+    /// Whether `poll_frame` has a frame.
+    pub fn has_frame(&self) -> bool {
+        matches!(&self.half, Half::Recv(r) if r.has_frame())
     }
 
     pub fn poll_frame(&mut self) -> Option<InFrame> {

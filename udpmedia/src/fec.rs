@@ -576,7 +576,7 @@ mod tests {
     fn packet(seq: u64) -> Vec<u8> {
         // Varying lengths, so length recovery is exercised.
         (0..(20 + (seq * 37) % 300))
-            .map(|i| (i as u64 ^ seq.wrapping_mul(2_654_435_761)) as u8)
+            .map(|i| (i ^ seq.wrapping_mul(2_654_435_761)) as u8)
             .collect()
     }
 

@@ -63,6 +63,10 @@ pub struct Receiver {
     delivered_frames: BTreeSet<u64>,
     frame_clock: Unwrapper,
     frames: VecDeque<InFrame>,
+    /// Ordered delivery: complete frames waiting for earlier ones, with
+    /// their deadlines; and the next frame id to release.
+    waiting: BTreeMap<u64, (InFrame, Time)>,
+    next_release: u64,
     send_clock: Unwrapper,
     /// min(arrival − send), µs: the fastest one-way delay plus clock offset.
     offset_us: Option<i64>,
@@ -91,6 +95,8 @@ impl Receiver {
             delivered_frames: BTreeSet::new(),
             frame_clock: Unwrapper::default(),
             frames: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            next_release: 0,
             send_clock: Unwrapper::default(),
             offset_us: None,
             feedback: BTreeMap::new(),
@@ -296,7 +302,14 @@ impl Receiver {
             return;
         }
         if m.frags == 1 {
-            self.deliver(frame, m.flags, m.timestamp, m.payload.to_vec(), repaired);
+            self.deliver(
+                frame,
+                m.flags,
+                m.timestamp,
+                m.payload.to_vec(),
+                repaired,
+                deadline,
+            );
             return;
         }
         let _ = seq;
@@ -323,11 +336,19 @@ impl Receiver {
             && let Some(a) = self.assemblies.remove(&frame)
         {
             let data: Vec<u8> = a.frags.into_iter().flatten().flatten().collect();
-            self.deliver(frame, a.flags, a.timestamp, data, a.repaired);
+            self.deliver(frame, a.flags, a.timestamp, data, a.repaired, a.deadline);
         }
     }
 
-    fn deliver(&mut self, frame: u64, fl: u8, timestamp: u32, data: Vec<u8>, repaired: bool) {
+    fn deliver(
+        &mut self,
+        frame: u64,
+        fl: u8,
+        timestamp: u32,
+        data: Vec<u8>,
+        repaired: bool,
+        deadline: Time,
+    ) {
         self.mark_delivered(frame);
         let video = fl & flags::VIDEO != 0;
         if !video && fl & flags::RED != 0 {
@@ -345,34 +366,71 @@ impl Receiver {
                     self.mark_delivered(f);
                     self.assemblies.remove(&f);
                     self.stats.pkt_rcv_red_supply += 1;
-                    self.stats.frames_delivered += 1;
-                    self.frames.push_back(InFrame {
+                    let f_in = InFrame {
                         video: false,
                         key: false,
                         timestamp: b.timestamp,
                         data: b.data.to_vec(),
                         repaired: true,
-                    });
+                    };
+                    self.ready(f, f_in, deadline);
                 }
             }
-            self.stats.frames_delivered += 1;
-            self.frames.push_back(InFrame {
+            let f = InFrame {
                 video,
                 key: false,
                 timestamp,
                 data: primary.to_vec(),
                 repaired,
-            });
+            };
+            self.ready(frame, f, deadline);
             return;
         }
-        self.stats.frames_delivered += 1;
-        self.frames.push_back(InFrame {
+        let f = InFrame {
             video,
             key: fl & flags::KEY != 0,
             timestamp,
             data,
             repaired,
-        });
+        };
+        self.ready(frame, f, deadline);
+    }
+
+    /// A complete frame: out at once, or (ordered) once the frames before
+    /// it are out or its deadline came.
+    fn ready(&mut self, frame: u64, f: InFrame, deadline: Time) {
+        if !self.cfg.ordered {
+            self.stats.frames_delivered += 1;
+            self.frames.push_back(f);
+            return;
+        }
+        if frame < self.next_release {
+            // Its turn passed (skipped at a later frame's deadline): too late.
+            self.stats.frames_dropped += 1;
+            return;
+        }
+        if self.waiting.len() >= MAX_ASSEMBLIES {
+            self.stats.frames_dropped += 1;
+            return;
+        }
+        self.waiting.insert(frame, (f, deadline));
+        self.release(None);
+    }
+
+    /// Releases waiting frames in order; at `now`, also those whose
+    /// deadline passed (skipping the missing frames before them).
+    fn release(&mut self, now: Option<Time>) {
+        while let Some(entry) = self.waiting.first_entry() {
+            let frame = *entry.key();
+            let due = now.is_some_and(|t| entry.get().1 <= t);
+            if frame != self.next_release && !due {
+                break;
+            }
+            let (f, _) = entry.remove();
+            self.next_release = frame + 1;
+            self.stats.frames_delivered += 1;
+            self.frames.push_back(f);
+        }
     }
 
     /// Frames below this were delivered or given up (the set is bounded).
@@ -385,6 +443,10 @@ impl Receiver {
         while self.delivered_frames.len() > 4096 {
             self.delivered_frames.pop_first();
         }
+    }
+
+    pub fn has_frame(&self) -> bool {
+        !self.frames.is_empty()
     }
 
     pub fn poll_frame(&mut self) -> Option<InFrame> {
@@ -419,6 +481,7 @@ impl Receiver {
         self.assemblies
             .retain(|_, a| a.deadline + Duration::from_millis(1) > now);
         self.stats.frames_dropped += (before - self.assemblies.len()) as u64;
+        self.release(Some(now));
         self.ask(now);
     }
 
@@ -436,6 +499,9 @@ impl Receiver {
             .min()
         {
             t = t.min(a);
+        }
+        if let Some((_, (_, d))) = self.waiting.first_key_value() {
+            t = t.min(*d);
         }
         t
     }

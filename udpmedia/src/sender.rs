@@ -45,6 +45,7 @@ pub struct Sender {
     session: u32,
     epoch: Time,
     next_seq: u64,
+    sent_through: u64,
     next_frame: u32,
     queue: VecDeque<Queued>,
     retransmits: VecDeque<Vec<u8>>,
@@ -87,6 +88,7 @@ impl Sender {
             session,
             epoch: now,
             next_seq: 0,
+            sent_through: 0,
             next_frame: 0,
             queue: VecDeque::new(),
             retransmits: VecDeque::new(),
@@ -111,8 +113,10 @@ impl Sender {
     }
 
     /// The sequence number the next new packet gets.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
+    /// One past the highest sequence number transmitted (packets numbered
+    /// but still queued behind the pacer are not announced as sent).
+    pub fn sent_through(&self) -> u64 {
+        self.sent_through
     }
 
     pub fn srtt(&self) -> Option<Duration> {
@@ -230,6 +234,7 @@ impl Sender {
                     0,
                     &protected,
                 );
+                self.sent_through = self.sent_through.max(seq + 1);
                 self.stats.pkt_sent += 1;
                 self.stats.pkt_sent_unique += 1;
                 self.stats.byte_sent += d.len() as u64;

@@ -340,6 +340,50 @@ mod tests {
     }
 
     #[test]
+    fn ordered_delivery_holds_frames_behind_a_repair() {
+        let c = Config {
+            ordered: true,
+            ..cfg()
+        };
+        let mut sim = Sim::new(
+            c.clone(),
+            c,
+            Role::Publish,
+            "delay 20ms loss 5%",
+            "delay 20ms",
+            11,
+        );
+        let got = publish(&mut sim, 90, 6000, true, Duration::from_millis(400));
+        check_video(&got, 90, 6000);
+        let ts: Vec<u32> = got
+            .iter()
+            .filter(|f| f.video)
+            .map(|f| f.timestamp)
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "out of order: {ts:?}");
+        assert!(receiver_stats(&sim).pkt_rcv_retrans_supply > 0);
+    }
+
+    #[test]
+    fn ordered_delivery_skips_a_frame_given_up_at_its_deadline() {
+        let c = Config {
+            ordered: true,
+            nack: false,
+            ..cfg()
+        };
+        let mut sim = Sim::new(c.clone(), c, Role::Publish, "delay 10ms", "delay 10ms", 1);
+        sim.drop = Box::new(|up, d| up && data_seq(d) == Some(20));
+        let got = publish(&mut sim, 30, 3000, false, Duration::from_millis(400));
+        let ts: Vec<u32> = got
+            .iter()
+            .filter(|f| f.video)
+            .map(|f| f.timestamp / 33)
+            .collect();
+        assert_eq!(ts.len(), 29);
+        assert!(ts.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn a_wrong_token_is_refused() {
         let server = Config {
             token: "right".into(),

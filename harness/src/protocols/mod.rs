@@ -4,4 +4,5 @@ pub mod ffmpeg;
 pub mod quic;
 pub mod rtmp;
 pub mod transport;
+pub mod udp;
 pub mod uri;

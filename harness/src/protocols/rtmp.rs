@@ -109,17 +109,20 @@ pub struct RelayStats {
     pub to_players_tcp: Vec<TcpInfo>,
     /// quinn's statistics of the relay's connection to each QUIC player.
     pub to_players_quic: Vec<QuicStats>,
+    /// The UDP media protocol's sessions: publishers in (`relay-ingest`)
+    /// and players out (`relay-egress`).
+    pub udp: Vec<super::udp::UdpReport>,
 }
 
 #[derive(Clone)]
-enum Media {
+pub(crate) enum Media {
     Video(Bytes, RtmpTimestamp),
     Audio(Bytes, RtmpTimestamp),
     Metadata(StreamMetadata),
 }
 
 #[derive(Default)]
-struct Stream {
+pub(crate) struct Stream {
     publishing: bool,
     metadata: Option<StreamMetadata>,
     sequence_header: Option<(Bytes, RtmpTimestamp)>,
@@ -173,15 +176,29 @@ const PLAYER_QUEUE: usize = 65_536;
 /// With `quic`, the same relay also accepts RTMP over QUIC (both mappings)
 /// on that endpoint, and streams are shared: a QUIC publisher feeds TCP
 /// players and the other way round.
+///
+/// With `udp`, it also takes Glass's UDP media protocol on that socket
+/// (`protocols::udp`): a gateway from UDP publishers to every player.
 pub async fn relay(
     listener: TcpListener,
     quic: Option<quinn::Endpoint>,
+    udp: Option<(tokio::net::UdpSocket, udpmedia::Config)>,
     stream_key: String,
     congestion: Option<String>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Mutex<RelayStats>>,
 ) {
     let streams: Arc<Mutex<HashMap<String, Stream>>> = Arc::default();
+    let udp_task = udp.map(|(sock, cfg)| {
+        tokio::spawn(super::udp::serve(
+            sock,
+            cfg,
+            stream_key.clone(),
+            streams.clone(),
+            stats.clone(),
+            stop.clone(),
+        ))
+    });
     if let Some(ep) = quic.clone() {
         tokio::spawn(accept_quic(
             ep,
@@ -196,6 +213,10 @@ pub async fn relay(
             _ = stop.changed() => {
                 if let Some(ep) = &quic {
                     ep.close(0u32.into(), b"relay stopped");
+                }
+                // The UDP side closes its sessions and records their statistics.
+                if let Some(t) = udp_task {
+                    let _ = t.await;
                 }
                 return;
             }
@@ -296,23 +317,7 @@ async fn relay_connection(
                     stream_key: key,
                     ..
                 } => {
-                    let accepted = {
-                        let mut s = streams
-                            .lock()
-                            .map_err(|_| anyhow!("relay state poisoned"))?;
-                        let stream = s.entry(key.clone()).or_default();
-                        let ok = key == stream_key && !stream.publishing;
-                        stream.publishing |= ok;
-                        ok
-                    };
-                    {
-                        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
-                        if accepted {
-                            st.publishes_accepted += 1;
-                        } else {
-                            st.publishes_refused += 1;
-                        }
-                    }
+                    let accepted = claim_publish(streams, stats, &key, stream_key)?;
                     if !accepted {
                         let r = session
                             .reject_request(
@@ -343,19 +348,7 @@ async fn relay_connection(
                         .accept_request(request_id)
                         .map_err(|e| anyhow!("{e:?}"))?;
                     pending.extend(write_packets(&mut sock, r).await?);
-                    let (tx, rx) = mpsc::channel(PLAYER_QUEUE);
-                    // Under one lock: the cache up to now, the channel from now on.
-                    let (metadata, header, audio_header, gop) = {
-                        let mut s = streams.lock().map_err(|_| anyhow!("poisoned"))?;
-                        let stream = s.entry(key).or_default();
-                        stream.players.push(tx);
-                        (
-                            stream.metadata.clone(),
-                            stream.sequence_header.clone(),
-                            stream.audio_header.clone(),
-                            stream.gop.clone(),
-                        )
-                    };
+                    let (catch_up, rx) = subscribe(streams, &key)?;
                     let slot = {
                         let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
                         st.players += 1;
@@ -367,26 +360,9 @@ async fn relay_connection(
                             PlayerSlot::Tcp(st.to_players_tcp.len() - 1)
                         }
                     };
-                    // A late player first gets what it missed: metadata and the sequence header.
-                    if let Some(m) = metadata {
-                        let p = session
-                            .send_metadata(stream_id, &m)
-                            .map_err(|e| anyhow!("{e:?}"))?;
-                        sock.write_all(&p.bytes).await?;
-                    }
-                    if let Some((data, ts)) = header {
-                        let p = session
-                            .send_video_data(stream_id, data, ts, false)
-                            .map_err(|e| anyhow!("{e:?}"))?;
-                        sock.write_all(&p.bytes).await?;
-                    }
-                    if let Some((data, ts)) = audio_header {
-                        let p = session
-                            .send_audio_data(stream_id, data, ts, false)
-                            .map_err(|e| anyhow!("{e:?}"))?;
-                        sock.write_all(&p.bytes).await?;
-                    }
-                    for m in gop {
+                    // A late player first gets what it missed: metadata, the
+                    // sequence headers and the GOP so far.
+                    for m in catch_up {
                         let p = match m {
                             Media::Video(d, ts) => session.send_video_data(stream_id, d, ts, false),
                             Media::Audio(d, ts) => session.send_audio_data(stream_id, d, ts, false),
@@ -496,11 +472,8 @@ async fn relay_connection(
     if let Some((_, _, slot)) = &playing {
         record_player_link(stats, *slot, &sock);
     }
-    if let Some(key) = publishing
-        && let Ok(mut s) = streams.lock()
-        && let Some(stream) = s.get_mut(&key)
-    {
-        stream.publishing = false;
+    if let Some(key) = publishing {
+        release_publish(streams, &key);
     }
     result
 }
@@ -564,9 +537,70 @@ fn spawn_uni_reader(conn: quinn::Connection) -> mpsc::Receiver<(bool, Bytes, Rtm
     rx
 }
 
+/// Registers a player of `key`: what it missed (metadata, sequence
+/// headers, the GOP so far) and the channel of what comes next, taken under
+/// one lock so nothing falls between them.
+pub(crate) fn subscribe(
+    streams: &Mutex<HashMap<String, Stream>>,
+    key: &str,
+) -> Result<(Vec<Media>, mpsc::Receiver<Media>)> {
+    let (tx, rx) = mpsc::channel(PLAYER_QUEUE);
+    let mut s = streams
+        .lock()
+        .map_err(|_| anyhow!("relay state poisoned"))?;
+    let stream = s.entry(key.to_string()).or_default();
+    stream.players.push(tx);
+    let mut catch_up = Vec::new();
+    catch_up.extend(stream.metadata.clone().map(Media::Metadata));
+    catch_up.extend(
+        stream
+            .sequence_header
+            .clone()
+            .map(|(d, t)| Media::Video(d, t)),
+    );
+    catch_up.extend(stream.audio_header.clone().map(|(d, t)| Media::Audio(d, t)));
+    catch_up.extend(stream.gop.iter().cloned());
+    Ok((catch_up, rx))
+}
+
+/// Claims `key` for a publisher: refused if it is not the relay's key or
+/// someone already publishes it. Counted either way.
+pub(crate) fn claim_publish(
+    streams: &Mutex<HashMap<String, Stream>>,
+    stats: &Mutex<RelayStats>,
+    key: &str,
+    stream_key: &str,
+) -> Result<bool> {
+    let accepted = {
+        let mut s = streams
+            .lock()
+            .map_err(|_| anyhow!("relay state poisoned"))?;
+        let stream = s.entry(key.to_string()).or_default();
+        let ok = key == stream_key && !stream.publishing;
+        stream.publishing |= ok;
+        ok
+    };
+    let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
+    if accepted {
+        st.publishes_accepted += 1;
+    } else {
+        st.publishes_refused += 1;
+    }
+    Ok(accepted)
+}
+
+/// The publisher of `key` left.
+pub(crate) fn release_publish(streams: &Mutex<HashMap<String, Stream>>, key: &str) {
+    if let Ok(mut s) = streams.lock()
+        && let Some(stream) = s.get_mut(key)
+    {
+        stream.publishing = false;
+    }
+}
+
 /// A publisher's audio or video message: counted, cached when it is
 /// configuration, and fanned out.
-fn published(
+pub(crate) fn published(
     streams: &Mutex<HashMap<String, Stream>>,
     stats: &Mutex<RelayStats>,
     key: &str,
@@ -738,7 +772,7 @@ pub struct AbrReport {
 }
 
 impl PublisherStats {
-    fn count_bits(&mut self, since_start: Duration, bytes: u64) {
+    pub(crate) fn count_bits(&mut self, since_start: Duration, bytes: u64) {
         self.bytes_sent += bytes;
         let second = since_start.as_secs() as usize;
         if self.per_second_bits.len() <= second {
@@ -835,7 +869,7 @@ async fn write_sampling(
 /// Sleeps until `deadline` within a few µs: tokio's timer wakes up to ~2 ms
 /// late (1 ms ticks), which would add to every frame's latency; so sleep
 /// until shortly before, then spin the rest (at most ~1.5 ms per frame).
-async fn precise_sleep_until(deadline: std::time::Instant) {
+pub(crate) async fn precise_sleep_until(deadline: std::time::Instant) {
     let early = deadline
         .checked_sub(Duration::from_micros(1500))
         .unwrap_or(deadline);

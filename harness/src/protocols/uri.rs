@@ -9,7 +9,11 @@
 //!   own QUIC stream instead of the RTMP byte stream on one (`mapping=stream`,
 //!   the default).
 //!
-//! The port defaults to 1935 for both: the relay listens on TCP and UDP 1935.
+//! - `gudp://HOST[:PORT]/APP/KEY`: Glass's UDP media protocol (NACK, FEC,
+//!   RED, congestion control; settings in the scenario's `udp` table), port
+//!   5000 by default.
+//!
+//! The port defaults to 1935 for RTMP: the relay listens on TCP and UDP 1935.
 
 use std::fmt;
 
@@ -21,6 +25,8 @@ pub const DEFAULT_PORT: u16 = 1935;
 pub enum UriTransport {
     Tcp,
     Quic(Mapping),
+    /// Glass's UDP media protocol.
+    Udp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +40,7 @@ pub struct StreamUri {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UriError {
-    #[error("\"{0}\": a stream URI starts with rtmp:// or rtmpq://")]
+    #[error("\"{0}\": a stream URI starts with rtmp://, rtmpq:// or gudp://")]
     Scheme(String),
     #[error("\"{0}\": no host")]
     NoHost(String),
@@ -42,7 +48,9 @@ pub enum UriError {
     Port { uri: String, port: String },
     #[error("\"{0}\": the path must be /APP/KEY (an application and a stream key)")]
     Path(String),
-    #[error("\"{uri}\": unknown query parameter \"{param}\" (known: transport, mapping)")]
+    #[error(
+        "\"{uri}\": unknown query parameter \"{param}\" (rtmp/rtmpq know transport and mapping; gudp takes none: its settings are the scenario's `udp` table)"
+    )]
     Param { uri: String, param: String },
     #[error("\"{uri}\": {what} must be one of {allowed}, not \"{value}\"")]
     Value {
@@ -58,9 +66,12 @@ pub enum UriError {
 impl StreamUri {
     pub fn parse(uri: &str) -> Result<StreamUri, UriError> {
         let u = uri.trim();
+        let udp = u.starts_with("gudp://");
         let (quic_scheme, rest) = if let Some(r) = u.strip_prefix("rtmpq://") {
             (true, r)
         } else if let Some(r) = u.strip_prefix("rtmp://") {
+            (false, r)
+        } else if let Some(r) = u.strip_prefix("gudp://") {
             (false, r)
         } else {
             return Err(UriError::Scheme(uri.into()));
@@ -81,7 +92,14 @@ impl StreamUri {
                         port: p.into(),
                     })?,
             ),
-            None => (authority, DEFAULT_PORT),
+            None => (
+                authority,
+                if udp {
+                    crate::protocols::udp::UDP_MEDIA_PORT
+                } else {
+                    DEFAULT_PORT
+                },
+            ),
         };
         if host.is_empty() {
             return Err(UriError::NoHost(uri.into()));
@@ -92,6 +110,21 @@ impl StreamUri {
         };
         if app.is_empty() || key.is_empty() {
             return Err(UriError::Path(uri.into()));
+        }
+        if udp {
+            if let Some(q) = query.filter(|q| !q.is_empty()) {
+                return Err(UriError::Param {
+                    uri: uri.into(),
+                    param: q.split('=').next().unwrap_or(q).into(),
+                });
+            }
+            return Ok(StreamUri {
+                transport: UriTransport::Udp,
+                host: host.into(),
+                port,
+                app: (*app).into(),
+                key: (*key).into(),
+            });
         }
         let mut quic = quic_scheme;
         let mut mapping = None;
@@ -161,6 +194,7 @@ impl fmt::Display for StreamUri {
             UriTransport::Tcp => ("rtmp", ""),
             UriTransport::Quic(Mapping::Stream) => ("rtmpq", ""),
             UriTransport::Quic(Mapping::Frames) => ("rtmpq", "?mapping=frames"),
+            UriTransport::Udp => ("gudp", ""),
         };
         write!(
             f,
@@ -196,6 +230,8 @@ mod tests {
             UriTransport::Quic(Mapping::Stream)
         );
         assert_eq!(ok("rtmpq://server:4443/live/abc").port, 4443);
+        let g = ok("gudp://server/live/abc");
+        assert_eq!((g.transport, g.port), (UriTransport::Udp, 5000));
         assert_eq!(
             ok("rtmp://server/live/abc?transport=quic").transport,
             UriTransport::Quic(Mapping::Stream)
@@ -217,6 +253,7 @@ mod tests {
             "rtmp://h:1935/live/k",
             "rtmpq://h:1935/live/k",
             "rtmpq://h:1935/live/k?mapping=frames",
+            "gudp://h:5000/live/k",
         ] {
             assert_eq!(ok(s).to_string(), s);
         }
@@ -225,7 +262,8 @@ mod tests {
     #[test]
     fn malformed_uris_say_what_is_wrong() {
         for (s, needle) in [
-            ("http://server/live/k", "rtmp:// or rtmpq://"),
+            ("http://server/live/k", "rtmp://, rtmpq:// or gudp://"),
+            ("gudp://server/live/k?fec=xor", "unknown query parameter"),
             ("rtmp:///live/k", "no host"),
             ("rtmp://server:http/live/k", "bad port"),
             ("rtmp://server:0/live/k", "bad port"),
