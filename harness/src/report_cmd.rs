@@ -386,6 +386,47 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         )?;
     }
 
+    // 5. The UDP protocol: residual packet loss (after FEC, NACK, late
+    // arrivals) against the link's realised loss, per protocol variant.
+    let mut residual: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &runs {
+        let Some(loss) = r["impairment_check"]["first_mile_up"]["loss_rate"].as_f64() else {
+            continue;
+        };
+        let first = r["result"]["recovery"]
+            .as_array()
+            .and_then(|v| v.iter().find(|m| m["mile"] == "first"));
+        if let Some(res) = first.and_then(|m| m["residual_loss"].as_f64()) {
+            residual
+                .entry(r["protocol"].as_str().unwrap_or("").to_string())
+                .or_default()
+                .push((loss * 100.0, res * 100.0));
+        }
+    }
+    if residual.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
+        let lines = residual
+            .into_iter()
+            .map(|(label, mut pts)| {
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Line {
+                    label,
+                    points: pts,
+                    ..Line::default()
+                }
+            })
+            .collect();
+        add(
+            "udp-residual-loss",
+            Chart {
+                title: "UDP protocol: residual packet loss per recovery mechanism".into(),
+                x_label: "first-mile uplink loss, realised (%)".into(),
+                y_label: "data packets never recovered in time (%)".into(),
+                lines,
+                ..Chart::default()
+            },
+        )?;
+    }
+
     let html = page(&results, &runs, &figures)?;
     let out = dir.join("report.html");
     std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;

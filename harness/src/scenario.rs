@@ -926,6 +926,69 @@ g2g_p99 = "2s"
 "#;
 
     #[test]
+    fn every_shipped_scenario_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Scenario::sweep_from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} scenarios in {}", dir.display());
+    }
+
+    #[test]
+    fn udp_protocols_default_their_uris_and_refuse_mismatches() {
+        let base = "name = \"u\"\nduration = \"1s\"\n";
+        let s = Scenario::from_toml(
+            "u.toml",
+            &format!("{base}[[protocols]]\nkind = \"udp\"\n"),
+            None,
+        )
+        .unwrap();
+        let p = &s.protocols[0];
+        assert_eq!(p.publisher_uri.to_string(), "gudp://server:5000/live/glass");
+        assert_eq!(p.player.target_delay, Duration::from_millis(200));
+        assert_eq!(p.udp.latency, Duration::from_millis(200));
+        assert!(p.uses_udp());
+        for (body, needle) in [
+            (
+                "kind = \"rtmp\"\nuri = \"gudp://server/live/glass\"",
+                "kind = \"udp\"",
+            ),
+            (
+                "kind = \"udp\"\nuri = \"rtmp://server/live/glass\"",
+                "gudp://",
+            ),
+            ("kind = \"udp\"\nabr = {}", "congestion control"),
+            (
+                "kind = \"rtmp\"\nudp = { nack = true }",
+                "applies to gudp://",
+            ),
+            ("kind = \"udp\"\nudp = { red = 7 }", "udp.red"),
+            (
+                "kind = \"udp\"\nudp = { fec = { kind = \"rs\", k = 0, m = 1 } }",
+                "udp.fec",
+            ),
+            (
+                "kind = \"udp\"\nudp = { fec = { kind = \"lt\" } }",
+                "unknown variant",
+            ),
+            (
+                "kind = \"udp\"\nuri = \"gudp://server:1935/live/glass\"",
+                "port 5000",
+            ),
+        ] {
+            let e = Scenario::from_toml("u.toml", &format!("{base}[[protocols]]\n{body}\n"), None)
+                .expect_err(body)
+                .to_string();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn parses_a_full_scenario() {
         let s = Scenario::from_toml("t.toml", GOOD, None).unwrap();
         assert_eq!(

@@ -402,6 +402,31 @@ impl FecDecoder {
         out
     }
 
+    /// Whether missing `seq` needs no retransmission: a group or block it
+    /// belongs to has the FEC to rebuild it once the missing packets before
+    /// it arrive (so a NACK asks only for the shortfall).
+    pub fn can_wait(&self, seq: u64) -> bool {
+        let missing = |members: &mut dyn Iterator<Item = u64>| -> Vec<u64> {
+            members.filter(|s| !self.received.contains_key(s)).collect()
+        };
+        for g in self.xor.iter().filter(|g| g.contains(seq)) {
+            if missing(&mut g.members()).last() == Some(&seq) {
+                return true;
+            }
+        }
+        if let Some((&base, b)) = self.rs.range(..=seq).next_back()
+            && seq < base + b.count
+            && !b.recovery.is_empty()
+        {
+            let m = missing(&mut (base..base + b.count));
+            let spare = b.recovery.len().min(m.len());
+            if m[m.len() - spare..].contains(&seq) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Re-examines the groups that hold each newly known packet.
     fn cascade(&mut self, mut todo: Vec<u64>, out: &mut Vec<(u64, Vec<u8>)>) {
         let mut rounds = 0;

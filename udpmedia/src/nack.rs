@@ -78,10 +78,10 @@ impl LossTracker {
         }
     }
 
-    /// `highest` arrived: gaps `reorder_packets` or more behind it are asked
-    /// for at once.
-    pub fn on_highest(&mut self, now: Time, highest: u64, reorder_packets: u32) {
-        let limit = highest.saturating_sub(u64::from(reorder_packets));
+    /// Missing packets up to `limit` (inclusive) may be asked for at once:
+    /// enough later packets arrived, or the FEC that could have rebuilt them
+    /// came and did not.
+    pub fn eligible_through(&mut self, now: Time, limit: u64) {
         for (_, m) in self.missing.range_mut(..=limit) {
             m.eligible = m.eligible.min(now);
         }
@@ -108,7 +108,15 @@ impl LossTracker {
 
     /// The packets to ask for now: eligible, before their deadline, not
     /// asked within `retry`, asked fewer than the maximum times.
-    pub fn due(&mut self, now: Time, retry: Duration, limit: usize) -> Vec<u64> {
+    /// `wait(seq)` says FEC will rebuild `seq` once the others arrive (not
+    /// asked for while that holds).
+    pub fn due(
+        &mut self,
+        now: Time,
+        retry: Duration,
+        limit: usize,
+        wait: impl Fn(u64) -> bool,
+    ) -> Vec<u64> {
         let mut out = Vec::new();
         for (&seq, m) in self.missing.iter_mut() {
             if out.len() >= limit {
@@ -118,6 +126,11 @@ impl LossTracker {
                 continue;
             }
             if m.last_nack.is_some_and(|t| now < t + retry) {
+                continue;
+            }
+            if wait(seq) {
+                // Looked at again on the next arrival, or after `retry`.
+                m.eligible = now + retry;
                 continue;
             }
             m.last_nack = Some(now);
@@ -252,13 +265,25 @@ mod tests {
     fn a_gap_is_asked_for_after_the_reorder_tolerance_and_again_after_retry() {
         let mut t = LossTracker::default();
         t.gap(MS(100), 10, 12, Duration::from_millis(10), MS(300));
-        assert!(t.due(MS(105), Duration::from_millis(30), 64).is_empty());
+        assert!(
+            t.due(MS(105), Duration::from_millis(30), 64, |_| false)
+                .is_empty()
+        );
         // Three packets later, no need to wait.
-        t.on_highest(MS(106), 15, 3);
-        assert_eq!(t.due(MS(106), Duration::from_millis(30), 64), vec![10, 11]);
-        assert!(t.due(MS(120), Duration::from_millis(30), 64).is_empty());
+        t.eligible_through(MS(106), 15 - 3);
+        assert_eq!(
+            t.due(MS(106), Duration::from_millis(30), 64, |_| false),
+            vec![10, 11]
+        );
+        assert!(
+            t.due(MS(120), Duration::from_millis(30), 64, |_| false)
+                .is_empty()
+        );
         assert_eq!(t.poll_timeout(Duration::from_millis(30)), Some(MS(136)));
-        assert_eq!(t.due(MS(136), Duration::from_millis(30), 64), vec![10, 11]);
+        assert_eq!(
+            t.due(MS(136), Duration::from_millis(30), 64, |_| false),
+            vec![10, 11]
+        );
         assert_eq!(
             t.arrived(MS(150), 10),
             Some(Outcome::Arrived {
@@ -273,8 +298,14 @@ mod tests {
     fn past_the_deadline_nothing_is_asked_for() {
         let mut t = LossTracker::default();
         t.gap(MS(0), 0, 1, Duration::ZERO, MS(50));
-        assert_eq!(t.due(MS(49), Duration::from_millis(100), 64), vec![0]);
-        assert!(t.due(MS(200), Duration::from_millis(1), 64).is_empty());
+        assert_eq!(
+            t.due(MS(49), Duration::from_millis(100), 64, |_| false),
+            vec![0]
+        );
+        assert!(
+            t.due(MS(200), Duration::from_millis(1), 64, |_| false)
+                .is_empty()
+        );
         assert_eq!(t.expire(MS(50)), 1);
         assert!(t.is_empty());
     }

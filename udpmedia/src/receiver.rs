@@ -42,6 +42,9 @@ struct Assembly {
     repaired: bool,
 }
 
+/// With FEC in use, how much longer a gap waits for FEC before a NACK
+/// (unless the FEC packet covering it comes first and cannot rebuild it).
+const FEC_HOLD: Duration = Duration::from_millis(40);
 /// A sequence number this far beyond the highest is not believed.
 pub const MAX_JUMP: u64 = 1 << 14;
 /// Sequence numbers remembered (for duplicates and late arrivals).
@@ -75,6 +78,8 @@ pub struct Receiver {
     next_feedback: Time,
     rtt: Option<Duration>,
     pending_nacks: Vec<NackEntry>,
+    /// One past the last packet an FEC packet received so far covers.
+    fec_through: Option<u64>,
     delays_fec: Vec<f32>,
     delays_nack: Vec<f32>,
     stats: ReceiverStats,
@@ -102,6 +107,7 @@ impl Receiver {
             feedback: BTreeMap::new(),
             rtt: None,
             pending_nacks: Vec::new(),
+            fec_through: None,
             delays_fec: Vec::new(),
             delays_nack: Vec::new(),
             stats: ReceiverStats::default(),
@@ -178,7 +184,7 @@ impl Receiver {
                 now,
                 expected,
                 next,
-                self.cfg.reorder_time,
+                self.nack_delay(),
                 now + self.cfg.latency,
             );
             self.highest = Some(next - 1);
@@ -192,9 +198,23 @@ impl Receiver {
         self.epoch + Duration::from_micros(local.max(0) as u64) + self.cfg.latency
     }
 
+    /// How long a gap waits before it is asked for: the reorder tolerance,
+    /// and with FEC in use long enough for FEC to rebuild it first (sooner
+    /// if its FEC packet comes and cannot).
+    fn nack_delay(&self) -> Duration {
+        match self.fec_through {
+            Some(_) => self.cfg.reorder_time + FEC_HOLD,
+            None => self.cfg.reorder_time,
+        }
+    }
+
     pub fn on_fec(&mut self, now: Time, f: &Fec<'_>) {
         self.stats.pkt_rcv_filter_extra += 1;
         let base = unwrap(self.expected(), f.base);
+        let through = base + u64::from(f.count.max(1) - 1) * u64::from(f.stride) + 1;
+        if through <= self.expected() + MAX_JUMP {
+            self.fec_through = Some(self.fec_through.map_or(through, |t| t.max(through)));
+        }
         let rebuilt = self.fec.on_fec(FecPacket {
             scheme: f.scheme,
             base,
@@ -206,6 +226,8 @@ impl Receiver {
             payload: f.payload.to_vec(),
         });
         self.rebuilt(now, rebuilt);
+        // What this FEC packet covered and could not rebuild: ask now.
+        self.tracker.eligible_through(now, through - 1);
         self.ask(now);
     }
 
@@ -267,10 +289,18 @@ impl Receiver {
             if seq > expected {
                 self.stats.pkt_rcv_loss += seq - expected;
                 self.tracker
-                    .gap(now, expected, seq, self.cfg.reorder_time, deadline);
+                    .gap(now, expected, seq, self.nack_delay(), deadline);
             }
             self.highest = Some(seq);
-            self.tracker.on_highest(now, seq, self.cfg.reorder_packets);
+            // Enough later packets: ask at once, unless FEC may still
+            // rebuild them (its packet for them has not come yet).
+            let mut limit = seq.saturating_sub(u64::from(self.cfg.reorder_packets));
+            if let Some(f) = self.fec_through {
+                limit = limit.min(f.saturating_sub(1));
+            }
+            if seq >= u64::from(self.cfg.reorder_packets) {
+                self.tracker.eligible_through(now, limit);
+            }
             if how != How::Original {
                 // Lost, and rebuilt before a later packet showed the gap.
                 self.stats.pkt_rcv_loss += 1;
@@ -458,9 +488,12 @@ impl Receiver {
         if !self.cfg.nack {
             return;
         }
+        let fec = &self.fec;
         let due = self
             .tracker
-            .due(now, self.retry(), wire::MAX_NACK_ENTRIES * 17);
+            .due(now, self.retry(), wire::MAX_NACK_ENTRIES * 17, |s| {
+                fec.can_wait(s)
+            });
         if due.is_empty() {
             return;
         }

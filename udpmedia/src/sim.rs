@@ -495,6 +495,34 @@ mod tests {
     }
 
     #[test]
+    fn with_fec_on_nack_waits_for_fec_and_asks_only_for_what_it_cannot_rebuild() {
+        let c = Config {
+            fec: FecConfig::Rs {
+                k: 10,
+                m: 1,
+                adaptive: false,
+            },
+            ..cfg()
+        };
+        let mut sim = Sim::new(c.clone(), c, Role::Publish, "delay 10ms", "delay 10ms", 1);
+        // One loss per block (FEC's), and in every fifth block a second (NACK's).
+        sim.drop = Box::new(|up, d| up && data_seq(d).is_some_and(|s| s % 10 == 4 || s % 50 == 7));
+        let got = publish(&mut sim, 60, 6000, false, Duration::from_millis(400));
+        check_video(&got, 60, 6000);
+        let r = receiver_stats(&sim);
+        let s = sender_stats(&sim);
+        assert_eq!(r.pkt_rcv_drop, 0);
+        assert!(r.pkt_rcv_filter_supply > 20, "{r:?}");
+        // Retransmissions only for blocks with two losses: one per such block
+        // (FEC rebuilds the other), give or take one asked before its FEC came.
+        assert!(s.pkt_retrans <= r.pkt_rcv_retrans_supply + 1, "{r:?}");
+        assert!(
+            r.pkt_rcv_retrans_supply * 4 <= r.pkt_rcv_filter_supply,
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn reed_solomon_recovers_m_losses_per_block_without_nack() {
         let c = Config {
             nack: false,
