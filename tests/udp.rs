@@ -183,14 +183,18 @@ fn the_relay_refuses_a_wrong_token_and_a_wrong_key() {
                 ..udpmedia::Config::default()
             };
             let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            harness::protocols::udp::UdpClient::connect(
-                sock,
-                addr,
-                c,
-                udpmedia::Role::Publish,
-                key,
-                clock,
-            )
+            let key = key.to_string();
+            async move {
+                harness::protocols::udp::UdpClient::connect(
+                    sock,
+                    addr,
+                    c,
+                    udpmedia::Role::Publish,
+                    &key,
+                    clock,
+                )
+                .await
+            }
         };
         let e = connect("wrong", "live/glass")
             .await
@@ -211,4 +215,52 @@ fn the_relay_refuses_a_wrong_token_and_a_wrong_key() {
         let st = stats.lock().unwrap();
         assert_eq!((st.publishes_accepted, st.publishes_refused), (1, 1));
     });
+}
+
+#[test]
+fn proxy_mode_carries_the_udp_protocol_with_loss() {
+    // No namespaces needed: a datagram proxy per mile on loopback, where
+    // loss can be represented (proxy mode refuses loss only for TCP).
+    let _serial = common::serial();
+    let s = Scenario::from_toml(
+        "test",
+        &scenario(
+            r#"first_mile = { uplink = "delay 20ms loss 5%", downlink = "delay 20ms" }
+last_mile = { downlink = "delay 5ms loss 2%" }"#,
+            r#"kind = "udp"
+udp = { nack = true, cc = "off" }"#,
+        ),
+        None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = harness::runner::run_one(
+        &rt,
+        &s,
+        &s.networks[0],
+        &s.protocols[0],
+        0,
+        harness::topology::Mode::Proxy,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(r.mode, "proxy");
+    let proxy = r.proxy.as_ref().unwrap();
+    let up = &proxy.udp_first_mile.as_ref().unwrap().uplink;
+    let down = &proxy.udp_last_mile.as_ref().unwrap().downlink;
+    eprintln!(
+        "first mile dropped {} of {}, last mile {} of {}; recovery {:?}",
+        up.dropped_loss, up.pushed, down.dropped_loss, down.pushed, r.recovery
+    );
+    assert!(up.dropped_loss > 20 && down.dropped_loss > 5);
+    for m in &r.recovery {
+        assert!(m.lost > 0 && m.never == 0, "{m:?}");
+        assert!(m.link_dropped > 0);
+    }
+    assert_eq!(r.recovery.len(), 2);
+    assert_eq!(r.frames_lost(), 0, "{:?}", r.player);
 }

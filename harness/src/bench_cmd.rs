@@ -250,19 +250,9 @@ fn udp_blast_in(
 }
 
 fn set_buffers(s: &impl std::os::fd::AsRawFd) {
-    let size: libc::c_int = 8 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt with a valid int; failure only leaves the default.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    use netem::adapters::sockbuf::{Buffer, enlarge};
+    enlarge(s, Buffer::Receive, 8 << 20);
+    enlarge(s, Buffer::Send, 8 << 20);
 }
 
 /// One kernel TCP stream for `secs`; payload bytes per second, as Mbit/s.

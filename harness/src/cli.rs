@@ -35,9 +35,11 @@ pub enum Command {
     /// (results.json, frames.csv, seconds.csv, report.html, plots/).
     ///
     /// With no SCENARIO it runs the built-in quickstart: RTMP over TCP with
-    /// CUBIC and with BBR, on a clean network and with 2 % loss + 40 ms delay
-    /// on the first mile. Link mode needs root or user namespaces; without
-    /// them `--mode auto` falls back to proxy mode and says so.
+    /// CUBIC and with BBR, and Glass's UDP protocol into the relay played
+    /// out as RTMP, on a clean network and with 2 % loss + 40 ms delay on
+    /// the first mile. Link mode needs root or user namespaces; without
+    /// them `--mode auto` falls back to proxy mode and says so (RTMP over
+    /// TCP then refuses loss, QUIC fails: it needs the link).
     Run(RunArgs),
     /// The CI gate: check a scenario's results against its budgets and a
     /// baseline. Exits 0 when every budget holds and nothing regressed, 1
@@ -158,9 +160,10 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     /// How traffic crosses the impaired network: `link` (network namespaces
     /// and the packet-level engine: kernel TCP sees real loss; needs root or
-    /// user namespaces), `proxy` (TCP proxies on loopback: delay, jitter and
-    /// rate only; networks with loss are refused), or `auto` (link when
-    /// possible, else proxy).
+    /// user namespaces), `proxy` (proxies on loopback: for RTMP over TCP
+    /// delay, jitter and rate only, networks with loss refused; for the UDP
+    /// protocol a datagram proxy, loss included; no QUIC), or `auto` (link
+    /// when possible, else proxy).
     #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
     pub mode: crate::topology::Mode,
     /// Carry on an interrupted run (or sweep) in --output DIR: runs that

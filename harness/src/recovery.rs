@@ -39,6 +39,11 @@ pub struct MileRecovery {
     pub retransmitted: u64,
     pub recovery_ms_fec: Percentiles,
     pub recovery_ms_nack: Percentiles,
+    /// Loss events (one gap each), those not wholly recovered, and the time
+    /// until every packet of a recovered event was back.
+    pub loss_events: u64,
+    pub loss_events_unrecovered: u64,
+    pub recovery_ms_event: Percentiles,
     /// Audio frames rebuilt from RED copies.
     pub red_frames: u64,
 }
@@ -72,6 +77,9 @@ impl MileRecovery {
             retransmitted: s.pkt_retrans,
             recovery_ms_fec: r.recovery_ms_fec.clone(),
             recovery_ms_nack: r.recovery_ms_nack.clone(),
+            loss_events: r.loss_events,
+            loss_events_unrecovered: r.loss_events_unrecovered,
+            recovery_ms_event: r.recovery_ms_event.clone(),
             red_frames: r.pkt_rcv_red_supply,
         }
     }

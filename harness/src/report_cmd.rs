@@ -388,17 +388,41 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 
     // 5. The UDP protocol: residual packet loss (after FEC, NACK, late
     // arrivals) against the link's realised loss, per protocol variant.
+    // One line per protocol and kind of network (random or bursty loss,
+    // and the delay when networks differ in it), so lines do not zig-zag
+    // between kinds.
+    fn check_of(r: &Value) -> &Value {
+        &r["impairment_check"]["first_mile_up"]
+    }
+    let delays: std::collections::BTreeSet<u64> = runs
+        .iter()
+        .filter_map(|r| check_of(r)["requested"]["delay_mean_ms"].as_f64())
+        .map(|d| d.round() as u64)
+        .collect();
     let mut residual: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in &runs {
-        let Some(loss) = r["impairment_check"]["first_mile_up"]["loss_rate"].as_f64() else {
+        let check = check_of(r);
+        let Some(loss) = check["loss_rate"].as_f64() else {
             continue;
         };
         let first = r["result"]["recovery"]
             .as_array()
             .and_then(|v| v.iter().find(|m| m["mile"] == "first"));
         if let Some(res) = first.and_then(|m| m["residual_loss"].as_f64()) {
+            let mut label = r["protocol"].as_str().unwrap_or("").to_string();
+            if check["requested"]["mean_burst"]
+                .as_f64()
+                .is_some_and(|b| b > 1.5)
+            {
+                label.push_str(", bursty");
+            }
+            if delays.len() > 1
+                && let Some(d) = check["requested"]["delay_mean_ms"].as_f64()
+            {
+                let _ = write!(label, ", delay {d:.0} ms");
+            }
             residual
-                .entry(r["protocol"].as_str().unwrap_or("").to_string())
+                .entry(label)
                 .or_default()
                 .push((loss * 100.0, res * 100.0));
         }

@@ -517,10 +517,11 @@ fn recovery_table(records: &[RunRecord]) -> String {
         "residual",
         "recovered",
         "overhead",
-        "repair p99"
+        "event p99"
     );
     for (r, m) in rows {
-        let p99 = m.recovery_ms_fec.p99.max(m.recovery_ms_nack.p99);
+        // Time until every packet of a loss event was back, p99.
+        let p99 = m.recovery_ms_event.p99;
         let _ = writeln!(
             s,
             "{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8.3}% {:>8.1}% {:>7.1}% {:>7.0} ms",

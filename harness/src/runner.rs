@@ -29,7 +29,7 @@ use crate::protocols::udp::{UdpClient, UdpReport};
 use crate::protocols::uri::{StreamUri, UriTransport};
 use crate::recovery::MileRecovery;
 use crate::scenario::{Network, Protocol, PublisherKind, Scenario};
-use crate::topology::{Mode, ProxyStats, Topology};
+use crate::topology::{Mode, ProxyStats, Topology, UdpMiles};
 use udpmedia::Role;
 
 /// How the player knew each frame's capture instant.
@@ -207,7 +207,7 @@ async fn open_client(
         let (t, r) = open(topo, host, role, uri, dial.tcp_cc, dial.quic).await?;
         return Ok((Client::Rtmp(t), r));
     }
-    let sock = topo.bind_udp(host)?;
+    let sock = topo.bind_udp_client(host)?;
     let udp_role = if role == "publisher" {
         Role::Publish
     } else {
@@ -216,7 +216,7 @@ async fn open_client(
     let stream = format!("{}/{}", uri.app, uri.key);
     let c = UdpClient::connect(
         sock,
-        topo.udp_media_addr(),
+        topo.udp_media_addr_from(host)?,
         dial.udp.clone(),
         udp_role,
         &stream,
@@ -311,7 +311,11 @@ pub fn run_one(
     if uses_ffmpeg {
         ffmpeg::check_installed()?;
     }
-    let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed())?;
+    let udp_miles = UdpMiles {
+        first: protocol.publisher_uri.transport == UriTransport::Udp,
+        last: protocol.player_uri.transport == UriTransport::Udp,
+    };
+    let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed(), udp_miles)?;
     let mode = topo.mode_label();
     let listener = topo.take_relay_listener()?;
     let clock = Clock::new(Instant::now());
@@ -538,7 +542,7 @@ pub fn run_one(
     };
     let mut udp = udp_reports;
     udp.extend(relay.udp.iter().cloned());
-    let recovery = mile_recovery(&udp, net.link.as_ref());
+    let recovery = mile_recovery(&udp, &net);
     Ok(RunResult {
         mode,
         udp,
@@ -574,7 +578,7 @@ pub fn run_one(
 
 /// Recovery per mile from the two ends of each UDP session: publisher →
 /// relay ingest on the first mile, relay egress → player on the last.
-fn mile_recovery(udp: &[UdpReport], link: Option<&LinkStats>) -> Vec<MileRecovery> {
+fn mile_recovery(udp: &[UdpReport], net: &crate::topology::NetworkStats) -> Vec<MileRecovery> {
     let find = |role: &str| udp.iter().find(|r| r.role == role).map(|r| &r.stats);
     let mut out = Vec::new();
     for (mile, from, to, dir) in [
@@ -585,7 +589,15 @@ fn mile_recovery(udp: &[UdpReport], link: Option<&LinkStats>) -> Vec<MileRecover
             find(from).and_then(|s| s.sender.as_ref()),
             find(to).and_then(|s| s.receiver.as_ref()),
         ) {
-            let counters = link.map(|l| l.counters(dir));
+            // The ground truth: the link's direction, or the datagram proxy's.
+            let counters = match (&net.link, &net.proxy) {
+                (Some(l), _) => Some(l.counters(dir)),
+                (None, Some(p)) if mile == "first" => {
+                    p.udp_first_mile.as_ref().map(|u| u.uplink.clone())
+                }
+                (None, Some(p)) => p.udp_last_mile.as_ref().map(|u| u.downlink.clone()),
+                _ => None,
+            };
             out.push(MileRecovery::new(mile, counters.as_ref(), s, r));
         }
     }

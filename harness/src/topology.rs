@@ -2,15 +2,19 @@
 //! traffic: the packet-level link (three network namespaces joined through
 //! the impairment engine, so kernel TCP sees real loss), or, when namespaces
 //! are not available, proxy mode (everything on loopback, a TCP proxy per
-//! mile: delay, jitter and rate on the byte stream; loss refused).
+//! mile: delay, jitter and rate on the byte stream, loss refused; and a UDP
+//! datagram proxy, loss included, for a mile that carries Glass's UDP
+//! media protocol).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
+use netem::Profile;
 use netem::adapters::link::{Host, LinkConfig, LinkNetwork, LinkStats};
 use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream_profile};
+use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
 use serde::Serialize;
 
 use crate::scenario::Network;
@@ -24,7 +28,8 @@ pub enum Mode {
     Auto,
     /// Packet-level link (root or user namespaces).
     Link,
-    /// TCP proxies on loopback: no privileges, but no packet loss for TCP.
+    /// Proxies on loopback: no privileges, but no packet loss for TCP (the
+    /// UDP protocol gets a datagram proxy, loss included).
     Proxy,
 }
 
@@ -47,11 +52,32 @@ impl Mode {
     }
 }
 
-/// Proxy mode's two proxies and what they carried.
+/// Proxy mode's proxies and what they carried.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProxyStats {
     pub first_mile: TcpProxyStats,
     pub last_mile: TcpProxyStats,
+    /// The datagram proxies of miles that carried the UDP media protocol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_first_mile: Option<UdpProxyStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_last_mile: Option<UdpProxyStats>,
+}
+
+/// Which miles carry Glass's UDP media protocol: proxy mode gives those a
+/// datagram proxy (where loss can be represented) instead of refusing.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpMiles {
+    pub first: bool,
+    pub last: bool,
+}
+
+/// Proxy mode's UDP side: the relay's socket (until the relay takes it) and
+/// a datagram proxy per mile that carries the UDP protocol.
+struct ProxyUdp {
+    relay: Option<std::net::UdpSocket>,
+    first: Option<UdpProxy>,
+    last: Option<UdpProxy>,
 }
 
 /// What the network did, by mode.
@@ -64,12 +90,24 @@ pub struct NetworkStats {
 /// The relay's port, TCP and UDP (QUIC).
 pub use crate::protocols::uri::DEFAULT_PORT as RTMP_PORT;
 
+/// A UDP socket with deep buffers: the relay and the clients receive bursts
+/// (a key frame's packets back to back, FEC after them) while their task may
+/// be busy; the default 208 KB receive buffer overflowed in such bursts and
+/// lost datagrams the link had delivered.
+fn deep(s: std::net::UdpSocket) -> std::net::UdpSocket {
+    use netem::adapters::sockbuf::{Buffer, enlarge};
+    enlarge(&s, Buffer::Receive, 4 << 20);
+    enlarge(&s, Buffer::Send, 4 << 20);
+    s
+}
+
 enum Carrier {
     Link(LinkNetwork),
     Proxy {
         relay: SocketAddr,
         first_mile: TcpProxy,
         last_mile: TcpProxy,
+        udp: ProxyUdp,
     },
 }
 
@@ -88,20 +126,32 @@ impl Topology {
         mode: Mode,
         network: &Network,
         seed: u64,
+        udp_miles: UdpMiles,
     ) -> Result<Topology> {
         match mode.resolve() {
             Mode::Proxy => {
                 let check = |p, what: &str| {
                     stream_profile(p).map_err(|e| anyhow!("proxy mode, {}: {e}", what))
                 };
-                let first = (
-                    check(&network.first_mile.0, "first mile uplink")?,
-                    check(&network.first_mile.1, "first mile downlink")?,
-                );
-                let last = (
-                    check(&network.last_mile.0, "last mile uplink")?,
-                    check(&network.last_mile.1, "last mile downlink")?,
-                );
+                // A mile that carries the UDP protocol has nothing on its TCP
+                // proxy: the datagram proxy takes its profile, loss and all.
+                let idle = || (Profile::transparent(), Profile::transparent());
+                let first = if udp_miles.first {
+                    idle()
+                } else {
+                    (
+                        check(&network.first_mile.0, "first mile uplink")?,
+                        check(&network.first_mile.1, "first mile downlink")?,
+                    )
+                };
+                let last = if udp_miles.last {
+                    idle()
+                } else {
+                    (
+                        check(&network.last_mile.0, "last mile uplink")?,
+                        check(&network.last_mile.1, "last mile downlink")?,
+                    )
+                };
                 let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0))?;
                 let relay = listener.local_addr()?;
                 let proxy = |profiles, seed| {
@@ -117,11 +167,45 @@ impl Topology {
                 };
                 let first_mile = proxy(first, seed)?;
                 let last_mile = proxy(last, seed.wrapping_add(1))?;
+                let relay_udp = if udp_miles.first || udp_miles.last {
+                    Some(deep(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?))
+                } else {
+                    None
+                };
+                let datagram_proxy = |on: bool,
+                                      profiles: &(Profile, Profile),
+                                      seed: u64|
+                 -> Result<Option<UdpProxy>> {
+                    let Some(upstream) = relay_udp.as_ref().filter(|_| on) else {
+                        return Ok(None);
+                    };
+                    let upstream = upstream.local_addr()?;
+                    let p = rt
+                        .block_on(UdpProxy::start(UdpProxyConfig {
+                            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                            upstream,
+                            profiles: profiles.clone(),
+                            seed,
+                            max_datagram: MAX_DATAGRAM,
+                        }))
+                        .context("starting a UDP proxy on loopback")?;
+                    Ok(Some(p))
+                };
+                let udp = ProxyUdp {
+                    first: datagram_proxy(
+                        udp_miles.first,
+                        &network.first_mile,
+                        seed.wrapping_add(2),
+                    )?,
+                    last: datagram_proxy(udp_miles.last, &network.last_mile, seed.wrapping_add(3))?,
+                    relay: relay_udp,
+                };
                 Ok(Topology {
                     carrier: Carrier::Proxy {
                         relay,
                         first_mile,
                         last_mile,
+                        udp,
                     },
                     relay_listener: Some(listener),
                 })
@@ -194,28 +278,62 @@ impl Topology {
             _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         };
         match &self.carrier {
-            Carrier::Link(l) => Ok(l.run_in(host, || std::net::UdpSocket::bind(addr))?),
+            Carrier::Link(l) => Ok(deep(l.run_in(host, || std::net::UdpSocket::bind(addr))?)),
             Carrier::Proxy { .. } => Err(anyhow!(
                 "RTMP over QUIC and the UDP media protocol need link mode (root or user namespaces); proxy mode carries TCP only"
             )),
         }
     }
 
-    /// The relay's UDP socket for Glass's UDP media protocol (server
-    /// namespace, its own port). Link mode only, as for QUIC.
-    pub fn bind_udp_media(&self) -> Result<std::net::UdpSocket> {
+    /// The relay's UDP socket for Glass's UDP media protocol: in the
+    /// server namespace on its own port (link mode), or the one proxy mode
+    /// bound on loopback behind its datagram proxies (taken once).
+    pub fn bind_udp_media(&mut self) -> Result<std::net::UdpSocket> {
         let addr = self.udp_media_addr();
-        match &self.carrier {
-            Carrier::Link(l) => Ok(l.run_in(Host::Server, || std::net::UdpSocket::bind(addr))?),
-            Carrier::Proxy { .. } => Err(anyhow!(
-                "the UDP media protocol needs link mode (root or user namespaces); proxy mode carries TCP only"
-            )),
+        match &mut self.carrier {
+            Carrier::Link(l) => {
+                Ok(deep(l.run_in(Host::Server, || {
+                    std::net::UdpSocket::bind(addr)
+                })?))
+            }
+            Carrier::Proxy { udp, .. } => udp
+                .relay
+                .take()
+                .ok_or_else(|| anyhow!("proxy mode started without a UDP side, or it was taken")),
         }
     }
 
-    /// Where clients send the UDP media protocol.
+    /// The relay's UDP media address in link mode.
     pub fn udp_media_addr(&self) -> SocketAddr {
         SocketAddr::from((Host::Server.addr(), crate::protocols::udp::UDP_MEDIA_PORT))
+    }
+
+    /// Where a UDP media client on `host` sends: the relay (link mode) or
+    /// its mile's datagram proxy.
+    pub fn udp_media_addr_from(&self, host: Host) -> Result<SocketAddr> {
+        match &self.carrier {
+            Carrier::Link(_) => Ok(self.udp_media_addr()),
+            Carrier::Proxy { udp, .. } => {
+                let p = if host == Host::Player {
+                    &udp.last
+                } else {
+                    &udp.first
+                };
+                p.as_ref()
+                    .map(UdpProxy::local_addr)
+                    .ok_or_else(|| anyhow!("proxy mode has no UDP proxy on the {host:?}'s mile"))
+            }
+        }
+    }
+
+    /// A UDP media client's socket on `host` (any port).
+    pub fn bind_udp_client(&self, host: Host) -> Result<std::net::UdpSocket> {
+        match &self.carrier {
+            Carrier::Link(l) => Ok(deep(l.run_in(host, || {
+                std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            })?)),
+            Carrier::Proxy { .. } => Ok(deep(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?)),
+        }
     }
 
     pub fn is_link(&self) -> bool {
@@ -266,18 +384,29 @@ impl Topology {
             Carrier::Proxy {
                 first_mile,
                 last_mile,
+                udp,
                 ..
             } => {
-                let (first_mile, last_mile) = rt.block_on(async {
+                let (first_mile, last_mile, udp_first_mile, udp_last_mile) = rt.block_on(async {
                     let f = first_mile.stop().await;
                     let l = last_mile.stop().await;
-                    (f, l)
+                    let uf = match udp.first {
+                        Some(p) => p.stop().await.ok(),
+                        None => None,
+                    };
+                    let ul = match udp.last {
+                        Some(p) => p.stop().await.ok(),
+                        None => None,
+                    };
+                    (f, l, uf, ul)
                 });
                 Ok(NetworkStats {
                     link: None,
                     proxy: Some(ProxyStats {
                         first_mile,
                         last_mile,
+                        udp_first_mile,
+                        udp_last_mile,
                     }),
                 })
             }

@@ -21,12 +21,29 @@ pub struct Missing {
     pub deadline: Time,
     last_nack: Option<Time>,
     nacks: u32,
+    /// The loss event (one gap) it belongs to.
+    event: u64,
 }
+
+/// A loss event: the packets one gap revealed, recovered when all of them are.
+struct LossEvent {
+    remaining: u64,
+    /// The slowest recovery so far.
+    slowest: Duration,
+    failed: bool,
+}
+
+/// Finished events kept for the statistics at most.
+const MAX_FINISHED: usize = 1 << 20;
 
 /// The receiver's view of what is missing.
 #[derive(Default)]
 pub struct LossTracker {
     missing: BTreeMap<u64, Missing>,
+    events: BTreeMap<u64, LossEvent>,
+    next_event: u64,
+    /// Finished loss events: (time to recover all its packets, recovered?).
+    finished: Vec<(Duration, bool)>,
     /// Gaps too large to track (their packets were never asked for).
     pub untracked: u64,
 }
@@ -60,6 +77,19 @@ impl LossTracker {
         let n = to.saturating_sub(from);
         let tracked = n.min(MAX_MISSING as u64);
         self.untracked += n - tracked;
+        if tracked == 0 {
+            return;
+        }
+        let event = self.next_event;
+        self.next_event += 1;
+        self.events.insert(
+            event,
+            LossEvent {
+                remaining: tracked,
+                slowest: Duration::ZERO,
+                failed: false,
+            },
+        );
         for seq in to - tracked..to {
             self.missing.insert(
                 seq,
@@ -69,13 +99,40 @@ impl LossTracker {
                     deadline,
                     last_nack: None,
                     nacks: 0,
+                    event,
                 },
             );
         }
         while self.missing.len() > MAX_MISSING {
-            self.missing.pop_first();
+            if let Some((_, m)) = self.missing.pop_first() {
+                self.resolve(m.event, None);
+            }
             self.untracked += 1;
         }
+    }
+
+    /// One packet of `event` recovered after `delay`, or (`None`) given up.
+    fn resolve(&mut self, event: u64, delay: Option<Duration>) {
+        let Some(e) = self.events.get_mut(&event) else {
+            return;
+        };
+        e.remaining = e.remaining.saturating_sub(1);
+        match delay {
+            Some(d) => e.slowest = e.slowest.max(d),
+            None => e.failed = true,
+        }
+        if e.remaining == 0 {
+            if self.finished.len() < MAX_FINISHED {
+                self.finished.push((e.slowest, !e.failed));
+            }
+            self.events.remove(&event);
+        }
+    }
+
+    /// Loss events finished since the last call: (time until every packet
+    /// of the gap was back, whether all of them came back).
+    pub fn take_finished(&mut self) -> Vec<(Duration, bool)> {
+        std::mem::take(&mut self.finished)
     }
 
     /// Missing packets up to `limit` (inclusive) may be asked for at once:
@@ -89,8 +146,11 @@ impl LossTracker {
 
     /// `seq` arrived; returns its outcome if it was missing.
     pub fn arrived(&mut self, now: Time, seq: u64) -> Option<Outcome> {
-        self.missing.remove(&seq).map(|m| Outcome::Arrived {
-            delay: now.saturating_since(m.detected),
+        let m = self.missing.remove(&seq)?;
+        let delay = now.saturating_since(m.detected);
+        self.resolve(m.event, Some(delay));
+        Some(Outcome::Arrived {
+            delay,
             nacks: m.nacks,
         })
     }
@@ -101,9 +161,17 @@ impl LossTracker {
 
     /// Drops the packets whose deadline passed; returns how many.
     pub fn expire(&mut self, now: Time) -> u64 {
-        let before = self.missing.len();
-        self.missing.retain(|_, m| m.deadline > now);
-        (before - self.missing.len()) as u64
+        let gone: Vec<(u64, u64)> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| m.deadline <= now)
+            .map(|(&s, m)| (s, m.event))
+            .collect();
+        for (seq, event) in &gone {
+            self.missing.remove(seq);
+            self.resolve(*event, None);
+        }
+        gone.len() as u64
     }
 
     /// The packets to ask for now: eligible, before their deadline, not
@@ -292,6 +360,20 @@ mod tests {
             })
         );
         assert_eq!(t.arrived(MS(150), 10), None);
+    }
+
+    #[test]
+    fn a_gap_is_one_loss_event_recovered_when_all_its_packets_are() {
+        let mut t = LossTracker::default();
+        t.gap(MS(0), 10, 13, Duration::ZERO, MS(500));
+        t.gap(MS(5), 20, 21, Duration::ZERO, MS(50));
+        t.arrived(MS(20), 11);
+        t.arrived(MS(40), 10);
+        assert!(t.take_finished().is_empty());
+        t.arrived(MS(30), 12);
+        assert_eq!(t.take_finished(), vec![(Duration::from_millis(40), true)]);
+        t.expire(MS(60));
+        assert_eq!(t.take_finished(), vec![(Duration::ZERO, false)]);
     }
 
     #[test]

@@ -44,7 +44,7 @@ struct Assembly {
 
 /// With FEC in use, how much longer a gap waits for FEC before a NACK
 /// (unless the FEC packet covering it comes first and cannot rebuild it).
-const FEC_HOLD: Duration = Duration::from_millis(40);
+const FEC_HOLD: Duration = Duration::from_millis(20);
 /// A sequence number this far beyond the highest is not believed.
 pub const MAX_JUMP: u64 = 1 << 14;
 /// Sequence numbers remembered (for duplicates and late arrivals).
@@ -82,6 +82,7 @@ pub struct Receiver {
     fec_through: Option<u64>,
     delays_fec: Vec<f32>,
     delays_nack: Vec<f32>,
+    delays_event: Vec<f32>,
     stats: ReceiverStats,
 }
 
@@ -110,6 +111,7 @@ impl Receiver {
             fec_through: None,
             delays_fec: Vec::new(),
             delays_nack: Vec::new(),
+            delays_event: Vec::new(),
             stats: ReceiverStats::default(),
         }
     }
@@ -170,6 +172,7 @@ impl Receiver {
         {
             self.feedback.insert(seq, arrival_us);
         }
+        self.loss_events();
         self.ask(now);
     }
 
@@ -189,6 +192,20 @@ impl Receiver {
             );
             self.highest = Some(next - 1);
             self.ask(now);
+        }
+    }
+
+    /// Counts the loss events the tracker finished.
+    fn loss_events(&mut self) {
+        for (d, ok) in self.tracker.take_finished() {
+            self.stats.loss_events += 1;
+            if ok {
+                if self.delays_event.len() < MAX_DELAYS {
+                    self.delays_event.push(d.as_secs_f64() as f32 * 1e3);
+                }
+            } else {
+                self.stats.loss_events_unrecovered += 1;
+            }
         }
     }
 
@@ -228,6 +245,7 @@ impl Receiver {
         self.rebuilt(now, rebuilt);
         // What this FEC packet covered and could not rebuild: ask now.
         self.tracker.eligible_through(now, through - 1);
+        self.loss_events();
         self.ask(now);
     }
 
@@ -510,6 +528,7 @@ impl Receiver {
     pub fn handle_timeout(&mut self, now: Time) {
         let dropped = self.tracker.expire(now);
         self.stats.pkt_rcv_drop += dropped;
+        self.loss_events();
         let before = self.assemblies.len();
         self.assemblies
             .retain(|_, a| a.deadline + Duration::from_millis(1) > now);
@@ -586,6 +605,7 @@ impl Receiver {
         s.pkt_rcv_filter_loss = self.fec.unrecovered;
         s.recovery_ms_fec = Percentiles::of(&self.delays_fec);
         s.recovery_ms_nack = Percentiles::of(&self.delays_nack);
+        s.recovery_ms_event = Percentiles::of(&self.delays_event);
         s
     }
 }

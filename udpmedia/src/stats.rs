@@ -89,6 +89,12 @@ pub struct ReceiverStats {
     /// Delay from finding a packet missing to having it, ms.
     pub recovery_ms_fec: Percentiles,
     pub recovery_ms_nack: Percentiles,
+    /// Loss events (the packets one gap revealed), how many were not wholly
+    /// recovered, and the time until every packet of a recovered one was
+    /// back, ms.
+    pub loss_events: u64,
+    pub loss_events_unrecovered: u64,
+    pub recovery_ms_event: Percentiles,
 }
 
 /// p50/p90/p99/max of a sample (ms).

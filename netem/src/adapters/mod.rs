@@ -9,6 +9,7 @@ pub mod port;
 pub mod proxy_tcp;
 pub mod proxy_udp;
 pub mod relay;
+pub mod sockbuf;
 pub mod tcpinfo;
 pub mod timer;
 

@@ -276,20 +276,7 @@ fn open_packet_socket(ifname: &str) -> io::Result<(OwnedFd, i32)> {
         let sock = OwnedFd::from_raw_fd(fd);
         // A deep receive queue rides out scheduling hiccups (FORCE: as root,
         // past the rmem_max cap; otherwise the capped size).
-        let rcvbuf: libc::c_int = 16 << 20;
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&rcvbuf as *const libc::c_int).cast(),
-                size,
-            ) == 0
-            {
-                break;
-            }
-        }
+        super::sockbuf::enlarge(&sock, super::sockbuf::Buffer::Receive, 16 << 20);
         let one: libc::c_int = 1;
         // Our own transmissions would otherwise come back to us.
         libc::setsockopt(
