@@ -32,8 +32,29 @@ enum Queued {
         protected: Vec<u8>,
         enqueued: Time,
     },
-    Fec(FecPacket),
+    Fec(FecPacket, Time),
 }
+
+impl Queued {
+    fn enqueued(&self) -> Time {
+        match self {
+            Queued::Media { enqueued, .. } | Queued::Fec(_, enqueued) => *enqueued,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Queued::Media { protected, .. } => wire::PROTECTED_OFFSET + protected.len(),
+            Queued::Fec(f, _) => wire::FEC_HEADER_LEN + f.payload.len(),
+        }
+    }
+}
+
+/// The pacer drains its queue within this share of the latency whatever
+/// the target (libwebrtc's queue time limit): a queue that outgrows the
+/// pacing rate (audio is not under congestion control; a deep cut) would
+/// otherwise age past the latency and be dropped whole.
+const QUEUE_DRAIN_SHARE: f64 = 0.5;
 
 /// Pacing rate as a multiple of the target (libwebrtc's pacing factor).
 const PACING_FACTOR: f64 = 2.5;
@@ -194,7 +215,8 @@ impl Sender {
                 enqueued: now,
             });
         }
-        self.queue.extend(fec.into_iter().map(Queued::Fec));
+        self.queue
+            .extend(fec.into_iter().map(|f| Queued::Fec(f, now)));
         Ok(())
     }
 
@@ -214,14 +236,33 @@ impl Sender {
         }
         let mut fec_out = Vec::new();
         self.fec.handle_timeout(now, &mut fec_out);
-        self.queue.extend(fec_out.into_iter().map(Queued::Fec));
+        self.queue
+            .extend(fec_out.into_iter().map(|f| Queued::Fec(f, now)));
         if self.queue.is_empty() {
             return None;
         }
-        if let Some(p) = &self.pacer
-            && p.next_send(now) > now
-        {
-            return None;
+        if let Some(p) = &mut self.pacer {
+            let target = self
+                .gcc
+                .as_ref()
+                .map_or(self.cfg.start_bitrate as f64, |g| g.target_bps());
+            // Everything queued out before the oldest has waited its share.
+            let queued: usize = self.queue.iter().map(Queued::len).sum();
+            let waited = self
+                .queue
+                .front()
+                .map_or(Duration::ZERO, |q| now.saturating_since(q.enqueued()));
+            let left = self
+                .cfg
+                .latency
+                .mul_f64(QUEUE_DRAIN_SHARE)
+                .saturating_sub(waited)
+                .max(Duration::from_millis(5));
+            let drain = queued as f64 * 8.0 / left.as_secs_f64();
+            p.set_rate((target * PACING_FACTOR).max(drain));
+            if p.next_send(now) > now {
+                return None;
+            }
         }
         let mut d = Vec::with_capacity(self.cfg.mtu);
         match self.queue.pop_front()? {
@@ -247,7 +288,7 @@ impl Sender {
                     self.buffer.store(now, seq, d.clone());
                 }
             }
-            Queued::Fec(f) => {
+            Queued::Fec(f, _) => {
                 write::fec(
                     &mut d,
                     self.session,
@@ -277,12 +318,15 @@ impl Sender {
     /// use: SRT's sender-side drop) and forgets stale retransmission copies.
     fn expire(&mut self, now: Time) {
         let latency = self.cfg.latency;
-        let before = self.queue.len();
-        self.queue.retain(|q| match q {
-            Queued::Media { enqueued, .. } => now.saturating_since(*enqueued) <= latency,
-            Queued::Fec(_) => true,
+        // Media that waited past the latency is of no use; nor is FEC that
+        // did (what it protects went, or is as late).
+        let mut dropped = 0;
+        self.queue.retain(|q| {
+            let keep = now.saturating_since(q.enqueued()) <= latency;
+            dropped += u64::from(!keep && matches!(q, Queued::Media { .. }));
+            keep
         });
-        self.stats.pkt_snd_drop += (before - self.queue.len()) as u64;
+        self.stats.pkt_snd_drop += dropped;
         self.buffer
             .expire(now, latency + self.srtt.unwrap_or_default());
     }
@@ -427,5 +471,56 @@ impl Sender {
             s.mbps_send_rate = g.target_bps() / 1e6;
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_drains_a_queue_the_target_cannot_carry() {
+        // Congestion control at its floor (150 kbit/s, paced at 375) while
+        // 100 kB wait: paced at the target they would take 2 s and age past
+        // the 200 ms latency; the queue limit drains them within half of it.
+        let cfg = Config {
+            start_bitrate: 150_000,
+            min_bitrate: 150_000,
+            latency: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let mut s = Sender::new(cfg, 1, Time::ZERO);
+        for i in 0..10 {
+            s.send_frame(
+                Time::ZERO,
+                OutFrame {
+                    video: true,
+                    key: false,
+                    timestamp: i,
+                    data: &[0; 10_000],
+                },
+            )
+            .unwrap();
+        }
+        let mut t = Time::ZERO;
+        let mut sent = 0;
+        while let Some(next) = s.poll_timeout(t) {
+            if next > Time::from_millis(150) {
+                break;
+            }
+            t = next.max(t);
+            while s.poll_transmit(t).is_some() {
+                sent += 1;
+            }
+            if s.queued() == 0 {
+                break;
+            }
+            t = t + Duration::from_micros(100);
+        }
+        assert_eq!((s.queued(), s.stats().pkt_snd_drop), (0, 0), "at {t}");
+        assert!(
+            sent >= 90 && t <= Time::from_millis(120),
+            "{sent} packets by {t}"
+        );
     }
 }

@@ -24,7 +24,10 @@
 //!
 //! On an ordered transport (TCP), a frame missing while a later one has
 //! arrived will never come (it was lost before the transport, e.g. on a UDP
-//! first mile behind a gateway): both policies give it up.
+//! first mile behind a gateway): both policies give it up. On an unordered
+//! one (QUIC's frames mapping, the UDP protocol), a buffered player waits
+//! for a missing frame until a later I-frame is due, then gives it up (the
+//! UDP protocol may have given it up for good).
 //!
 //! Metrics (DESIGN.md): glass-to-glass latency = display − capture, for
 //! displayed frames only; startup delay = first display − player start; a
@@ -328,9 +331,18 @@ impl Player {
             let later_due = later.is_some_and(|f| f.header.capture + offset <= t);
             let overdue = self.estimated_due(seq, offset).is_some_and(|d| d <= t);
             // On an ordered transport it will never come; a low-delay player
-            // gives it up once a later frame is due.
+            // gives it up once a later frame is due; a buffered one waits,
+            // but not past a later I-frame that is due (on a lossy transport
+            // the frame may never come, and a decoder restarts from an
+            // I-frame anyway).
+            let i_frame_due = || {
+                self.buffer
+                    .values()
+                    .any(|f| f.header.kind == FrameKind::I && f.header.capture + offset <= t)
+            };
             let give_up = (self.cfg.ordered && later.is_some())
-                || (self.cfg.late == LatePolicy::Skip && later_due);
+                || (self.cfg.late == LatePolicy::Skip && later_due)
+                || (self.cfg.late == LatePolicy::Wait && later_due && i_frame_due());
             should_show |= overdue || later_due;
             if !give_up {
                 break;
@@ -645,6 +657,24 @@ mod tests {
         );
         assert_eq!(r.stall_count, 1);
         assert!(close(r.stall_total_ms, 666.67, 0.05), "{r:?}");
+    }
+
+    #[test]
+    fn a_frame_lost_for_good_is_waited_for_until_the_next_i_frame_is_due() {
+        // Unordered and lossy (the UDP protocol gave frame 10 up): a
+        // buffered player stalls at 10 and resumes at the I-frame 30.
+        let (p, r) = play(
+            cfg(LatePolicy::Wait, false),
+            0..300,
+            |k| if k == 10 { None } else { on_time(k) },
+            10.1,
+        );
+        assert_eq!((r.given_up_missing, r.stall_count), (1, 1), "{r:?}");
+        assert!(close(r.stall_total_ms, 666.67, 0.05), "{r:?}");
+        assert_eq!(r.frames_displayed, 300 - 20);
+        // It resumed on time: the latency did not grow.
+        assert!(close(r.g2g_max_ms, 116.67, 0.2), "{r:?}");
+        assert!(p.displayed().iter().any(|d| d.seq == 30));
     }
 
     #[test]
