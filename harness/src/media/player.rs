@@ -335,14 +335,31 @@ impl Player {
             // but not past a later I-frame that is due (on a lossy transport
             // the frame may never come, and a decoder restarts from an
             // I-frame anyway).
-            let i_frame_due = || {
-                self.buffer
-                    .values()
-                    .any(|f| f.header.kind == FrameKind::I && f.header.capture + offset <= t)
-            };
+            let due_i_frame = self
+                .buffer
+                .values()
+                .find(|f| f.header.kind == FrameKind::I && f.header.capture + offset <= t)
+                .map(|f| f.header.seq);
+            if self.cfg.late == LatePolicy::Wait
+                && !self.cfg.ordered
+                && let Some(i) = due_i_frame
+            {
+                // Straight to the I-frame: nothing between can be decoded.
+                while self.next_seq < i {
+                    match self.buffer.remove(&self.next_seq) {
+                        Some(f) => {
+                            self.consumed(f.header.seq, f.header.capture);
+                            self.report.dropped_undecodable += 1;
+                        }
+                        None => self.report.given_up_missing += 1,
+                    }
+                    self.next_seq += 1;
+                }
+                should_show = true;
+                continue;
+            }
             let give_up = (self.cfg.ordered && later.is_some())
-                || (self.cfg.late == LatePolicy::Skip && later_due)
-                || (self.cfg.late == LatePolicy::Wait && later_due && i_frame_due());
+                || (self.cfg.late == LatePolicy::Skip && later_due);
             should_show |= overdue || later_due;
             if !give_up {
                 break;
