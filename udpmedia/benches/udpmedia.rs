@@ -2,7 +2,7 @@
 //! (bytes of media per second) and the sender + receiver state machines
 //! (packets per second through a virtual link, in virtual time).
 //!
-//! `cargo bench -p glass-udpmedia -- --noplot`
+//! `cargo bench -p glass-udpmedia --bench udpmedia -- --noplot`
 
 use std::hint::black_box;
 use std::time::Duration;
