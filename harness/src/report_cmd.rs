@@ -363,17 +363,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
     }
     if recovery.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
-        let lines = recovery
-            .into_iter()
-            .map(|(label, mut pts)| {
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Line {
-                    label,
-                    points: pts,
-                    ..Line::default()
-                }
-            })
-            .collect();
+        let lines = lines_by_x(recovery);
         add(
             "recovery",
             Chart {
@@ -428,17 +418,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
     }
     if residual.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
-        let lines = residual
-            .into_iter()
-            .map(|(label, mut pts)| {
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Line {
-                    label,
-                    points: pts,
-                    ..Line::default()
-                }
-            })
-            .collect();
+        let lines = lines_by_x(residual);
         add(
             "udp-residual-loss",
             Chart {
@@ -455,6 +435,21 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let out = dir.join("report.html");
     std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
+}
+
+/// One line per label, its points in order of x (a loss-rate axis).
+fn lines_by_x(series: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Line> {
+    series
+        .into_iter()
+        .map(|(label, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Line {
+                label,
+                points,
+                ..Line::default()
+            }
+        })
+        .collect()
 }
 
 fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Result<String> {

@@ -72,6 +72,8 @@ const HELLO_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct Connection {
     cfg: Config,
+    /// The server's end (it answers hellos).
+    server: bool,
     role: Role,
     state: State,
     session: u32,
@@ -86,30 +88,56 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A client that wants to publish (`Role::Publish`) or play `key`.
-    pub fn connect(cfg: Config, role: Role, key: &str, now: Time) -> Result<Self, ConfigError> {
-        cfg.validate()?;
-        let half = match role {
-            Role::Publish => Half::Send(Box::new(Sender::new(cfg.clone(), 0, now))),
-            Role::Play => Half::Recv(Box::new(Receiver::new(cfg.clone(), 0, now))),
+    /// Both ends: a client with `role`, or the server taking a client with
+    /// `role` (the publishing side sends, the other receives).
+    fn new(
+        cfg: Config,
+        server: bool,
+        role: Role,
+        key: String,
+        session: u32,
+        state: State,
+        now: Time,
+    ) -> Self {
+        let sends = (role == Role::Publish) != server;
+        let half = if sends {
+            Half::Send(Box::new(Sender::new(cfg.clone(), session, now)))
+        } else {
+            Half::Recv(Box::new(Receiver::new(cfg.clone(), session, now)))
         };
-        Ok(Connection {
+        Connection {
+            server,
             role,
-            state: State::Connecting {
-                started: now,
-                next_hello: now,
-            },
-            session: 0,
-            key: key.to_string(),
+            state,
+            session,
+            key,
             half,
             out: VecDeque::new(),
             last_heard: now,
             next_keepalive: now + cfg.keepalive,
             events: VecDeque::new(),
             invalid: 0,
-            handshake: None,
+            handshake: server.then_some(Duration::ZERO),
             cfg,
-        })
+        }
+    }
+
+    /// A client that wants to publish (`Role::Publish`) or play `key`.
+    pub fn connect(cfg: Config, role: Role, key: &str, now: Time) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let state = State::Connecting {
+            started: now,
+            next_hello: now,
+        };
+        Ok(Connection::new(
+            cfg,
+            false,
+            role,
+            key.to_string(),
+            0,
+            state,
+            now,
+        ))
     }
 
     /// The server's side of a client's `hello`: refused unless its token
@@ -134,25 +162,8 @@ impl Connection {
         cfg.latency = cfg
             .latency
             .max(Duration::from_millis(u64::from(hello.latency_ms)));
-        // The client publishes: this side receives; and the other way round.
-        let half = match hello.role {
-            Role::Publish => Half::Recv(Box::new(Receiver::new(cfg.clone(), session, now))),
-            Role::Play => Half::Send(Box::new(Sender::new(cfg.clone(), session, now))),
-        };
-        let mut c = Connection {
-            role: hello.role,
-            state: State::Connected,
-            session,
-            key: String::from_utf8_lossy(hello.key).into_owned(),
-            half,
-            out: VecDeque::new(),
-            last_heard: now,
-            next_keepalive: now + cfg.keepalive,
-            events: VecDeque::new(),
-            invalid: 0,
-            handshake: Some(Duration::ZERO),
-            cfg,
-        };
+        let key = String::from_utf8_lossy(hello.key).into_owned();
+        let mut c = Connection::new(cfg, true, hello.role, key, session, State::Connected, now);
         c.queue_accept();
         c.events.push_back(Event::Connected {
             latency: c.cfg.latency,
@@ -231,7 +242,7 @@ impl Connection {
         match (p.body, &mut self.half) {
             (Body::Hello(_), _) => {
                 // Our accept was lost: say it again.
-                if self.state == State::Connected && self.handshake == Some(Duration::ZERO) {
+                if self.state == State::Connected && self.server {
                     self.queue_accept();
                 }
             }

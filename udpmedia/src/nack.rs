@@ -48,14 +48,12 @@ pub struct LossTracker {
     pub untracked: u64,
 }
 
-/// What became of a missing packet that left the tracker.
+/// A missing packet that arrived (an original late, a retransmission, or
+/// rebuilt by FEC): `delay` after it was found missing, asked `nacks` times.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// It arrived (an original late, a retransmission, or rebuilt by FEC):
-    /// after `delay` since it was found missing, having asked `nacks` times.
-    Arrived { delay: Duration, nacks: u32 },
-    /// Its deadline passed without it.
-    Expired,
+pub struct Arrived {
+    pub delay: Duration,
+    pub nacks: u32,
 }
 
 impl LossTracker {
@@ -65,10 +63,6 @@ impl LossTracker {
 
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty()
-    }
-
-    pub fn is_missing(&self, seq: u64) -> bool {
-        self.missing.contains_key(&seq)
     }
 
     /// `from..to` went missing (found at `now`); they are asked for after
@@ -144,19 +138,15 @@ impl LossTracker {
         }
     }
 
-    /// `seq` arrived; returns its outcome if it was missing.
-    pub fn arrived(&mut self, now: Time, seq: u64) -> Option<Outcome> {
+    /// `seq` arrived; `None` unless it was being waited for.
+    pub fn arrived(&mut self, now: Time, seq: u64) -> Option<Arrived> {
         let m = self.missing.remove(&seq)?;
         let delay = now.saturating_since(m.detected);
         self.resolve(m.event, Some(delay));
-        Some(Outcome::Arrived {
+        Some(Arrived {
             delay,
             nacks: m.nacks,
         })
-    }
-
-    pub fn detected(&self, seq: u64) -> Option<Time> {
-        self.missing.get(&seq).map(|m| m.detected)
     }
 
     /// Drops the packets whose deadline passed; returns how many.
@@ -354,7 +344,7 @@ mod tests {
         );
         assert_eq!(
             t.arrived(MS(150), 10),
-            Some(Outcome::Arrived {
+            Some(Arrived {
                 delay: Duration::from_millis(50),
                 nacks: 2
             })

@@ -9,7 +9,7 @@ use netem::Time;
 
 use crate::config::Config;
 use crate::fec::{FecDecoder, FecPacket};
-use crate::nack::{LossTracker, Outcome};
+use crate::nack::{Arrived, LossTracker};
 use crate::seq::{Unwrapper, unwrap};
 use crate::stats::{Percentiles, ReceiverStats};
 use crate::wire::{self, Data, Fec, NackEntry, flags, write};
@@ -280,7 +280,7 @@ impl Receiver {
         let outcome = self.tracker.arrived(now, seq);
         if seq < expected {
             match outcome {
-                Some(Outcome::Arrived { delay, .. }) => {
+                Some(Arrived { delay, .. }) => {
                     let ms = delay.as_secs_f64() as f32 * 1e3;
                     match how {
                         How::Original => self.stats.pkt_rcv_reordered += 1,
@@ -298,7 +298,7 @@ impl Receiver {
                         }
                     }
                 }
-                Some(Outcome::Expired) | None => {
+                None => {
                     // Given up on already (or never tracked): too late.
                     self.stats.pkt_rcv_belated += 1;
                 }
@@ -335,8 +335,7 @@ impl Receiver {
         }
         self.seen[(seq % SEEN_SLOTS as u64) as usize] = seq;
         self.stats.pkt_recv_unique += 1;
-        let frame_deadline = deadline;
-        self.assemble(seq, &media, how != How::Original, frame_deadline);
+        self.assemble(&media, how != How::Original, deadline);
         if how != How::Fec {
             let rebuilt = self.fec.on_data(seq, protected);
             self.rebuilt(now, rebuilt);
@@ -344,7 +343,7 @@ impl Receiver {
         true
     }
 
-    fn assemble(&mut self, seq: u64, m: &wire::Media<'_>, repaired: bool, deadline: Time) {
+    fn assemble(&mut self, m: &wire::Media<'_>, repaired: bool, deadline: Time) {
         let frame = self.frame_clock.extend(m.frame);
         if self.delivered_frames.contains(&frame) {
             return;
@@ -360,7 +359,6 @@ impl Receiver {
             );
             return;
         }
-        let _ = seq;
         if !self.assemblies.contains_key(&frame) && self.assemblies.len() >= MAX_ASSEMBLIES {
             self.assemblies.pop_first();
             self.stats.frames_dropped += 1;
@@ -603,6 +601,8 @@ impl Receiver {
         let mut s = self.stats.clone();
         s.ms_rtt = self.rtt.map_or(0.0, |r| r.as_secs_f64() * 1e3);
         s.pkt_rcv_filter_loss = self.fec.unrecovered;
+        // Gaps too large to track were never asked for: given up at once.
+        s.pkt_rcv_drop += self.tracker.untracked;
         s.recovery_ms_fec = Percentiles::of(&self.delays_fec);
         s.recovery_ms_nack = Percentiles::of(&self.delays_nack);
         s.recovery_ms_event = Percentiles::of(&self.delays_event);

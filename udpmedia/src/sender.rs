@@ -50,6 +50,35 @@ impl Queued {
     }
 }
 
+/// Packets waiting for the pacer, oldest first (pushed at non-decreasing
+/// instants), with their total size kept as they come and go.
+#[derive(Default)]
+struct SendQueue {
+    items: VecDeque<Queued>,
+    bytes: usize,
+}
+
+impl SendQueue {
+    fn push(&mut self, q: Queued) {
+        self.bytes += q.len();
+        self.items.push_back(q);
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        let q = self.items.pop_front()?;
+        self.bytes -= q.len();
+        Some(q)
+    }
+
+    fn front(&self) -> Option<&Queued> {
+        self.items.front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
 /// The pacer drains its queue within this share of the latency whatever
 /// the target (libwebrtc's queue time limit): a queue that outgrows the
 /// pacing rate (audio is not under congestion control; a deep cut) would
@@ -68,7 +97,7 @@ pub struct Sender {
     next_seq: u64,
     sent_through: u64,
     next_frame: u32,
-    queue: VecDeque<Queued>,
+    queue: SendQueue,
     retransmits: VecDeque<Vec<u8>>,
     buffer: RetransmitBuffer,
     /// (seq, sent, size) of first transmissions, for feedback.
@@ -81,7 +110,8 @@ pub struct Sender {
     report_clock: Unwrapper,
     loss_ewma: f64,
     last_target: f64,
-    target_changes: VecDeque<u64>,
+    /// The encoder bitrate congestion control asked for, not yet taken.
+    new_target: Option<u64>,
     stats: SenderStats,
 }
 
@@ -111,7 +141,7 @@ impl Sender {
             next_seq: 0,
             sent_through: 0,
             next_frame: 0,
-            queue: VecDeque::new(),
+            queue: SendQueue::default(),
             retransmits: VecDeque::new(),
             history: VecDeque::new(),
             red: VecDeque::new(),
@@ -120,7 +150,7 @@ impl Sender {
             srtt: None,
             report_clock: Unwrapper::default(),
             loss_ewma: 0.0,
-            target_changes: VecDeque::new(),
+            new_target: None,
             stats: SenderStats::default(),
         }
     }
@@ -209,14 +239,15 @@ impl Sender {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.fec.push(now, seq, &protected, &mut fec);
-            self.queue.push_back(Queued::Media {
+            self.queue.push(Queued::Media {
                 seq,
                 protected,
                 enqueued: now,
             });
         }
-        self.queue
-            .extend(fec.into_iter().map(|f| Queued::Fec(f, now)));
+        for f in fec {
+            self.queue.push(Queued::Fec(f, now));
+        }
         Ok(())
     }
 
@@ -236,8 +267,9 @@ impl Sender {
         }
         let mut fec_out = Vec::new();
         self.fec.handle_timeout(now, &mut fec_out);
-        self.queue
-            .extend(fec_out.into_iter().map(|f| Queued::Fec(f, now)));
+        for f in fec_out {
+            self.queue.push(Queued::Fec(f, now));
+        }
         if self.queue.is_empty() {
             return None;
         }
@@ -247,7 +279,7 @@ impl Sender {
                 .as_ref()
                 .map_or(self.cfg.start_bitrate as f64, |g| g.target_bps());
             // Everything queued out before the oldest has waited its share.
-            let queued: usize = self.queue.iter().map(Queued::len).sum();
+            let queued = self.queue.bytes;
             let waited = self
                 .queue
                 .front()
@@ -265,7 +297,7 @@ impl Sender {
             }
         }
         let mut d = Vec::with_capacity(self.cfg.mtu);
-        match self.queue.pop_front()? {
+        match self.queue.pop()? {
             Queued::Media { seq, protected, .. } => {
                 write::data(
                     &mut d,
@@ -320,13 +352,15 @@ impl Sender {
         let latency = self.cfg.latency;
         // Media that waited past the latency is of no use; nor is FEC that
         // did (what it protects went, or is as late).
-        let mut dropped = 0;
-        self.queue.retain(|q| {
-            let keep = now.saturating_since(q.enqueued()) <= latency;
-            dropped += u64::from(!keep && matches!(q, Queued::Media { .. }));
-            keep
-        });
-        self.stats.pkt_snd_drop += dropped;
+        while self
+            .queue
+            .front()
+            .is_some_and(|q| now.saturating_since(q.enqueued()) > latency)
+        {
+            if let Some(Queued::Media { .. }) = self.queue.pop() {
+                self.stats.pkt_snd_drop += 1;
+            }
+        }
         self.buffer
             .expire(now, latency + self.srtt.unwrap_or_default());
     }
@@ -428,7 +462,7 @@ impl Sender {
             }
             if (target - self.last_target).abs() > TARGET_STEP * self.last_target {
                 self.last_target = target;
-                self.target_changes.push_back(self.media_bitrate(target));
+                self.new_target = Some(self.media_bitrate(target));
             }
         }
     }
@@ -440,9 +474,7 @@ impl Sender {
 
     /// A new media bitrate for the encoder, when congestion control moved.
     pub fn poll_target(&mut self) -> Option<u64> {
-        self.target_changes
-            .pop_back()
-            .inspect(|_| self.target_changes.clear())
+        self.new_target.take()
     }
 
     /// The encoder bitrate congestion control allows now.
@@ -458,7 +490,7 @@ impl Sender {
 
     /// Media packets waiting to be sent.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.items.len()
     }
 
     pub fn stats(&self) -> SenderStats {

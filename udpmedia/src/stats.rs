@@ -55,7 +55,8 @@ pub struct ReceiverStats {
     pub pkt_recv_unique: u64,
     /// Packets found missing (sequence gaps), whether recovered later or not.
     pub pkt_rcv_loss: u64,
-    /// Packets never recovered in time (given up at their deadline).
+    /// Packets never recovered in time (given up at their deadline, or in
+    /// a gap too large to track).
     pub pkt_rcv_drop: u64,
     /// Packets that arrived after they were given up (too late).
     pub pkt_rcv_belated: u64,
@@ -126,16 +127,6 @@ impl Percentiles {
 }
 
 impl ReceiverStats {
-    /// Packets lost and never recovered / packets the sender sent.
-    pub fn residual_loss(&self) -> f64 {
-        let total = self.pkt_recv_unique + self.pkt_rcv_drop;
-        if total == 0 {
-            0.0
-        } else {
-            self.pkt_rcv_drop as f64 / total as f64
-        }
-    }
-
     /// Of the packets found missing, the share recovered in time (FEC,
     /// retransmission, or late arrival within the deadline).
     pub fn recovery_ratio(&self) -> f64 {
@@ -174,7 +165,6 @@ mod tests {
             pkt_rcv_retrans_supply: 3,
             ..ReceiverStats::default()
         };
-        assert!((r.residual_loss() - 0.02).abs() < 1e-12);
         assert!((r.recovery_ratio() - 0.8).abs() < 1e-12);
         let json = serde_json::to_string(&SenderStats::default()).unwrap();
         for name in [

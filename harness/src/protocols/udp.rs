@@ -205,7 +205,7 @@ pub(crate) async fn serve(
                     Err(r) => {
                         let _ = sock.send_to(&r.datagram(), from).await;
                     }
-                    Ok(mut conn) => {
+                    Ok(conn) => {
                         if publishing && !claim_publish(&streams, &stats, &stream, &stream_key).unwrap_or(false) {
                             let _ = sock.send_to(&refuse("wrong stream key, or already publishing").datagram(), from).await;
                             continue;
@@ -221,13 +221,13 @@ pub(crate) async fn serve(
                             }
                             Err(_) => continue,
                         };
+                        let mut peer = Peer { conn, key: stream, publishing, slot };
                         if !publishing {
-                            let Ok((catch_up, mut rx)) = subscribe(&streams, &stream) else { continue };
-                            let mut peer = Peer { conn, key: stream, publishing, slot };
+                            // A player: what it missed, then the stream as it comes.
+                            let Ok((catch_up, mut rx)) = subscribe(&streams, &peer.key) else { continue };
                             for m in &catch_up {
                                 peer.send(now, m);
                             }
-                            conn = peer.conn;
                             let tx = media_tx.clone();
                             tokio::spawn(async move {
                                 while let Some(m) = rx.recv().await {
@@ -236,10 +236,8 @@ pub(crate) async fn serve(
                                     }
                                 }
                             });
-                            peers.insert(from, Peer { conn, key: peer.key, publishing, slot });
-                        } else {
-                            peers.insert(from, Peer { conn, key: stream, publishing, slot });
                         }
+                        peers.insert(from, peer);
                     }
                 }
             }
