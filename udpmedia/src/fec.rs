@@ -333,8 +333,6 @@ pub struct FecDecoder {
     xor: Vec<XorGroup>,
     rs: BTreeMap<u64, RsBlock>,
     rs_engine: Option<ReedSolomonDecoder>,
-    /// Lost packets a group or block could not rebuild before it expired.
-    pub unrecovered: u64,
 }
 
 impl FecDecoder {
@@ -572,25 +570,24 @@ impl FecDecoder {
             }
             self.received.remove(&s);
         }
-        let mut lost = 0;
-        let received = &self.received;
-        self.xor.retain(|g| {
-            let keep = g.last() >= floor;
-            if !keep {
-                lost += g
-                    .members()
-                    .filter(|s| *s >= floor && !received.contains_key(s))
-                    .count() as u64;
-            }
-            keep
-        });
+        self.xor.retain(|g| g.last() >= floor);
         while let Some((&b, blk)) = self.rs.iter().next() {
             if b + blk.count >= floor {
                 break;
             }
             self.rs.remove(&b);
         }
-        self.unrecovered += lost;
+    }
+
+    /// Whether an FEC group or block that arrived covers `seq` (a lost
+    /// packet it covers and did not rebuild is FEC's loss).
+    pub fn covers(&self, seq: u64) -> bool {
+        self.xor.iter().any(|g| g.contains(seq))
+            || self
+                .rs
+                .range(..=seq)
+                .next_back()
+                .is_some_and(|(&b, blk)| seq < b + blk.count)
     }
 }
 

@@ -149,8 +149,8 @@ impl LossTracker {
         })
     }
 
-    /// Drops the packets whose deadline passed; returns how many.
-    pub fn expire(&mut self, now: Time) -> u64 {
+    /// Drops the packets whose deadline passed; returns them.
+    pub fn expire(&mut self, now: Time) -> Vec<u64> {
         let gone: Vec<(u64, u64)> = self
             .missing
             .iter()
@@ -161,7 +161,7 @@ impl LossTracker {
             self.missing.remove(seq);
             self.resolve(*event, None);
         }
-        gone.len() as u64
+        gone.into_iter().map(|(seq, _)| seq).collect()
     }
 
     /// The packets to ask for now: eligible, before their deadline, not
@@ -378,7 +378,7 @@ mod tests {
             t.due(MS(200), Duration::from_millis(1), 64, |_| false)
                 .is_empty()
         );
-        assert_eq!(t.expire(MS(50)), 1);
+        assert_eq!(t.expire(MS(50)), vec![0]);
         assert!(t.is_empty());
     }
 

@@ -524,8 +524,10 @@ impl Receiver {
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
-        let dropped = self.tracker.expire(now);
-        self.stats.pkt_rcv_drop += dropped;
+        for seq in self.tracker.expire(now) {
+            self.stats.pkt_rcv_drop += 1;
+            self.stats.pkt_rcv_filter_loss += u64::from(self.fec.covers(seq));
+        }
         self.loss_events();
         let before = self.assemblies.len();
         self.assemblies
@@ -600,7 +602,6 @@ impl Receiver {
     pub fn stats(&self) -> ReceiverStats {
         let mut s = self.stats.clone();
         s.ms_rtt = self.rtt.map_or(0.0, |r| r.as_secs_f64() * 1e3);
-        s.pkt_rcv_filter_loss = self.fec.unrecovered;
         // Gaps too large to track were never asked for: given up at once.
         s.pkt_rcv_drop += self.tracker.untracked;
         s.recovery_ms_fec = Percentiles::of(&self.delays_fec);

@@ -488,9 +488,9 @@ impl Sender {
         self.gcc.as_ref().map_or(&[], |g| g.samples())
     }
 
-    /// Media packets waiting to be sent.
-    pub fn queued(&self) -> usize {
-        self.queue.items.len()
+    /// Bytes waiting for the pacer (media and FEC).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes
     }
 
     pub fn stats(&self) -> SenderStats {
@@ -544,12 +544,12 @@ mod tests {
             while s.poll_transmit(t).is_some() {
                 sent += 1;
             }
-            if s.queued() == 0 {
+            if s.queued_bytes() == 0 {
                 break;
             }
             t = t + Duration::from_micros(100);
         }
-        assert_eq!((s.queued(), s.stats().pkt_snd_drop), (0, 0), "at {t}");
+        assert_eq!((s.queued_bytes(), s.stats().pkt_snd_drop), (0, 0), "at {t}");
         assert!(
             sent >= 90 && t <= Time::from_millis(120),
             "{sent} packets by {t}"

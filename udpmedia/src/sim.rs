@@ -546,6 +546,25 @@ mod tests {
     }
 
     #[test]
+    fn losses_fec_covers_but_cannot_rebuild_are_its_losses() {
+        let c = Config {
+            nack: false,
+            fec: FecConfig::Rs {
+                k: 10,
+                m: 1,
+                adaptive: false,
+            },
+            ..cfg()
+        };
+        let mut sim = Sim::new(c.clone(), c, Role::Publish, "delay 10ms", "delay 10ms", 1);
+        sim.drop = Box::new(|up, d| up && data_seq(d).is_some_and(|s| s % 50 == 3 || s % 50 == 4));
+        publish(&mut sim, 60, 6000, false, Duration::from_millis(400));
+        let r = receiver_stats(&sim);
+        assert!(r.pkt_rcv_drop > 5, "{r:?}");
+        assert_eq!(r.pkt_rcv_filter_loss, r.pkt_rcv_drop, "{r:?}");
+    }
+
+    #[test]
     fn red_rebuilds_lost_audio_frames() {
         let c = Config {
             nack: false,

@@ -449,7 +449,7 @@ impl UdpClient {
                 next_sample = now + rtmp::ABR_SAMPLE;
                 let target = e.target_bitrate();
                 // The send queue as time at the current rate.
-                let queued_bits = s.queued() as f64 * 8.0 * 1200.0;
+                let queued_bits = s.queued_bytes() as f64 * 8.0;
                 a.samples.push(AbrSample {
                     at_ms: now.as_secs_f64() * 1e3,
                     backlog_ms: queued_bits / target.max(1.0) * 1e3,
