@@ -7,7 +7,6 @@ mod common;
 use harness::runner::RunResult;
 use harness::scenario::Scenario;
 use netem::adapters::can_create_namespaces;
-use netem::adapters::link::LinkDir;
 
 fn run(text: &str) -> RunResult {
     common::run_link(&Scenario::from_toml("test", text, None).unwrap())
@@ -140,12 +139,7 @@ kind = "rtmp"
 uri = "rtmpq://server/live/glass{mapping}"
 "#
         ));
-        let drops = r
-            .link
-            .as_ref()
-            .unwrap()
-            .counters(LinkDir::FirstMileUp)
-            .dropped_loss;
+        let drops = common::first_mile_drops(&r);
         let lost = r.publisher.quic.as_ref().unwrap().lost_packets;
         eprintln!(
             "quic{mapping}: engine dropped {drops} on the first-mile uplink, quinn declared {lost} lost; G2G p99 {} ms",

@@ -16,7 +16,7 @@ use harness::runner::RunResult;
 use harness::scenario::Scenario;
 use netem::Time;
 use netem::adapters::can_create_namespaces;
-use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork};
+use netem::adapters::link::{Host, LinkConfig, LinkNetwork};
 use netem::rng::SeedTree;
 use netem::time::Clock;
 
@@ -120,12 +120,7 @@ fn loss_grows_the_tail_and_tcp_retransmits_what_the_engine_dropped() {
         "100ms",
     ));
     let (c, l) = (&clean.player, &lossy.player);
-    let drops = lossy
-        .link
-        .as_ref()
-        .unwrap()
-        .counters(LinkDir::FirstMileUp)
-        .dropped_loss;
+    let drops = common::first_mile_drops(&lossy);
     eprintln!(
         "clean p99 {} ms, stalls {}; 8 % loss: p99 {} ms, max {} ms, stalls {} ({} ms); engine drops {drops}, TCP retransmits {}",
         c.g2g_p99_ms,

@@ -9,7 +9,6 @@ use harness::recovery::MileRecovery;
 use harness::runner::RunResult;
 use harness::scenario::Scenario;
 use netem::adapters::can_create_namespaces;
-use netem::adapters::link::LinkDir;
 
 fn run(text: &str) -> RunResult {
     common::run_link(&Scenario::from_toml("test", text, None).unwrap())
@@ -68,12 +67,7 @@ fn each_recovery_mechanism_against_five_percent_loss() {
             &format!("kind = \"udp\"\nname = \"{name}\"\nudp = {udp}"),
         ));
         let m = first_mile(&r).clone();
-        let drops = r
-            .link
-            .as_ref()
-            .unwrap()
-            .counters(LinkDir::FirstMileUp)
-            .dropped_loss;
+        let drops = common::first_mile_drops(&r);
         eprintln!(
             "{name}: link dropped {drops}, lost {}, fec {}, nack {}, late {}, never {}, residual {:.3} %, overhead {:.1} %; frames shown {} of {}",
             m.lost,

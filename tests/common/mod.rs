@@ -33,3 +33,13 @@ pub fn run_link(s: &Scenario) -> RunResult {
     )
     .unwrap()
 }
+
+/// Packets the engine's loss model dropped on the first-mile uplink of a
+/// link-mode run (the ground truth a transport's loss count is checked against).
+pub fn first_mile_drops(r: &RunResult) -> u64 {
+    r.link
+        .as_ref()
+        .expect("a link-mode run")
+        .counters(netem::adapters::link::LinkDir::FirstMileUp)
+        .dropped_loss
+}
