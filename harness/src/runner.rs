@@ -401,6 +401,9 @@ pub fn run_one(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
+        // Where the run is, for the message if it overruns its deadline.
+        let stage = std::cell::Cell::new("connecting the player");
+        let (played_done, published_done) = (std::cell::Cell::new(false), std::cell::Cell::new(false));
         let work = async {
             let dial = Dial { topo: &topo, tcp_cc: cc, quic: &quic_ctx, udp: &udp_cfg, clock };
             // The player joins first, so it sees the stream from its start.
@@ -415,13 +418,16 @@ pub fn run_one(
                 player.set_ordered(false);
             }
             let play = async {
-                match player_side {
+                let r = match player_side {
                     Client::Rtmp(t) => rtmp::play(t, &key, &mut player, clock, end).await.map(|()| None),
                     Client::Udp(c) => c.play(&mut player, end).await.map(Some),
-                }
+                };
+                played_done.set(true);
+                r
             };
             match protocol.publisher {
                 PublisherKind::Glass => {
+                    stage.set("connecting the publisher");
                     let (pub_side, r) = open_client(&dial, Host::Publisher, "publisher", &protocol.publisher_uri).await?;
                     transports.push(r);
                     let source_for = |start: Time| match &scenario.replay {
@@ -436,13 +442,16 @@ pub fn run_one(
                         )),
                     };
                     let publish = async {
-                        match pub_side {
+                        let r = match pub_side {
                             Client::Rtmp(t) => rtmp::publish(t, &key, source_for, protocol.abr.clone(), clock, end)
                                 .await
                                 .map(|s| (s, None)),
                             Client::Udp(c) => c.publish(source_for, end).await.map(|(s, r)| (s, Some(r))),
-                        }
+                        };
+                        published_done.set(true);
+                        r
                     };
+                    stage.set("playing and publishing");
                     let (played, published) = tokio::join!(play, publish);
                     let (publisher, pub_udp) = published.context("publisher")?;
                     udp_reports.extend(pub_udp);
@@ -467,6 +476,7 @@ pub fn run_one(
                         Ffmpeg::spawn("publisher", topo.command(Host::Publisher, "ffmpeg")?, args)?,
                         started,
                     ));
+                    stage.set("playing");
                     udp_reports.extend(play.await.context("player")?);
                     Ok(None)
                 }
@@ -474,7 +484,18 @@ pub fn run_one(
         };
         let deadline = scenario.duration + Duration::from_secs(30);
         let r = tokio::select! {
-            r = tokio::time::timeout(deadline, work) => r.map_err(|_| anyhow!("the run did not finish within its duration + 30 s")),
+            r = tokio::time::timeout(deadline, work) => r.map_err(|_| {
+                let pending: Vec<&str> = [("the player", played_done.get()), ("the publisher", published_done.get())]
+                    .into_iter()
+                    .filter(|(_, done)| !done)
+                    .map(|(who, _)| who)
+                    .collect();
+                anyhow!(
+                    "the run did not finish within its duration + 30 s (stuck {}; not finished: {})",
+                    stage.get(),
+                    pending.join(", ")
+                )
+            }),
             _ = ticker => unreachable!("the ticker never ends"),
         };
         // ffmpeg finishes while the relay still listens (else: broken pipe).
