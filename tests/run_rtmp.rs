@@ -200,7 +200,7 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
                 "wrong",
                 encoder,
                 None,
-                clock,
+                rtmp::ConnectSteps::new(clock, Time::ZERO),
                 Time::from_millis(2000),
             ),
         )

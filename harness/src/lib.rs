@@ -9,6 +9,7 @@ pub mod bench_cmd;
 pub mod check_cmd;
 pub mod cli;
 pub mod events;
+pub mod g2g;
 pub mod media;
 pub mod profile_cmd;
 pub mod protocols;

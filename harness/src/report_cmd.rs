@@ -452,6 +452,53 @@ fn lines_by_x(series: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Line> {
         .collect()
 }
 
+/// Where G2G goes, hop by hop (p50 / p99 of each segment, Glass's frames).
+fn hops_table(h: &mut String, runs: &[Value]) {
+    const SEGMENTS: [(&str, &str); 5] = [
+        ("encode", "encode"),
+        ("first_mile", "first mile"),
+        ("relay", "relay"),
+        ("last_mile", "last mile"),
+        ("playout", "playout"),
+    ];
+    let with_hops: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["result"]["hops"].is_object())
+        .collect();
+    if with_hops.is_empty() {
+        return;
+    }
+    h.push_str("<h2>G2G by hop</h2><p>Each frame's capture, publisher send, relay receive, relay send, player receive and display instants on the one clock: p50 / p99 of each segment (ms).</p><table><tr><th>point / network</th><th>protocol</th><th>repeat</th>");
+    for (_, title) in SEGMENTS {
+        let _ = write!(h, "<th>{title}</th>");
+    }
+    h.push_str("</tr>");
+    for r in with_hops {
+        let hops = &r["result"]["hops"];
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td>",
+            esc(&case_title(
+                r["point"].as_str().unwrap_or(""),
+                r["network"].as_str().unwrap_or("")
+            )),
+            esc(r["protocol"].as_str().unwrap_or("")),
+            r["repeat"].as_u64().unwrap_or(0) + 1
+        );
+        for (key, _) in SEGMENTS {
+            let seg = &hops[key];
+            match (seg["p50_ms"].as_f64(), seg["p99_ms"].as_f64()) {
+                (Some(a), Some(b)) => {
+                    let _ = write!(h, "<td>{a:.1} / {b:.1}</td>");
+                }
+                _ => h.push_str("<td>–</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+}
+
 fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Result<String> {
     let s = &results["scenario"];
     let mut h = String::new();
@@ -483,7 +530,11 @@ fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Resul
         esc(results["glass_version"].as_str().unwrap_or("")),
         esc(results["schema"].as_str().unwrap_or(""))
     );
-    h.push_str("<h2>Comparison</h2><table><tr><th>point / network</th><th>protocol</th><th>repeat</th><th>mode</th><th>G2G p50 (ms)</th><th>G2G p99 (ms)</th><th>stall ratio</th><th>lost</th><th>startup (ms)</th><th>status</th></tr>");
+    h.push_str("<h2>Comparison</h2><p>Steady state: frames captured after the warm-up (start-up is the connect and startup columns). \
+        Smooth at ≤ 1 %: the run's arrivals replayed through the player at the smallest playout buffer that keeps stalls ≤ 1 % — compare protocols on this, not only at one fixed buffer. \
+        Stale: share of display refreshes showing an overdue picture.</p>\
+        <table><tr><th>point / network</th><th>protocol</th><th>repeat</th><th>mode</th><th>connect (ms)</th><th>startup (ms)</th><th>G2G p50 (ms)</th><th>G2G p99 (ms)</th>\
+        <th>steady p50 (ms)</th><th>steady p99 (ms)</th><th>smooth at ≤ 1 %: buffer / G2G p50 (ms)</th><th>stall ratio</th><th>stale</th><th>catch-up (ms)</th><th>skipped</th><th>lost</th><th>status</th></tr>");
     for r in runs {
         let res = &r["result"];
         let p = &res["player"];
@@ -494,18 +545,31 @@ fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Resul
         let lost = res["frames_expected"].as_f64().unwrap_or(0.0)
             - p["frames_displayed"].as_f64().unwrap_or(0.0);
         let ok = r["status"] == "ok";
+        let num = |v: &Value, digits: usize| match v.as_f64() {
+            Some(x) => format!("{x:.digits$}"),
+            None => "–".into(),
+        };
+        let smooth = &res["equal_smoothness"];
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.2} %</td><td>{}</td><td>{:.0}</td><td class=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{:.2} %</td><td>{:.1} %</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             esc(&case),
             esc(r["protocol"].as_str().unwrap_or("")),
             r["repeat"].as_u64().unwrap_or(0) + 1,
             esc(res["mode"].as_str().unwrap_or("")),
-            p["g2g_p50_ms"].as_f64().unwrap_or(f64::NAN),
-            p["g2g_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            num(&res["publisher"]["connect_ms"], 0),
+            num(&p["startup_delay_ms"], 0),
+            num(&p["g2g_p50_ms"], 1),
+            num(&p["g2g_p99_ms"], 1),
+            num(&p["steady"]["p50_ms"], 1),
+            num(&p["steady"]["p99_ms"], 1),
+            num(&smooth["target_delay_ms"], 0),
+            num(&smooth["g2g_p50_ms"], 1),
             p["stall_ratio"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            p["stale_refresh_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+            num(&p["catch_up_ms"], 0),
+            num(&p["frames_skipped"], 0),
             lost.max(0.0),
-            p["startup_delay_ms"].as_f64().unwrap_or(f64::NAN),
             if ok { "" } else { "fail" },
             if ok {
                 "ok".to_string()
@@ -515,6 +579,7 @@ fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Resul
         );
     }
     h.push_str("</table>");
+    hops_table(&mut h, runs);
     h.push_str("<h2>Impairment: asked and realised</h2><ul>");
     for r in runs {
         let Some(checks) = r["impairment_check"].as_object() else {

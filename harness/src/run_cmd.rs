@@ -115,6 +115,17 @@ fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
         b.startup_delay.map(ms),
         p.startup_delay_ms.unwrap_or(f64::INFINITY),
     );
+    let steady = |f: fn(&crate::g2g::G2gSummary) -> f64| p.steady.as_ref().map_or(f64::INFINITY, f);
+    check(
+        "steady_g2g_p50_ms",
+        b.steady_g2g_p50.map(ms),
+        steady(|s| s.p50_ms),
+    );
+    check(
+        "steady_g2g_p99_ms",
+        b.steady_g2g_p99.map(ms),
+        steady(|s| s.p99_ms),
+    );
     out
 }
 
@@ -202,7 +213,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let mut records: Vec<RunRecord> = Vec::new();
     let mut frames_csv = csv_file(
         &out_dir.join("frames.csv"),
-        "point,network,protocol,repeat,seq,capture_ms,arrival_ms,display_ms,g2g_ms",
+        "point,network,protocol,repeat,seq,capture_ms,arrival_ms,display_ms,g2g_ms,publisher_send_ms,relay_receive_ms,relay_send_ms",
         args.resume,
     )?;
     let mut seconds_csv = csv_file(
@@ -289,6 +300,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     }
     bar.finish_and_clear();
     print!("{}", table(&records));
+    print!("{}", hops_table(&records));
     print!("{}", recovery_table(&records));
     for r in &records {
         for t in r.result.iter().flat_map(|x| &x.transports) {
@@ -382,15 +394,20 @@ fn write_series(
 ) -> Result<()> {
     let (pt, n, p) = (quote(point), quote(network), quote(protocol));
     let ms = |t: netem::Time| t.as_secs_f64() * 1e3;
+    let opt = |t: Option<netem::Time>| t.map_or(String::new(), |t| format!("{:.3}", ms(t)));
     for d in &r.displayed {
+        let h = r.frame_hops.get(&d.seq).copied().unwrap_or_default();
         writeln!(
             frames,
-            "{pt},{n},{p},{repeat},{},{:.3},{:.3},{:.3},{:.3}",
+            "{pt},{n},{p},{repeat},{},{:.3},{:.3},{:.3},{:.3},{},{},{}",
             d.seq,
             ms(d.capture),
             ms(d.arrival),
             ms(d.display),
-            d.g2g().as_secs_f64() * 1e3
+            d.g2g().as_secs_f64() * 1e3,
+            opt(h.publisher_send),
+            opt(h.relay_receive),
+            opt(h.relay_send),
         )?;
     }
     for second in 0..duration.as_secs() {
@@ -543,34 +560,52 @@ fn recovery_table(records: &[RunRecord]) -> String {
     s
 }
 
+/// Milliseconds for a table cell, "-" when unknown.
+fn cell_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0} ms"))
+}
+
 fn table(records: &[RunRecord]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<20} {:<18} {:<10} {:<12} {:>10} {:>10} {:>8} {:>6} {:>8}",
+        "{:<20} {:<18} {:<9} {:<11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>5} {:>7}",
         "network",
         "protocol",
         "mode",
         "transport",
+        "connect",
+        "startup",
         "G2G p50",
         "G2G p99",
+        "steady50",
+        "steady99",
+        "smooth@1%",
         "stalls",
+        "stale",
         "lost",
         "retrans"
     );
     for r in records {
         match &r.result {
             Some(x) => {
+                let p = &x.player;
                 let _ = writeln!(
                     s,
-                    "{:<20} {:<18} {:<10} {:<12} {:>7.0} ms {:>7.0} ms {:>7.2}% {:>6} {:>8}",
+                    "{:<20} {:<18} {:<9} {:<11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>5.1}% {:>5} {:>7}",
                     net(r),
                     r.protocol,
                     x.mode,
                     x.transport(),
-                    x.player.g2g_p50_ms,
-                    x.player.g2g_p99_ms,
-                    x.player.stall_ratio * 100.0,
+                    cell_ms(x.publisher.connect_ms),
+                    cell_ms(p.startup_delay_ms),
+                    cell_ms(Some(p.g2g_p50_ms)),
+                    cell_ms(Some(p.g2g_p99_ms)),
+                    cell_ms(p.steady.as_ref().map(|s| s.p50_ms)),
+                    cell_ms(p.steady.as_ref().map(|s| s.p99_ms)),
+                    cell_ms(x.equal_smoothness.as_ref().map(|e| e.g2g_p50_ms)),
+                    p.stall_ratio * 100.0,
+                    p.stale_refresh_ratio * 100.0,
                     x.frames_lost(),
                     x.retransmits()
                 );
@@ -587,4 +622,46 @@ fn table(records: &[RunRecord]) -> String {
         }
     }
     s
+}
+
+/// Where each run's latency goes (p50 of each hop, Glass's own frames), and
+/// what the player's live-edge control did.
+fn hops_table(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "G2G by hop, p50; the player's catch-up and skips; buffer@1% = the playout buffer that keeps stalls <= 1 %:\n{:<20} {:<18} {:>8} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9}",
+        "network",
+        "protocol",
+        "encode",
+        "first mile",
+        "relay",
+        "last mile",
+        "playout",
+        "catch-up",
+        "skipped",
+        "buffer@1%"
+    );
+    let mut any = false;
+    for r in records {
+        let Some(x) = &r.result else { continue };
+        let Some(h) = &x.hops else { continue };
+        any = true;
+        let p50 = |seg: &Option<crate::g2g::Segment>| cell_ms(seg.as_ref().map(|s| s.p50_ms));
+        let _ = writeln!(
+            s,
+            "{:<20} {:<18} {:>8} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9}",
+            net(r),
+            r.protocol,
+            p50(&h.encode),
+            p50(&h.first_mile),
+            p50(&h.relay),
+            p50(&h.last_mile),
+            p50(&h.playout),
+            cell_ms(Some(x.player.catch_up_ms)),
+            x.player.frames_skipped,
+            cell_ms(x.equal_smoothness.as_ref().map(|e| e.target_delay_ms)),
+        );
+    }
+    if any { s } else { String::new() }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::abr_metrics::{AbrMetrics, abr_metrics};
+use crate::g2g::{self, EqualSmoothness, FrameHops, HopBreakdown};
 use crate::media::encoder::Encoder;
 use crate::media::flv::FlvReplay;
 use crate::media::player::{Displayed, Player, PlayerReport};
@@ -23,12 +24,13 @@ use crate::media::source::Source;
 use crate::media::wallclock::WallClock;
 use crate::protocols::ffmpeg::{self, Ffmpeg, FfmpegReport};
 use crate::protocols::quic;
+use crate::protocols::rtmp::ConnectSteps;
 use crate::protocols::rtmp::{self, APP, PublisherStats, RelayStats};
 use crate::protocols::transport::Transport;
 use crate::protocols::udp::{UdpClient, UdpReport};
 use crate::protocols::uri::{StreamUri, UriTransport};
 use crate::recovery::MileRecovery;
-use crate::scenario::{Network, Protocol, PublisherKind, Scenario};
+use crate::scenario::{CaptureStarts, Network, Protocol, PublisherKind, Scenario};
 use crate::topology::{Mode, ProxyStats, Topology, UdpMiles};
 use udpmedia::Role;
 
@@ -73,6 +75,15 @@ pub struct RunResult {
     pub udp: Vec<UdpReport>,
     /// How the UDP protocol recovered, per mile it ran on.
     pub recovery: Vec<MileRecovery>,
+    /// Latency at equal smoothness: the smallest playout delay that keeps
+    /// stalls ≤ 1 %, from replaying this run's arrivals through the player.
+    pub equal_smoothness: Option<EqualSmoothness>,
+    /// G2G broken into encode, first mile, relay, last mile and playout.
+    pub hops: Option<HopBreakdown>,
+    /// Per video frame (by sequence number): publisher send, relay receive
+    /// and relay send instants (frames.csv).
+    #[serde(skip)]
+    pub frame_hops: std::collections::HashMap<u64, FrameHops>,
     #[serde(skip)]
     pub displayed: Vec<Displayed>,
     #[serde(skip)]
@@ -303,9 +314,11 @@ pub fn run_one(
     mode: Mode,
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<RunResult> {
+    // The same seeds for every protocol over a network (per repeat): the
+    // link's impairment decisions and the encoder's frame sizes come from
+    // the same random sequences, so protocols are compared on equal terms.
     let seeds = SeedTree::new(scenario.seed)
         .child(&network.name)
-        .child(&protocol.name)
         .repeat(repeat);
     let uses_ffmpeg = protocol.publisher == PublisherKind::Ffmpeg || protocol.ffmpeg_player;
     if uses_ffmpeg {
@@ -428,9 +441,23 @@ pub fn run_one(
             match protocol.publisher {
                 PublisherKind::Glass => {
                     stage.set("connecting the publisher");
+                    let mut steps = ConnectSteps::new(clock, clock.time(Instant::now()));
                     let (pub_side, r) = open_client(&dial, Host::Publisher, "publisher", &protocol.publisher_uri).await?;
+                    steps.done(match (r.used.as_str(), &r.fallback) {
+                        (_, Some(_)) => "quic_then_tcp_connect",
+                        ("tcp", None) => "tcp_connect",
+                        ("udp", None) => "udp_hello",
+                        _ => "quic_handshake",
+                    });
                     transports.push(r);
-                    let source_for = |start: Time| match &scenario.replay {
+                    // The camera starts when the session can carry media
+                    // (`ready`), or at the run's start (a camera already running).
+                    let source_for = |ready: Time| {
+                        let start = match protocol.capture_starts {
+                            CaptureStarts::OnConnect => ready,
+                            CaptureStarts::AtStart => Time::ZERO,
+                        };
+                        match &scenario.replay {
                         Some(r) => Source::Replay {
                             replay: FlvReplay::new(&r.tags, align(start, refresh)),
                             wall,
@@ -440,13 +467,14 @@ pub fn run_one(
                             seeds,
                             align(start, refresh),
                         )),
+                        }
                     };
                     let publish = async {
                         let r = match pub_side {
-                            Client::Rtmp(t) => rtmp::publish(t, &key, source_for, protocol.abr.clone(), clock, end)
+                            Client::Rtmp(t) => rtmp::publish(t, &key, source_for, protocol.abr.clone(), steps, end)
                                 .await
                                 .map(|s| (s, None)),
-                            Client::Udp(c) => c.publish(source_for, end).await.map(|(s, r)| (s, Some(r))),
+                            Client::Udp(c) => c.publish(source_for, steps, end).await.map(|(s, r)| (s, Some(r))),
                         };
                         published_done.set(true);
                         r
@@ -552,7 +580,18 @@ pub fn run_one(
             p
         }
     };
-    let report = player.finish(end);
+    let mut report = player.finish(end);
+    // Start-up vs steady state: frames captured after the warm-up.
+    let camera = publisher.started_at.unwrap_or(Time::ZERO);
+    report.steady = g2g::g2g_summary(player.displayed(), camera + scenario.warmup);
+    let equal_smoothness = g2g::equal_smoothness(
+        player.config(),
+        player.arrivals(),
+        end,
+        camera + scenario.warmup,
+    );
+    let frame_hops = g2g::frame_hops(&publisher.sent, &relay.hops, clock);
+    let hops = HopBreakdown::of(player.displayed(), &frame_hops);
     let frames_expected = match player.offset() {
         Some(offset) => publisher
             .video_captures
@@ -587,6 +626,9 @@ pub fn run_one(
         link: net.link,
         proxy: net.proxy,
         ffmpeg: ffmpeg_reports,
+        equal_smoothness,
+        hops,
+        frame_hops,
         displayed: player.displayed().to_vec(),
         stalls: player.stalls().to_vec(),
         stall_spans_ms: player

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::media::abr::AbrConfig;
 use crate::media::encoder::EncoderConfig;
 use crate::media::flv::{self, FlvTag};
-use crate::media::player::{LatePolicy, PlayerConfig};
+use crate::media::player::{LatePolicy, LatencyControl, PlayerConfig};
 use crate::protocols::ffmpeg::parse_resolution;
 use crate::protocols::quic::Congestion;
 use crate::protocols::uri::{StreamUri, UriTransport};
@@ -33,6 +33,11 @@ pub struct ScenarioFile {
     #[serde(default)]
     pub description: Option<String>,
     pub duration: HumanDuration,
+    /// Start-up vs steady state: frames captured within this long of the
+    /// camera's start are start-up; the rest are the steady state (default:
+    /// 5 s or the start of the second GOP, whichever is later).
+    #[serde(default)]
+    pub warmup: Option<HumanDuration>,
     #[serde(default = "one")]
     pub seed: u64,
     #[serde(default = "one_u32")]
@@ -190,6 +195,32 @@ pub struct ProtocolFile {
     /// The UDP media protocol's settings (for gudp:// URIs).
     #[serde(default)]
     pub udp: Option<UdpFile>,
+    /// When the publisher's camera starts: `on_connect` (default, when the
+    /// session can carry media, as OBS and ffmpeg start writing after their
+    /// handshake) or `at_start` (at the run's start: a camera already
+    /// running, whose frames queue behind the session's set-up).
+    #[serde(default)]
+    pub capture_starts: CaptureStarts,
+}
+
+/// When a publisher's camera starts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureStarts {
+    /// When the session can carry media (publish accepted, session up).
+    #[default]
+    OnConnect,
+    /// At the run's start, whatever the set-up takes.
+    AtStart,
+}
+
+/// A player's live-edge control, as a scenario names it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyControlKind {
+    None,
+    CatchUp,
+    SkipToLive,
 }
 
 /// The UDP media protocol's settings, as a scenario writes them.
@@ -267,6 +298,16 @@ pub struct PlayerFile {
     /// `wait` (buffered, default for RTMP) or `skip` (low delay).
     #[serde(default)]
     pub late: Option<LatePolicy>,
+    /// `none`, `catch_up` or `skip_to_live` (default: `catch_up` for a
+    /// `wait` player, `skip_to_live` for a `skip` one).
+    #[serde(default)]
+    pub latency_control: Option<LatencyControlKind>,
+    /// Fastest playback rate while catching up (default 1.2).
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    /// How late a `skip_to_live` player may fall before it jumps (default 100 ms).
+    #[serde(default)]
+    pub skip_threshold: Option<HumanDuration>,
 }
 
 /// Limits a run is judged by (reported now; `glass check` will gate on them).
@@ -281,6 +322,11 @@ pub struct Budgets {
     pub stall_ratio: Option<Probability>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_delay: Option<HumanDuration>,
+    /// G2G percentiles over the steady state (frames after the warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_g2g_p50: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_g2g_p99: Option<HumanDuration>,
 }
 
 /// A validated scenario.
@@ -289,6 +335,8 @@ pub struct Scenario {
     pub name: String,
     pub description: Option<String>,
     pub duration: Duration,
+    /// Frames captured this long after the camera's start are steady state.
+    pub warmup: Duration,
     pub seed: u64,
     pub repeat: u32,
     pub encoder: EncoderConfig,
@@ -363,6 +411,7 @@ pub struct Protocol {
     pub abr: Option<AbrConfig>,
     /// The UDP media protocol's settings (used by gudp:// URIs).
     pub udp: udpmedia::Config,
+    pub capture_starts: CaptureStarts,
 }
 
 impl Protocol {
@@ -374,6 +423,52 @@ impl Protocol {
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The player's live-edge control from its table: the kind's default for
+/// the late policy, and `max_rate`/`skip_threshold` only where they apply.
+fn latency_control(p: &PlayerFile, late: LatePolicy, field: &str) -> Result<LatencyControl> {
+    let kind = p.latency_control.unwrap_or(match late {
+        LatePolicy::Wait => LatencyControlKind::CatchUp,
+        LatePolicy::Skip => LatencyControlKind::SkipToLive,
+    });
+    if p.max_rate.is_some() && kind != LatencyControlKind::CatchUp {
+        return bad(
+            format!("{field}.player.max_rate"),
+            "applies to latency_control = \"catch_up\"",
+        );
+    }
+    if p.skip_threshold.is_some() && kind != LatencyControlKind::SkipToLive {
+        return bad(
+            format!("{field}.player.skip_threshold"),
+            "applies to latency_control = \"skip_to_live\"",
+        );
+    }
+    Ok(match kind {
+        LatencyControlKind::None => LatencyControl::None,
+        LatencyControlKind::CatchUp => {
+            let max_rate = p.max_rate.unwrap_or(LatencyControl::DEFAULT_MAX_RATE);
+            if !(max_rate > 1.0 && max_rate <= 4.0) {
+                return bad(
+                    format!("{field}.player.max_rate"),
+                    format!("{max_rate}: a playback rate above 1 and at most 4"),
+                );
+            }
+            LatencyControl::CatchUp { max_rate }
+        }
+        LatencyControlKind::SkipToLive => {
+            let threshold = p
+                .skip_threshold
+                .map_or(LatencyControl::DEFAULT_SKIP_THRESHOLD, HumanDuration::get);
+            if threshold < Duration::from_millis(1) || threshold > Duration::from_secs(60) {
+                return bad(
+                    format!("{field}.player.skip_threshold"),
+                    "between 1 ms and 60 s",
+                );
+            }
+            LatencyControl::SkipToLive { threshold }
+        }
+    })
+}
 
 fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T> {
     Err(ConfigError::invalid(field, reason))
@@ -577,6 +672,24 @@ impl ScenarioFile {
         encoder
             .validate()
             .map_err(|e| ConfigError::invalid("media", e))?;
+        let warmup = match self.warmup {
+            Some(w) => w.get(),
+            // 5 s, or the start of the second GOP when GOPs are longer; at
+            // most half of a short run.
+            None => Duration::from_secs(5)
+                .max(Duration::from_secs_f64(m.gop as f64 / m.fps))
+                .min(duration / 2),
+        };
+        if warmup >= duration {
+            return bad(
+                "warmup",
+                format!(
+                    "{} leaves no steady state in a {} run: shorten it or lengthen `duration`",
+                    HumanDuration(warmup),
+                    HumanDuration(duration)
+                ),
+            );
+        }
         let replay = match &m.flv {
             None => None,
             Some(name) => {
@@ -780,6 +893,8 @@ impl ScenarioFile {
             if target > Duration::from_secs(60) {
                 return bad(format!("{field}.player.target_delay"), "at most 60 s");
             }
+            let late = p.player.late.unwrap_or(LatePolicy::Wait);
+            let latency_control = latency_control(&p.player, late, &field)?;
             let u = p.udp.clone().unwrap_or_default();
             let udp = udpmedia::Config {
                 nack: u.nack,
@@ -800,9 +915,11 @@ impl ScenarioFile {
                 player: PlayerConfig {
                     target_delay: target,
                     refresh,
-                    late: p.player.late.unwrap_or(LatePolicy::Wait),
+                    late,
                     ordered: true,
+                    latency_control,
                 },
+                capture_starts: p.capture_starts,
                 publisher: p.publisher,
                 ffmpeg_player: p.ffmpeg_player,
                 tcp_congestion: cc,
@@ -840,6 +957,7 @@ impl ScenarioFile {
             name: self.name.clone(),
             description: self.description.clone(),
             duration,
+            warmup,
             seed: self.seed,
             repeat: self.repeat,
             encoder,

@@ -66,14 +66,25 @@ pub struct Player {
     pub g2g_p99_ms: f64,
     pub stall_ratio: f64,
     pub startup_delay_ms: Option<f64>,
+    /// G2G over the steady state (absent in results written before it was).
+    #[serde(default)]
+    pub steady: Option<Steady>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Steady {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// Metrics the gate tracks; all are "higher is worse".
-pub const METRICS: [&str; 4] = [
+pub const METRICS: [&str; 6] = [
     "g2g_p50_ms",
     "g2g_p99_ms",
     "stall_ratio",
     "startup_delay_ms",
+    "steady_g2g_p50_ms",
+    "steady_g2g_p99_ms",
 ];
 
 fn metric(p: &Player, name: &str) -> Option<f64> {
@@ -82,6 +93,8 @@ fn metric(p: &Player, name: &str) -> Option<f64> {
         "g2g_p99_ms" => Some(p.g2g_p99_ms),
         "stall_ratio" => Some(p.stall_ratio),
         "startup_delay_ms" => p.startup_delay_ms,
+        "steady_g2g_p50_ms" => p.steady.as_ref().map(|s| s.p50_ms),
+        "steady_g2g_p99_ms" => p.steady.as_ref().map(|s| s.p99_ms),
         _ => None,
     }
 }

@@ -114,6 +114,11 @@ impl Encoder {
         }
     }
 
+    /// When the camera started capturing.
+    pub fn start(&self) -> Time {
+        self.start
+    }
+
     pub fn config(&self) -> &EncoderConfig {
         &self.cfg
     }

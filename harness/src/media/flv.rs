@@ -136,6 +136,11 @@ pub struct FlvReplay {
 }
 
 impl FlvReplay {
+    /// When the replay started (its first tag's instant).
+    pub fn start(&self) -> Time {
+        self.start
+    }
+
     pub fn new(tags: &[FlvTag], start: Time) -> FlvReplay {
         let headers: Vec<_> = tags
             .iter()

@@ -29,6 +29,18 @@
 //! for a missing frame until a later I-frame is due, then gives it up (the
 //! UDP protocol may have given it up for good).
 //!
+//! Live-edge control ([`LatencyControl`]): once playing, the player keeps
+//! estimating the live edge's delay (the lowest capture-to-arrival delay of
+//! the last [`LIVE_WINDOW`]), so its target latency is that delay plus
+//! `target_delay`. A start-up burst (TCP's slow start on a fresh connection,
+//! frames queued behind the set-up) or a stall leaves the playhead later
+//! than that; `catch_up` plays faster (up to `max_rate`) until it is back
+//! at the target, as hls.js and mpegts.js latency chasing do;
+//! `skip_to_live` jumps to the newest decodable frame once it is more than
+//! `threshold` behind, as low-delay players do (the skipped frames are
+//! decoded, not shown, so the reference chain stays whole); `none` keeps
+//! whatever latency start-up and stalls left (a plain buffered player).
+//!
 //! Metrics (DESIGN.md): glass-to-glass latency = display − capture, for
 //! displayed frames only; startup delay = first display − player start; a
 //! stall starts at the refresh where the player should show a frame and has
@@ -54,6 +66,49 @@ pub enum LatePolicy {
     Skip,
 }
 
+/// What a player does when it is later than its target latency (the live
+/// edge's delay + `target_delay`).
+#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LatencyControl {
+    /// Keep the latency start-up and stalls left.
+    None,
+    /// Play faster, at most `max_rate` × real time, until back at the target.
+    CatchUp { max_rate: f64 },
+    /// Jump to the newest decodable frame when more than `threshold` late.
+    SkipToLive {
+        #[serde(serialize_with = "ser_ms")]
+        threshold: Duration,
+    },
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+impl LatencyControl {
+    /// mpegts.js's live sync rate (`liveSyncPlaybackRate`): 1.2×.
+    pub const DEFAULT_MAX_RATE: f64 = 1.2;
+    /// How late a low-delay player may fall before it jumps.
+    pub const DEFAULT_SKIP_THRESHOLD: Duration = Duration::from_millis(100);
+
+    /// The default for a player kind: a buffered player (`wait`, RTMP and
+    /// HLS players) catches up at 1.2× (mpegts.js, hls.js latency chasing);
+    /// a low-delay player (`skip`, WebRTC-like) skips to the live edge once
+    /// 100 ms late (a real-time jitter buffer drops what it cannot show in
+    /// time).
+    pub fn default_for(late: LatePolicy) -> LatencyControl {
+        match late {
+            LatePolicy::Wait => LatencyControl::CatchUp {
+                max_rate: Self::DEFAULT_MAX_RATE,
+            },
+            LatePolicy::Skip => LatencyControl::SkipToLive {
+                threshold: Self::DEFAULT_SKIP_THRESHOLD,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlayerConfig {
     /// Buffering between the first frame's arrival and its display.
@@ -63,7 +118,14 @@ pub struct PlayerConfig {
     pub late: LatePolicy,
     /// Frames arrive in order (TCP): a gap behind an arrived frame is a loss.
     pub ordered: bool,
+    /// What to do when later than the target latency.
+    pub latency_control: LatencyControl,
 }
+
+/// The live edge's delay is the lowest capture-to-arrival delay over this
+/// window: long enough to span a GOP's jitter, short enough to follow a
+/// path whose delay changes.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Freeze rule's window: the mean frame interval is taken over this many.
 const FREEZE_WINDOW: usize = 30;
@@ -111,6 +173,23 @@ pub struct PlayerReport {
     pub freeze_count: u64,
     pub freeze_total_ms: f64,
     pub playback_s: f64,
+    /// Time spent playing faster than real time to get back to the target
+    /// latency (`catch_up`).
+    pub catch_up_ms: f64,
+    /// Frames decoded but not shown because the player jumped to the live
+    /// edge (`skip_to_live`).
+    pub frames_skipped: u64,
+    /// Jumps to the live edge (`skip_to_live`).
+    pub skips: u64,
+    /// Share of display refreshes after the first frame at which the
+    /// screen shows a stale picture: nothing new was shown and the picture
+    /// on screen is older than a frame interval (plus half a refresh). One
+    /// smoothness figure for buffered players (stalls) and low-delay ones
+    /// (skips, freezes) alike.
+    pub stale_refresh_ratio: f64,
+    /// G2G over the steady state: frames captured after the warm-up (set
+    /// by the runner, which knows when the camera started).
+    pub steady: Option<G2gSummary>,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -148,6 +227,14 @@ pub struct Player {
     freeze_count: u64,
     freeze_total: Duration,
     report: PlayerReport,
+    /// (arrival, delay) of recent video frames, delays increasing from the
+    /// front: the sliding minimum over [`LIVE_WINDOW`].
+    live: VecDeque<(Time, Duration)>,
+    catch_up: Duration,
+    refreshes: u64,
+    stale_refreshes: u64,
+    /// Every video frame's arrival, for replays at other targets.
+    arrivals: Vec<(Time, FrameHeader)>,
 }
 
 impl Player {
@@ -173,6 +260,11 @@ impl Player {
             freeze_count: 0,
             freeze_total: Duration::ZERO,
             report: PlayerReport::default(),
+            live: VecDeque::new(),
+            catch_up: Duration::ZERO,
+            refreshes: 0,
+            stale_refreshes: 0,
+            arrivals: Vec::new(),
             cfg,
         }
     }
@@ -185,6 +277,8 @@ impl Player {
             return;
         }
         self.report.frames_received += 1;
+        self.arrivals.push((now, header));
+        self.track_live_edge(now, now.saturating_since(header.capture));
         if self.first_capture.is_none() {
             if header.kind != FrameKind::I {
                 if !self.cfg.ordered {
@@ -289,6 +383,12 @@ impl Player {
         let Some(mut offset) = self.offset else {
             return;
         };
+        let (step, skipping) = self.control_latency();
+        offset -= step;
+        if skipping {
+            offset = self.offset.unwrap_or(offset);
+        }
+        self.offset = Some(offset);
         let mut show: Option<Arrived> = None;
         // Whether the timeline asked for a new picture at this refresh.
         let mut should_show = self.empty_slot.is_some_and(|slot| slot <= t);
@@ -304,7 +404,8 @@ impl Player {
                 should_show = true;
                 self.buffer.remove(&seq);
                 if self.cfg.late == LatePolicy::Wait
-                    && t >= f.header.capture + offset + self.cfg.refresh
+                    && !skipping
+                    && t >= f.header.capture + offset + self.cfg.refresh + step
                 {
                     // Resuming after rebuffering: the timeline restarts from
                     // this frame, so the frames behind it are not due yet and
@@ -318,7 +419,11 @@ impl Player {
                 if decodable {
                     self.last_decoded = Some(seq);
                     if show.replace(f).is_some() {
-                        self.report.dropped_late += 1; // superseded by a newer due frame
+                        if skipping {
+                            self.report.frames_skipped += 1; // jumped over to the live edge
+                        } else {
+                            self.report.dropped_late += 1; // superseded by a newer due frame
+                        }
                     }
                 } else {
                     self.report.dropped_undecodable += 1;
@@ -370,15 +475,75 @@ impl Player {
             }
             self.next_seq += 1;
         }
+        if !self.displayed.is_empty() {
+            self.refreshes += 1;
+        }
         match show {
             Some(f) => self.display(t, f),
-            // A frame was due and none decodable could be shown: a stall
-            // begins (after the first frame), and lasts until one is shown.
-            None if should_show && !self.displayed.is_empty() && self.stall_start.is_none() => {
-                self.stall_start = Some(t);
+            None => {
+                // A frame was due and none decodable could be shown: a stall
+                // begins (after the first frame), and lasts until one is shown.
+                if should_show && !self.displayed.is_empty() && self.stall_start.is_none() {
+                    self.stall_start = Some(t);
+                }
+                if let (Some(last), Some(interval)) = (self.displayed.last(), self.frame_interval)
+                    && t - last.display > interval + self.cfg.refresh / 2
+                {
+                    self.stale_refreshes += 1;
+                }
             }
-            None => {}
         }
+    }
+
+    /// The live edge's delay: the lowest capture-to-arrival delay of the
+    /// last [`LIVE_WINDOW`] of arrivals.
+    fn track_live_edge(&mut self, now: Time, delay: Duration) {
+        while self.live.back().is_some_and(|&(_, d)| d >= delay) {
+            self.live.pop_back();
+        }
+        self.live.push_back((now, delay));
+        while self
+            .live
+            .front()
+            .is_some_and(|&(at, _)| at + LIVE_WINDOW < now)
+        {
+            self.live.pop_front();
+        }
+    }
+
+    /// Applies the latency control at a refresh: how much to shorten the
+    /// offset this refresh (catching up), or whether the player jumped to
+    /// the live edge (the new offset is then already set).
+    fn control_latency(&mut self) -> (Duration, bool) {
+        let (Some(offset), Some(&(_, edge))) = (self.offset, self.live.front()) else {
+            return (Duration::ZERO, false);
+        };
+        let target = edge + self.cfg.target_delay;
+        let excess = offset.saturating_sub(target);
+        // Only while playing (not stalled) and with the next frame at hand:
+        // playing faster into an empty buffer would only make a stall.
+        let playing = !self.displayed.is_empty()
+            && self.stall_start.is_none()
+            && self.buffer.contains_key(&self.next_seq);
+        match self.cfg.latency_control {
+            LatencyControl::CatchUp { max_rate } if playing && !excess.is_zero() => {
+                let step = self.cfg.refresh.mul_f64(max_rate - 1.0).min(excess);
+                self.catch_up += step.div_f64(max_rate - 1.0);
+                (step, false)
+            }
+            LatencyControl::SkipToLive { threshold } if excess > threshold && playing => {
+                self.offset = Some(target);
+                self.report.skips += 1;
+                (Duration::ZERO, true)
+            }
+            _ => (Duration::ZERO, false),
+        }
+    }
+
+    /// Every video frame's arrival so far, in arrival order (to replay the
+    /// run through a player with another target, [`replay`]).
+    pub fn arrivals(&self) -> &[(Time, FrameHeader)] {
+        &self.arrivals
     }
 
     fn display(&mut self, t: Time, f: Arrived) {
@@ -413,6 +578,11 @@ impl Player {
     /// stream per frame): out of order, a gap may still fill.
     pub fn set_ordered(&mut self, ordered: bool) {
         self.cfg.ordered = ordered;
+    }
+
+    /// The player's configuration (as `set_ordered` left it).
+    pub fn config(&self) -> &PlayerConfig {
+        &self.cfg
     }
 
     /// Capture → due, once playback has started.
@@ -461,8 +631,68 @@ impl Player {
         }
         r.freeze_count = self.freeze_count;
         r.freeze_total_ms = self.freeze_total.as_secs_f64() * 1e3;
+        r.catch_up_ms = self.catch_up.as_secs_f64() * 1e3;
+        if self.refreshes > 0 {
+            r.stale_refresh_ratio = self.stale_refreshes as f64 / self.refreshes as f64;
+        }
         r
     }
+}
+
+/// Replays a run's video arrivals through a player with `cfg` that started
+/// at `start`: what that player would have shown. The player is sans-IO,
+/// so this is exact and cheap.
+pub fn replay(
+    cfg: PlayerConfig,
+    start: Time,
+    arrivals: &[(Time, FrameHeader)],
+    end: Time,
+) -> (PlayerReport, Vec<Displayed>) {
+    let mut p = Player::new(cfg, start);
+    for &(at, h) in arrivals.iter().filter(|(at, _)| *at <= end) {
+        p.on_frame(at, h);
+    }
+    let r = p.finish(end);
+    (r, p.displayed)
+}
+
+/// Glass-to-glass percentiles over a set of displayed frames.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct G2gSummary {
+    /// Frames captured at or after this instant (ms since the start) count.
+    pub from_ms: f64,
+    pub frames: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// G2G over the frames captured at or after `from` (the steady state, after
+/// a warm-up); `None` when there are none.
+pub fn g2g_summary(displayed: &[Displayed], from: Time) -> Option<G2gSummary> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok()?;
+    for d in displayed.iter().filter(|d| d.capture >= from) {
+        let _ = h.record((d.g2g().as_micros() as u64).max(1));
+    }
+    if h.is_empty() {
+        return None;
+    }
+    let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
+    Some(G2gSummary {
+        from_ms: from.as_secs_f64() * 1e3,
+        frames: h.len(),
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+        p999_ms: q(0.999),
+        max_ms: h.max() as f64 / 1000.0,
+        mean_ms: h.mean() / 1000.0,
+    })
 }
 
 #[cfg(test)]
@@ -492,6 +722,7 @@ mod tests {
             refresh: Duration::from_secs_f64(1.0 / 60.0),
             late,
             ordered,
+            latency_control: LatencyControl::None,
         }
     }
 
@@ -550,6 +781,131 @@ mod tests {
         );
         assert_eq!(r.stall_count, 0);
         assert_eq!(r.frames_displayed, 300);
+    }
+
+    /// A start-up burst: the first second's frames arrive 500 ms late,
+    /// draining to the path's 50 ms (TCP's slow start on a fresh connection
+    /// behind a long path, as measured on the link), then 50 ms steadily.
+    fn burst_then_steady(k: u64) -> Option<Time> {
+        let c = header(k).capture;
+        let queued = Duration::from_millis(500).saturating_sub(c.saturating_since(Time::ZERO) / 2);
+        Some(c + Duration::from_millis(50) + queued)
+    }
+
+    fn with_control(control: LatencyControl) -> PlayerConfig {
+        let mut c = cfg(LatePolicy::Wait, true);
+        c.refresh = Duration::from_millis(1);
+        c.target_delay = Duration::from_millis(300);
+        c.latency_control = control;
+        c
+    }
+
+    fn frames_after(p: &Player, from_s: f64) -> Vec<f64> {
+        p.displayed()
+            .iter()
+            .filter(|d| d.capture >= Time::from_secs_f64(from_s))
+            .map(|d| d.g2g().as_secs_f64() * 1e3)
+            .collect()
+    }
+
+    #[test]
+    fn without_control_a_start_up_burst_stays_for_the_whole_run() {
+        let (p, r) = play(
+            with_control(LatencyControl::None),
+            0..600,
+            burst_then_steady,
+            20.5,
+        );
+        // The playhead anchored on the burst: ~500 ms more than the path's
+        // 50 + 300 ms, for good.
+        let late = frames_after(&p, 15.0);
+        assert!(late.iter().all(|&g| g > 700.0), "{:?}", &late[..3]);
+        assert_eq!(r.catch_up_ms, 0.0);
+    }
+
+    #[test]
+    fn catch_up_plays_faster_until_back_at_the_live_edge() {
+        let rate = 1.2;
+        let (p, r) = play(
+            with_control(LatencyControl::CatchUp { max_rate: rate }),
+            0..600,
+            burst_then_steady,
+            20.32,
+        );
+        // Back at the path's delay + the buffer (+ < 1 ms of refresh).
+        let late = frames_after(&p, 10.0);
+        assert!(
+            late.iter().all(|&g| (350.0..351.0).contains(&g)),
+            "{:?}",
+            &late[..3]
+        );
+        // Playback started 699 ms after capture (buffering saw the burst
+        // draining): ~350 ms of excess at 0.2 s per second, ~1.75 s of
+        // catching up.
+        assert!((1600.0..1900.0).contains(&r.catch_up_ms), "{r:?}");
+        // Faster, never out of order, and nothing stalls or is dropped.
+        assert_eq!(r.stall_count, 0, "{r:?}");
+        assert_eq!(r.frames_displayed, 600);
+        let shown = p.displayed();
+        assert!(shown.windows(2).all(|w| w[0].seq < w[1].seq));
+        // Never faster than max_rate: display gaps ≥ frame interval / rate,
+        // less a refresh.
+        let min_gap = shown
+            .windows(2)
+            .map(|w| (w[1].display - w[0].display).as_secs_f64())
+            .fold(f64::MAX, f64::min);
+        assert!(min_gap >= 1.0 / FPS / rate - 0.001, "{min_gap}");
+    }
+
+    #[test]
+    fn skip_to_live_jumps_to_the_newest_frame() {
+        let threshold = Duration::from_millis(100);
+        let (p, r) = play(
+            with_control(LatencyControl::SkipToLive { threshold }),
+            0..600,
+            burst_then_steady,
+            20.34,
+        );
+        // Within the threshold of the live edge (it jumps only when further).
+        let late = frames_after(&p, 5.0);
+        assert!(
+            late.iter().all(|&g| (350.0..451.0).contains(&g)),
+            "{:?}",
+            &late[..3]
+        );
+        assert!(r.skips >= 1 && r.frames_skipped >= 1, "{r:?}");
+        // Skipped frames were decoded, not shown: nothing undecodable.
+        assert_eq!(r.dropped_undecodable, 0, "{r:?}");
+        assert_eq!(r.frames_displayed + r.frames_skipped, 600, "{r:?}");
+        assert_eq!(r.stall_count, 0, "{r:?}");
+    }
+
+    #[test]
+    fn stale_refreshes_count_the_share_of_time_a_picture_is_overdue() {
+        // 60 Hz display, 30 fps: a smooth stream shows nothing stale.
+        let (_, smooth) = play(cfg(LatePolicy::Wait, true), 0..300, on_time, 10.08);
+        assert_eq!(smooth.stale_refresh_ratio, 0.0, "{smooth:?}");
+        // A frame 1 s late (TCP): a 1 s stall in ~10 s of playback.
+        let (_, r) = play(
+            cfg(LatePolicy::Wait, true),
+            0..300,
+            |k| {
+                on_time(k).map(|t| {
+                    if k == 100 {
+                        t + Duration::from_secs(1)
+                    } else {
+                        t
+                    }
+                })
+            },
+            11.08,
+        );
+        let stall_share = r.stall_total_ms / (r.playback_s * 1e3);
+        assert!(
+            (r.stale_refresh_ratio - stall_share).abs() < 0.01,
+            "stale {} vs stalled {stall_share}",
+            r.stale_refresh_ratio
+        );
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct Message {
     /// RTMP timestamp, ms.
     pub timestamp: u32,
     pub capture: Time,
+    /// The Glass frame's sequence number (synthetic media only): per-hop
+    /// timestamps are keyed by it.
+    pub seq: Option<u64>,
 }
 
 /// Where a publisher's media comes from.
@@ -120,6 +123,7 @@ impl Source {
                 data: sequence_header(),
                 timestamp: 0,
                 capture: Time::ZERO,
+                seq: None,
             }],
             Source::Replay { replay, wall } => replay
                 .sequence_headers()
@@ -129,6 +133,7 @@ impl Source {
                     data: Bytes::from(t.data.clone()),
                     timestamp: wall.timestamp(Time::ZERO),
                     capture: Time::ZERO,
+                    seq: None,
                 })
                 .collect(),
         }
@@ -157,6 +162,7 @@ impl Source {
                     },
                     timestamp: scenario_timestamp(frame.header.capture),
                     capture: frame.header.capture,
+                    seq: video.then_some(frame.header.seq),
                 })
             }
             Source::Replay { replay, wall } => {
@@ -166,8 +172,17 @@ impl Source {
                     data: Bytes::from(tag.data.clone()),
                     timestamp: wall.timestamp(at),
                     capture: at,
+                    seq: None,
                 })
             }
+        }
+    }
+
+    /// When the camera started (its first capture instant).
+    pub fn camera_start(&self) -> Time {
+        match self {
+            Source::Synthetic(e) => e.start(),
+            Source::Replay { replay, .. } => replay.start(),
         }
     }
 

@@ -112,6 +112,35 @@ pub struct RelayStats {
     /// The UDP media protocol's sessions: publishers in (`relay-ingest`)
     /// and players out (`relay-egress`).
     pub udp: Vec<super::udp::UdpReport>,
+    /// Per video frame (by sequence number): when the relay's protocol
+    /// stack handed it to the stream table, and when it was first handed to
+    /// a player's transport (the per-hop breakdown).
+    #[serde(skip)]
+    pub hops: HashMap<u64, RelayHop>,
+}
+
+/// When one video frame passed the relay.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct RelayHop {
+    pub received: Option<std::time::Instant>,
+    pub sent: Option<std::time::Instant>,
+}
+
+/// Notes that the relay received (`sent == false`) or sent a video message
+/// just now, keyed by the Glass frame's sequence number (frames without a
+/// Glass header, e.g. ffmpeg's, have none and are not timed).
+pub(crate) fn note_hop(stats: &Mutex<RelayStats>, data: &[u8], sent: bool) {
+    let Some(h) = unpack(data, true) else { return };
+    let now = std::time::Instant::now();
+    if let Ok(mut st) = stats.lock() {
+        let hop = st.hops.entry(h.seq).or_default();
+        let slot = if sent {
+            &mut hop.sent
+        } else {
+            &mut hop.received
+        };
+        slot.get_or_insert(now);
+    }
 }
 
 #[derive(Clone)]
@@ -444,6 +473,7 @@ async fn relay_connection(
                         Media::Video(d, ts) if !is_sequence_header(d, true) => {
                             sent_on_streams += 1;
                             quic::write_message(conn, quic::MSG_VIDEO, ts.value, d, sent_on_streams).await?;
+                            note_hop(stats, d, true);
                             continue;
                         }
                         Media::Audio(d, ts) if !is_sequence_header(d, false) => {
@@ -454,6 +484,10 @@ async fn relay_connection(
                         _ => {}
                     }
                 }
+                let video = match &m {
+                    Media::Video(d, _) => Some(d.clone()),
+                    _ => None,
+                };
                 let packet = match m {
                     Media::Video(d, ts) => session.send_video_data(*stream_id, d, ts, false),
                     Media::Audio(d, ts) => session.send_audio_data(*stream_id, d, ts, false),
@@ -461,6 +495,9 @@ async fn relay_connection(
                 }
                 .map_err(|e| anyhow!("{e:?}"))?;
                 sock.write_all(&packet.bytes).await?;
+                if let Some(d) = video {
+                    note_hop(stats, &d, true);
+                }
             }
             _ = sample.tick() => {
                 if let Some((_, _, slot)) = &playing {
@@ -609,6 +646,7 @@ pub(crate) fn published(
     timestamp: RtmpTimestamp,
 ) -> Result<()> {
     if video {
+        note_hop(stats, &data, false);
         let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
         st.video_messages_in += 1;
         if data.len() >= 2 && data[1] == 1 {
@@ -717,8 +755,14 @@ async fn client_until(
     }
 }
 
-async fn client_connect(sock: &mut Transport, buf: &mut [u8]) -> Result<ClientSession> {
+/// The RTMP handshake and `connect`; `steps` gets each one's end.
+async fn client_connect(
+    sock: &mut Transport,
+    buf: &mut [u8],
+    steps: &mut ConnectSteps,
+) -> Result<ClientSession> {
     let remaining = handshake(sock, PeerType::Client).await?;
+    steps.done("rtmp_handshake");
     let (mut session, results) =
         ClientSession::new(ClientSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
     client_results(sock, results).await?;
@@ -736,6 +780,7 @@ async fn client_connect(sock: &mut Transport, buf: &mut [u8]) -> Result<ClientSe
         matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
     })
     .await?;
+    steps.done("rtmp_connect");
     // Nothing but control messages can follow before a publish or play request.
     Ok(session)
 }
@@ -746,8 +791,20 @@ pub struct PublisherStats {
     pub video_frames_sent: u64,
     pub audio_frames_sent: u64,
     pub bytes_sent: u64,
-    /// When publishing was accepted and the camera started.
+    /// When the camera started (its first capture instant).
     pub started_at: Option<Time>,
+    /// When the session could carry media (publish accepted, session up).
+    pub ready_at: Option<Time>,
+    /// The session's set-up: from dialling the relay until it could carry
+    /// media (`ready_at`).
+    pub connect_ms: Option<f64>,
+    /// The set-up step by step, in order (transport handshake, protocol
+    /// handshake, publish accepted…), each step's own duration.
+    pub connect_steps: Vec<ConnectStep>,
+    /// (sequence number, instant handed to the transport) of each video
+    /// frame sent: the per-hop breakdown's first step.
+    #[serde(skip)]
+    pub sent: Vec<(u64, Time)>,
     /// TCP_INFO of the publisher's socket at the end (first-mile retransmits).
     pub tcp: TcpInfo,
     /// Bits sent per second of capture.
@@ -764,6 +821,51 @@ pub struct PublisherStats {
     pub abr: Option<AbrReport>,
 }
 
+/// One step of a session's set-up.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectStep {
+    pub step: &'static str,
+    pub ms: f64,
+}
+
+/// Times a session's set-up from `begin`, one step at a time.
+pub struct ConnectSteps {
+    clock: Clock,
+    begin: Time,
+    last: Time,
+    steps: Vec<ConnectStep>,
+}
+
+impl ConnectSteps {
+    pub fn new(clock: Clock, begin: Time) -> ConnectSteps {
+        ConnectSteps {
+            clock,
+            begin,
+            last: begin,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The step `step` has just finished.
+    pub fn done(&mut self, step: &'static str) -> Time {
+        let now = self.clock.time(std::time::Instant::now());
+        self.steps.push(ConnectStep {
+            step,
+            ms: now.saturating_since(self.last).as_secs_f64() * 1e3,
+        });
+        self.last = now;
+        now
+    }
+
+    /// Into the publisher's statistics: the steps, the whole set-up, and
+    /// the instant it ended.
+    pub fn record(self, stats: &mut PublisherStats) {
+        stats.ready_at = Some(self.last);
+        stats.connect_ms = Some(self.last.saturating_since(self.begin).as_secs_f64() * 1e3);
+        stats.connect_steps = self.steps;
+    }
+}
+
 /// ABR's decisions: backlog and target every sample, and the switch count.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AbrReport {
@@ -772,6 +874,13 @@ pub struct AbrReport {
 }
 
 impl PublisherStats {
+    /// A video frame was handed to the transport just now.
+    pub(crate) fn note_sent(&mut self, seq: Option<u64>, clock: Clock) {
+        if let Some(seq) = seq {
+            self.sent.push((seq, clock.time(std::time::Instant::now())));
+        }
+    }
+
     pub(crate) fn count_bits(&mut self, since_start: Duration, bytes: u64) {
         self.bytes_sent += bytes;
         let second = since_start.as_secs() as usize;
@@ -880,7 +989,10 @@ pub(crate) async fn precise_sleep_until(deadline: std::time::Instant) {
 }
 
 /// Publishes `source`'s media on `stream_key` until `end`; `source_for`
-/// gets the instant publishing was accepted (the camera starts then).
+/// gets the instant publishing was accepted (the session can carry media)
+/// and makes the source (whose camera starts then, or earlier when it
+/// models a camera already running). `steps` times the set-up from the
+/// dialling of the transport on.
 ///
 /// With `abr`, the encoder's target bitrate follows the send backlog
 /// (sampled every [`ABR_SAMPLE`] between frames): the frames due but not yet
@@ -891,12 +1003,13 @@ pub async fn publish(
     stream_key: &str,
     source_for: impl FnOnce(Time) -> Source,
     abr: Option<AbrConfig>,
-    clock: Clock,
+    mut steps: ConnectSteps,
     end: Time,
 ) -> Result<PublisherStats> {
+    let clock = steps.clock;
     let frames = sock.frames_conn().cloned();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut session = client_connect(&mut sock, &mut buf).await?;
+    let mut session = client_connect(&mut sock, &mut buf, &mut steps).await?;
     let req = session
         .request_publishing(stream_key.to_string(), PublishRequestType::Live)
         .map_err(|e| anyhow!("{e:?}"))?;
@@ -904,8 +1017,9 @@ pub async fn publish(
         matches!(e, ClientSessionEvent::PublishRequestAccepted)
     })
     .await?;
-    let start = clock.time(std::time::Instant::now());
-    let mut source = source_for(start);
+    let ready = steps.done("publish");
+    let mut source = source_for(ready);
+    let start = source.camera_start();
     let metadata = match source.encoder_mut() {
         Some(e) => {
             let cfg = e.config();
@@ -928,6 +1042,7 @@ pub async fn publish(
         transport: sock.label().to_string(),
         ..PublisherStats::default()
     };
+    steps.record(&mut stats);
     let mut probe = match (abr, source.encoder_mut()) {
         (Some(cfg), Some(e)) => Some(AbrProbe {
             abr: Abr::new(cfg, e.target_bitrate()),
@@ -1005,6 +1120,7 @@ pub async fn publish(
                 {
                     break;
                 }
+                stats.note_sent(m.seq, clock);
                 continue;
             }
             let r = if m.video {
@@ -1024,6 +1140,7 @@ pub async fn publish(
             if !write_sampling(write, &mut probe, &mut source, bytes_sent, clock, end).await? {
                 break;
             }
+            stats.note_sent(m.seq, clock);
         }
         if clock.time(std::time::Instant::now()) >= end {
             break;
@@ -1049,7 +1166,8 @@ pub async fn play(
     end: Time,
 ) -> Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut session = client_connect(&mut sock, &mut buf).await?;
+    let mut steps = ConnectSteps::new(clock, clock.time(std::time::Instant::now()));
+    let mut session = client_connect(&mut sock, &mut buf, &mut steps).await?;
     let req = session
         .request_playback(stream_key.to_string())
         .map_err(|e| anyhow!("{e:?}"))?;

@@ -92,7 +92,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn send(&mut self, now: Time, m: &Media) {
+    fn send(&mut self, now: Time, m: &Media, stats: &Mutex<RelayStats>) {
         let (video, data, ts) = match m {
             Media::Video(d, t) => (true, d, t.value),
             Media::Audio(d, t) => (false, d, t.value),
@@ -106,6 +106,9 @@ impl Peer {
         };
         if let Err(e) = self.conn.send_frame(now, f) {
             tracing::debug!("udp media: to a player: {e}");
+        }
+        if video {
+            rtmp::note_hop(stats, data, true);
         }
     }
 }
@@ -226,7 +229,7 @@ pub(crate) async fn serve(
                             // A player: what it missed, then the stream as it comes.
                             let Ok((catch_up, mut rx)) = subscribe(&streams, &peer.key) else { continue };
                             for m in &catch_up {
-                                peer.send(now, m);
+                                peer.send(now, m, &stats);
                             }
                             let tx = media_tx.clone();
                             tokio::spawn(async move {
@@ -243,7 +246,7 @@ pub(crate) async fn serve(
             }
             Some((to, m)) = media_rx.recv() => {
                 if let Some(p) = peers.get_mut(&to) {
-                    p.send(clock.time(Instant::now()), &m);
+                    p.send(clock.time(Instant::now()), &m, &stats);
                 }
             }
             _ = sleep_until(clock, wake.unwrap_or(Time::MAX)), if wake.is_some() => {
@@ -373,25 +376,29 @@ impl UdpClient {
     }
 
     /// Publishes `source`'s media until `end`; `source_for` gets the instant
-    /// the session was accepted (the camera starts then). With congestion
+    /// the session was accepted (it can carry media) and makes the source;
+    /// `steps` has timed the set-up (the hello) so far. With congestion
     /// control on, the encoder's bitrate follows its target (never above the
     /// scenario's).
     pub async fn publish(
         mut self,
         source_for: impl FnOnce(Time) -> Source,
+        steps: rtmp::ConnectSteps,
         end: Time,
     ) -> Result<(PublisherStats, UdpReport)> {
         let clock = self.clock;
-        let start = clock.time(Instant::now());
-        let mut source = source_for(start);
+        let ready = clock.time(Instant::now());
+        let mut source = source_for(ready);
+        let start = source.camera_start();
         let mut stats = PublisherStats {
             started_at: Some(start),
             transport: "udp".into(),
             ..PublisherStats::default()
         };
+        steps.record(&mut stats);
         let ceiling = source.encoder_mut().map(|e| e.target_bitrate());
         let mut abr = ceiling.map(|_| AbrReport::default());
-        let mut next_sample = start;
+        let mut next_sample = ready;
         let mut buf = vec![0u8; 65_536];
         for m in source.sequence_headers() {
             let f = OutFrame {
@@ -401,7 +408,7 @@ impl UdpClient {
                 data: &m.data,
             };
             self.conn
-                .send_frame(start, f)
+                .send_frame(ready, f)
                 .map_err(|e| anyhow!("udp: {e}"))?;
         }
         loop {
@@ -431,6 +438,7 @@ impl UdpClient {
                 self.conn
                     .send_frame(now, f)
                     .map_err(|e| anyhow!("udp: {e}"))?;
+                stats.note_sent(m.seq, clock);
             }
             let target = self.conn.sender_mut().and_then(|s| s.poll_target());
             if let (Some(t), Some(max), Some(e)) = (target, ceiling, source.encoder_mut()) {
