@@ -43,9 +43,10 @@ pub struct EqualSmoothness {
 }
 
 /// Replays `arrivals` through players like `cfg` with targets from 0 to
-/// 10 s (binary search, 5 ms steps; it assumes a deeper buffer never stalls
-/// more, which holds for the player model's policies) and returns the
-/// smallest smooth one; `None` when nothing was shown or even 10 s stalls.
+/// 10 s or half the run, whichever is less (binary search, 5 ms steps; it
+/// assumes a deeper buffer never stalls more, which holds for the player
+/// model's policies) and returns the smallest smooth one; `None` when
+/// nothing was shown or even the deepest buffer stalls.
 pub fn equal_smoothness(
     cfg: &PlayerConfig,
     arrivals: &[(Time, FrameHeader)],
@@ -62,10 +63,9 @@ pub fn equal_smoothness(
     let smooth = |r: &crate::media::player::PlayerReport| {
         r.frames_displayed > 0 && r.stall_ratio <= SMOOTH_STALL_RATIO
     };
-    let (mut lo, mut hi) = (
-        0u32,
-        (MAX_TARGET.as_millis() / TARGET_STEP.as_millis()) as u32,
-    );
+    // A buffer longer than half the run leaves too little playback to judge.
+    let deepest = MAX_TARGET.min(end.since_start() / 2);
+    let (mut lo, mut hi) = (0u32, (deepest.as_millis() / TARGET_STEP.as_millis()) as u32);
     let (best, shown) = at(hi);
     if !smooth(&best) {
         return None;

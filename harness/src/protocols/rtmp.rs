@@ -1196,6 +1196,13 @@ pub async fn play(
             return Ok(());
         }
         let wake = player.poll_timeout().min(end);
+        if wake <= now {
+            // A refresh already due (handling the last input took longer than
+            // a refresh): run it now. Waiting for input instead hung a run
+            // whose stream had ended, with nothing left to wake the loop.
+            player.handle_timeout(now);
+            continue;
+        }
         let next_uni = async {
             match &mut uni {
                 Some(rx) => rx.recv().await,
@@ -1203,7 +1210,7 @@ pub async fn play(
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(clock.instant(wake).into()), if wake > now => {
+            _ = tokio::time::sleep_until(clock.instant(wake).into()) => {
                 player.handle_timeout(clock.time(std::time::Instant::now()));
             }
             m = next_uni => {
