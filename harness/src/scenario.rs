@@ -1129,6 +1129,38 @@ g2g_p99 = "2s"
     }
 
     #[test]
+    fn live_edge_control_and_warm_up_default_by_player_kind_and_run_length() {
+        let s = Scenario::from_toml(
+            "d.toml",
+            "name = \"d\"\nduration = \"6s\"\n[[protocols]]\nname = \"a\"\nkind = \"rtmp\"\n\
+             [[protocols]]\nname = \"b\"\nkind = \"rtmp\"\nplayer = { late = \"skip\" }\n\
+             [[protocols]]\nname = \"c\"\nkind = \"rtmp\"\ncapture_starts = \"at_start\"\n\
+             player = { latency_control = \"catch_up\", max_rate = 1.5 }\n",
+            None,
+        )
+        .unwrap();
+        let control: Vec<_> = s
+            .protocols
+            .iter()
+            .map(|p| p.player.latency_control)
+            .collect();
+        assert_eq!(
+            control,
+            [
+                LatencyControl::CatchUp { max_rate: 1.2 },
+                LatencyControl::SkipToLive {
+                    threshold: Duration::from_millis(100)
+                },
+                LatencyControl::CatchUp { max_rate: 1.5 },
+            ]
+        );
+        assert_eq!(s.protocols[0].capture_starts, CaptureStarts::OnConnect);
+        assert_eq!(s.protocols[2].capture_starts, CaptureStarts::AtStart);
+        // 5 s, but at most half of a 6 s run.
+        assert_eq!(s.warmup, Duration::from_secs(3));
+    }
+
+    #[test]
     fn each_kind_of_bad_input_names_file_line_and_field() {
         let base = "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"rtmp\"\n";
         for (text, needles) in [
@@ -1136,6 +1168,26 @@ g2g_p99 = "2s"
             (
                 format!("{base}colour = \"red\"\n"),
                 vec!["s.toml", "line 5", "colour"],
+            ),
+            // A warm-up as long as the run.
+            (
+                "name = \"t\"\nduration = \"10s\"\nwarmup = \"10s\"\n[[protocols]]\nkind = \"rtmp\"\n"
+                    .to_string(),
+                vec!["warmup", "no steady state"],
+            ),
+            // A catch-up rate that does not catch up, and a setting of
+            // another latency control.
+            (
+                format!("{base}player = {{ max_rate = 1.0 }}\n"),
+                vec!["protocols[0].player.max_rate", "above 1"],
+            ),
+            (
+                format!("{base}player = {{ latency_control = \"none\", skip_threshold = \"50ms\" }}\n"),
+                vec!["protocols[0].player.skip_threshold", "skip_to_live"],
+            ),
+            (
+                format!("{base}capture_starts = \"whenever\"\n"),
+                vec!["line 5", "capture_starts"],
             ),
             // Bad unit.
             (
