@@ -37,11 +37,7 @@ last_mile = {{ uplink = "delay 70ms", downlink = "delay 70ms" }}
 
 /// Every protocol over every network, once, in link mode.
 fn run_all(s: &Scenario) -> Vec<(String, String, RunResult)> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let mut out = Vec::new();
     for n in &s.networks {
         for p in &s.protocols {

@@ -15,15 +15,19 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs the scenario's first protocol over its first network once, in link mode.
-pub fn run_link(s: &Scenario) -> RunResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The runtime the in-process runs use (two workers, like the machine).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the scenario's first protocol over its first network once, in link mode.
+pub fn run_link(s: &Scenario) -> RunResult {
     run_one(
-        &rt,
+        &runtime(),
         s,
         &s.networks[0],
         &s.protocols[0],
