@@ -57,8 +57,9 @@ pub enum Command {
     /// Example: glass check ci/gate.toml --baseline ci/baseline.json --junit junit.xml
     Check(GateArgs),
     /// Two results directories side by side: every metric of every case in
-    /// both, the delta, and whether it is significant (95 % intervals over
-    /// repeats; one repeat cannot tell).
+    /// both, the delta, and whether it is significant: the 95 % intervals
+    /// over repeats must separate them and the delta must exceed a noise
+    /// threshold of 1 % (at least 1 ms); one repeat cannot tell.
     Compare(CompareArgs),
     /// An HTML report of a results directory: the scenario, the impairment
     /// asked and realised, the comparison table and plots (inline SVG, no

@@ -447,10 +447,60 @@ pub struct Comparison {
     pub b: Summary,
     /// b − a.
     pub delta: f64,
-    /// `Some(true)` when the 95 % intervals say the two differ, `Some(false)`
-    /// when they cannot tell them apart, `None` when an interval is unknown
-    /// (one repeat).
-    pub significant: Option<bool>,
+    pub verdict: CompareVerdict,
+}
+
+/// What `glass compare` concludes about one metric.
+///
+/// A difference has to pass two tests to count: the 95 % intervals must
+/// separate it from noise, and it must exceed a noise threshold (1 % of A,
+/// at least 1 ms or 0.1 % for ratios), as criterion does. The second test
+/// matters because steady-state figures are nearly deterministic: three
+/// repeats 0.2 ms apart give an interval of ±0.4 ms, so a machine that is a
+/// little busier during one run than another "differs" by 0.9 ms at 95 %,
+/// a difference no one can act on and below the media clock's resolution.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareVerdict {
+    /// Beyond both the intervals and the noise threshold.
+    Different,
+    /// The intervals separate them, but by less than the noise threshold.
+    WithinNoiseThreshold,
+    /// The intervals overlap.
+    NotDistinguishable,
+    /// An interval is unknown (one repeat).
+    Unknown,
+}
+
+impl CompareVerdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            CompareVerdict::Different => "different (95 %)",
+            CompareVerdict::WithinNoiseThreshold => "within noise threshold",
+            CompareVerdict::NotDistinguishable => "not distinguishable",
+            CompareVerdict::Unknown => "unknown (one repeat)",
+        }
+    }
+}
+
+/// The smallest difference `glass compare` reports as one: 1 % of `base`,
+/// at least the resolution of the figure (1 ms, or 0.001 for a ratio).
+pub fn noise_threshold(metric: &str, base: f64) -> f64 {
+    let floor = if metric.ends_with("_ms") { 1.0 } else { 0.001 };
+    (0.01 * base.abs()).max(floor)
+}
+
+fn verdict(metric: &str, a: &Summary, b: &Summary) -> CompareVerdict {
+    if a.ci95.is_none() || b.ci95.is_none() {
+        return CompareVerdict::Unknown;
+    }
+    if !crate::stats::differs(a, b, 0.0) {
+        CompareVerdict::NotDistinguishable
+    } else if (b.mean - a.mean).abs() <= noise_threshold(metric, a.mean) {
+        CompareVerdict::WithinNoiseThreshold
+    } else {
+        CompareVerdict::Different
+    }
 }
 
 /// Every metric of every case present in both results.
@@ -461,17 +511,13 @@ pub fn compare(a: &Results, b: &Results) -> Vec<Comparison> {
         let Some(mb) = sb.get(case) else { continue };
         for (metric, x) in ma {
             let Some(y) = mb.get(metric) else { continue };
-            let significant = match (x.ci95, y.ci95) {
-                (Some(_), Some(_)) => Some(crate::stats::differs(x, y, 0.0)),
-                _ => None,
-            };
             out.push(Comparison {
                 case: case.clone(),
                 metric: metric.clone(),
                 a: *x,
                 b: *y,
                 delta: y.mean - x.mean,
-                significant,
+                verdict: verdict(metric, x, y),
             });
         }
     }
@@ -498,11 +544,7 @@ pub fn render_comparison(rows: &[Comparison], a: &str, b: &str) -> String {
                 if r.delta >= 0.0 { "+" } else { "" },
                 fmt_value(&r.metric, r.delta)
             ),
-            match r.significant {
-                Some(true) => "different (95 %)",
-                Some(false) => "not distinguishable",
-                None => "unknown (one repeat)",
-            }
+            r.verdict.label()
         );
     }
     s
@@ -581,15 +623,31 @@ mod tests {
         let c = results(&[592.0, 590.0, 594.0], None);
         let ab = compare(&a, &b);
         let p50 = ab.iter().find(|r| r.metric == "g2g_p50_ms").unwrap();
-        assert_eq!(p50.significant, Some(false));
+        assert_eq!(p50.verdict, CompareVerdict::NotDistinguishable);
         let ac = compare(&a, &c);
         let p50 = ac.iter().find(|r| r.metric == "g2g_p50_ms").unwrap();
-        assert_eq!(p50.significant, Some(true));
+        assert_eq!(p50.verdict, CompareVerdict::Different);
         assert!((p50.delta - 60.0).abs() < 1e-9);
         let t = render_comparison(&ac, "a", "c");
         assert!(
             t.contains("different (95 %)") && t.contains("+60.0 ms"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_separated_but_tiny_difference_is_within_the_noise_threshold() {
+        // What CI saw: two seeds of a nearly deterministic steady state,
+        // 0.9 ms apart with ±0.4 ms intervals.
+        let a = results(&[338.2, 338.5, 338.7], None);
+        let b = results(&[339.2, 339.4, 339.6], None);
+        let ab = compare(&a, &b);
+        let p50 = ab.iter().find(|r| r.metric == "g2g_p50_ms").unwrap();
+        assert!(crate::stats::differs(&p50.a, &p50.b, 0.0));
+        assert_eq!(p50.verdict, CompareVerdict::WithinNoiseThreshold);
+        assert!(render_comparison(&ab, "a", "b").contains("within noise threshold"));
+        // Single repeats cannot tell.
+        let one = compare(&results(&[338.0], None), &results(&[400.0], None));
+        assert!(one.iter().all(|r| r.verdict == CompareVerdict::Unknown));
     }
 }
