@@ -96,7 +96,7 @@ player = { target_delay = "500ms", refresh = "1ms" }
         p.frames_received,
         player.errors
     );
-    assert!(r.relay.publishes_accepted == 1 && r.relay.players == 2);
+    assert!(r.relay.hub.publishes_accepted == 1 && r.relay.hub.players == 2);
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn tcp_and_quic_clients_share_streams_on_one_relay() {
         );
         assert_eq!(transport(r, "publisher").used, publisher);
         assert_eq!(transport(r, "player").used, player);
-        assert_eq!(r.relay.publishes_accepted, 1);
+        assert_eq!(r.relay.hub.publishes_accepted, 1);
         assert!(
             r.frames_lost() == 0 && r.player.frames_displayed > 80,
             "{:?}",
@@ -110,11 +110,17 @@ fn tcp_and_quic_clients_share_streams_on_one_relay() {
         );
     }
     assert_eq!(
-        (a.relay.to_players_tcp.len(), a.relay.to_players_quic.len()),
+        (
+            a.relay.rtmp.to_players_tcp.len(),
+            a.relay.rtmp.to_players_quic.len()
+        ),
         (1, 0)
     );
     assert_eq!(
-        (b.relay.to_players_tcp.len(), b.relay.to_players_quic.len()),
+        (
+            b.relay.rtmp.to_players_tcp.len(),
+            b.relay.rtmp.to_players_quic.len()
+        ),
         (0, 1)
     );
     assert!(a.publisher.quic.is_some() && b.publisher.quic.is_none());

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use harness::media::encoder::{Encoder, EncoderConfig};
 use harness::media::source::Source;
-use harness::protocols::rtmp;
-use harness::protocols::transport::Transport;
+use harness::protocol::rtmp;
+use harness::protocol::rtmp::transport::Transport;
+use harness::publisher::ConnectSteps;
+use harness::relay::Hub;
 use harness::runner::RunResult;
 use harness::scenario::Scenario;
 use netem::Time;
@@ -167,21 +169,20 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
         .enable_all()
         .build()
         .unwrap();
-    let stats = Arc::new(Mutex::new(rtmp::RelayStats::default()));
+    let hub = Hub::new("right");
     let sock = link
         .run_in(Host::Publisher, || std::net::TcpStream::connect(server))
         .unwrap();
     let result = rt.block_on(async {
         listener.set_nonblocking(true).unwrap();
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(rtmp::relay(
+        tokio::spawn(rtmp::serve(
             tokio::net::TcpListener::from_std(listener).unwrap(),
             None,
-            None,
-            "right".into(),
+            hub.clone(),
             None,
             stop_rx,
-            stats.clone(),
+            Arc::new(Mutex::new(rtmp::RtmpServerStats::default())),
         ));
         sock.set_nonblocking(true).unwrap();
         let sock = tokio::net::TcpStream::from_std(sock).unwrap();
@@ -200,7 +201,7 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
                 "wrong",
                 encoder,
                 None,
-                rtmp::ConnectSteps::new(clock, Time::ZERO),
+                ConnectSteps::new(clock, Time::ZERO),
                 Time::from_millis(2000),
             ),
         )
@@ -210,8 +211,8 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
         .expect("answered in time")
         .expect_err("a wrong key must be refused");
     eprintln!("refused: {err:#}");
-    assert_eq!(stats.lock().unwrap().publishes_refused, 1);
-    assert_eq!(stats.lock().unwrap().publishes_accepted, 0);
+    assert_eq!(hub.stats().publishes_refused, 1);
+    assert_eq!(hub.stats().publishes_accepted, 0);
 }
 
 #[test]

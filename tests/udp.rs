@@ -5,7 +5,7 @@
 
 mod common;
 
-use harness::recovery::MileRecovery;
+use harness::protocol::udp::recovery::MileRecovery;
 use harness::runner::RunResult;
 use harness::scenario::Scenario;
 use netem::adapters::can_create_namespaces;
@@ -157,18 +157,14 @@ fn the_relay_refuses_a_wrong_token_and_a_wrong_key() {
             token: "right".into(),
             ..udpmedia::Config::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stats: std::sync::Arc<std::sync::Mutex<harness::protocols::rtmp::RelayStats>> =
-            std::sync::Arc::default();
-        let relay = tokio::spawn(harness::protocols::rtmp::relay(
-            listener,
-            None,
-            Some((relay_sock, cfg.clone())),
-            "glass".into(),
-            None,
+        let hub = harness::relay::Hub::new("glass");
+        let relay = tokio::spawn(harness::protocol::udp::serve(
+            relay_sock,
+            cfg.clone(),
+            hub.clone(),
             stop_rx,
-            std::sync::Arc::clone(&stats),
+            std::sync::Arc::default(),
         ));
         let clock = netem::time::Clock::new(std::time::Instant::now());
         let connect = |token: &str, key: &str| {
@@ -179,7 +175,7 @@ fn the_relay_refuses_a_wrong_token_and_a_wrong_key() {
             let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             let key = key.to_string();
             async move {
-                harness::protocols::udp::UdpClient::connect(
+                harness::protocol::udp::UdpClient::connect(
                     sock,
                     addr,
                     c,
@@ -206,7 +202,7 @@ fn the_relay_refuses_a_wrong_token_and_a_wrong_key() {
         assert!(ok.handshake_ms < 100.0);
         let _ = stop_tx.send(true);
         relay.await.unwrap();
-        let st = stats.lock().unwrap();
+        let st = hub.stats();
         assert_eq!((st.publishes_accepted, st.publishes_refused), (1, 1));
     });
 }

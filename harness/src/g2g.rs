@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::media::frame::FrameHeader;
 use crate::media::player::{Displayed, PlayerConfig, replay};
-use crate::protocols::rtmp::RelayHop;
+use crate::relay::RelayHop;
 
 pub use crate::media::player::{G2gSummary, g2g_summary};
 

@@ -507,7 +507,7 @@ fn net(r: &RunRecord) -> String {
 /// The UDP protocol's recovery per run and mile (nothing without UDP runs):
 /// what the link dropped, what the receiver found missing, how it came back.
 fn recovery_table(records: &[RunRecord]) -> String {
-    let rows: Vec<(&RunRecord, &crate::recovery::MileRecovery)> = records
+    let rows: Vec<(&RunRecord, &crate::protocol::udp::recovery::MileRecovery)> = records
         .iter()
         .flat_map(|r| {
             r.result

@@ -17,22 +17,22 @@ use tokio::sync::watch;
 
 use crate::abr_metrics::{AbrMetrics, abr_metrics};
 use crate::g2g::{self, EqualSmoothness, FrameHops, HopBreakdown};
+use crate::interop::ffmpeg::{self, Ffmpeg, FfmpegReport};
 use crate::media::encoder::Encoder;
 use crate::media::flv::FlvReplay;
 use crate::media::player::{Displayed, Player, PlayerReport};
 use crate::media::source::Source;
 use crate::media::wallclock::WallClock;
-use crate::protocols::ffmpeg::{self, Ffmpeg, FfmpegReport};
-use crate::protocols::quic;
-use crate::protocols::rtmp::ConnectSteps;
-use crate::protocols::rtmp::{self, APP, PublisherStats, RelayStats};
-use crate::protocols::transport::Transport;
-use crate::protocols::udp::{UdpClient, UdpReport};
-use crate::protocols::uri::{StreamUri, UriTransport};
-use crate::recovery::MileRecovery;
+use crate::protocol::rtmp::quic;
+use crate::protocol::rtmp::transport::Transport;
+use crate::protocol::rtmp::{self, RtmpServerStats};
+use crate::protocol::udp::recovery::MileRecovery;
+use crate::protocol::udp::{self, UdpClient, UdpReport};
+use crate::protocol::uri::{StreamUri, UriTransport};
+use crate::publisher::{ConnectSteps, PublisherStats};
+use crate::relay::{APP, Hub, HubStats};
 use crate::scenario::{CaptureStarts, Network, Protocol, PublisherKind, Scenario};
 use crate::topology::{Mode, ProxyStats, Topology, UdpMiles};
-use udpmedia::Role;
 
 /// How the player knew each frame's capture instant.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,7 +63,7 @@ pub struct RunResult {
     /// the end; later ones were still in flight, not lost.
     pub frames_expected: u64,
     pub publisher: PublisherStats,
-    pub relay: RelayStats,
+    pub relay: RelayReport,
     /// The packet-level link's counters (link mode).
     pub link: Option<LinkStats>,
     /// The proxies' byte counts (proxy mode).
@@ -92,6 +92,18 @@ pub struct RunResult {
     pub stall_spans_ms: Vec<(f64, f64)>,
 }
 
+/// What the relay saw: the hub's counters and each protocol's server side.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RelayReport {
+    #[serde(flatten)]
+    pub hub: HubStats,
+    #[serde(flatten)]
+    pub rtmp: RtmpServerStats,
+    /// The UDP media protocol's sessions: publishers in (`relay-ingest`)
+    /// and players out (`relay-egress`).
+    pub udp: Vec<UdpReport>,
+}
+
 impl RunResult {
     /// Video frames that were due before the end and never shown.
     pub fn frames_lost(&self) -> u64 {
@@ -109,6 +121,7 @@ impl RunResult {
         u64::from(self.publisher.tcp.total_retrans)
             + self
                 .relay
+                .rtmp
                 .to_players_tcp
                 .iter()
                 .map(|t| u64::from(t.total_retrans))
@@ -116,6 +129,7 @@ impl RunResult {
             + self.publisher.quic.as_ref().map_or(0, |q| q.lost_packets)
             + self
                 .relay
+                .rtmp
                 .to_players_quic
                 .iter()
                 .map(|q| q.lost_packets)
@@ -201,7 +215,7 @@ struct Dial<'a> {
     topo: &'a Topology,
     tcp_cc: &'a str,
     quic: &'a QuicCtx,
-    udp: &'a udpmedia::Config,
+    udp: &'a udp::UdpConfig,
     clock: Clock,
 }
 
@@ -220,9 +234,9 @@ async fn open_client(
     }
     let sock = topo.bind_udp_client(host)?;
     let udp_role = if role == "publisher" {
-        Role::Publish
+        udp::Role::Publish
     } else {
-        Role::Play
+        udp::Role::Play
     };
     let stream = format!("{}/{}", uri.app, uri.key);
     let c = UdpClient::connect(
@@ -335,7 +349,9 @@ pub fn run_one(
     let wall = WallClock::new(clock);
     let end = Time::from_duration(scenario.duration);
     let mut player = Player::new(protocol.player.clone(), Time::ZERO);
-    let relay_stats = Arc::new(Mutex::new(RelayStats::default()));
+    let hub = Hub::new(protocol.stream_key.clone());
+    let rtmp_stats = Arc::new(Mutex::new(RtmpServerStats::default()));
+    let udp_stats: Arc<Mutex<Vec<UdpReport>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = protocol.stream_key.clone();
     let cc = &protocol.tcp_congestion;
@@ -374,7 +390,7 @@ pub fn run_one(
         let media =
             scenario.encoder.bitrate.bits_per_sec() as f64 * (1.0 + protocol.udp.fec.overhead());
         let min = protocol.udp.min_bitrate as f64;
-        udpmedia::Config {
+        udp::UdpConfig {
             start_bitrate: media.max(min) as u64,
             max_bitrate: (2.0 * media).max(min) as u64,
             ..protocol.udp.clone()
@@ -393,20 +409,22 @@ pub fn run_one(
         let udp_server = if protocol.uses_udp() {
             let sock = topo.bind_udp_media()?;
             sock.set_nonblocking(true)?;
-            let cfg = udpmedia::Config { ordered: true, ..udp_cfg.clone() };
+            let cfg = udp::UdpConfig { ordered: true, ..udp_cfg.clone() };
             Some((tokio::net::UdpSocket::from_std(sock)?, cfg))
         } else {
             None
         };
-        tokio::spawn(rtmp::relay(
+        let mut servers = vec![tokio::spawn(rtmp::serve(
             listener,
             quic_server,
-            udp_server,
-            key.clone(),
+            hub.clone(),
             Some(protocol.tcp_congestion.clone()),
-            stop_rx,
-            relay_stats.clone(),
-        ));
+            stop_rx.clone(),
+            rtmp_stats.clone(),
+        ))];
+        if let Some((sock, cfg)) = udp_server {
+            servers.push(tokio::spawn(udp::serve(sock, cfg, hub.clone(), stop_rx, udp_stats.clone())));
+        }
         let ticker = async {
             let t0 = Instant::now();
             loop {
@@ -533,7 +551,11 @@ pub fn run_one(
         }
         let r = r?;
         let _ = stop_tx.send(true);
-        // Let the relay record its final TCP_INFO.
+        // The servers close their sessions and record their statistics
+        // (the UDP side sends its closes; RTMP's sessions their last TCP_INFO).
+        for s in servers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
         r
     });
@@ -554,7 +576,11 @@ pub fn run_one(
         ffmpeg_reports.push(r);
     }
     let net = topo.stop(rt)?;
-    let relay = relay_stats.lock().map(|s| s.clone()).unwrap_or_default();
+    let relay = RelayReport {
+        hub: hub.stats(),
+        rtmp: rtmp_stats.lock().map(|s| s.clone()).unwrap_or_default(),
+        udp: udp_stats.lock().map(|s| s.clone()).unwrap_or_default(),
+    };
     let publisher = match run? {
         Some(p) => p,
         None => {
@@ -567,6 +593,7 @@ pub fn run_one(
                 ..PublisherStats::default()
             };
             p.video_captures = relay
+                .hub
                 .published_video_timestamps
                 .iter()
                 .map(|&ts| wall.capture(ts, end))
@@ -590,7 +617,7 @@ pub fn run_one(
         end,
         camera + scenario.warmup,
     );
-    let frame_hops = g2g::frame_hops(&publisher.sent, &relay.hops, clock);
+    let frame_hops = g2g::frame_hops(&publisher.sent, &relay.hub.hops, clock);
     let hops = HopBreakdown::of(player.displayed(), &frame_hops);
     let frames_expected = match player.offset() {
         Some(offset) => publisher

@@ -14,13 +14,13 @@ use netem::units::{BitRate, HumanDuration, Probability};
 use netem::{ConfigError, Profile};
 use serde::{Deserialize, Serialize};
 
+use crate::interop::ffmpeg::parse_resolution;
 use crate::media::abr::AbrConfig;
 use crate::media::encoder::EncoderConfig;
 use crate::media::flv::{self, FlvTag};
 use crate::media::player::{LatePolicy, LatencyControl, PlayerConfig};
-use crate::protocols::ffmpeg::parse_resolution;
-use crate::protocols::quic::Congestion;
-use crate::protocols::uri::{StreamUri, UriTransport};
+use crate::protocol::rtmp::quic::Congestion;
+use crate::protocol::uri::{StreamUri, UriTransport};
 
 /// The scenario `glass run` runs with no argument: RTMP over TCP, clean and
 /// with 2 % loss and 40 ms delay on the first mile.
@@ -146,7 +146,7 @@ impl<'de> Deserialize<'de> for DirectionFile {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProtocolKind {
-    /// RTMP over TCP or QUIC (rml_rtmp), through Glass's relay.
+    /// RTMP over TCP or QUIC, through Glass's relay.
     Rtmp,
     /// Glass's UDP media protocol (NACK, FEC, RED, congestion control)
     /// into the relay, which is also its gateway to RTMP players.
@@ -179,7 +179,7 @@ pub struct ProtocolFile {
     pub tcp_congestion: Option<String>,
     /// The stream URI the publisher (and, unless `player_uri` says
     /// otherwise, the player) uses; its scheme and query choose TCP or QUIC
-    /// (see `protocols::uri`). The host is `server`, Glass's relay. Default
+    /// (see `protocol::uri`). The host is `server`, Glass's relay. Default
     /// `rtmp://server/live/KEY`.
     #[serde(default)]
     pub uri: Option<String>,
@@ -231,11 +231,11 @@ pub struct UdpFile {
     pub nack: bool,
     /// `{ kind = "none" }`, `{ kind = "xor", cols = 10, rows = 1 }` (2-D
     /// when rows > 1) or `{ kind = "rs", k = 10, m = 2, adaptive = false }`.
-    pub fec: udpmedia::FecConfig,
+    pub fec: crate::protocol::udp::FecConfig,
     /// Redundant copies of earlier audio frames per audio packet (0–4).
     pub red: u8,
     /// `gcc` (delay gradient + loss, drives the encoder) or `off`.
-    pub cc: udpmedia::CcMode,
+    pub cc: crate::protocol::udp::CcMode,
     /// How long a packet is worth recovering after it was sent (default:
     /// the player's target delay).
     pub latency: Option<HumanDuration>,
@@ -247,7 +247,7 @@ pub struct UdpFile {
 
 impl Default for UdpFile {
     fn default() -> Self {
-        let d = udpmedia::Config::default();
+        let d = crate::protocol::udp::UdpConfig::default();
         UdpFile {
             nack: d.nack,
             fec: d.fec,
@@ -263,7 +263,7 @@ impl Default for UdpFile {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuicFile {
-    /// quinn's congestion controller: cubic (default), newreno, bbr.
+    /// QUIC's congestion controller: cubic (default), newreno, bbr.
     pub congestion: Congestion,
     /// Give up on QUIC and fall back to TCP after this long.
     pub handshake_timeout: HumanDuration,
@@ -410,7 +410,7 @@ pub struct Protocol {
     pub quic: QuicFile,
     pub abr: Option<AbrConfig>,
     /// The UDP media protocol's settings (used by gudp:// URIs).
-    pub udp: udpmedia::Config,
+    pub udp: crate::protocol::udp::UdpConfig,
     pub capture_starts: CaptureStarts,
 }
 
@@ -798,9 +798,9 @@ impl ScenarioFile {
                         );
                     }
                     let port = if u.transport == UriTransport::Udp {
-                        crate::protocols::udp::UDP_MEDIA_PORT
+                        crate::protocol::udp::UDP_MEDIA_PORT
                     } else {
-                        crate::protocols::uri::DEFAULT_PORT
+                        crate::protocol::uri::DEFAULT_PORT
                     };
                     if u.port != port {
                         return bad(
@@ -896,7 +896,7 @@ impl ScenarioFile {
             let late = p.player.late.unwrap_or(LatePolicy::Wait);
             let latency_control = latency_control(&p.player, late, &field)?;
             let u = p.udp.clone().unwrap_or_default();
-            let udp = udpmedia::Config {
+            let udp = crate::protocol::udp::UdpConfig {
                 nack: u.nack,
                 fec: u.fec,
                 red: u.red,
@@ -904,7 +904,7 @@ impl ScenarioFile {
                 latency: u.latency.map_or(target, HumanDuration::get),
                 mtu: u.mtu,
                 token: u.token.clone(),
-                ..udpmedia::Config::default()
+                ..crate::protocol::udp::UdpConfig::default()
             };
             udp.validate()
                 .map_err(|e| ConfigError::invalid(format!("{field}.udp.{}", e.field), e.why))?;

@@ -88,7 +88,7 @@ pub struct NetworkStats {
 }
 
 /// The relay's port, TCP and UDP (QUIC).
-pub use crate::protocols::uri::DEFAULT_PORT as RTMP_PORT;
+pub use crate::protocol::uri::DEFAULT_PORT as RTMP_PORT;
 
 /// A UDP socket with deep buffers: the relay and the clients receive bursts
 /// (a key frame's packets back to back, FEC after them) while their task may
@@ -305,7 +305,7 @@ impl Topology {
 
     /// The relay's UDP media address in link mode.
     pub fn udp_media_addr(&self) -> SocketAddr {
-        SocketAddr::from((Host::Server.addr(), crate::protocols::udp::UDP_MEDIA_PORT))
+        SocketAddr::from((Host::Server.addr(), crate::protocol::udp::UDP_MEDIA_PORT))
     }
 
     /// Where a UDP media client on `host` sends: the relay (link mode) or

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use netem::Time;
 
+use super::tag;
+
 /// Why a file is not a usable FLV recording.
 #[derive(Debug, thiserror::Error)]
 pub enum FlvError {
@@ -50,16 +52,16 @@ impl FlvTag {
     /// An AVC or AAC sequence header (decoder configuration), not a frame.
     pub fn is_sequence_header(&self) -> bool {
         match self.kind {
-            TagKind::Video => self.data.len() >= 2 && self.data[0] & 0x0f == 7 && self.data[1] == 0,
-            TagKind::Audio => self.data.len() >= 2 && self.data[0] >> 4 == 10 && self.data[1] == 0,
+            TagKind::Video => tag::is_sequence_header(&self.data, true),
+            TagKind::Audio => tag::is_sequence_header(&self.data, false),
             TagKind::Script => false,
         }
     }
 
     /// A video frame (AVC NALU tag): key frame or not.
     pub fn video_frame(&self) -> Option<bool> {
-        (self.kind == TagKind::Video && self.data.len() >= 2 && self.data[1] == 1)
-            .then(|| self.data[0] >> 4 == 1)
+        (self.kind == TagKind::Video && tag::is_frame(&self.data))
+            .then(|| tag::is_key_frame(&self.data))
     }
 }
 

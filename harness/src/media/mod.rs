@@ -7,4 +7,5 @@ pub mod flv;
 pub mod frame;
 pub mod player;
 pub mod source;
+pub mod tag;
 pub mod wallclock;

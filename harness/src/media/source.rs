@@ -62,21 +62,12 @@ pub fn sequence_header() -> Bytes {
     ])
 }
 
-/// An AVC (video) or AAC (audio) sequence header: decoder configuration.
-pub fn is_sequence_header(data: &[u8], video: bool) -> bool {
-    data.len() >= 2
-        && data[1] == 0
-        && if video {
-            data[0] & 0x0f == 7
-        } else {
-            data[0] >> 4 == 10
-        }
-}
+pub use super::tag::is_sequence_header;
 
 /// The Glass frame inside a video or audio tag, if it is one.
 pub fn unpack(data: &[u8], video: bool) -> Option<FrameHeader> {
     let skip = if video { VIDEO_PREFIX } else { 2 };
-    if data.len() < 2 || data[1] != 1 {
+    if !super::tag::is_frame(data) {
         return None; // a sequence header or end-of-sequence
     }
     if video

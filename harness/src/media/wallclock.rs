@@ -84,13 +84,13 @@ impl ForeignFrames {
     /// The header of an FLV-style tag (AVC NALU or AAC raw) that carries no
     /// Glass header; `None` for configuration and end-of-sequence tags.
     pub fn header(&mut self, data: &[u8], video: bool, ts: u32, now: Time) -> Option<FrameHeader> {
-        if data.len() < 2 || data[1] != 1 {
+        if !super::tag::is_frame(data) {
             return None;
         }
         let capture = self.wall.capture(ts, now);
         let size = u32::try_from(data.len()).unwrap_or(u32::MAX);
         if video {
-            let key = data[0] >> 4 == 1;
+            let key = super::tag::is_key_frame(data);
             if key {
                 self.gop = Some(self.gop.map_or(0, |g| g + 1));
             }

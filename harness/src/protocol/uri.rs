@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use super::quic::Mapping;
+use super::rtmp::quic::Mapping;
 
 pub const DEFAULT_PORT: u16 = 1935;
 
@@ -95,7 +95,7 @@ impl StreamUri {
             None => (
                 authority,
                 if udp {
-                    crate::protocols::udp::UDP_MEDIA_PORT
+                    crate::protocol::udp::UDP_MEDIA_PORT
                 } else {
                     DEFAULT_PORT
                 },

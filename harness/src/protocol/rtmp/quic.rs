@@ -19,6 +19,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 /// How RTMP rides on QUIC.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -268,4 +269,25 @@ pub async fn connect(
             timeout.as_secs_f64()
         ),
     }
+}
+
+/// Reads every unidirectional stream a frames-mapping peer opens, each one
+/// message, in its own task (a stream held up by loss holds up only
+/// itself), and hands them over in the order they complete.
+pub fn spawn_uni_reader(conn: quinn::Connection) -> mpsc::Receiver<(bool, bytes::Bytes, u32)> {
+    let (tx, rx) = mpsc::channel(crate::relay::hub::PLAYER_QUEUE);
+    tokio::spawn(async move {
+        while let Ok(stream) = conn.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match read_message(stream).await {
+                    Ok((kind, ts, data)) => {
+                        let _ = tx.send((kind == MSG_VIDEO, data, ts)).await;
+                    }
+                    Err(e) => tracing::debug!("frames-mapping stream: {e:#}"),
+                }
+            });
+        }
+    });
+    rx
 }

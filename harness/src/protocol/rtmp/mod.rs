@@ -1,0 +1,115 @@
+//! RTMP over TCP and over QUIC with rml_rtmp: the relay's server side on
+//! the hub (`server`), the publisher and player clients (`client`), the QUIC
+//! transport and its two mappings (`quic`, `transport`). rml_rtmp's
+//! sessions are sans-IO (bytes in, packets out); these tokio tasks move
+//! their bytes over real sockets (which live in Glass's namespaces, so
+//! kernel TCP and quinn's QUIC cross the impaired link).
+//!
+//! Glass frames travel as FLV-style tags: video as AVC NALU tags (key or
+//! inter), audio as AAC raw tags; the Glass frame header inside carries the
+//! capture instant.
+
+mod abr_probe;
+pub mod client;
+pub mod quic;
+pub mod server;
+pub mod transport;
+
+use anyhow::{Result, anyhow, bail};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{ServerSessionEvent, ServerSessionResult, StreamMetadata};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use client::{play, publish};
+pub use server::{RtmpServerStats, serve};
+use transport::Transport;
+
+use crate::relay::StreamInfo;
+
+fn rtmp_ts(ms: u32) -> RtmpTimestamp {
+    RtmpTimestamp::new(ms)
+}
+
+async fn write_packets(
+    sock: &mut (impl AsyncWriteExt + Unpin),
+    results: Vec<ServerSessionResult>,
+) -> Result<Vec<ServerSessionEvent>> {
+    let mut events = Vec::new();
+    for r in results {
+        match r {
+            ServerSessionResult::OutboundResponse(p) => sock.write_all(&p.bytes).await?,
+            ServerSessionResult::RaisedEvent(e) => events.push(e),
+            ServerSessionResult::UnhandleableMessageReceived(_) => {}
+        }
+    }
+    Ok(events)
+}
+
+/// Runs the handshake on `sock`; returns the bytes that followed it.
+async fn handshake(sock: &mut Transport, peer: PeerType) -> Result<Vec<u8>> {
+    let client = peer == PeerType::Client;
+    let mut hs = Handshake::new(peer);
+    if client {
+        let p0p1 = hs
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| anyhow!("RTMP handshake: {e:?}"))?;
+        sock.write_all(&p0p1).await?;
+    }
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            bail!("the peer closed the connection during the RTMP handshake");
+        }
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| anyhow!("RTMP handshake: {e:?}"))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                sock.write_all(&response_bytes).await?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                sock.write_all(&response_bytes).await?;
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}
+
+/// The hub's stream description from RTMP's onMetaData.
+fn info_from_rtmp(m: &StreamMetadata) -> StreamInfo {
+    StreamInfo {
+        video_width: m.video_width,
+        video_height: m.video_height,
+        video_codec_id: m.video_codec_id,
+        video_frame_rate: m.video_frame_rate,
+        video_bitrate_kbps: m.video_bitrate_kbps,
+        audio_codec_id: m.audio_codec_id,
+        audio_bitrate_kbps: m.audio_bitrate_kbps,
+        audio_sample_rate: m.audio_sample_rate,
+        audio_channels: m.audio_channels,
+        audio_is_stereo: m.audio_is_stereo,
+        encoder: m.encoder.clone(),
+    }
+}
+
+/// RTMP's onMetaData from the hub's stream description.
+fn info_to_rtmp(i: &StreamInfo) -> StreamMetadata {
+    StreamMetadata {
+        video_width: i.video_width,
+        video_height: i.video_height,
+        video_codec_id: i.video_codec_id,
+        video_frame_rate: i.video_frame_rate,
+        video_bitrate_kbps: i.video_bitrate_kbps,
+        audio_codec_id: i.audio_codec_id,
+        audio_bitrate_kbps: i.audio_bitrate_kbps,
+        audio_sample_rate: i.audio_sample_rate,
+        audio_channels: i.audio_channels,
+        audio_is_stereo: i.audio_is_stereo,
+        encoder: i.encoder.clone(),
+    }
+}

@@ -1,0 +1,333 @@
+//! RTMP's server side on the hub: accepts RTMP sessions over TCP and over
+//! QUIC (both mappings) and turns them into hub publishes and
+//! subscriptions. Streams are the hub's, so a QUIC publisher feeds TCP
+//! players, UDP players, and the other way round.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use bytes::Bytes;
+use netem::adapters::tcpinfo::{TcpInfo, set_congestion};
+use rml_rtmp::handshake::PeerType;
+use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::quic::{self, QuicStats};
+use super::transport::Transport;
+use super::{handshake, info_from_rtmp, info_to_rtmp, rtmp_ts, write_packets};
+use crate::relay::{Hub, Media};
+
+/// What RTMP's server side measured of its players' transports (the
+/// `relay` section of results.json, next to the hub's counters).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RtmpServerStats {
+    /// TCP_INFO of the relay's socket towards each TCP player (sampled every second).
+    pub to_players_tcp: Vec<TcpInfo>,
+    /// The statistics of the relay's connection to each QUIC player.
+    pub to_players_quic: Vec<QuicStats>,
+}
+
+/// RTMP's server: accepts publishers (which the hub admits by stream key)
+/// and players on `listener` until `stop` changes.
+///
+/// `congestion` sets each accepted socket's TCP congestion control (the
+/// relay sends on the last mile).
+///
+/// With `quic`, the same relay also accepts RTMP over QUIC (both mappings)
+/// on that endpoint, and streams are shared: a QUIC publisher feeds TCP
+/// players and the other way round.
+pub async fn serve(
+    listener: TcpListener,
+    quic: Option<quinn::Endpoint>,
+    hub: Hub,
+    congestion: Option<String>,
+    mut stop: watch::Receiver<bool>,
+    stats: std::sync::Arc<Mutex<RtmpServerStats>>,
+) {
+    if let Some(ep) = quic.clone() {
+        tokio::spawn(accept_quic(ep, hub.clone(), stats.clone(), stop.clone()));
+    }
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                if let Some(ep) = &quic {
+                    ep.close(0u32.into(), b"relay stopped");
+                }
+                return;
+            }
+            r = listener.accept() => {
+                let Ok((sock, _)) = r else { continue };
+                let _ = sock.set_nodelay(true);
+                if let Some(cc) = &congestion
+                    && let Err(e) = set_congestion(&sock, cc)
+                {
+                    tracing::warn!("relay: {e}");
+                }
+                let (hub, stats, stop) = (hub.clone(), stats.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = relay_connection(Transport::Tcp(sock), &hub, &stats, stop).await {
+                        tracing::debug!("relay connection ended: {e:#}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The relay's QUIC side: each connection's client opens one bidirectional
+/// stream for the RTMP session; ALPN says which mapping it speaks.
+async fn accept_quic(
+    ep: quinn::Endpoint,
+    hub: Hub,
+    stats: std::sync::Arc<Mutex<RtmpServerStats>>,
+    stop: watch::Receiver<bool>,
+) {
+    while let Some(incoming) = ep.accept().await {
+        let (hub, stats, stop) = (hub.clone(), stats.clone(), stop.clone());
+        tokio::spawn(async move {
+            let accepted = async {
+                let conn = incoming.await?;
+                let mapping = quic::mapping_of(&conn)?;
+                let (send, recv) = conn.accept_bi().await?;
+                anyhow::Ok(Transport::Quic {
+                    conn,
+                    send,
+                    recv,
+                    mapping,
+                })
+            };
+            match accepted.await {
+                Ok(t) => {
+                    if let Err(e) = relay_connection(t, &hub, &stats, stop).await {
+                        tracing::debug!("relay QUIC connection ended: {e:#}");
+                    }
+                }
+                Err(e) => tracing::debug!("relay: QUIC connection failed: {e:#}"),
+            }
+        });
+    }
+}
+
+/// One RTMP session with a publisher or a player, until either side ends
+/// it or `stop` changes.
+async fn relay_connection(
+    mut sock: Transport,
+    hub: &Hub,
+    stats: &Mutex<RtmpServerStats>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let remaining = handshake(&mut sock, PeerType::Server).await?;
+    let (mut session, results) =
+        ServerSession::new(ServerSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
+    let mut pending = write_packets(&mut sock, results).await?;
+    pending.extend(
+        write_packets(
+            &mut sock,
+            session
+                .handle_input(&remaining)
+                .map_err(|e| anyhow!("{e:?}"))?,
+        )
+        .await?,
+    );
+    let mut publishing: Option<String> = None;
+    let mut playing: Option<(u32, mpsc::Receiver<Media>, PlayerSlot)> = None;
+    // Frames-mapping player: messages sent on their own streams, in order.
+    let mut sent_on_streams: u64 = 0;
+    // Frames-mapping publisher: messages read off its unidirectional streams.
+    let mut uni_reader: Option<mpsc::Receiver<(bool, Bytes, u32)>> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sample = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        for event in std::mem::take(&mut pending) {
+            match event {
+                ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                    let r = session
+                        .accept_request(request_id)
+                        .map_err(|e| anyhow!("{e:?}"))?;
+                    pending.extend(write_packets(&mut sock, r).await?);
+                }
+                ServerSessionEvent::PublishStreamRequested {
+                    request_id,
+                    stream_key: key,
+                    ..
+                } => {
+                    let accepted = hub.claim(&key)?;
+                    if !accepted {
+                        let r = session
+                            .reject_request(
+                                request_id,
+                                "NetStream.Publish.BadName",
+                                "wrong stream key, or already publishing",
+                            )
+                            .map_err(|e| anyhow!("{e:?}"))?;
+                        write_packets(&mut sock, r).await?;
+                        bail!("refused a publish on \"{key}\"");
+                    }
+                    publishing = Some(key);
+                    if let Some(conn) = sock.frames_conn() {
+                        uni_reader = Some(quic::spawn_uni_reader(conn.clone()));
+                    }
+                    let r = session
+                        .accept_request(request_id)
+                        .map_err(|e| anyhow!("{e:?}"))?;
+                    pending.extend(write_packets(&mut sock, r).await?);
+                }
+                ServerSessionEvent::PlayStreamRequested {
+                    request_id,
+                    stream_key: key,
+                    stream_id,
+                    ..
+                } => {
+                    let r = session
+                        .accept_request(request_id)
+                        .map_err(|e| anyhow!("{e:?}"))?;
+                    pending.extend(write_packets(&mut sock, r).await?);
+                    let sub = hub.subscribe(&key)?;
+                    let slot = {
+                        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
+                        if sock.quic_stats().is_some() {
+                            st.to_players_quic.push(QuicStats::default());
+                            PlayerSlot::Quic(st.to_players_quic.len() - 1)
+                        } else {
+                            st.to_players_tcp.push(TcpInfo::default());
+                            PlayerSlot::Tcp(st.to_players_tcp.len() - 1)
+                        }
+                    };
+                    // A late player first gets what it missed: metadata, the
+                    // sequence headers and the GOP so far.
+                    for m in sub.catch_up {
+                        let p = match m {
+                            Media::Video(d, ts) => {
+                                session.send_video_data(stream_id, d, rtmp_ts(ts), false)
+                            }
+                            Media::Audio(d, ts) => {
+                                session.send_audio_data(stream_id, d, rtmp_ts(ts), false)
+                            }
+                            Media::Info(i) => session.send_metadata(stream_id, &info_to_rtmp(&i)),
+                        }
+                        .map_err(|e| anyhow!("{e:?}"))?;
+                        sock.write_all(&p.bytes).await?;
+                    }
+                    playing = Some((stream_id, sub.rx, slot));
+                }
+                ServerSessionEvent::StreamMetadataChanged {
+                    stream_key: key,
+                    metadata,
+                    ..
+                } => {
+                    hub.publish(&key, Media::Info(info_from_rtmp(&metadata)))?;
+                }
+                ServerSessionEvent::VideoDataReceived {
+                    stream_key: key,
+                    data,
+                    timestamp,
+                    ..
+                } => hub.publish(&key, Media::Video(data, timestamp.value))?,
+                ServerSessionEvent::AudioDataReceived {
+                    stream_key: key,
+                    data,
+                    timestamp,
+                    ..
+                } => hub.publish(&key, Media::Audio(data, timestamp.value))?,
+                // releaseStream, FCPublish, _checkbw (ffmpeg), finishes: nothing to do.
+                _ => {}
+            }
+        }
+        let next_media = async {
+            match &mut playing {
+                Some((_, rx, _)) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next_uni = async {
+            match &mut uni_reader {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => break Ok(()),
+            r = sock.read(&mut buf) => {
+                let n = r?;
+                if n == 0 {
+                    break Ok(());
+                }
+                let results = session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?;
+                pending = write_packets(&mut sock, results).await?;
+            }
+            m = next_uni => {
+                match m {
+                    Some((video, data, ts)) => {
+                        if let Some(key) = &publishing {
+                            hub.publish(key, Media::av(video, data, ts))?;
+                        }
+                    }
+                    None => uni_reader = None,
+                }
+            }
+            m = next_media => {
+                let Some(m) = m else { break Ok(()) };
+                let Some((stream_id, _, _)) = &playing else { continue };
+                // Frames mapping: each frame on its own stream (configuration
+                // and metadata stay on the ordered RTMP stream).
+                if let Some(conn) = sock.frames_conn()
+                    && let Some((video, d, ts)) = m.as_av()
+                    && !m.is_config()
+                {
+                    sent_on_streams += 1;
+                    let kind = if video { quic::MSG_VIDEO } else { quic::MSG_AUDIO };
+                    quic::write_message(conn, kind, ts, d, sent_on_streams).await?;
+                    hub.note_sent(&m);
+                    continue;
+                }
+                let packet = match &m {
+                    Media::Video(d, ts) => session.send_video_data(*stream_id, d.clone(), rtmp_ts(*ts), false),
+                    Media::Audio(d, ts) => session.send_audio_data(*stream_id, d.clone(), rtmp_ts(*ts), false),
+                    Media::Info(i) => session.send_metadata(*stream_id, &info_to_rtmp(i)),
+                }
+                .map_err(|e| anyhow!("{e:?}"))?;
+                sock.write_all(&packet.bytes).await?;
+                hub.note_sent(&m);
+            }
+            _ = sample.tick() => {
+                if let Some((_, _, slot)) = &playing {
+                    record_player_link(stats, *slot, &sock);
+                }
+            }
+        }
+    };
+    if let Some((_, _, slot)) = &playing {
+        record_player_link(stats, *slot, &sock);
+    }
+    if let Some(key) = publishing {
+        hub.release(&key);
+    }
+    result
+}
+
+/// Which entry of the relay's stats holds a player's transport figures.
+#[derive(Copy, Clone, Debug)]
+enum PlayerSlot {
+    Tcp(usize),
+    Quic(usize),
+}
+
+fn record_player_link(stats: &Mutex<RtmpServerStats>, slot: PlayerSlot, sock: &Transport) {
+    let Ok(mut st) = stats.lock() else { return };
+    match slot {
+        PlayerSlot::Tcp(i) => {
+            if let Some(info) = sock.tcp_info() {
+                st.to_players_tcp[i] = info;
+            }
+        }
+        PlayerSlot::Quic(i) => {
+            if let Some(q) = sock.quic_stats() {
+                st.to_players_quic[i] = q;
+            }
+        }
+    }
+}
