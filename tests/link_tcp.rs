@@ -11,10 +11,9 @@ use netem::adapters::capture;
 use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork};
 use netem::adapters::port::Backend;
 use netem::adapters::tcpinfo::tcp_info;
-use netem::config::LinkProfiles;
 
 fn profile(line: &str) -> Profile {
-    LinkProfiles::resolve(line).unwrap().validate().unwrap().0
+    netem::resolve(line).unwrap().validate().unwrap().0
 }
 
 fn start(backend: Backend, first_up: &str, first_down: &str) -> LinkNetwork {
@@ -174,11 +173,7 @@ fn captures_show_packets_before_and_after_impairment() {
     let dir = std::env::temp_dir().join(format!("glass-pcap-{}", std::process::id()));
     let link = LinkNetwork::start(LinkConfig {
         first_mile: (
-            LinkProfiles::resolve("loss 50%")
-                .unwrap()
-                .validate()
-                .unwrap()
-                .0,
+            netem::resolve("loss 50%").unwrap().validate().unwrap().0,
             Profile::transparent(),
         ),
         last_mile: (Profile::transparent(), Profile::transparent()),

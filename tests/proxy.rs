@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 use netem::Profile;
 use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, stream_profile};
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig};
-use netem::config::LinkProfiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 fn profile(line: &str) -> Profile {
-    LinkProfiles::resolve(line).unwrap().validate().unwrap().0
+    netem::resolve(line).unwrap().validate().unwrap().0
 }
 
 async fn udp_echo() -> SocketAddr {

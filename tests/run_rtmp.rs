@@ -164,11 +164,7 @@ fn a_publish_with_the_wrong_stream_key_is_refused() {
     let listener = link
         .run_in(Host::Server, || std::net::TcpListener::bind(server))
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let hub = Hub::new("right");
     let sock = link
         .run_in(Host::Publisher, || std::net::TcpStream::connect(server))

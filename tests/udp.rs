@@ -146,10 +146,7 @@ udp = { nack = true, cc = "gcc", red = 2, fec = { kind = "rs", k = 10, m = 2, ad
 fn the_relay_refuses_a_wrong_token_and_a_wrong_key() {
     // On loopback (no namespaces needed): the relay's UDP side with token
     // "right", and clients with the wrong token, the wrong key, both right.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let relay_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = relay_sock.local_addr().unwrap();
@@ -223,11 +220,7 @@ udp = { nack = true, cc = "off" }"#,
         None,
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let r = harness::runner::run_one(
         &rt,
         &s,

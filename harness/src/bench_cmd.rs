@@ -19,7 +19,6 @@ use anyhow::{Context, Result, bail};
 use netem::Profile;
 use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork, ReleaseError};
 use netem::adapters::netns::NetNs;
-use netem::config::LinkProfiles;
 use serde::Serialize;
 
 use crate::cli::BenchLinkArgs;
@@ -306,7 +305,7 @@ fn paced(
     secs: Duration,
     backend: netem::adapters::port::Backend,
 ) -> Result<ReleaseError> {
-    let delay: Profile = LinkProfiles::resolve("delay 10ms")?.validate()?.0;
+    let delay: Profile = netem::resolve("delay 10ms")?.validate()?.0;
     let link = LinkNetwork::start(LinkConfig {
         first_mile: (delay, Profile::transparent()),
         backend,

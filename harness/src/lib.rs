@@ -20,6 +20,7 @@ pub mod relay;
 pub mod report_cmd;
 pub mod run_cmd;
 pub mod runner;
+pub mod runtime;
 pub mod scenario;
 pub mod shell_cmd;
 pub mod signals;

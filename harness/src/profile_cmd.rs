@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use netem::check::{self, CheckOptions};
-use netem::config::LinkProfiles;
 use netem::presets;
 use reports::profile_check::{ProfileCheck, render_text};
 
@@ -26,7 +25,7 @@ pub fn run(cmd: &ProfileCommand) -> Result<()> {
                 print!("{text}");
                 return Ok(());
             }
-            let p = LinkProfiles::resolve(profile)?;
+            let p = netem::resolve(profile)?;
             if p.uplink == p.downlink {
                 print!("{}", toml::to_string(&p.uplink)?);
             } else {
@@ -52,7 +51,7 @@ fn check(args: &CheckArgs) -> Result<()> {
     if !(args.load.is_finite() && args.load > 0.0 && args.load <= 100.0) {
         bail!("--load must be above 0 and at most 100 (a multiple of the bottleneck's capacity)");
     }
-    let link = LinkProfiles::resolve(&args.profile)?;
+    let link = netem::resolve(&args.profile)?;
     let (up, down) = link.validate()?;
     let symmetric = up == down;
     let mut runs = Vec::new();

@@ -11,10 +11,7 @@ use netem::config::LinkProfiles;
 use crate::cli::{ProxyArgs, ProxyCommand};
 
 pub fn run(cmd: &ProxyCommand) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime::runtime()?;
     rt.block_on(async {
         match cmd {
             ProxyCommand::Udp(args) => udp(args).await,
@@ -27,7 +24,7 @@ pub fn run(cmd: &ProxyCommand) -> Result<()> {
 }
 
 fn profiles(args: &ProxyArgs) -> Result<(LinkProfiles, netem::Profile, netem::Profile)> {
-    let p = LinkProfiles::resolve(&args.profile)?;
+    let p = netem::resolve(&args.profile)?;
     let (up, down) = p.validate()?;
     Ok((p, up, down))
 }

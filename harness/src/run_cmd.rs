@@ -144,10 +144,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mode = args.mode.resolve();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime::runtime()?;
 
     // Every point × network × protocol × repeat.
     let jobs: Vec<_> = points

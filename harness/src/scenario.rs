@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use netem::adapters::link::LinkDir;
-use netem::config::{LinkProfiles, ProfileConfig, locate};
+use netem::config::{LinkProfiles, ProfileConfig};
+use netem::locate;
 use netem::units::{BitRate, HumanDuration, Probability};
 use netem::{ConfigError, Profile};
 use serde::{Deserialize, Serialize};
@@ -1015,7 +1016,7 @@ fn resolve_named(name: &str, base_dir: Option<&Path>) -> Result<LinkProfiles> {
         }
     }
     // A field error on the reference itself: `within` adds the field path.
-    LinkProfiles::resolve(name).map_err(|e| ConfigError::invalid("", e.to_string()))
+    netem::resolve(name).map_err(|e| ConfigError::invalid("", e.to_string()))
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use netem::Profile;
 use netem::adapters::link::{Host, LinkConfig, LinkDir, LinkNetwork, LinkStats};
 use netem::adapters::relay::Relay;
-use netem::config::LinkProfiles;
 
 use crate::cli::ShellArgs;
 use crate::signals;
@@ -19,7 +18,7 @@ pub fn run(args: &ShellArgs) -> Result<i32> {
     let Some((program, rest)) = args.command.split_first() else {
         bail!("give the program to run after --, e.g. glass shell --profile 4g -- ffmpeg ...");
     };
-    let link_profiles = LinkProfiles::resolve(&args.profile)?;
+    let link_profiles = netem::resolve(&args.profile)?;
     let (up, down) = link_profiles.validate()?;
     let link = LinkNetwork::start(LinkConfig {
         first_mile: (up, down),

@@ -492,10 +492,9 @@ pub fn live(profile: &Profile, c: &Counters) -> LiveCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LinkProfiles;
 
     fn check(arg: &str, opts: &CheckOptions) -> CheckReport {
-        let (up, _) = LinkProfiles::resolve(arg).unwrap().validate().unwrap();
+        let (up, _) = crate::resolve(arg).unwrap().validate().unwrap();
         run(arg, "uplink", &up, opts)
     }
 
@@ -544,7 +543,7 @@ mod tests {
 
     #[test]
     fn live_check_reads_counters_against_the_profile() {
-        let (up, _) = LinkProfiles::resolve("delay 40ms loss 2%")
+        let (up, _) = crate::resolve("delay 40ms loss 2%")
             .unwrap()
             .validate()
             .unwrap();
@@ -580,7 +579,7 @@ mod tests {
     fn live_check_of_bursty_loss_contains_the_realised_rate() {
         // Gilbert–Elliott, 5 % loss in bursts of 4 (found in a run: the
         // interval came out 12.7–20.5 % around a realised 4.4 %).
-        let (up, _) = LinkProfiles::resolve("loss gemodel 1.316% 25%")
+        let (up, _) = crate::resolve("loss gemodel 1.316% 25%")
             .unwrap()
             .validate()
             .unwrap();

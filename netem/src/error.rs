@@ -61,11 +61,12 @@ pub enum ConfigError {
         source: Box<ConfigError>,
     },
 
-    #[error(
-        "\"{0}\" is not a preset, a file, or a netem line (presets: {presets})",
-        presets = crate::presets::names().join(", ")
-    )]
-    UnknownProfile(String),
+    #[error("\"{name}\" is not a preset, a file, or a netem line (presets: {presets})")]
+    UnknownProfile {
+        name: String,
+        /// The preset names, for the message.
+        presets: String,
+    },
 }
 
 impl ConfigError {

@@ -15,7 +15,7 @@ fn profile(toml: &str) -> Profile {
 }
 
 fn netem(line: &str) -> Profile {
-    LinkProfiles::resolve(line).unwrap().validate().unwrap().0
+    netem::resolve(line).unwrap().validate().unwrap().0
 }
 
 /// (id, original, release ns) of each delivery, and the pipeline afterwards.

@@ -173,11 +173,10 @@ pub fn render_text(check: &ProfileCheck) -> String {
 mod tests {
     use super::*;
     use netem::check::{CheckOptions, run};
-    use netem::config::LinkProfiles;
 
     #[test]
     fn text_report_shows_asked_and_got() {
-        let (up, _) = LinkProfiles::resolve("loss gemodel 2% 30% delay 40ms")
+        let (up, _) = netem::resolve("loss gemodel 2% 30% delay 40ms")
             .unwrap()
             .validate()
             .unwrap();

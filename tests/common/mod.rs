@@ -15,13 +15,9 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The runtime the in-process runs use (two workers, like the machine).
+/// The runtime the in-process runs use: `glass run`'s own.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    harness::runtime::runtime().unwrap()
 }
 
 /// Runs the scenario's first protocol over its first network once, in link mode.
