@@ -5,23 +5,18 @@
 //! edge decides how to print it.
 
 pub mod abr_metrics;
-pub mod bench_cmd;
-pub mod check_cmd;
 pub mod cli;
+pub mod commands;
 pub mod events;
 pub mod g2g;
 pub mod interop;
 pub mod media;
-pub mod profile_cmd;
+pub mod output;
 pub mod protocol;
-pub mod proxy_cmd;
 pub mod publisher;
 pub mod relay;
-pub mod report_cmd;
-pub mod run_cmd;
 pub mod runner;
 pub mod runtime;
 pub mod scenario;
-pub mod shell_cmd;
 pub mod signals;
 pub mod topology;

@@ -45,15 +45,15 @@ fn main() -> ExitCode {
         .init();
 
     let result = match &cli.command {
-        Command::Profile(cmd) => harness::profile_cmd::run(cmd).map(|()| 0),
-        Command::Run(args) => harness::run_cmd::run(args).map(|_| 0),
-        Command::Check(args) => harness::check_cmd::run(args),
-        Command::Compare(args) => harness::check_cmd::compare(args).map(|()| 0),
-        Command::Report(args) => harness::report_cmd::run(args).map(|()| 0),
-        Command::Shell(args) => harness::shell_cmd::run(args),
-        Command::Proxy(cmd) => harness::proxy_cmd::run(cmd).map(|()| 0),
+        Command::Profile(cmd) => harness::commands::profile::run(cmd).map(|()| 0),
+        Command::Run(args) => harness::commands::run::run(args).map(|_| 0),
+        Command::Check(args) => harness::commands::check::run(args),
+        Command::Compare(args) => harness::commands::check::compare(args).map(|()| 0),
+        Command::Report(args) => harness::commands::report::run(args).map(|()| 0),
+        Command::Shell(args) => harness::commands::shell::run(args),
+        Command::Proxy(cmd) => harness::commands::proxy::run(cmd).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {
-            harness::bench_cmd::run(args).map(|()| 0)
+            harness::commands::bench::run(args).map(|()| 0)
         }
     };
     match result {

@@ -18,12 +18,12 @@ pub fn load_results(dir: &Path) -> Result<gate::Results> {
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let r: gate::Results = serde_json::from_str(&text)
         .with_context(|| format!("{}: not Glass results", file.display()))?;
-    if r.schema != crate::run_cmd::SCHEMA {
+    if r.schema != crate::commands::run::SCHEMA {
         bail!(
             "{}: schema \"{}\", this Glass reads \"{}\"",
             file.display(),
             r.schema,
-            crate::run_cmd::SCHEMA
+            crate::commands::run::SCHEMA
         );
     }
     Ok(r)
@@ -44,7 +44,7 @@ pub fn run(args: &GateArgs) -> Result<i32> {
     let dir: PathBuf = if args.is_results() {
         args.target.clone()
     } else {
-        crate::run_cmd::run(&RunArgs {
+        crate::commands::run::run(&RunArgs {
             scenario: Some(args.target.clone()),
             output: args.output.clone(),
             mode: args.mode,

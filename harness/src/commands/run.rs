@@ -1,0 +1,252 @@
+//! `glass run [SCENARIO]`: every protocol over every network of a scenario,
+//! `repeat` times; a comparison table on stdout and a results directory.
+//!
+//! Results are written after every run, so a run that fails (or a Ctrl-C)
+//! keeps all that finished before it. Layout of the directory, and the
+//! `results.json` schema (`glass.results.v1`), are in `scenarios/README.md`.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use netem::adapters::link::LinkDir;
+
+use crate::cli::RunArgs;
+use crate::output::records::{RunRecord, budgets, previous_runs, write_results};
+use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
+use crate::output::tables::{hops_table, net, recovery_table, table};
+use crate::runner::run_one;
+use crate::scenario::{QUICKSTART, Scenario, SweepPoint};
+
+pub use crate::output::records::SCHEMA;
+
+/// Runs the scenario; returns the results directory.
+pub fn run(args: &RunArgs) -> Result<PathBuf> {
+    let points = match &args.scenario {
+        Some(path) => Scenario::sweep_from_file(path)?,
+        None => Scenario::sweep_from_toml("quickstart (built in)", QUICKSTART, None)?,
+    };
+    let scenario = &points[0].scenario;
+    let out_dir = args.output.clone().unwrap_or_else(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("results").join(format!("{}-{secs}", scenario.name.replace(['/', ' '], "_")))
+    });
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mode = args.mode.resolve();
+    let rt = crate::runtime::runtime()?;
+
+    // Every point × network × protocol × repeat.
+    let jobs: Vec<_> = points
+        .iter()
+        .flat_map(|pt| {
+            let s = &pt.scenario;
+            s.networks.iter().flat_map(move |n| {
+                s.protocols
+                    .iter()
+                    .flat_map(move |p| (0..s.repeat).map(move |r| (pt, n, p, r)))
+            })
+        })
+        .collect();
+    // --resume: keep the runs that finished, run the others.
+    let kept: Vec<serde_json::Value> = if args.resume {
+        previous_runs(&out_dir)?
+    } else {
+        Vec::new()
+    };
+    let done = |pt: &SweepPoint, n: &str, p: &str, r: u32| {
+        kept.iter().any(|k| {
+            k["status"] == "ok"
+                && k["network"] == n
+                && k["protocol"] == p
+                && k["repeat"] == r
+                && k.get("sweep").map_or(serde_json::json!({}), |v| v.clone())
+                    == serde_json::to_value(&pt.coords).unwrap_or_default()
+        })
+    };
+    let kept: Vec<serde_json::Value> = kept
+        .iter()
+        .filter(|k| k["status"] == "ok")
+        .cloned()
+        .collect();
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .filter(|(pt, n, p, r)| !done(pt, &n.name, &p.name, *r))
+        .collect();
+    if args.resume {
+        eprintln!(
+            "glass: resuming: {} run(s) kept from {}, {} to go",
+            kept.len(),
+            out_dir.display(),
+            jobs.len()
+        );
+    }
+    eprintln!(
+        "glass: {} — {} run(s) of {:.0} s → {}",
+        scenario.name,
+        jobs.len(),
+        scenario.duration.as_secs_f64(),
+        out_dir.display()
+    );
+    let bar = ProgressBar::new((jobs.len() * 1000) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut records: Vec<RunRecord> = Vec::new();
+    let mut frames_csv = csv_file(&out_dir.join("frames.csv"), FRAMES_HEADER, args.resume)?;
+    let mut seconds_csv = csv_file(&out_dir.join("seconds.csv"), SECONDS_HEADER, args.resume)?;
+    for (i, (point, network, protocol, repeat)) in jobs.iter().enumerate() {
+        let scenario = &point.scenario;
+        let label = point.label();
+        bar.set_message(format!(
+            "{}{} over {} (repeat {})",
+            if label.is_empty() {
+                String::new()
+            } else {
+                format!("[{label}] ")
+            },
+            protocol.name,
+            network.name,
+            repeat + 1
+        ));
+        let base = (i * 1000) as u64;
+        let outcome = run_one(&rt, scenario, network, protocol, *repeat, mode, &|f| {
+            bar.set_position(base + (f * 1000.0) as u64)
+        });
+        bar.set_position(base + 1000);
+        let (status, error, result) = match outcome {
+            Ok(r) => ("ok", None, Some(r)),
+            Err(e) => {
+                bar.suspend(|| {
+                    eprintln!(
+                        "glass: {} over {} failed: {e:#}",
+                        protocol.name, network.name
+                    )
+                });
+                ("failed", Some(format!("{e:#}")), None)
+            }
+        };
+        if let Some(r) = &result {
+            write_series(
+                &mut frames_csv,
+                &mut seconds_csv,
+                &label,
+                &network.name,
+                &protocol.name,
+                *repeat,
+                r,
+                scenario.duration,
+            )?;
+        }
+        records.push(record_of(
+            point,
+            network,
+            &protocol.name,
+            *repeat,
+            (status, error),
+            result,
+        ));
+        // On disk before the next run starts.
+        write_results(&out_dir, scenario, &kept, &records)?;
+    }
+    bar.finish_and_clear();
+    print_summary(&records, jobs.iter().map(|j| j.1));
+    println!("results: {}", out_dir.display());
+    match crate::commands::report::write_report(&out_dir) {
+        Ok(p) => println!("report: {}", p.display()),
+        Err(e) => eprintln!("glass: the report could not be written: {e:#}"),
+    }
+    Ok(out_dir)
+}
+
+/// One run's record: where it ran, what was asked, what it measured.
+fn record_of(
+    point: &SweepPoint,
+    network: &crate::scenario::Network,
+    protocol: &str,
+    repeat: u32,
+    (status, error): (&'static str, Option<String>),
+    result: Option<crate::runner::RunResult>,
+) -> RunRecord {
+    RunRecord {
+        sweep: point.coords.clone(),
+        point: point.label(),
+        network: network.name.clone(),
+        protocol: protocol.to_string(),
+        repeat,
+        impairment: network.described.clone(),
+        events: crate::events::events(network),
+        capacity_steps: crate::abr_metrics::capacity_steps(&network.first_mile.0)
+            .into_iter()
+            .filter(|_| network.first_mile.0.bottleneck.is_some())
+            .map(|(t, c)| (t.as_secs_f64() * 1e3, c))
+            .collect(),
+        status,
+        error,
+        impairment_check: result
+            .as_ref()
+            .and_then(|r| r.link.as_ref())
+            .map(|l| {
+                LinkDir::ALL
+                    .into_iter()
+                    .map(|d| (d, netem::check::live(network.profile(d), &l.counters(d))))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        budgets: result
+            .as_ref()
+            .map(|r| budgets(&point.scenario.budgets, r))
+            .unwrap_or_default(),
+        result,
+    }
+}
+
+/// The tables, the transports' fallbacks, the impairment asked against
+/// realised, and the budgets exceeded.
+fn print_summary<'a>(
+    records: &[RunRecord],
+    networks: impl Iterator<Item = &'a crate::scenario::Network>,
+) {
+    print!("{}", table(records));
+    print!("{}", hops_table(records));
+    print!("{}", recovery_table(records));
+    for r in records {
+        for t in r.result.iter().flat_map(|x| &x.transports) {
+            if let Some(why) = &t.fallback {
+                println!(
+                    "{} / {}: the {} asked for {}: {why}",
+                    r.network, r.protocol, t.role, t.requested
+                );
+            }
+        }
+    }
+    for (r, network) in records.iter().zip(networks) {
+        for dir in network.impaired() {
+            if let Some(c) = r.impairment_check.get(&dir) {
+                println!(
+                    "{} / {}, {} ({}): {}",
+                    net(r),
+                    r.protocol,
+                    dir.label(),
+                    network.described(dir),
+                    c.verdict
+                );
+            }
+        }
+    }
+    for r in records {
+        for b in r.budgets.iter().filter(|b| !b.within) {
+            println!(
+                "budget {} over: {} over {} — {:.3} > {:.3}",
+                b.budget, r.protocol, r.network, b.value, b.limit
+            );
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The tables `glass run` prints: one row per run (latency, start-up,
+//! steady state, smoothness, stalls, losses), G2G by hop, and the UDP
+//! protocol's recovery per mile.
+
+use std::fmt::Write as _;
+
+use super::records::RunRecord;
+
+/// The network column: the sweep point first, when there is one.
+pub fn net(r: &RunRecord) -> String {
+    if r.point.is_empty() {
+        r.network.clone()
+    } else {
+        format!("[{}] {}", r.point, r.network)
+    }
+}
+
+/// The UDP protocol's recovery per run and mile (nothing without UDP runs):
+/// what the link dropped, what the receiver found missing, how it came back.
+pub fn recovery_table(records: &[RunRecord]) -> String {
+    let rows: Vec<(&RunRecord, &crate::protocol::udp::recovery::MileRecovery)> = records
+        .iter()
+        .flat_map(|r| {
+            r.result
+                .iter()
+                .flat_map(move |x| x.recovery.iter().map(move |m| (r, m)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "UDP recovery (data packets; link = engine drops / datagrams):\n{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>9} {:>9} {:>8} {:>10}",
+        "network",
+        "protocol",
+        "mile",
+        "link",
+        "lost",
+        "fec",
+        "nack",
+        "late",
+        "never",
+        "residual",
+        "recovered",
+        "overhead",
+        "event p99"
+    );
+    for (r, m) in rows {
+        // Time until every packet of a loss event was back, p99.
+        let p99 = m.recovery_ms_event.p99;
+        let _ = writeln!(
+            s,
+            "{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8.3}% {:>8.1}% {:>7.1}% {:>7.0} ms",
+            net(r),
+            r.protocol,
+            m.mile,
+            format!("{}/{}", m.link_dropped, m.link_packets),
+            m.lost,
+            m.fec,
+            m.nack_in_time,
+            m.late,
+            m.never,
+            m.residual_loss * 100.0,
+            m.recovery_ratio * 100.0,
+            m.overhead * 100.0,
+            p99
+        );
+    }
+    s
+}
+
+/// Milliseconds for a table cell, "-" when unknown.
+fn cell_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0} ms"))
+}
+
+pub fn table(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<20} {:<18} {:<9} {:<11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>5} {:>7}",
+        "network",
+        "protocol",
+        "mode",
+        "transport",
+        "connect",
+        "startup",
+        "G2G p50",
+        "G2G p99",
+        "steady50",
+        "steady99",
+        "smooth@1%",
+        "stalls",
+        "stale",
+        "lost",
+        "retrans"
+    );
+    for r in records {
+        match &r.result {
+            Some(x) => {
+                let p = &x.player;
+                let _ = writeln!(
+                    s,
+                    "{:<20} {:<18} {:<9} {:<11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>5.1}% {:>5} {:>7}",
+                    net(r),
+                    r.protocol,
+                    x.mode,
+                    x.transport(),
+                    cell_ms(x.publisher.connect_ms),
+                    cell_ms(p.startup_delay_ms),
+                    cell_ms(Some(p.g2g_p50_ms)),
+                    cell_ms(Some(p.g2g_p99_ms)),
+                    cell_ms(p.steady.as_ref().map(|s| s.p50_ms)),
+                    cell_ms(p.steady.as_ref().map(|s| s.p99_ms)),
+                    cell_ms(x.equal_smoothness.as_ref().map(|e| e.g2g_p50_ms)),
+                    p.stall_ratio * 100.0,
+                    p.stale_refresh_ratio * 100.0,
+                    x.frames_lost(),
+                    x.retransmits()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "{:<20} {:<18} failed: {}",
+                    net(r),
+                    r.protocol,
+                    r.error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Where each run's latency goes (p50 of each hop, Glass's own frames), and
+/// what the player's live-edge control did.
+pub fn hops_table(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "G2G by hop, p50; the player's catch-up and skips; buffer@1% = the playout buffer that keeps stalls <= 1 %:\n{:<20} {:<18} {:>8} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9}",
+        "network",
+        "protocol",
+        "encode",
+        "first mile",
+        "relay",
+        "last mile",
+        "playout",
+        "catch-up",
+        "skipped",
+        "buffer@1%"
+    );
+    let mut any = false;
+    for r in records {
+        let Some(x) = &r.result else { continue };
+        let Some(h) = &x.hops else { continue };
+        any = true;
+        let p50 = |seg: &Option<crate::g2g::Segment>| cell_ms(seg.as_ref().map(|s| s.p50_ms));
+        let _ = writeln!(
+            s,
+            "{:<20} {:<18} {:>8} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9}",
+            net(r),
+            r.protocol,
+            p50(&h.encode),
+            p50(&h.first_mile),
+            p50(&h.relay),
+            p50(&h.last_mile),
+            p50(&h.playout),
+            cell_ms(Some(x.player.catch_up_ms)),
+            x.player.frames_skipped,
+            cell_ms(x.equal_smoothness.as_ref().map(|e| e.target_delay_ms)),
+        );
+    }
+    if any { s } else { String::new() }
+}
