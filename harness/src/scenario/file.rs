@@ -1,0 +1,316 @@
+//! The scenario file as written: plain serde structs, unknown fields
+//! refused. `validate` turns them into a [`super::Scenario`].
+
+use std::time::Duration;
+
+use netem::config::ProfileConfig;
+use netem::units::{BitRate, HumanDuration, Probability};
+use serde::{Deserialize, Serialize};
+
+use crate::media::abr::AbrConfig;
+use crate::media::encoder::EncoderConfig;
+use crate::media::player::LatePolicy;
+use crate::protocol::rtmp::quic::Congestion;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub duration: HumanDuration,
+    /// Start-up vs steady state: frames captured within this long of the
+    /// camera's start are start-up; the rest are the steady state (default:
+    /// 5 s or the start of the second GOP, whichever is later).
+    #[serde(default)]
+    pub warmup: Option<HumanDuration>,
+    #[serde(default = "one")]
+    pub seed: u64,
+    #[serde(default = "one_u32")]
+    pub repeat: u32,
+    #[serde(default)]
+    pub media: MediaFile,
+    /// Network variants: each protocol runs once over each.
+    #[serde(default)]
+    pub networks: Vec<NetworkFile>,
+    pub protocols: Vec<ProtocolFile>,
+    #[serde(default)]
+    pub budgets: Budgets,
+}
+
+fn one() -> u64 {
+    1
+}
+fn one_u32() -> u32 {
+    1
+}
+
+/// Every field has a default (`EncoderConfig::default()`), so a sweep or a
+/// scenario can set just the ones it varies.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaFile {
+    pub bitrate: BitRate,
+    pub fps: f64,
+    /// Frames per GOP.
+    pub gop: u32,
+    /// A label for reports ("1280x720"); sizes follow the bitrate.
+    pub resolution: String,
+    pub audio: bool,
+    pub encode_delay: HumanDuration,
+    /// Replay this FLV recording (path relative to the scenario file)
+    /// instead of the synthetic encoder; bitrate, fps and GOP then come
+    /// from the file.
+    pub flv: Option<String>,
+}
+
+impl Default for MediaFile {
+    fn default() -> Self {
+        let e = EncoderConfig::default();
+        MediaFile {
+            bitrate: e.bitrate,
+            fps: e.fps,
+            gop: e.gop,
+            resolution: "1280x720".into(),
+            audio: true,
+            encode_delay: HumanDuration(e.encode_delay),
+            flv: None,
+        }
+    }
+}
+
+/// One network: the first and last mile.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub name: String,
+    #[serde(default)]
+    pub first_mile: LinkFile,
+    #[serde(default)]
+    pub last_mile: LinkFile,
+}
+
+/// A link: one two-way `profile`, or `uplink` and `downlink` each a preset,
+/// a netem line or a table. Unset directions are unimpaired.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFile {
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub uplink: Option<DirectionFile>,
+    #[serde(default)]
+    pub downlink: Option<DirectionFile>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum DirectionFile {
+    /// A preset name (its uplink or downlink) or a netem line.
+    Named(String),
+    Table(Box<ProfileConfig>),
+}
+
+/// By hand rather than `untagged`, which would hide why a table is wrong
+/// behind "did not match any variant".
+impl<'de> Deserialize<'de> for DirectionFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(DirectionFile::Named(s)),
+            v @ toml::Value::Table(_) => ProfileConfig::deserialize(v)
+                .map(|p| DirectionFile::Table(Box::new(p)))
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "expected a preset name, a netem line or a table, found a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolKind {
+    /// RTMP over TCP or QUIC, through Glass's relay.
+    Rtmp,
+    /// Glass's UDP media protocol (NACK, FEC, RED, congestion control)
+    /// into the relay, which is also its gateway to RTMP players.
+    Udp,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolFile {
+    /// Name in reports (default: the kind).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: ProtocolKind,
+    /// The stream key the publisher uses (default "glass"); the relay accepts only it.
+    #[serde(default)]
+    pub stream_key: Option<String>,
+    #[serde(default)]
+    pub player: PlayerFile,
+    /// Who publishes: `glass` (the media source of `[media]`, default) or
+    /// `ffmpeg` (a libx264 test pattern, timed by its RTMP timestamps).
+    #[serde(default)]
+    pub publisher: PublisherKind,
+    /// Also play the stream with ffmpeg (next to Glass's player, over the
+    /// same last mile) and report what it decoded.
+    #[serde(default)]
+    pub ffmpeg_player: bool,
+    /// TCP congestion control of Glass's sockets (default "cubic", Linux's
+    /// default), so results do not depend on the machine's setting.
+    #[serde(default)]
+    pub tcp_congestion: Option<String>,
+    /// The stream URI the publisher (and, unless `player_uri` says
+    /// otherwise, the player) uses; its scheme and query choose TCP or QUIC
+    /// (see `protocol::uri`). The host is `server`, Glass's relay. Default
+    /// `rtmp://server/live/KEY`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The player's URI, when it differs (a QUIC publisher with a TCP player).
+    #[serde(default)]
+    pub player_uri: Option<String>,
+    /// QUIC settings (for rtmpq URIs).
+    #[serde(default)]
+    pub quic: QuicFile,
+    /// Sender-side ABR (`abr = {}` for the defaults).
+    #[serde(default)]
+    pub abr: Option<AbrConfig>,
+    /// The UDP media protocol's settings (for gudp:// URIs).
+    #[serde(default)]
+    pub udp: Option<UdpFile>,
+    /// When the publisher's camera starts: `on_connect` (default, when the
+    /// session can carry media, as OBS and ffmpeg start writing after their
+    /// handshake) or `at_start` (at the run's start: a camera already
+    /// running, whose frames queue behind the session's set-up).
+    #[serde(default)]
+    pub capture_starts: CaptureStarts,
+}
+
+/// When a publisher's camera starts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureStarts {
+    /// When the session can carry media (publish accepted, session up).
+    #[default]
+    OnConnect,
+    /// At the run's start, whatever the set-up takes.
+    AtStart,
+}
+
+/// A player's live-edge control, as a scenario names it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyControlKind {
+    None,
+    CatchUp,
+    SkipToLive,
+}
+
+/// The UDP media protocol's settings, as a scenario writes them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpFile {
+    /// Ask for lost packets again (NACK/ARQ).
+    pub nack: bool,
+    /// `{ kind = "none" }`, `{ kind = "xor", cols = 10, rows = 1 }` (2-D
+    /// when rows > 1) or `{ kind = "rs", k = 10, m = 2, adaptive = false }`.
+    pub fec: crate::protocol::udp::FecConfig,
+    /// Redundant copies of earlier audio frames per audio packet (0–4).
+    pub red: u8,
+    /// `gcc` (delay gradient + loss, drives the encoder) or `off`.
+    pub cc: crate::protocol::udp::CcMode,
+    /// How long a packet is worth recovering after it was sent (default:
+    /// the player's target delay).
+    pub latency: Option<HumanDuration>,
+    /// Largest datagram, bytes.
+    pub mtu: usize,
+    /// The shared secret the relay checks.
+    pub token: String,
+}
+
+impl Default for UdpFile {
+    fn default() -> Self {
+        let d = crate::protocol::udp::UdpConfig::default();
+        UdpFile {
+            nack: d.nack,
+            fec: d.fec,
+            red: d.red,
+            cc: d.cc,
+            latency: None,
+            mtu: d.mtu,
+            token: "glass".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicFile {
+    /// QUIC's congestion controller: cubic (default), newreno, bbr.
+    pub congestion: Congestion,
+    /// Give up on QUIC and fall back to TCP after this long.
+    pub handshake_timeout: HumanDuration,
+}
+
+impl Default for QuicFile {
+    fn default() -> Self {
+        QuicFile {
+            congestion: Congestion::Cubic,
+            handshake_timeout: HumanDuration(Duration::from_secs(2)),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublisherKind {
+    #[default]
+    Glass,
+    Ffmpeg,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerFile {
+    /// Playout buffer (default per protocol: RTMP 500 ms).
+    #[serde(default)]
+    pub target_delay: Option<HumanDuration>,
+    /// Display refresh (default 1/60 s).
+    #[serde(default)]
+    pub refresh: Option<HumanDuration>,
+    /// `wait` (buffered, default for RTMP) or `skip` (low delay).
+    #[serde(default)]
+    pub late: Option<LatePolicy>,
+    /// `none`, `catch_up` or `skip_to_live` (default: `catch_up` for a
+    /// `wait` player, `skip_to_live` for a `skip` one).
+    #[serde(default)]
+    pub latency_control: Option<LatencyControlKind>,
+    /// Fastest playback rate while catching up (default 1.2).
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    /// How late a `skip_to_live` player may fall before it jumps (default 100 ms).
+    #[serde(default)]
+    pub skip_threshold: Option<HumanDuration>,
+}
+
+/// Limits a run is judged by (reported now; `glass check` will gate on them).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g2g_p50: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g2g_p99: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_ratio: Option<Probability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_delay: Option<HumanDuration>,
+    /// G2G percentiles over the steady state (frames after the warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_g2g_p50: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_g2g_p99: Option<HumanDuration>,
+}

@@ -1,0 +1,154 @@
+//! Scenario files: what to run, over which network, judged by which budgets.
+//!
+//! TOML read with serde; unknown fields are refused; every error names the
+//! file, the line and the field (`quickstart.toml, line 12:
+//! protocols[0].player.target_delay: …`). Every field is documented in
+//! `scenarios/README.md`.
+
+mod file;
+mod sweep;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use file::*;
+pub use sweep::SweepPoint;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use netem::adapters::link::LinkDir;
+use netem::locate;
+use netem::{ConfigError, Profile};
+
+use crate::media::abr::AbrConfig;
+use crate::media::encoder::EncoderConfig;
+use crate::media::flv::FlvTag;
+use crate::media::player::PlayerConfig;
+use crate::protocol::uri::{StreamUri, UriTransport};
+
+/// The scenario `glass run` runs with no argument: RTMP over TCP, clean and
+/// with 2 % loss and 40 ms delay on the first mile.
+pub const QUICKSTART: &str = include_str!("../../../scenarios/quickstart.toml");
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub duration: Duration,
+    /// Frames captured this long after the camera's start are steady state.
+    pub warmup: Duration,
+    pub seed: u64,
+    pub repeat: u32,
+    pub encoder: EncoderConfig,
+    pub resolution: String,
+    pub networks: Vec<Network>,
+    pub protocols: Vec<Protocol>,
+    pub budgets: Budgets,
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// An FLV recording to replay instead of the synthetic encoder.
+    pub replay: Option<Replay>,
+}
+
+/// A recording read and checked at validation, so a bad file fails early.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    pub path: PathBuf,
+    pub tags: std::sync::Arc<Vec<FlvTag>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub name: String,
+    /// (uplink, downlink).
+    pub first_mile: (Profile, Profile),
+    pub last_mile: (Profile, Profile),
+    /// What each direction was asked as (for reports).
+    pub described: [String; 4],
+}
+
+impl Network {
+    /// The profile of one direction.
+    pub fn profile(&self, dir: LinkDir) -> &Profile {
+        match dir {
+            LinkDir::FirstMileUp => &self.first_mile.0,
+            LinkDir::FirstMileDown => &self.first_mile.1,
+            LinkDir::LastMileUp => &self.last_mile.0,
+            LinkDir::LastMileDown => &self.last_mile.1,
+        }
+    }
+
+    /// What one direction was asked as, in the scenario's words.
+    pub fn described(&self, dir: LinkDir) -> &str {
+        match dir {
+            LinkDir::FirstMileUp => &self.described[0],
+            LinkDir::FirstMileDown => &self.described[1],
+            LinkDir::LastMileUp => &self.described[2],
+            LinkDir::LastMileDown => &self.described[3],
+        }
+    }
+
+    /// Directions whose profile changes something.
+    pub fn impaired(&self) -> impl Iterator<Item = LinkDir> + '_ {
+        LinkDir::ALL
+            .into_iter()
+            .filter(|&d| *self.profile(d) != Profile::transparent())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Protocol {
+    pub name: String,
+    pub kind: ProtocolKind,
+    pub stream_key: String,
+    pub player: PlayerConfig,
+    pub publisher: PublisherKind,
+    pub ffmpeg_player: bool,
+    pub tcp_congestion: String,
+    pub publisher_uri: StreamUri,
+    pub player_uri: StreamUri,
+    pub quic: QuicFile,
+    pub abr: Option<AbrConfig>,
+    /// The UDP media protocol's settings (used by gudp:// URIs).
+    pub udp: crate::protocol::udp::UdpConfig,
+    pub capture_starts: CaptureStarts,
+}
+
+impl Protocol {
+    /// Whether either side speaks the UDP media protocol.
+    pub fn uses_udp(&self) -> bool {
+        self.publisher_uri.transport == UriTransport::Udp
+            || self.player_uri.transport == UriTransport::Udp
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The player's live-edge control from its table: the kind's default for
+/// the late policy, and `max_rate`/`skip_threshold` only where they apply.
+
+pub(crate) fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T> {
+    Err(ConfigError::invalid(field, reason))
+}
+
+impl Scenario {
+    pub fn from_file(path: &Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut s = Self::from_toml(&path.display().to_string(), &text, path.parent())?;
+        s.source = Some(path.to_path_buf());
+        Ok(s)
+    }
+
+    /// Parses and validates; `origin` names the text in errors.
+    pub fn from_toml(origin: &str, text: &str, base_dir: Option<&Path>) -> Result<Scenario> {
+        let located = |e: ConfigError| locate(origin, text, e);
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|e| located(ConfigError::Toml(e.to_string())))?;
+        file.validate(base_dir).map_err(located)
+    }
+}

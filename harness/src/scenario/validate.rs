@@ -1,0 +1,456 @@
+//! The one place a scenario file is checked and turned into a
+//! [`Scenario`]: every error names the dotted field (the file and line are
+//! added by `locate`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use netem::config::LinkProfiles;
+use netem::units::HumanDuration;
+use netem::{ConfigError, Profile};
+
+use crate::interop::ffmpeg::parse_resolution;
+use crate::media::encoder::EncoderConfig;
+use crate::media::flv::{self};
+use crate::media::player::{LatePolicy, LatencyControl, PlayerConfig};
+use crate::protocol::uri::{StreamUri, UriTransport};
+
+use super::*;
+
+fn latency_control(p: &PlayerFile, late: LatePolicy, field: &str) -> Result<LatencyControl> {
+    let kind = p.latency_control.unwrap_or(match late {
+        LatePolicy::Wait => LatencyControlKind::CatchUp,
+        LatePolicy::Skip => LatencyControlKind::SkipToLive,
+    });
+    if p.max_rate.is_some() && kind != LatencyControlKind::CatchUp {
+        return bad(
+            format!("{field}.player.max_rate"),
+            "applies to latency_control = \"catch_up\"",
+        );
+    }
+    if p.skip_threshold.is_some() && kind != LatencyControlKind::SkipToLive {
+        return bad(
+            format!("{field}.player.skip_threshold"),
+            "applies to latency_control = \"skip_to_live\"",
+        );
+    }
+    Ok(match kind {
+        LatencyControlKind::None => LatencyControl::None,
+        LatencyControlKind::CatchUp => {
+            let max_rate = p.max_rate.unwrap_or(LatencyControl::DEFAULT_MAX_RATE);
+            if !(max_rate > 1.0 && max_rate <= 4.0) {
+                return bad(
+                    format!("{field}.player.max_rate"),
+                    format!("{max_rate}: a playback rate above 1 and at most 4"),
+                );
+            }
+            LatencyControl::CatchUp { max_rate }
+        }
+        LatencyControlKind::SkipToLive => {
+            let threshold = p
+                .skip_threshold
+                .map_or(LatencyControl::DEFAULT_SKIP_THRESHOLD, HumanDuration::get);
+            if threshold < Duration::from_millis(1) || threshold > Duration::from_secs(60) {
+                return bad(
+                    format!("{field}.player.skip_threshold"),
+                    "between 1 ms and 60 s",
+                );
+            }
+            LatencyControl::SkipToLive { threshold }
+        }
+    })
+}
+
+impl ScenarioFile {
+    pub fn validate(&self, base_dir: Option<&Path>) -> Result<Scenario> {
+        if self.name.trim().is_empty() {
+            return bad("name", "give the scenario a name");
+        }
+        let duration = self.duration.get();
+        if duration < Duration::from_secs(1) || duration > Duration::from_secs(24 * 3600) {
+            return bad("duration", "between 1 s and 24 h");
+        }
+        if self.repeat == 0 || self.repeat > 1000 {
+            return bad("repeat", "between 1 and 1000");
+        }
+        let m = &self.media;
+        let encoder = EncoderConfig {
+            bitrate: m.bitrate,
+            fps: m.fps,
+            gop: m.gop,
+            encode_delay: m.encode_delay.get(),
+            audio: m.audio.then(|| EncoderConfig::default().audio).flatten(),
+            ..EncoderConfig::default()
+        };
+        encoder
+            .validate()
+            .map_err(|e| ConfigError::invalid("media", e))?;
+        let warmup = match self.warmup {
+            Some(w) => w.get(),
+            // 5 s, or the start of the second GOP when GOPs are longer; at
+            // most half of a short run.
+            None => Duration::from_secs(5)
+                .max(Duration::from_secs_f64(m.gop as f64 / m.fps))
+                .min(duration / 2),
+        };
+        if warmup >= duration {
+            return bad(
+                "warmup",
+                format!(
+                    "{} leaves no steady state in a {} run: shorten it or lengthen `duration`",
+                    HumanDuration(warmup),
+                    HumanDuration(duration)
+                ),
+            );
+        }
+        let replay = match &m.flv {
+            None => None,
+            Some(name) => {
+                let path = base_dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
+                let tags = flv::read_file(&path)
+                    .map_err(|e| ConfigError::invalid("media.flv", e.to_string()))?;
+                Some(Replay {
+                    path,
+                    tags: std::sync::Arc::new(tags),
+                })
+            }
+        };
+        let networks = if self.networks.is_empty() {
+            vec![NetworkFile {
+                name: "clean".into(),
+                first_mile: LinkFile::default(),
+                last_mile: LinkFile::default(),
+            }]
+        } else {
+            self.networks.clone()
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut out_networks = Vec::new();
+        for (i, n) in networks.iter().enumerate() {
+            let field = format!("networks[{i}]");
+            if !names.insert(n.name.clone()) {
+                return bad(
+                    format!("{field}.name"),
+                    format!("\"{}\" is used twice", n.name),
+                );
+            }
+            let (fu, fd, dfu, dfd) = n
+                .first_mile
+                .resolve(base_dir)
+                .map_err(|e| e.within(&format!("{field}.first_mile")))?;
+            let (lu, ld, dlu, dld) = n
+                .last_mile
+                .resolve(base_dir)
+                .map_err(|e| e.within(&format!("{field}.last_mile")))?;
+            out_networks.push(Network {
+                name: n.name.clone(),
+                first_mile: (fu, fd),
+                last_mile: (lu, ld),
+                described: [dfu, dfd, dlu, dld],
+            });
+        }
+        if self.protocols.is_empty() {
+            return bad("protocols", "list at least one protocol to run");
+        }
+        let mut protocols = Vec::new();
+        let mut pnames = std::collections::HashSet::new();
+        for (i, p) in self.protocols.iter().enumerate() {
+            let field = format!("protocols[{i}]");
+            let proto = protocol(p, &field, m)?;
+            if !pnames.insert(proto.name.clone()) {
+                return bad(
+                    format!("{field}.name"),
+                    format!("\"{}\" is used twice; name the variants", proto.name),
+                );
+            }
+            protocols.push(proto);
+        }
+        Ok(Scenario {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            duration,
+            warmup,
+            seed: self.seed,
+            repeat: self.repeat,
+            encoder,
+            resolution: m.resolution.clone(),
+            networks: out_networks,
+            protocols,
+            budgets: self.budgets.clone(),
+            source: None,
+            replay,
+        })
+    }
+}
+
+impl LinkFile {
+    /// (uplink, downlink) profiles and how each was written.
+    fn resolve(&self, base_dir: Option<&Path>) -> Result<(Profile, Profile, String, String)> {
+        if let Some(name) = &self.profile {
+            if self.uplink.is_some() || self.downlink.is_some() {
+                return bad(
+                    "profile",
+                    "give either profile (both directions) or uplink/downlink, not both",
+                );
+            }
+            let resolved = resolve_named(name, base_dir).map_err(|e| e.within("profile"))?;
+            let (up, down) = resolved.validate()?;
+            return Ok((up, down, name.clone(), name.clone()));
+        }
+        let side =
+            |d: &Option<DirectionFile>, uplink: bool, field: &str| -> Result<(Profile, String)> {
+                match d {
+                    None => Ok((Profile::transparent(), "none".into())),
+                    Some(DirectionFile::Named(name)) => {
+                        let p = resolve_named(name, base_dir).map_err(|e| e.within(field))?;
+                        let (up, down) = p.validate().map_err(|e| e.within(field))?;
+                        Ok((if uplink { up } else { down }, name.clone()))
+                    }
+                    Some(DirectionFile::Table(t)) => Ok((
+                        t.validate(base_dir).map_err(|e| e.within(field))?,
+                        "table".into(),
+                    )),
+                }
+            };
+        let (up, du) = side(&self.uplink, true, "uplink")?;
+        let (down, dd) = side(&self.downlink, false, "downlink")?;
+        Ok((up, down, du, dd))
+    }
+}
+
+/// A preset, a file relative to the scenario, or a netem line.
+fn resolve_named(name: &str, base_dir: Option<&Path>) -> Result<LinkProfiles> {
+    if let Some(dir) = base_dir {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return LinkProfiles::from_file(&candidate);
+        }
+    }
+    // A field error on the reference itself: `within` adds the field path.
+    netem::resolve(name).map_err(|e| ConfigError::invalid("", e.to_string()))
+}
+
+/// One `[[protocols]]` entry, checked: its URIs, player, transport and
+/// protocol settings, and what they require of `[media]`.
+fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
+    let name = p.name.clone().unwrap_or_else(|| match p.kind {
+        ProtocolKind::Rtmp => "rtmp".into(),
+        ProtocolKind::Udp => "udp".into(),
+    });
+    let cc = p.tcp_congestion.clone().unwrap_or_else(|| "cubic".into());
+    if cc.is_empty() || cc.len() > 15 || !cc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return bad(
+            format!("{field}.tcp_congestion"),
+            "a congestion control name such as \"cubic\", \"reno\" or \"bbr\"",
+        );
+    }
+    let key = p.stream_key.clone().unwrap_or_else(|| "glass".into());
+    if key.is_empty() || key.contains(['/', '?', ' ']) {
+        return bad(
+            format!("{field}.stream_key"),
+            "a stream key is a non-empty word without / ? or spaces",
+        );
+    }
+    let publisher_uri = stream_uri(p, &format!("{field}.uri"), &p.uri, None, &key)?;
+    let player_uri = stream_uri(
+        p,
+        &format!("{field}.player_uri"),
+        &p.player_uri,
+        Some(&publisher_uri),
+        &key,
+    )?;
+    if p.uri.is_some() && p.stream_key.is_some() {
+        return bad(
+            format!("{field}.stream_key"),
+            "give the stream key in `uri`, not both",
+        );
+    }
+    if player_uri.key != publisher_uri.key || player_uri.app != publisher_uri.app {
+        return bad(
+            format!("{field}.player_uri"),
+            "the player must play what the publisher publishes: same app and key as `uri`",
+        );
+    }
+    let key = publisher_uri.key.clone();
+    let tcp_only = |u: &StreamUri| u.transport == UriTransport::Tcp;
+    if p.publisher == PublisherKind::Ffmpeg && !tcp_only(&publisher_uri) {
+        return bad(
+            format!("{field}.uri"),
+            "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
+        );
+    }
+    let udp_publisher = publisher_uri.transport == UriTransport::Udp;
+    match (p.kind, udp_publisher) {
+        (ProtocolKind::Rtmp, true) => {
+            return bad(
+                format!("{field}.uri"),
+                "a gudp:// publisher is kind = \"udp\"",
+            );
+        }
+        (ProtocolKind::Udp, false) => {
+            return bad(
+                format!("{field}.uri"),
+                "kind = \"udp\" publishes over gudp://server/live/KEY (the player may use rtmp:// through the gateway)",
+            );
+        }
+        _ => {}
+    }
+    if let Some(a) = &p.abr {
+        if udp_publisher {
+            return bad(
+                format!("{field}.abr"),
+                "the UDP protocol's congestion control (udp.cc = \"gcc\") drives its encoder; abr is for RTMP publishers",
+            );
+        }
+        a.validate()
+            .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
+    }
+    let uses_udp = udp_publisher || player_uri.transport == UriTransport::Udp;
+    if p.udp.is_some() && !uses_udp {
+        return bad(
+            format!("{field}.udp"),
+            "applies to gudp:// URIs; neither `uri` nor `player_uri` is one",
+        );
+    }
+    if p.quic.handshake_timeout.get() < Duration::from_millis(10)
+        || p.quic.handshake_timeout.get() > Duration::from_secs(60)
+    {
+        return bad(
+            format!("{field}.quic.handshake_timeout"),
+            "between 10 ms and 60 s",
+        );
+    }
+    let player = player(&p.player, field, &player_uri)?;
+    let u = p.udp.clone().unwrap_or_default();
+    let udp = crate::protocol::udp::UdpConfig {
+        nack: u.nack,
+        fec: u.fec,
+        red: u.red,
+        cc: u.cc,
+        latency: u.latency.map_or(player.target_delay, HumanDuration::get),
+        mtu: u.mtu,
+        token: u.token.clone(),
+        ..crate::protocol::udp::UdpConfig::default()
+    };
+    udp.validate()
+        .map_err(|e| ConfigError::invalid(format!("{field}.udp.{}", e.field), e.why))?;
+    let out = Protocol {
+        name,
+        kind: p.kind,
+        stream_key: key,
+        player,
+        capture_starts: p.capture_starts,
+        publisher: p.publisher,
+        ffmpeg_player: p.ffmpeg_player,
+        tcp_congestion: cc,
+        publisher_uri,
+        player_uri,
+        quic: p.quic.clone(),
+        abr: p.abr.clone(),
+        udp,
+    };
+    if p.ffmpeg_player && p.publisher == PublisherKind::Glass && m.flv.is_none() {
+        return bad(
+            format!("{field}.ffmpeg_player"),
+            "ffmpeg plays real H.264 only: use publisher = \"ffmpeg\" or replay a file (media.flv); Glass's synthetic frames have no pictures",
+        );
+    }
+    if p.publisher == PublisherKind::Ffmpeg {
+        if m.flv.is_some() {
+            return bad(
+                format!("{field}.publisher"),
+                "ffmpeg publishes its own test pattern; media.flv is replayed by Glass's publisher (publisher = \"glass\")",
+            );
+        }
+        if parse_resolution(&m.resolution).is_none() {
+            return bad(
+                "media.resolution",
+                format!(
+                    "ffmpeg encodes at this resolution: give WIDTHxHEIGHT with even numbers (\"1280x720\"), not \"{}\"",
+                    m.resolution
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A URI of a `[[protocols]]` entry (`at` is its dotted field): as written,
+/// else `fallback`, else the kind's default for `key`; the host must be the
+/// relay and the port the relay's for that scheme.
+fn stream_uri(
+    p: &ProtocolFile,
+    at: &str,
+    written: &Option<String>,
+    fallback: Option<&StreamUri>,
+    key: &str,
+) -> Result<StreamUri> {
+    let u = match (written, fallback) {
+        (Some(s), _) => StreamUri::parse(s).map_err(|e| ConfigError::invalid(at, e.to_string()))?,
+        (None, Some(u)) => return Ok(u.clone()),
+        (None, None) => {
+            let scheme = if p.kind == ProtocolKind::Udp {
+                "gudp"
+            } else {
+                "rtmp"
+            };
+            StreamUri::parse(&format!("{scheme}://server/live/{key}"))
+                .map_err(|e| ConfigError::invalid(at, e.to_string()))?
+        }
+    };
+    if u.host != "server" {
+        return bad(
+            at,
+            format!(
+                "the host is Glass's relay: write rtmp://server/... (not \"{}\")",
+                u.host
+            ),
+        );
+    }
+    let port = if u.transport == UriTransport::Udp {
+        crate::protocol::udp::UDP_MEDIA_PORT
+    } else {
+        crate::protocol::uri::DEFAULT_PORT
+    };
+    if u.port != port {
+        return bad(
+            at,
+            format!("the relay listens on port {port} for this scheme"),
+        );
+    }
+    Ok(u)
+}
+
+/// The player's table: refresh, playout buffer (default by the player's
+/// protocol: low delay for the UDP protocol, buffered for RTMP, DESIGN) and
+/// live-edge control.
+fn player(p: &PlayerFile, field: &str, uri: &StreamUri) -> Result<PlayerConfig> {
+    let refresh = p
+        .refresh
+        .map_or(Duration::from_secs_f64(1.0 / 60.0), HumanDuration::get);
+    if refresh < Duration::from_millis(1) || refresh > Duration::from_secs(1) {
+        return bad(format!("{field}.player.refresh"), "between 1 ms and 1 s");
+    }
+    // Low-delay player for the UDP protocol, buffered for RTMP (DESIGN).
+    let default_target = if uri.transport == UriTransport::Udp {
+        200
+    } else {
+        500
+    };
+    let target = p
+        .target_delay
+        .map_or(Duration::from_millis(default_target), HumanDuration::get);
+    if target > Duration::from_secs(60) {
+        return bad(format!("{field}.player.target_delay"), "at most 60 s");
+    }
+    let late = p.late.unwrap_or(LatePolicy::Wait);
+    let latency_control = latency_control(p, late, field)?;
+    Ok(PlayerConfig {
+        target_delay: target,
+        refresh,
+        late,
+        ordered: true,
+        latency_control,
+    })
+}
