@@ -126,9 +126,7 @@ impl Protocol {
 
 pub(crate) type Result<T> = std::result::Result<T, ConfigError>;
 
-/// The player's live-edge control from its table: the kind's default for
-/// the late policy, and `max_rate`/`skip_threshold` only where they apply.
-
+/// A field error.
 pub(crate) fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T> {
     Err(ConfigError::invalid(field, reason))
 }

@@ -11,12 +11,14 @@ use netem::{ConfigError, Profile};
 
 use crate::interop::ffmpeg::parse_resolution;
 use crate::media::encoder::EncoderConfig;
-use crate::media::flv::{self};
+use crate::media::flv;
 use crate::media::player::{LatePolicy, LatencyControl, PlayerConfig};
 use crate::protocol::uri::{StreamUri, UriTransport};
 
 use super::*;
 
+/// The player's live-edge control from its table: the kind's default for
+/// the late policy, and `max_rate`/`skip_threshold` only where they apply.
 fn latency_control(p: &PlayerFile, late: LatePolicy, field: &str) -> Result<LatencyControl> {
     let kind = p.latency_control.unwrap_or(match late {
         LatePolicy::Wait => LatencyControlKind::CatchUp,
