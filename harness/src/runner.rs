@@ -203,6 +203,20 @@ struct QuicCtx {
     handshake_timeout: Duration,
 }
 
+impl QuicCtx {
+    /// A fresh identity and the protocol's QUIC settings.
+    fn of(protocol: &Protocol) -> Result<QuicCtx> {
+        Ok(QuicCtx {
+            identity: quic::Identity::generate()?,
+            settings: quic::QuicSettings {
+                congestion: protocol.quic.congestion,
+                ..quic::QuicSettings::default()
+            },
+            handshake_timeout: protocol.quic.handshake_timeout.get(),
+        })
+    }
+}
+
 /// A client's session with the relay: RTMP (over TCP or QUIC) or Glass's
 /// UDP media protocol.
 enum Client {
@@ -355,7 +369,6 @@ pub fn run_one(
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = protocol.stream_key.clone();
     let cc = &protocol.tcp_congestion;
-    let refresh = protocol.player.refresh;
     let real_h264 = protocol.publisher == PublisherKind::Ffmpeg || scenario.replay.is_some();
     let g2g_source = if real_h264 {
         G2gSource::RtmpTimestamp
@@ -374,182 +387,54 @@ pub fn run_one(
         None
     };
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
-    let quic_ctx = QuicCtx {
-        identity: quic::Identity::generate()?,
-        settings: quic::QuicSettings {
-            congestion: protocol.quic.congestion,
-            ..quic::QuicSettings::default()
-        },
-        handshake_timeout: protocol.quic.handshake_timeout.get(),
-    };
+    let quic_ctx = QuicCtx::of(protocol)?;
     let mut transports: Vec<TransportReport> = Vec::new();
     let mut udp_reports: Vec<UdpReport> = Vec::new();
-    // The UDP protocol's client settings: congestion control starts at the
-    // media's bitrate plus FEC, and may go up to twice that.
-    let udp_cfg = {
-        let media =
-            scenario.encoder.bitrate.bits_per_sec() as f64 * (1.0 + protocol.udp.fec.overhead());
-        let min = protocol.udp.min_bitrate as f64;
-        udp::UdpConfig {
-            start_bitrate: media.max(min) as u64,
-            max_bitrate: (2.0 * media).max(min) as u64,
-            ..protocol.udp.clone()
-        }
-    };
+    let udp_cfg = udp_client_config(scenario, protocol);
     let run = rt.block_on(async {
-        let listener = to_tokio_listener(listener)?;
-        // The relay takes RTMP over QUIC on the same port number (UDP), in link mode.
-        let quic_server = if topo.is_link() {
-            Some(quic::server(topo.bind_udp(Host::Server)?, &quic_ctx.identity, &quic_ctx.settings)?)
-        } else {
-            None
-        };
-        // And Glass's UDP media protocol on its own port, ordering frames for
-        // the RTMP players it may feed (the gateway).
-        let udp_server = if protocol.uses_udp() {
-            let sock = topo.bind_udp_media()?;
-            sock.set_nonblocking(true)?;
-            let cfg = udp::UdpConfig { ordered: true, ..udp_cfg.clone() };
-            Some((tokio::net::UdpSocket::from_std(sock)?, cfg))
-        } else {
-            None
-        };
-        let mut servers = vec![tokio::spawn(rtmp::serve(
+        let servers = start_servers(
+            &mut topo,
             listener,
-            quic_server,
-            hub.clone(),
-            Some(protocol.tcp_congestion.clone()),
-            stop_rx.clone(),
-            rtmp_stats.clone(),
-        ))];
-        if let Some((sock, cfg)) = udp_server {
-            servers.push(tokio::spawn(udp::serve(sock, cfg, hub.clone(), stop_rx, udp_stats.clone())));
-        }
-        let ticker = async {
-            let t0 = Instant::now();
-            loop {
-                progress((t0.elapsed().as_secs_f64() / scenario.duration.as_secs_f64()).min(1.0));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
+            protocol,
+            &quic_ctx,
+            &udp_cfg,
+            &hub,
+            &stop_rx,
+            (&rtmp_stats, &udp_stats),
+        )?;
         // Where the run is, for the message if it overruns its deadline.
-        let stage = std::cell::Cell::new("connecting the player");
-        let (played_done, published_done) = (std::cell::Cell::new(false), std::cell::Cell::new(false));
-        let work = async {
-            let dial = Dial { topo: &topo, tcp_cc: cc, quic: &quic_ctx, udp: &udp_cfg, clock };
-            // The player joins first, so it sees the stream from its start.
-            let (player_side, r) = open_client(&dial, Host::Player, "player", &protocol.player_uri).await?;
-            transports.push(r);
-            let ordered = match &player_side {
-                // Frames mapping and UDP: frames arrive in the order they complete.
-                Client::Rtmp(t) => t.frames_conn().is_none(),
-                Client::Udp(_) => false,
-            };
-            if !ordered {
-                player.set_ordered(false);
-            }
-            let play = async {
-                let r = match player_side {
-                    Client::Rtmp(t) => rtmp::play(t, &key, &mut player, clock, end).await.map(|()| None),
-                    Client::Udp(c) => c.play(&mut player, end).await.map(Some),
-                };
-                played_done.set(true);
-                r
-            };
-            match protocol.publisher {
-                PublisherKind::Glass => {
-                    stage.set("connecting the publisher");
-                    let mut steps = ConnectSteps::new(clock, clock.time(Instant::now()));
-                    let (pub_side, r) = open_client(&dial, Host::Publisher, "publisher", &protocol.publisher_uri).await?;
-                    steps.done(match (r.used.as_str(), &r.fallback) {
-                        (_, Some(_)) => "quic_then_tcp_connect",
-                        ("tcp", None) => "tcp_connect",
-                        ("udp", None) => "udp_hello",
-                        _ => "quic_handshake",
-                    });
-                    transports.push(r);
-                    // The camera starts when the session can carry media
-                    // (`ready`), or at the run's start (a camera already running).
-                    let source_for = |ready: Time| {
-                        let start = match protocol.capture_starts {
-                            CaptureStarts::OnConnect => ready,
-                            CaptureStarts::AtStart => Time::ZERO,
-                        };
-                        match &scenario.replay {
-                        Some(r) => Source::Replay {
-                            replay: FlvReplay::new(&r.tags, align(start, refresh)),
-                            wall,
-                        },
-                        None => Source::Synthetic(Encoder::new(
-                            scenario.encoder.clone(),
-                            seeds,
-                            align(start, refresh),
-                        )),
-                        }
-                    };
-                    let publish = async {
-                        let r = match pub_side {
-                            Client::Rtmp(t) => rtmp::publish(t, &key, source_for, protocol.abr.clone(), steps, end)
-                                .await
-                                .map(|s| (s, None)),
-                            Client::Udp(c) => c.publish(source_for, steps, end).await.map(|(s, r)| (s, Some(r))),
-                        };
-                        published_done.set(true);
-                        r
-                    };
-                    stage.set("playing and publishing");
-                    let (played, published) = tokio::join!(play, publish);
-                    let (publisher, pub_udp) = published.context("publisher")?;
-                    udp_reports.extend(pub_udp);
-                    udp_reports.extend(played.context("player")?);
-                    Ok::<_, anyhow::Error>(Some(publisher))
-                }
-                PublisherKind::Ffmpeg => {
-                    let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
-                        .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
-                    let e = &scenario.encoder;
-                    let args = ffmpeg::publisher_args(&ffmpeg::PublisherArgs {
-                        url: ffmpeg::rtmp_url(topo.relay_addr_from(Host::Publisher), APP, &key),
-                        width,
-                        height,
-                        fps: e.fps,
-                        gop: e.gop,
-                        bitrate_bps: e.bitrate.bits_per_sec(),
-                        frames: (scenario.duration.as_secs_f64() * e.fps).ceil() as u64,
-                    });
-                    let started = clock.time(Instant::now());
-                    ffmpeg_publisher = Some((
-                        Ffmpeg::spawn("publisher", topo.command(Host::Publisher, "ffmpeg")?, args)?,
-                        started,
-                    ));
-                    stage.set("playing");
-                    udp_reports.extend(play.await.context("player")?);
-                    Ok(None)
-                }
-            }
+        let progress_of_run = Stage::default();
+        let cx = SessionCx {
+            dial: Dial {
+                topo: &topo,
+                tcp_cc: cc,
+                quic: &quic_ctx,
+                udp: &udp_cfg,
+                clock,
+            },
+            scenario,
+            protocol,
+            seeds,
+            wall,
+            end,
         };
-        let deadline = scenario.duration + Duration::from_secs(30);
-        let r = tokio::select! {
-            r = tokio::time::timeout(deadline, work) => r.map_err(|_| {
-                let pending: Vec<&str> = [("the player", played_done.get()), ("the publisher", published_done.get())]
-                    .into_iter()
-                    .filter(|(_, done)| !done)
-                    .map(|(who, _)| who)
-                    .collect();
-                anyhow!(
-                    "the run did not finish within its duration + 30 s (stuck {}; not finished: {})",
-                    stage.get(),
-                    pending.join(", ")
-                )
-            }),
-            _ = ticker => unreachable!("the ticker never ends"),
-        };
+        let work = sessions(
+            &cx,
+            &mut player,
+            (&mut transports, &mut udp_reports),
+            &mut ffmpeg_publisher,
+            &progress_of_run,
+        );
+        let r = within_deadline(work, scenario.duration, &progress_of_run, progress).await;
         // ffmpeg finishes while the relay still listens (else: broken pipe).
-        for f in ffmpeg_publisher.iter_mut().map(|(f, _)| f).chain(ffmpeg_player.iter_mut()) {
+        for f in ffmpeg_publisher
+            .iter_mut()
+            .map(|(f, _)| f)
+            .chain(ffmpeg_player.iter_mut())
+        {
             f.interrupt();
             f.wait_exit(Duration::from_secs(3)).await;
         }
-        let r = r?;
         let _ = stop_tx.send(true);
         // The servers close their sessions and record their statistics
         // (the UDP side sends its closes; RTMP's sessions their last TCP_INFO).
@@ -559,22 +444,8 @@ pub fn run_one(
         tokio::time::sleep(Duration::from_millis(50)).await;
         r
     });
-    let mut ffmpeg_reports = Vec::new();
-    let grace = Duration::from_secs(3);
     let ffmpeg_started = ffmpeg_publisher.as_ref().map(|(_, t)| *t);
-    // ffmpeg's sockets use their namespace's default congestion control:
-    // Glass cannot choose it (outside the initial namespace only
-    // `tcp_allowed_congestion_control` may be a default).
-    if let Some((p, _)) = ffmpeg_publisher {
-        let mut r = p.stop(grace);
-        r.tcp_congestion = topo.default_congestion(Host::Publisher);
-        ffmpeg_reports.push(r);
-    }
-    if let Some(p) = ffmpeg_player {
-        let mut r = p.stop(grace);
-        r.tcp_congestion = topo.default_congestion(Host::Player);
-        ffmpeg_reports.push(r);
-    }
+    let ffmpeg_reports = stop_ffmpeg(ffmpeg_publisher.map(|(p, _)| p), ffmpeg_player, &topo);
     let net = topo.stop(rt)?;
     let relay = RelayReport {
         hub: hub.stats(),
@@ -583,30 +454,286 @@ pub fn run_one(
     };
     let publisher = match run? {
         Some(p) => p,
-        None => {
-            // ffmpeg published: what it sent, as the relay received it.
-            let report = ffmpeg_reports.first().cloned().unwrap_or_default();
-            let mut p = PublisherStats {
-                video_frames_sent: report.frames,
-                bytes_sent: report.bytes,
-                started_at: ffmpeg_started,
-                ..PublisherStats::default()
+        // ffmpeg published: what it sent, as the relay received it.
+        None => ffmpeg_publisher_stats(
+            ffmpeg_reports.first().cloned().unwrap_or_default(),
+            ffmpeg_started,
+            &relay,
+            wall,
+            end,
+        )?,
+    };
+    let mut udp = udp_reports;
+    udp.extend(relay.udp.iter().cloned());
+    Ok(assemble(
+        Sides {
+            player,
+            publisher,
+            relay,
+            net,
+            transports,
+            udp,
+            ffmpeg: ffmpeg_reports,
+        },
+        scenario,
+        network,
+        protocol,
+        (clock, end),
+        mode,
+        g2g_source,
+    ))
+}
+
+/// Where a run is, for the message if it overruns its deadline.
+struct Stage {
+    stage: std::cell::Cell<&'static str>,
+    played: std::cell::Cell<bool>,
+    published: std::cell::Cell<bool>,
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage {
+            stage: std::cell::Cell::new("connecting the player"),
+            played: std::cell::Cell::new(false),
+            published: std::cell::Cell::new(false),
+        }
+    }
+}
+
+/// What the publisher and the player of a run need.
+struct SessionCx<'a> {
+    dial: Dial<'a>,
+    scenario: &'a Scenario,
+    protocol: &'a Protocol,
+    seeds: SeedTree,
+    wall: WallClock,
+    end: Time,
+}
+
+/// The run's sessions: the player joins first (so it sees the stream from
+/// its start), then Glass's publisher (or ffmpeg's) publishes until the end.
+/// Returns Glass's publisher's statistics (none for ffmpeg's).
+async fn sessions(
+    cx: &SessionCx<'_>,
+    player: &mut Player,
+    (transports, udp_reports): (&mut Vec<TransportReport>, &mut Vec<UdpReport>),
+    ffmpeg_publisher: &mut Option<(Ffmpeg, Time)>,
+    stage: &Stage,
+) -> Result<Option<PublisherStats>> {
+    let SessionCx {
+        dial,
+        scenario,
+        protocol,
+        seeds,
+        wall,
+        end,
+    } = cx;
+    let (seeds, wall, end, clock) = (*seeds, *wall, *end, dial.clock);
+    let key = &protocol.stream_key;
+    // The player joins first, so it sees the stream from its start.
+    let (player_side, r) = open_client(dial, Host::Player, "player", &protocol.player_uri).await?;
+    transports.push(r);
+    let ordered = match &player_side {
+        // Frames mapping and UDP: frames arrive in the order they complete.
+        Client::Rtmp(t) => t.frames_conn().is_none(),
+        Client::Udp(_) => false,
+    };
+    if !ordered {
+        player.set_ordered(false);
+    }
+    let play = async {
+        let r = match player_side {
+            Client::Rtmp(t) => rtmp::play(t, key, player, clock, end).await.map(|()| None),
+            Client::Udp(c) => c.play(player, end).await.map(Some),
+        };
+        stage.played.set(true);
+        r
+    };
+    match protocol.publisher {
+        PublisherKind::Glass => {
+            stage.stage.set("connecting the publisher");
+            let mut steps = ConnectSteps::new(clock, clock.time(Instant::now()));
+            let (pub_side, r) =
+                open_client(dial, Host::Publisher, "publisher", &protocol.publisher_uri).await?;
+            steps.done(match (r.used.as_str(), &r.fallback) {
+                (_, Some(_)) => "quic_then_tcp_connect",
+                ("tcp", None) => "tcp_connect",
+                ("udp", None) => "udp_hello",
+                _ => "quic_handshake",
+            });
+            transports.push(r);
+            // The camera starts when the session can carry media
+            // (`ready`), or at the run's start (a camera already running).
+            let source_for = |ready: Time| camera(scenario, protocol, seeds, wall, ready);
+            let publish = async {
+                let r = match pub_side {
+                    Client::Rtmp(t) => {
+                        rtmp::publish(t, key, source_for, protocol.abr.clone(), steps, end)
+                            .await
+                            .map(|s| (s, None))
+                    }
+                    Client::Udp(c) => c
+                        .publish(source_for, steps, end)
+                        .await
+                        .map(|(s, r)| (s, Some(r))),
+                };
+                stage.published.set(true);
+                r
             };
-            p.video_captures = relay
-                .hub
-                .published_video_timestamps
-                .iter()
-                .map(|&ts| wall.capture(ts, end))
-                .collect();
-            if p.video_captures.is_empty() {
-                return Err(anyhow!(
-                    "ffmpeg published nothing; its last errors: {}",
-                    report.errors.join(" | ")
-                ));
-            }
-            p
+            stage.stage.set("playing and publishing");
+            let (played, published) = tokio::join!(play, publish);
+            let (publisher, pub_udp) = published.context("publisher")?;
+            udp_reports.extend(pub_udp);
+            udp_reports.extend(played.context("player")?);
+            Ok(Some(publisher))
+        }
+        PublisherKind::Ffmpeg => {
+            let url = ffmpeg::rtmp_url(dial.topo.relay_addr_from(Host::Publisher), APP, key);
+            let args = ffmpeg_publisher_args(scenario, url)?;
+            let started = clock.time(Instant::now());
+            *ffmpeg_publisher = Some((
+                Ffmpeg::spawn(
+                    "publisher",
+                    dial.topo.command(Host::Publisher, "ffmpeg")?,
+                    args,
+                )?,
+                started,
+            ));
+            stage.stage.set("playing");
+            udp_reports.extend(play.await.context("player")?);
+            Ok(None)
+        }
+    }
+}
+
+/// Stops ffmpeg's publisher and player (each already asked to finish) and
+/// returns their reports. ffmpeg's sockets use their namespace's default
+/// congestion control: Glass cannot choose it (outside the initial
+/// namespace only `tcp_allowed_congestion_control` may be a default).
+fn stop_ffmpeg(
+    publisher: Option<Ffmpeg>,
+    player: Option<Ffmpeg>,
+    topo: &Topology,
+) -> Vec<FfmpegReport> {
+    let grace = Duration::from_secs(3);
+    [(publisher, Host::Publisher), (player, Host::Player)]
+        .into_iter()
+        .filter_map(|(f, host)| {
+            let mut r = f?.stop(grace);
+            r.tcp_congestion = topo.default_congestion(host);
+            Some(r)
+        })
+        .collect()
+}
+
+/// Runs `work` (a run's sessions) reporting progress every 200 ms, and
+/// gives up `duration` + 30 s after the start, saying where it was stuck.
+async fn within_deadline<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    duration: Duration,
+    stage: &Stage,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<T> {
+    let ticker = async {
+        let t0 = Instant::now();
+        loop {
+            progress((t0.elapsed().as_secs_f64() / duration.as_secs_f64()).min(1.0));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
+    let deadline = duration + Duration::from_secs(30);
+    tokio::select! {
+        r = tokio::time::timeout(deadline, work) => r.unwrap_or_else(|_| {
+            let pending: Vec<&str> = [("the player", stage.played.get()), ("the publisher", stage.published.get())]
+                .into_iter()
+                .filter(|(_, done)| !done)
+                .map(|(who, _)| who)
+                .collect();
+            Err(anyhow!(
+                "the run did not finish within its duration + 30 s (stuck {}; not finished: {})",
+                stage.stage.get(),
+                pending.join(", ")
+            ))
+        }),
+        _ = ticker => unreachable!("the ticker never ends"),
+    }
+}
+
+/// The publisher's media source: the synthetic encoder, or a replayed FLV
+/// file. Its camera starts at `ready` (when the session can carry media) or
+/// at the run's start (a camera already running), on the display's grid.
+fn camera(
+    scenario: &Scenario,
+    protocol: &Protocol,
+    seeds: SeedTree,
+    wall: WallClock,
+    ready: Time,
+) -> Source {
+    let start = match protocol.capture_starts {
+        CaptureStarts::OnConnect => ready,
+        CaptureStarts::AtStart => Time::ZERO,
+    };
+    let start = align(start, protocol.player.refresh);
+    match &scenario.replay {
+        Some(r) => Source::Replay {
+            replay: FlvReplay::new(&r.tags, start),
+            wall,
+        },
+        None => Source::Synthetic(Encoder::new(scenario.encoder.clone(), seeds, start)),
+    }
+}
+
+/// ffmpeg's arguments to publish its test pattern at the scenario's media
+/// settings to `url`.
+fn ffmpeg_publisher_args(scenario: &Scenario, url: String) -> Result<Vec<String>> {
+    let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
+        .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
+    let e = &scenario.encoder;
+    Ok(ffmpeg::publisher_args(&ffmpeg::PublisherArgs {
+        url,
+        width,
+        height,
+        fps: e.fps,
+        gop: e.gop,
+        bitrate_bps: e.bitrate.bits_per_sec(),
+        frames: (scenario.duration.as_secs_f64() * e.fps).ceil() as u64,
+    }))
+}
+
+/// What each side of a run measured, gathered after the run.
+struct Sides {
+    player: Player,
+    publisher: PublisherStats,
+    relay: RelayReport,
+    net: crate::topology::NetworkStats,
+    transports: Vec<TransportReport>,
+    /// The UDP protocol's sessions, clients' and relay's.
+    udp: Vec<UdpReport>,
+    ffmpeg: Vec<FfmpegReport>,
+}
+
+/// The run's figures from what each side measured: start-up and steady
+/// state, equal smoothness, the per-hop breakdown, frames expected, ABR
+/// and recovery.
+fn assemble(
+    sides: Sides,
+    scenario: &Scenario,
+    network: &Network,
+    protocol: &Protocol,
+    (clock, end): (Clock, Time),
+    mode: String,
+    g2g_source: G2gSource,
+) -> RunResult {
+    let Sides {
+        mut player,
+        publisher,
+        relay,
+        net,
+        transports,
+        udp,
+        ffmpeg: ffmpeg_reports,
+    } = sides;
     let mut report = player.finish(end);
     // Start-up vs steady state: frames captured after the warm-up.
     let camera = publisher.started_at.unwrap_or(Time::ZERO);
@@ -627,10 +754,8 @@ pub fn run_one(
             .count() as u64,
         None => publisher.video_frames_sent,
     };
-    let mut udp = udp_reports;
-    udp.extend(relay.udp.iter().cloned());
     let recovery = mile_recovery(&udp, &net);
-    Ok(RunResult {
+    RunResult {
         mode,
         udp,
         recovery,
@@ -663,7 +788,101 @@ pub fn run_one(
             .iter()
             .map(|(a, b)| (a.as_secs_f64() * 1e3, b.as_secs_f64() * 1e3))
             .collect(),
-    })
+    }
+}
+
+/// The relay's protocols on the hub: RTMP over TCP (and over QUIC on the
+/// same port number, UDP, in link mode), and Glass's UDP protocol on its
+/// own port when the run uses it (ordering frames for the RTMP players it
+/// may feed: the gateway). Needs the runtime (it spawns the servers).
+#[allow(clippy::too_many_arguments)]
+fn start_servers(
+    topo: &mut Topology,
+    listener: StdListener,
+    protocol: &Protocol,
+    quic_ctx: &QuicCtx,
+    udp_cfg: &udp::UdpConfig,
+    hub: &Hub,
+    stop: &watch::Receiver<bool>,
+    (rtmp_stats, udp_stats): (&Arc<Mutex<RtmpServerStats>>, &Arc<Mutex<Vec<UdpReport>>>),
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let listener = to_tokio_listener(listener)?;
+    let quic_server = if topo.is_link() {
+        Some(quic::server(
+            topo.bind_udp(Host::Server)?,
+            &quic_ctx.identity,
+            &quic_ctx.settings,
+        )?)
+    } else {
+        None
+    };
+    let mut servers = vec![tokio::spawn(rtmp::serve(
+        listener,
+        quic_server,
+        hub.clone(),
+        Some(protocol.tcp_congestion.clone()),
+        stop.clone(),
+        rtmp_stats.clone(),
+    ))];
+    if protocol.uses_udp() {
+        let sock = topo.bind_udp_media()?;
+        sock.set_nonblocking(true)?;
+        let cfg = udp::UdpConfig {
+            ordered: true,
+            ..udp_cfg.clone()
+        };
+        servers.push(tokio::spawn(udp::serve(
+            tokio::net::UdpSocket::from_std(sock)?,
+            cfg,
+            hub.clone(),
+            stop.clone(),
+            udp_stats.clone(),
+        )));
+    }
+    Ok(servers)
+}
+
+/// The UDP protocol's client settings: congestion control starts at the
+/// media's bitrate plus FEC, and may go up to twice that.
+fn udp_client_config(scenario: &Scenario, protocol: &Protocol) -> udp::UdpConfig {
+    let media =
+        scenario.encoder.bitrate.bits_per_sec() as f64 * (1.0 + protocol.udp.fec.overhead());
+    let min = protocol.udp.min_bitrate as f64;
+    udp::UdpConfig {
+        start_bitrate: media.max(min) as u64,
+        max_bitrate: (2.0 * media).max(min) as u64,
+        ..protocol.udp.clone()
+    }
+}
+
+/// What an ffmpeg publisher did, from its own report and the relay's view
+/// (its capture instants come from the RTMP timestamps the relay received).
+fn ffmpeg_publisher_stats(
+    report: FfmpegReport,
+    started: Option<Time>,
+    relay: &RelayReport,
+    wall: WallClock,
+    end: Time,
+) -> Result<PublisherStats> {
+    let mut p = PublisherStats {
+        video_frames_sent: report.frames,
+        bytes_sent: report.bytes,
+        started_at: started,
+        ..PublisherStats::default()
+    };
+    p.video_captures = relay
+        .hub
+        .published_video_timestamps
+        .iter()
+        .map(|&ts| wall.capture(ts, end))
+        .collect();
+    if p.video_captures.is_empty() {
+        return Err(anyhow!(
+            "ffmpeg published nothing; its last errors: {}",
+            report.errors.join(" | ")
+        ));
+    }
+    Ok(p)
 }
 
 /// Recovery per mile from the two ends of each UDP session: publisher →
