@@ -100,11 +100,9 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     })?;
     let plots_dir = dir.join("plots");
     std::fs::create_dir_all(&plots_dir)?;
-    let mut figures: Vec<(String, PathBuf)> = Vec::new();
-    let mut add = |name: &str, chart: Chart| -> Result<()> {
-        let (svg, _png) = plots::save(&chart, &plots_dir.join(name))?;
-        figures.push((chart.title.clone(), svg));
-        Ok(())
+    let mut figures = Figures {
+        dir: plots_dir,
+        saved: Vec::new(),
     };
 
     // Cases in the order they ran.
@@ -124,7 +122,60 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
     }
 
-    // 1. G2G CDF per case, one line per protocol (repeats pooled).
+    let data = Data {
+        runs: &runs,
+        frames: &frames,
+        seconds: &seconds,
+        cases: &cases,
+        protocols: &protocols,
+    };
+    cdf_figures(&data, &mut figures)?;
+    time_figures(&data, &mut figures)?;
+    sweep_figures(&data, &mut figures)?;
+    recovery_figures(&data, &mut figures)?;
+    udp_residual_figures(&data, &mut figures)?;
+
+    let html = page(&results, &runs, &figures.saved)?;
+    let out = dir.join("report.html");
+    std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+/// What the report's figures are drawn from.
+#[derive(Clone, Copy)]
+struct Data<'a> {
+    runs: &'a [Value],
+    frames: &'a [FrameRow],
+    seconds: &'a [SecondRow],
+    /// (point, network) in the order they ran.
+    cases: &'a [Key],
+    /// Protocols in the order they ran.
+    protocols: &'a [String],
+}
+
+/// The figures saved so far (title, SVG path) and where they go.
+struct Figures {
+    dir: PathBuf,
+    saved: Vec<(String, PathBuf)>,
+}
+
+impl Figures {
+    /// Saves `chart` as plots/NAME.svg and .png.
+    fn add(&mut self, name: &str, chart: Chart) -> Result<()> {
+        let (svg, _png) = plots::save(&chart, &self.dir.join(name))?;
+        self.saved.push((chart.title.clone(), svg));
+        Ok(())
+    }
+}
+
+/// G2G CDF per case, one line per protocol (repeats pooled).
+fn cdf_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        frames,
+        cases,
+        protocols,
+        ..
+    } = *data;
     for (i, (point, network)) in cases.iter().enumerate() {
         let lines: Vec<Line> = protocols
             .iter()
@@ -144,7 +195,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         if lines.is_empty() {
             continue;
         }
-        add(
+        figures.add(
             &format!("cdf-{i}"),
             Chart {
                 title: format!("G2G latency CDF — {}", case_title(point, network)),
@@ -156,8 +207,18 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             },
         )?;
     }
+    Ok(())
+}
 
-    // 2. G2G and bitrate over time (first repeat), stalls shaded, events marked.
+/// G2G and bitrate over time (first repeat), stalls shaded, events marked.
+fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        runs,
+        frames,
+        seconds,
+        cases,
+        protocols,
+    } = *data;
     let mut n_time = 0;
     for (i, (point, network)) in cases.iter().enumerate() {
         for (j, p) in protocols.iter().enumerate() {
@@ -210,7 +271,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
                         .collect()
                 })
                 .unwrap_or_default();
-            add(
+            figures.add(
                 &format!("time-{i}-{j}"),
                 Chart {
                     title: format!("G2G over time — {p}, {}", case_title(point, network)),
@@ -262,7 +323,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
                     });
                 }
             }
-            add(
+            figures.add(
                 &format!("bitrate-{i}-{j}"),
                 Chart {
                     title: format!("Bitrate — {p}, {}", case_title(point, network)),
@@ -275,11 +336,20 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             )?;
         }
     }
+    Ok(())
+}
 
-    // 3. Sweep: G2G p99 and stall ratio per point, mean ± 95 % interval.
+/// Sweep: G2G p99 and stall ratio per point, mean ± 95 % interval.
+fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        runs,
+        cases,
+        protocols,
+        ..
+    } = *data;
     let points: Vec<String> = {
         let mut v: Vec<String> = Vec::new();
-        for (p, _) in &cases {
+        for (p, _) in cases {
             if !v.contains(p) {
                 v.push(p.clone());
             }
@@ -289,7 +359,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     if points.len() > 1 {
         let networks: Vec<String> = {
             let mut v: Vec<String> = Vec::new();
-            for (_, n) in &cases {
+            for (_, n) in cases {
                 if !v.contains(n) {
                     v.push(n.clone());
                 }
@@ -330,7 +400,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
                         line
                     })
                     .collect();
-                add(
+                figures.add(
                     &format!("sweep-{k}-{metric}"),
                     Chart {
                         title: format!("{unit} across the sweep — {network} (mean, 95 % interval)"),
@@ -344,10 +414,14 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             }
         }
     }
+    Ok(())
+}
 
-    // 4. Recovery: frames lost against the first mile's realised loss.
+/// Recovery: frames lost against the first mile's realised loss.
+fn recovery_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data { runs, .. } = *data;
     let mut recovery: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in &runs {
+    for r in runs {
         let (Some(loss), Some(expected), Some(shown)) = (
             r["impairment_check"]["first_mile_up"]["loss_rate"].as_f64(),
             r["result"]["frames_expected"].as_f64(),
@@ -364,7 +438,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     }
     if recovery.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
         let lines = lines_by_x(recovery);
-        add(
+        figures.add(
             "recovery",
             Chart {
                 title: "Recovery: residual frame loss against link loss".into(),
@@ -375,12 +449,12 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             },
         )?;
     }
+    Ok(())
+}
 
-    // 5. The UDP protocol: residual packet loss (after FEC, NACK, late
-    // arrivals) against the link's realised loss, per protocol variant.
-    // One line per protocol and kind of network (random or bursty loss,
-    // and the delay when networks differ in it), so lines do not zig-zag
-    // between kinds.
+/// The UDP protocol: residual packet loss per recovery mechanism.
+fn udp_residual_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data { runs, .. } = *data;
     fn check_of(r: &Value) -> &Value {
         &r["impairment_check"]["first_mile_up"]
     }
@@ -390,7 +464,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         .map(|d| d.round() as u64)
         .collect();
     let mut residual: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in &runs {
+    for r in runs {
         let check = check_of(r);
         let Some(loss) = check["loss_rate"].as_f64() else {
             continue;
@@ -419,7 +493,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     }
     if residual.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
         let lines = lines_by_x(residual);
-        add(
+        figures.add(
             "udp-residual-loss",
             Chart {
                 title: "UDP protocol: residual packet loss per recovery mechanism".into(),
@@ -430,11 +504,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             },
         )?;
     }
-
-    let html = page(&results, &runs, &figures)?;
-    let out = dir.join("report.html");
-    std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
-    Ok(out)
+    Ok(())
 }
 
 /// One line per label, its points in order of x (a loss-rate axis).
