@@ -157,23 +157,7 @@ pub async fn publish(
     let ready = steps.done("publish");
     let mut source = source_for(ready);
     let start = source.camera_start();
-    let metadata = match source.encoder_mut() {
-        Some(e) => {
-            let cfg = e.config();
-            StreamMetadata {
-                video_frame_rate: Some(cfg.fps as f32),
-                video_bitrate_kbps: Some((cfg.bitrate.bits_per_sec() / 1000) as u32),
-                video_codec_id: Some(7),
-                encoder: Some("glass synthetic encoder".into()),
-                ..StreamMetadata::new()
-            }
-        }
-        None => StreamMetadata {
-            video_codec_id: Some(7),
-            encoder: Some("glass FLV replay".into()),
-            ..StreamMetadata::new()
-        },
-    };
+    let metadata = metadata_of(&mut source);
     let mut stats = PublisherStats {
         started_at: Some(start),
         transport: sock.label().to_string(),
@@ -292,6 +276,27 @@ pub async fn publish(
         });
     }
     Ok(stats)
+}
+
+/// The onMetaData a publisher of `source` sends.
+fn metadata_of(source: &mut Source) -> StreamMetadata {
+    match source.encoder_mut() {
+        Some(e) => {
+            let cfg = e.config();
+            StreamMetadata {
+                video_frame_rate: Some(cfg.fps as f32),
+                video_bitrate_kbps: Some((cfg.bitrate.bits_per_sec() / 1000) as u32),
+                video_codec_id: Some(7),
+                encoder: Some("glass synthetic encoder".into()),
+                ..StreamMetadata::new()
+            }
+        }
+        None => StreamMetadata {
+            video_codec_id: Some(7),
+            encoder: Some("glass FLV replay".into()),
+            ..StreamMetadata::new()
+        },
+    }
 }
 
 /// Plays `stream_key` into `player` until `end`.

@@ -187,29 +187,11 @@ async fn relay_connection(
                         .map_err(|e| anyhow!("{e:?}"))?;
                     pending.extend(write_packets(&mut sock, r).await?);
                     let sub = hub.subscribe(&key)?;
-                    let slot = {
-                        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
-                        if sock.quic_stats().is_some() {
-                            st.to_players_quic.push(QuicStats::default());
-                            PlayerSlot::Quic(st.to_players_quic.len() - 1)
-                        } else {
-                            st.to_players_tcp.push(TcpInfo::default());
-                            PlayerSlot::Tcp(st.to_players_tcp.len() - 1)
-                        }
-                    };
+                    let slot = PlayerSlot::new(stats, &sock)?;
                     // A late player first gets what it missed: metadata, the
                     // sequence headers and the GOP so far.
-                    for m in sub.catch_up {
-                        let p = match m {
-                            Media::Video(d, ts) => {
-                                session.send_video_data(stream_id, d, rtmp_ts(ts), false)
-                            }
-                            Media::Audio(d, ts) => {
-                                session.send_audio_data(stream_id, d, rtmp_ts(ts), false)
-                            }
-                            Media::Info(i) => session.send_metadata(stream_id, &info_to_rtmp(&i)),
-                        }
-                        .map_err(|e| anyhow!("{e:?}"))?;
+                    for m in &sub.catch_up {
+                        let p = rtmp_message(&mut session, stream_id, m)?;
                         sock.write_all(&p.bytes).await?;
                     }
                     playing = Some((stream_id, sub.rx, slot));
@@ -272,25 +254,7 @@ async fn relay_connection(
             m = next_media => {
                 let Some(m) = m else { break Ok(()) };
                 let Some((stream_id, _, _)) = &playing else { continue };
-                // Frames mapping: each frame on its own stream (configuration
-                // and metadata stay on the ordered RTMP stream).
-                if let Some(conn) = sock.frames_conn()
-                    && let Some((video, d, ts)) = m.as_av()
-                    && !m.is_config()
-                {
-                    sent_on_streams += 1;
-                    let kind = if video { quic::MSG_VIDEO } else { quic::MSG_AUDIO };
-                    quic::write_message(conn, kind, ts, d, sent_on_streams).await?;
-                    hub.note_sent(&m);
-                    continue;
-                }
-                let packet = match &m {
-                    Media::Video(d, ts) => session.send_video_data(*stream_id, d.clone(), rtmp_ts(*ts), false),
-                    Media::Audio(d, ts) => session.send_audio_data(*stream_id, d.clone(), rtmp_ts(*ts), false),
-                    Media::Info(i) => session.send_metadata(*stream_id, &info_to_rtmp(i)),
-                }
-                .map_err(|e| anyhow!("{e:?}"))?;
-                sock.write_all(&packet.bytes).await?;
+                send_to_player(&mut sock, &mut session, *stream_id, &m, &mut sent_on_streams).await?;
                 hub.note_sent(&m);
             }
             _ = sample.tick() => {
@@ -309,11 +273,66 @@ async fn relay_connection(
     result
 }
 
+/// RTMP's message for `m` on a player's stream.
+fn rtmp_message(
+    session: &mut ServerSession,
+    stream_id: u32,
+    m: &Media,
+) -> Result<rml_rtmp::chunk_io::Packet> {
+    match m {
+        Media::Video(d, ts) => session.send_video_data(stream_id, d.clone(), rtmp_ts(*ts), false),
+        Media::Audio(d, ts) => session.send_audio_data(stream_id, d.clone(), rtmp_ts(*ts), false),
+        Media::Info(i) => session.send_metadata(stream_id, &info_to_rtmp(i)),
+    }
+    .map_err(|e| anyhow!("{e:?}"))
+}
+
+/// Sends `m` to a player: on the RTMP stream, or, with QUIC's frames
+/// mapping, audio and video frames each on their own QUIC stream
+/// (configuration and metadata stay on the ordered RTMP stream).
+async fn send_to_player(
+    sock: &mut Transport,
+    session: &mut ServerSession,
+    stream_id: u32,
+    m: &Media,
+    sent_on_streams: &mut u64,
+) -> Result<()> {
+    if let Some(conn) = sock.frames_conn()
+        && let Some((video, d, ts)) = m.as_av()
+        && !m.is_config()
+    {
+        *sent_on_streams += 1;
+        let kind = if video {
+            quic::MSG_VIDEO
+        } else {
+            quic::MSG_AUDIO
+        };
+        return quic::write_message(conn, kind, ts, d, *sent_on_streams).await;
+    }
+    let packet = rtmp_message(session, stream_id, m)?;
+    sock.write_all(&packet.bytes).await?;
+    Ok(())
+}
+
 /// Which entry of the relay's stats holds a player's transport figures.
 #[derive(Copy, Clone, Debug)]
 enum PlayerSlot {
     Tcp(usize),
     Quic(usize),
+}
+
+impl PlayerSlot {
+    /// A new entry for a player on `sock` (QUIC or TCP).
+    fn new(stats: &Mutex<RtmpServerStats>, sock: &Transport) -> Result<PlayerSlot> {
+        let mut st = stats.lock().map_err(|_| anyhow!("poisoned"))?;
+        Ok(if sock.quic_stats().is_some() {
+            st.to_players_quic.push(QuicStats::default());
+            PlayerSlot::Quic(st.to_players_quic.len() - 1)
+        } else {
+            st.to_players_tcp.push(TcpInfo::default());
+            PlayerSlot::Tcp(st.to_players_tcp.len() - 1)
+        })
+    }
 }
 
 fn record_player_link(stats: &Mutex<RtmpServerStats>, slot: PlayerSlot, sock: &Transport) {
