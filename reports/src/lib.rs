@@ -1,7 +1,8 @@
 //! Turning Glass's results into what people and machines read: text tables,
-//! JSON, and (with the runner) CSV, plots and HTML.
+//! JSON, plots and the HTML report.
 
 pub mod gate;
+pub mod html;
 pub mod plots;
 pub mod profile_check;
 pub mod stats;

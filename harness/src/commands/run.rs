@@ -159,7 +159,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     bar.finish_and_clear();
     print_summary(&records, jobs.iter().map(|j| j.1));
     println!("results: {}", out_dir.display());
-    match crate::commands::report::write_report(&out_dir) {
+    match reports::html::write_report(&out_dir) {
         Ok(p) => println!("report: {}", p.display()),
         Err(e) => eprintln!("glass: the report could not be written: {e:#}"),
     }

@@ -1,0 +1,731 @@
+//! The HTML report of a results directory: one self-contained page (plots
+//! inline as SVG, no network fetches) with the scenario, the realised-
+//! against-requested impairment, the comparison table and the plots; the
+//! plots also go to `plots/` as SVG and PNG. `glass report` and the end of
+//! `glass run` write it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::plots::{self, Chart, Line, PlotError};
+use crate::stats::summarize;
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not Glass results: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error("formatting the page: {0}")]
+    Format(#[from] std::fmt::Error),
+}
+
+type Result<T> = std::result::Result<T, ReportError>;
+
+/// Charts per kind are capped, so a large sweep still gives a readable page.
+const MAX_TIME_CHARTS: usize = 12;
+
+#[derive(Debug)]
+struct FrameRow {
+    point: String,
+    network: String,
+    protocol: String,
+    repeat: u32,
+    display_ms: f64,
+    g2g_ms: f64,
+}
+
+#[derive(Debug)]
+struct SecondRow {
+    point: String,
+    network: String,
+    protocol: String,
+    repeat: u32,
+    second: f64,
+    sent_kbps: f64,
+    stalled_ms: f64,
+}
+
+fn read_csv<T>(path: &Path, row: impl Fn(&csv::StringRecord) -> Option<T>) -> Result<Vec<T>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r = csv::Reader::from_path(path).map_err(|source| ReportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(r.records()
+        .filter_map(|rec| rec.ok())
+        .filter_map(|rec| row(&rec))
+        .collect())
+}
+
+fn f(rec: &csv::StringRecord, i: usize) -> Option<f64> {
+    rec.get(i)?.parse().ok()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+type Key = (String, String);
+
+fn case_title(point: &str, network: &str) -> String {
+    if point.is_empty() {
+        network.to_string()
+    } else {
+        format!("[{point}] {network}")
+    }
+}
+
+/// Writes plots/ and report.html into `dir`; returns the page's path.
+pub fn write_report(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let results: Value =
+        serde_json::from_str(&text).map_err(|source| ReportError::Json { path, source })?;
+    let runs = results["runs"].as_array().cloned().unwrap_or_default();
+    let frames = read_csv(&dir.join("frames.csv"), |r| {
+        Some(FrameRow {
+            point: r.get(0)?.to_string(),
+            network: r.get(1)?.to_string(),
+            protocol: r.get(2)?.to_string(),
+            repeat: r.get(3)?.parse().ok()?,
+            display_ms: f(r, 7)?,
+            g2g_ms: f(r, 8)?,
+        })
+    })?;
+    let seconds = read_csv(&dir.join("seconds.csv"), |r| {
+        Some(SecondRow {
+            point: r.get(0)?.to_string(),
+            network: r.get(1)?.to_string(),
+            protocol: r.get(2)?.to_string(),
+            repeat: r.get(3)?.parse().ok()?,
+            second: f(r, 4)?,
+            sent_kbps: f(r, 5)?,
+            stalled_ms: f(r, 8).unwrap_or(0.0),
+        })
+    })?;
+    let plots_dir = dir.join("plots");
+    std::fs::create_dir_all(&plots_dir).map_err(|source| ReportError::Write {
+        path: plots_dir.clone(),
+        source,
+    })?;
+    let mut figures = Figures {
+        dir: plots_dir,
+        saved: Vec::new(),
+    };
+
+    // Cases in the order they ran.
+    let mut cases: Vec<Key> = Vec::new();
+    let mut protocols: Vec<String> = Vec::new();
+    for r in &runs {
+        let k = (
+            r["point"].as_str().unwrap_or("").to_string(),
+            r["network"].as_str().unwrap_or("").to_string(),
+        );
+        if !cases.contains(&k) {
+            cases.push(k);
+        }
+        let p = r["protocol"].as_str().unwrap_or("").to_string();
+        if !protocols.contains(&p) {
+            protocols.push(p);
+        }
+    }
+
+    let data = Data {
+        runs: &runs,
+        frames: &frames,
+        seconds: &seconds,
+        cases: &cases,
+        protocols: &protocols,
+    };
+    cdf_figures(&data, &mut figures)?;
+    time_figures(&data, &mut figures)?;
+    sweep_figures(&data, &mut figures)?;
+    recovery_figures(&data, &mut figures)?;
+    udp_residual_figures(&data, &mut figures)?;
+
+    let html = page(&results, &runs, &figures.saved)?;
+    let out = dir.join("report.html");
+    std::fs::write(&out, html).map_err(|source| ReportError::Write {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
+}
+
+/// What the report's figures are drawn from.
+#[derive(Clone, Copy)]
+struct Data<'a> {
+    runs: &'a [Value],
+    frames: &'a [FrameRow],
+    seconds: &'a [SecondRow],
+    /// (point, network) in the order they ran.
+    cases: &'a [Key],
+    /// Protocols in the order they ran.
+    protocols: &'a [String],
+}
+
+/// The figures saved so far (title, SVG path) and where they go.
+struct Figures {
+    dir: PathBuf,
+    saved: Vec<(String, PathBuf)>,
+}
+
+impl Figures {
+    /// Saves `chart` as plots/NAME.svg and .png.
+    fn add(&mut self, name: &str, chart: Chart) -> Result<()> {
+        let (svg, _png) = plots::save(&chart, &self.dir.join(name))?;
+        self.saved.push((chart.title.clone(), svg));
+        Ok(())
+    }
+}
+
+/// G2G CDF per case, one line per protocol (repeats pooled).
+fn cdf_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        frames,
+        cases,
+        protocols,
+        ..
+    } = *data;
+    for (i, (point, network)) in cases.iter().enumerate() {
+        let lines: Vec<Line> = protocols
+            .iter()
+            .filter_map(|p| {
+                let v: Vec<f64> = frames
+                    .iter()
+                    .filter(|x| &x.point == point && &x.network == network && &x.protocol == p)
+                    .map(|x| x.g2g_ms)
+                    .collect();
+                (!v.is_empty()).then(|| Line {
+                    label: p.clone(),
+                    points: plots::cdf(&v),
+                    ..Line::default()
+                })
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        figures.add(
+            &format!("cdf-{i}"),
+            Chart {
+                title: format!("G2G latency CDF — {}", case_title(point, network)),
+                x_label: "glass-to-glass latency (ms)".into(),
+                y_label: "fraction of frames shown".into(),
+                lines,
+                y_range: Some((0.0, 1.02)),
+                ..Chart::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// G2G and bitrate over time (first repeat), stalls shaded, events marked.
+fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        runs,
+        frames,
+        seconds,
+        cases,
+        protocols,
+    } = *data;
+    let mut n_time = 0;
+    for (i, (point, network)) in cases.iter().enumerate() {
+        for (j, p) in protocols.iter().enumerate() {
+            if n_time >= MAX_TIME_CHARTS {
+                break;
+            }
+            let pts: Vec<(f64, f64)> = frames
+                .iter()
+                .filter(|x| {
+                    &x.point == point && &x.network == network && &x.protocol == p && x.repeat == 0
+                })
+                .map(|x| (x.display_ms / 1e3, x.g2g_ms))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            n_time += 1;
+            let secs: Vec<&SecondRow> = seconds
+                .iter()
+                .filter(|x| {
+                    &x.point == point && &x.network == network && &x.protocol == p && x.repeat == 0
+                })
+                .collect();
+            let run = runs.iter().find(|r| {
+                r["point"].as_str().unwrap_or("") == point
+                    && r["network"] == network.as_str()
+                    && r["protocol"] == p.as_str()
+                    && r["repeat"] == 0
+            });
+            // The stalls' exact spans; per-second totals for older results.
+            let shaded: Vec<(f64, f64)> =
+                match run.and_then(|r| r["result"]["stall_spans_ms"].as_array()) {
+                    Some(spans) => spans
+                        .iter()
+                        .filter_map(|s| Some((s[0].as_f64()? / 1e3, s[1].as_f64()? / 1e3)))
+                        .collect(),
+                    None => secs
+                        .iter()
+                        .filter(|s| s.stalled_ms > 0.0)
+                        .map(|s| (s.second, s.second + s.stalled_ms / 1e3))
+                        .collect(),
+                };
+            let markers: Vec<(f64, String)> = run
+                .and_then(|r| r["events"].as_array())
+                .map(|ev| {
+                    ev.iter()
+                        .filter_map(|e| {
+                            Some((e["at_ms"].as_f64()? / 1e3, e["what"].as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            figures.add(
+                &format!("time-{i}-{j}"),
+                Chart {
+                    title: format!("G2G over time — {p}, {}", case_title(point, network)),
+                    x_label: "time since the start (s)".into(),
+                    y_label: "glass-to-glass latency (ms)".into(),
+                    lines: vec![Line {
+                        label: p.clone(),
+                        points: pts,
+                        ..Line::default()
+                    }],
+                    shaded,
+                    shaded_label: "stalled".into(),
+                    markers: markers.clone(),
+                    ..Chart::default()
+                },
+            )?;
+            // Bitrate: sent, ABR's target, and the first mile's capacity.
+            let mut lines = vec![Line {
+                label: "sent".into(),
+                points: secs.iter().map(|s| (s.second, s.sent_kbps)).collect(),
+                ..Line::default()
+            }];
+            if let Some(samples) =
+                run.and_then(|r| r["result"]["publisher"]["abr"]["samples"].as_array())
+            {
+                lines.push(Line {
+                    label: "ABR target".into(),
+                    points: samples
+                        .iter()
+                        .filter_map(|s| {
+                            Some((s["at_ms"].as_f64()? / 1e3, s["target_bps"].as_f64()? / 1e3))
+                        })
+                        .collect(),
+                    ..Line::default()
+                });
+            }
+            if let Some(steps) = run.and_then(|r| r["capacity_steps"].as_array()) {
+                let pts: Vec<(f64, f64)> = steps
+                    .iter()
+                    .filter_map(|s| Some((s[0].as_f64()? / 1e3, s[1].as_f64()? / 1e3)))
+                    .collect();
+                if !pts.is_empty() {
+                    lines.push(Line {
+                        label: "first-mile capacity".into(),
+                        points: pts,
+                        step: true,
+                        dashed: true,
+                        ..Line::default()
+                    });
+                }
+            }
+            figures.add(
+                &format!("bitrate-{i}-{j}"),
+                Chart {
+                    title: format!("Bitrate — {p}, {}", case_title(point, network)),
+                    x_label: "time since the start (s)".into(),
+                    y_label: "kbit/s".into(),
+                    lines,
+                    markers,
+                    ..Chart::default()
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Sweep: G2G p99 and stall ratio per point, mean ± 95 % interval.
+fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        runs,
+        cases,
+        protocols,
+        ..
+    } = *data;
+    let points: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for (p, _) in cases {
+            if !v.contains(p) {
+                v.push(p.clone());
+            }
+        }
+        v
+    };
+    if points.len() > 1 {
+        let networks: Vec<String> = {
+            let mut v: Vec<String> = Vec::new();
+            for (_, n) in cases {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+            }
+            v
+        };
+        for (k, network) in networks.iter().enumerate() {
+            for (metric, unit, scale) in [
+                ("g2g_p99_ms", "G2G p99 (ms)", 1.0),
+                ("stall_ratio", "stall ratio (%)", 100.0),
+            ] {
+                let lines = protocols
+                    .iter()
+                    .map(|proto| {
+                        let mut line = Line {
+                            label: proto.clone(),
+                            ..Line::default()
+                        };
+                        for (x, point) in points.iter().enumerate() {
+                            let v: Vec<f64> = runs
+                                .iter()
+                                .filter(|r| {
+                                    r["point"].as_str().unwrap_or("") == point
+                                        && r["network"] == network.as_str()
+                                        && r["protocol"] == proto.as_str()
+                                })
+                                .filter_map(|r| r["result"]["player"][metric].as_f64())
+                                .map(|v| v * scale)
+                                .collect();
+                            if v.is_empty() {
+                                continue;
+                            }
+                            let s = summarize(&v);
+                            line.points.push((x as f64, s.mean));
+                            let ci = s.ci95.unwrap_or(0.0);
+                            line.band.push((x as f64, s.mean - ci, s.mean + ci));
+                        }
+                        line
+                    })
+                    .collect();
+                figures.add(
+                    &format!("sweep-{k}-{metric}"),
+                    Chart {
+                        title: format!("{unit} across the sweep — {network} (mean, 95 % interval)"),
+                        x_label: "sweep point".into(),
+                        y_label: unit.into(),
+                        lines,
+                        x_ticks: points.clone(),
+                        ..Chart::default()
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Recovery: frames lost against the first mile's realised loss.
+fn recovery_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data { runs, .. } = *data;
+    let mut recovery: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in runs {
+        let (Some(loss), Some(expected), Some(shown)) = (
+            r["impairment_check"]["first_mile_up"]["loss_rate"].as_f64(),
+            r["result"]["frames_expected"].as_f64(),
+            r["result"]["player"]["frames_displayed"].as_f64(),
+        ) else {
+            continue;
+        };
+        if expected > 0.0 {
+            recovery
+                .entry(r["protocol"].as_str().unwrap_or("").to_string())
+                .or_default()
+                .push((loss * 100.0, (expected - shown).max(0.0) / expected * 100.0));
+        }
+    }
+    if recovery.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
+        let lines = lines_by_x(recovery);
+        figures.add(
+            "recovery",
+            Chart {
+                title: "Recovery: residual frame loss against link loss".into(),
+                x_label: "first-mile uplink loss, realised (%)".into(),
+                y_label: "frames due and never shown (%)".into(),
+                lines,
+                ..Chart::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The UDP protocol: residual packet loss per recovery mechanism.
+fn udp_residual_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data { runs, .. } = *data;
+    fn check_of(r: &Value) -> &Value {
+        &r["impairment_check"]["first_mile_up"]
+    }
+    let delays: std::collections::BTreeSet<u64> = runs
+        .iter()
+        .filter_map(|r| check_of(r)["requested"]["delay_mean_ms"].as_f64())
+        .map(|d| d.round() as u64)
+        .collect();
+    let mut residual: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in runs {
+        let check = check_of(r);
+        let Some(loss) = check["loss_rate"].as_f64() else {
+            continue;
+        };
+        let first = r["result"]["recovery"]
+            .as_array()
+            .and_then(|v| v.iter().find(|m| m["mile"] == "first"));
+        if let Some(res) = first.and_then(|m| m["residual_loss"].as_f64()) {
+            let mut label = r["protocol"].as_str().unwrap_or("").to_string();
+            if check["requested"]["mean_burst"]
+                .as_f64()
+                .is_some_and(|b| b > 1.5)
+            {
+                label.push_str(", bursty");
+            }
+            if delays.len() > 1
+                && let Some(d) = check["requested"]["delay_mean_ms"].as_f64()
+            {
+                let _ = write!(label, ", delay {d:.0} ms");
+            }
+            residual
+                .entry(label)
+                .or_default()
+                .push((loss * 100.0, res * 100.0));
+        }
+    }
+    if residual.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
+        let lines = lines_by_x(residual);
+        figures.add(
+            "udp-residual-loss",
+            Chart {
+                title: "UDP protocol: residual packet loss per recovery mechanism".into(),
+                x_label: "first-mile uplink loss, realised (%)".into(),
+                y_label: "data packets never recovered in time (%)".into(),
+                lines,
+                ..Chart::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per label, its points in order of x (a loss-rate axis).
+fn lines_by_x(series: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Line> {
+    series
+        .into_iter()
+        .map(|(label, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Line {
+                label,
+                points,
+                ..Line::default()
+            }
+        })
+        .collect()
+}
+
+/// Where G2G goes, hop by hop (p50 / p99 of each segment, Glass's frames).
+fn hops_table(h: &mut String, runs: &[Value]) {
+    const SEGMENTS: [(&str, &str); 5] = [
+        ("encode", "encode"),
+        ("first_mile", "first mile"),
+        ("relay", "relay"),
+        ("last_mile", "last mile"),
+        ("playout", "playout"),
+    ];
+    let with_hops: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["result"]["hops"].is_object())
+        .collect();
+    if with_hops.is_empty() {
+        return;
+    }
+    h.push_str("<h2>G2G by hop</h2><p>Each frame's capture, publisher send, relay receive, relay send, player receive and display instants on the one clock: p50 / p99 of each segment (ms).</p><table><tr><th>point / network</th><th>protocol</th><th>repeat</th>");
+    for (_, title) in SEGMENTS {
+        let _ = write!(h, "<th>{title}</th>");
+    }
+    h.push_str("</tr>");
+    for r in with_hops {
+        let hops = &r["result"]["hops"];
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td>",
+            esc(&case_title(
+                r["point"].as_str().unwrap_or(""),
+                r["network"].as_str().unwrap_or("")
+            )),
+            esc(r["protocol"].as_str().unwrap_or("")),
+            r["repeat"].as_u64().unwrap_or(0) + 1
+        );
+        for (key, _) in SEGMENTS {
+            let seg = &hops[key];
+            match (seg["p50_ms"].as_f64(), seg["p99_ms"].as_f64()) {
+                (Some(a), Some(b)) => {
+                    let _ = write!(h, "<td>{a:.1} / {b:.1}</td>");
+                }
+                _ => h.push_str("<td>–</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+}
+
+fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Result<String> {
+    let s = &results["scenario"];
+    let mut h = String::new();
+    let title = format!("Glass report — {}", s["name"].as_str().unwrap_or("?"));
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
+         body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}\
+         td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         .fail{{color:#b00}}figure{{margin:1.5em 0}}svg{{max-width:100%;height:auto}}code{{font-size:12px}}</style></head><body>",
+        esc(&title)
+    );
+    let _ = write!(h, "<h1>{}</h1>", esc(&title));
+    if let Some(d) = s["description"].as_str() {
+        let _ = write!(h, "<p>{}</p>", esc(d));
+    }
+    let m = &s["media"];
+    let _ = write!(
+        h,
+        "<p>Duration {} s, seed {}, {} repeat(s); media {} kbit/s, {} fps, GOP {}, {}, encode delay {} ms. Glass {}, results schema <code>{}</code>.</p>",
+        s["duration_s"],
+        s["seed"],
+        s["repeat"],
+        m["bitrate_bps"].as_f64().unwrap_or(0.0) / 1e3,
+        m["fps"],
+        m["gop"],
+        esc(m["resolution"].as_str().unwrap_or("")),
+        m["encode_delay_ms"],
+        esc(results["glass_version"].as_str().unwrap_or("")),
+        esc(results["schema"].as_str().unwrap_or(""))
+    );
+    h.push_str("<h2>Comparison</h2><p>Steady state: frames captured after the warm-up (start-up is the connect and startup columns). \
+        Smooth at ≤ 1 %: the run's arrivals replayed through the player at the smallest playout buffer that keeps stalls ≤ 1 % — compare protocols on this, not only at one fixed buffer. \
+        Stale: share of display refreshes showing an overdue picture.</p>\
+        <table><tr><th>point / network</th><th>protocol</th><th>repeat</th><th>mode</th><th>connect (ms)</th><th>startup (ms)</th><th>G2G p50 (ms)</th><th>G2G p99 (ms)</th>\
+        <th>steady p50 (ms)</th><th>steady p99 (ms)</th><th>smooth at ≤ 1 %: buffer / G2G p50 (ms)</th><th>stall ratio</th><th>stale</th><th>catch-up (ms)</th><th>skipped</th><th>lost</th><th>status</th></tr>");
+    for r in runs {
+        let res = &r["result"];
+        let p = &res["player"];
+        let case = case_title(
+            r["point"].as_str().unwrap_or(""),
+            r["network"].as_str().unwrap_or(""),
+        );
+        let lost = res["frames_expected"].as_f64().unwrap_or(0.0)
+            - p["frames_displayed"].as_f64().unwrap_or(0.0);
+        let ok = r["status"] == "ok";
+        let num = |v: &Value, digits: usize| match v.as_f64() {
+            Some(x) => format!("{x:.digits$}"),
+            None => "–".into(),
+        };
+        let smooth = &res["equal_smoothness"];
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{:.2} %</td><td>{:.1} %</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&case),
+            esc(r["protocol"].as_str().unwrap_or("")),
+            r["repeat"].as_u64().unwrap_or(0) + 1,
+            esc(res["mode"].as_str().unwrap_or("")),
+            num(&res["publisher"]["connect_ms"], 0),
+            num(&p["startup_delay_ms"], 0),
+            num(&p["g2g_p50_ms"], 1),
+            num(&p["g2g_p99_ms"], 1),
+            num(&p["steady"]["p50_ms"], 1),
+            num(&p["steady"]["p99_ms"], 1),
+            num(&smooth["target_delay_ms"], 0),
+            num(&smooth["g2g_p50_ms"], 1),
+            p["stall_ratio"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            p["stale_refresh_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+            num(&p["catch_up_ms"], 0),
+            num(&p["frames_skipped"], 0),
+            lost.max(0.0),
+            if ok { "" } else { "fail" },
+            if ok {
+                "ok".to_string()
+            } else {
+                esc(r["error"].as_str().unwrap_or("failed"))
+            }
+        );
+    }
+    h.push_str("</table>");
+    hops_table(&mut h, runs);
+    h.push_str("<h2>Impairment: asked and realised</h2><ul>");
+    for r in runs {
+        let Some(checks) = r["impairment_check"].as_object() else {
+            continue;
+        };
+        for (dir, c) in checks {
+            let asked = c["requested"]["loss_rate"].is_number()
+                || c["requested"]["delay_mean_ms"].as_f64().unwrap_or(0.0) > 0.0;
+            if !asked {
+                continue;
+            }
+            let _ = write!(
+                h,
+                "<li>{} / {} (repeat {}), {dir}: {}</li>",
+                esc(&case_title(
+                    r["point"].as_str().unwrap_or(""),
+                    r["network"].as_str().unwrap_or("")
+                )),
+                esc(r["protocol"].as_str().unwrap_or("")),
+                r["repeat"].as_u64().unwrap_or(0) + 1,
+                esc(c["verdict"].as_str().unwrap_or(""))
+            );
+        }
+    }
+    h.push_str("</ul><h2>Plots</h2>");
+    for (title, svg) in figures {
+        let text = std::fs::read_to_string(svg).map_err(|source| ReportError::Read {
+            path: svg.clone(),
+            source,
+        })?;
+        let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
+        let _ = write!(
+            h,
+            "<figure>{body}<figcaption>{}</figcaption></figure>",
+            esc(title)
+        );
+    }
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
