@@ -4,6 +4,7 @@
 
 mod common;
 
+use harness::protocol::rtmp::RtmpServerStats;
 use harness::runner::RunResult;
 use harness::scenario::Scenario;
 use netem::adapters::can_create_namespaces;
@@ -109,20 +110,8 @@ fn tcp_and_quic_clients_share_streams_on_one_relay() {
             r.player
         );
     }
-    assert_eq!(
-        (
-            a.relay.rtmp.to_players_tcp.len(),
-            a.relay.rtmp.to_players_quic.len()
-        ),
-        (1, 0)
-    );
-    assert_eq!(
-        (
-            b.relay.rtmp.to_players_tcp.len(),
-            b.relay.rtmp.to_players_quic.len()
-        ),
-        (0, 1)
-    );
+    assert_eq!(players_by_transport(&a), (1, 0));
+    assert_eq!(players_by_transport(&b), (0, 1));
     assert!(a.publisher.quic.is_some() && b.publisher.quic.is_none());
 }
 
@@ -203,4 +192,13 @@ abr = {{}}
         assert!(ratio < 1.0 && ratio > 0.2, "mean target / capacity {ratio}");
         assert!(m.switches >= 2);
     }
+}
+
+/// (TCP players, QUIC players) the relay's RTMP side served.
+fn players_by_transport(r: &RunResult) -> (usize, usize) {
+    let rtmp = r
+        .relay
+        .server::<RtmpServerStats>()
+        .expect("the RTMP side's statistics");
+    (rtmp.to_players_tcp.len(), rtmp.to_players_quic.len())
 }

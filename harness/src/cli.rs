@@ -83,6 +83,32 @@ pub enum Command {
     /// Benchmarks of Glass itself.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Glass's relay on its own: every protocol's server side on this
+    /// machine's ports (loopback unless --public), so your own publisher or
+    /// player (OBS, ffmpeg, a browser, your app) can use it, directly or
+    /// behind `glass shell` or `glass proxy`. It prints each protocol's
+    /// ingest and egress URIs; Ctrl-C stops it and prints per-stream
+    /// statistics.
+    ///
+    /// Example: glass serve --key mystream   then   ffmpeg -re -i in.flv -c copy -f flv rtmp://127.0.0.1:1935/live/mystream
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The stream key publishers must use (players may play any key).
+    #[arg(long, default_value = "glass")]
+    pub key: String,
+    /// Listen on every interface instead of loopback only.
+    #[arg(long)]
+    pub public: bool,
+    /// Added to every protocol's default port (RTMP TCP and QUIC 1935, the
+    /// UDP protocol 5000), to run beside another server.
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<netem::units::HumanDuration>,
 }
 
 #[derive(Debug, Subcommand)]

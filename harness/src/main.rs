@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Report(args) => harness::commands::report::run(args).map(|()| 0),
         Command::Shell(args) => harness::commands::shell::run(args),
         Command::Proxy(cmd) => harness::commands::proxy::run(cmd).map(|()| 0),
+        Command::Serve(args) => harness::commands::serve::run(args).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {
             harness::commands::bench::run(args).map(|()| 0)
         }

@@ -2,8 +2,7 @@
 //! the server namespace, the player and the publisher in theirs, plays for the
 //! scenario's duration, and gathers what each side measured.
 
-use std::net::{TcpListener as StdListener, TcpStream as StdStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpStream as StdStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -26,9 +25,11 @@ use crate::media::wallclock::WallClock;
 use crate::protocol::rtmp::quic;
 use crate::protocol::rtmp::transport::Transport;
 use crate::protocol::rtmp::{self, RtmpServerStats};
+use crate::protocol::udp::UdpServerStats;
 use crate::protocol::udp::recovery::MileRecovery;
 use crate::protocol::udp::{self, UdpClient, UdpReport};
 use crate::protocol::uri::{StreamUri, UriTransport};
+use crate::protocol::{REGISTRY, ServeCx, ServerStats, ServerTask};
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::relay::{APP, Hub, HubStats};
 use crate::scenario::{CaptureStarts, Network, Protocol, PublisherKind, Scenario};
@@ -92,16 +93,35 @@ pub struct RunResult {
     pub stall_spans_ms: Vec<(f64, f64)>,
 }
 
-/// What the relay saw: the hub's counters and each protocol's server side.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What the relay saw: the hub's counters and each protocol's section
+/// (results.json's `relay` object holds all their fields side by side).
+#[derive(Debug, Default)]
 pub struct RelayReport {
-    #[serde(flatten)]
     pub hub: HubStats,
-    #[serde(flatten)]
-    pub rtmp: RtmpServerStats,
-    /// The UDP media protocol's sessions: publishers in (`relay-ingest`)
-    /// and players out (`relay-egress`).
-    pub udp: Vec<UdpReport>,
+    /// Each registered protocol's server statistics, by protocol name.
+    pub servers: Vec<(&'static str, Box<dyn ServerStats>)>,
+}
+
+impl RelayReport {
+    /// A protocol's section, typed (`RtmpServerStats`, `UdpServerStats`).
+    pub fn server<T: 'static>(&self) -> Option<&T> {
+        self.servers
+            .iter()
+            .find_map(|(_, s)| s.as_any().downcast_ref::<T>())
+    }
+}
+
+impl Serialize for RelayReport {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut fields = match serde_json::to_value(&self.hub) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        for (_, s) in &self.servers {
+            fields.extend(s.json());
+        }
+        fields.serialize(ser)
+    }
 }
 
 impl RunResult {
@@ -119,21 +139,19 @@ impl RunResult {
     /// counted.
     pub fn retransmits(&self) -> u64 {
         u64::from(self.publisher.tcp.total_retrans)
-            + self
-                .relay
-                .rtmp
-                .to_players_tcp
-                .iter()
-                .map(|t| u64::from(t.total_retrans))
-                .sum::<u64>()
+            + self.relay.server::<RtmpServerStats>().map_or(0, |r| {
+                r.to_players_tcp
+                    .iter()
+                    .map(|t| u64::from(t.total_retrans))
+                    .sum::<u64>()
+            })
             + self.publisher.quic.as_ref().map_or(0, |q| q.lost_packets)
-            + self
-                .relay
-                .rtmp
-                .to_players_quic
-                .iter()
-                .map(|q| q.lost_packets)
-                .sum::<u64>()
+            + self.relay.server::<RtmpServerStats>().map_or(0, |r| {
+                r.to_players_quic
+                    .iter()
+                    .map(|q| q.lost_packets)
+                    .sum::<u64>()
+            })
             + self
                 .udp
                 .iter()
@@ -151,11 +169,6 @@ impl RunResult {
             None => "tcp".into(),
         }
     }
-}
-
-fn to_tokio_listener(l: StdListener) -> Result<tokio::net::TcpListener> {
-    l.set_nonblocking(true)?;
-    Ok(tokio::net::TcpListener::from_std(l)?)
 }
 
 fn to_tokio_stream(s: StdStream) -> Result<tokio::net::TcpStream> {
@@ -207,7 +220,7 @@ impl QuicCtx {
     /// A fresh identity and the protocol's QUIC settings.
     fn of(protocol: &Protocol) -> Result<QuicCtx> {
         Ok(QuicCtx {
-            identity: quic::Identity::generate()?,
+            identity: quic::Identity::shared()?.clone(),
             settings: quic::QuicSettings {
                 congestion: protocol.quic.congestion,
                 ..quic::QuicSettings::default()
@@ -358,14 +371,11 @@ pub fn run_one(
     };
     let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed(), udp_miles)?;
     let mode = topo.mode_label();
-    let listener = topo.take_relay_listener()?;
     let clock = Clock::new(Instant::now());
     let wall = WallClock::new(clock);
     let end = Time::from_duration(scenario.duration);
     let mut player = Player::new(protocol.player.clone(), Time::ZERO);
     let hub = Hub::new(protocol.stream_key.clone());
-    let rtmp_stats = Arc::new(Mutex::new(RtmpServerStats::default()));
-    let udp_stats: Arc<Mutex<Vec<UdpReport>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = protocol.stream_key.clone();
     let cc = &protocol.tcp_congestion;
@@ -390,17 +400,14 @@ pub fn run_one(
     let quic_ctx = QuicCtx::of(protocol)?;
     let mut transports: Vec<TransportReport> = Vec::new();
     let mut udp_reports: Vec<UdpReport> = Vec::new();
-    let udp_cfg = udp_client_config(scenario, protocol);
+    let udp_cfg = udp::client_config(&protocol.udp, scenario.encoder.bitrate.bits_per_sec());
     let run = rt.block_on(async {
         let servers = start_servers(
             &mut topo,
-            listener,
             protocol,
-            &quic_ctx,
-            &udp_cfg,
             &hub,
             &stop_rx,
-            (&rtmp_stats, &udp_stats),
+            scenario.encoder.bitrate.bits_per_sec(),
         )?;
         // Where the run is, for the message if it overruns its deadline.
         let progress_of_run = Stage::default();
@@ -436,23 +443,28 @@ pub fn run_one(
             f.wait_exit(Duration::from_secs(3)).await;
         }
         let _ = stop_tx.send(true);
-        // The servers close their sessions and record their statistics
+        // The servers close their sessions and give their statistics
         // (the UDP side sends its closes; RTMP's sessions their last TCP_INFO).
-        for s in servers {
-            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        let mut stats = Vec::new();
+        for (name, s) in servers {
+            match tokio::time::timeout(Duration::from_secs(2), s).await {
+                Ok(Ok(st)) => stats.push((name, st)),
+                _ => tracing::warn!(
+                    "the relay's {name} side did not stop in time; its statistics are missing"
+                ),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        r
+        r.map(|p| (p, stats))
     });
     let ffmpeg_started = ffmpeg_publisher.as_ref().map(|(_, t)| *t);
     let ffmpeg_reports = stop_ffmpeg(ffmpeg_publisher.map(|(p, _)| p), ffmpeg_player, &topo);
     let net = topo.stop(rt)?;
+    let (published, servers) = run?;
     let relay = RelayReport {
         hub: hub.stats(),
-        rtmp: rtmp_stats.lock().map(|s| s.clone()).unwrap_or_default(),
-        udp: udp_stats.lock().map(|s| s.clone()).unwrap_or_default(),
+        servers,
     };
-    let publisher = match run? {
+    let publisher = match published {
         Some(p) => p,
         // ffmpeg published: what it sent, as the relay received it.
         None => ffmpeg_publisher_stats(
@@ -464,7 +476,12 @@ pub fn run_one(
         )?,
     };
     let mut udp = udp_reports;
-    udp.extend(relay.udp.iter().cloned());
+    udp.extend(
+        relay
+            .server::<UdpServerStats>()
+            .iter()
+            .flat_map(|u| u.udp.iter().cloned()),
+    );
     Ok(assemble(
         Sides {
             player,
@@ -791,68 +808,33 @@ fn assemble(
     }
 }
 
-/// The relay's protocols on the hub: RTMP over TCP (and over QUIC on the
-/// same port number, UDP, in link mode), and Glass's UDP protocol on its
-/// own port when the run uses it (ordering frames for the RTMP players it
-/// may feed: the gateway). Needs the runtime (it spawns the servers).
-#[allow(clippy::too_many_arguments)]
+/// Every registered protocol's server side on the hub, on the endpoints
+/// this network can carry. Needs the runtime (it spawns the servers).
 fn start_servers(
     topo: &mut Topology,
-    listener: StdListener,
     protocol: &Protocol,
-    quic_ctx: &QuicCtx,
-    udp_cfg: &udp::UdpConfig,
     hub: &Hub,
     stop: &watch::Receiver<bool>,
-    (rtmp_stats, udp_stats): (&Arc<Mutex<RtmpServerStats>>, &Arc<Mutex<Vec<UdpReport>>>),
-) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-    let listener = to_tokio_listener(listener)?;
-    let quic_server = if topo.is_link() {
-        Some(quic::server(
-            topo.bind_udp(Host::Server)?,
-            &quic_ctx.identity,
-            &quic_ctx.settings,
-        )?)
-    } else {
-        None
-    };
-    let mut servers = vec![tokio::spawn(rtmp::serve(
-        listener,
-        quic_server,
-        hub.clone(),
-        Some(protocol.tcp_congestion.clone()),
-        stop.clone(),
-        rtmp_stats.clone(),
-    ))];
-    if protocol.uses_udp() {
-        let sock = topo.bind_udp_media()?;
-        sock.set_nonblocking(true)?;
-        let cfg = udp::UdpConfig {
-            ordered: true,
-            ..udp_cfg.clone()
+    media_bps: u64,
+) -> Result<Vec<(&'static str, ServerTask)>> {
+    let mut out = Vec::new();
+    for p in REGISTRY {
+        let socks = p
+            .endpoints()
+            .iter()
+            .map(|&e| topo.bind_server(e))
+            .collect::<Result<Vec<_>>>()?;
+        let cx = ServeCx {
+            hub: hub.clone(),
+            stop: stop.clone(),
+            media_bps,
         };
-        servers.push(tokio::spawn(udp::serve(
-            tokio::net::UdpSocket::from_std(sock)?,
-            cfg,
-            hub.clone(),
-            stop.clone(),
-            udp_stats.clone(),
-        )));
+        let task = p
+            .serve(socks, protocol, cx)
+            .with_context(|| format!("starting the relay's {} side", p.name()))?;
+        out.push((p.name(), task));
     }
-    Ok(servers)
-}
-
-/// The UDP protocol's client settings: congestion control starts at the
-/// media's bitrate plus FEC, and may go up to twice that.
-fn udp_client_config(scenario: &Scenario, protocol: &Protocol) -> udp::UdpConfig {
-    let media =
-        scenario.encoder.bitrate.bits_per_sec() as f64 * (1.0 + protocol.udp.fec.overhead());
-    let min = protocol.udp.min_bitrate as f64;
-    udp::UdpConfig {
-        start_bitrate: media.max(min) as u64,
-        max_bitrate: (2.0 * media).max(min) as u64,
-        ..protocol.udp.clone()
-    }
+    Ok(out)
 }
 
 /// What an ffmpeg publisher did, from its own report and the relay's view

@@ -17,6 +17,7 @@ use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
 use serde::Serialize;
 
+use crate::protocol::{Bound, Endpoint};
 use crate::scenario::Network;
 
 /// How a run reaches its network (`glass run --mode`).
@@ -239,11 +240,35 @@ impl Topology {
         }
     }
 
-    /// The relay's listening socket (once).
-    pub fn take_relay_listener(&mut self) -> Result<StdListener> {
-        self.relay_listener
-            .take()
-            .ok_or_else(|| anyhow!("the relay listener was already taken"))
+    /// A socket for a protocol's server endpoint on the relay's host, or
+    /// `None` when this network cannot carry it. Link mode binds any port
+    /// in the server's namespace. Proxy mode has the relay's TCP port behind
+    /// the TCP proxies, and the UDP protocol's port behind the datagram
+    /// proxies when a mile uses it; nothing else (so no RTMP over QUIC).
+    pub fn bind_server(&mut self, e: Endpoint) -> Result<Option<Bound>> {
+        if e == Endpoint::Tcp(RTMP_PORT)
+            && let Some(l) = self.relay_listener.take()
+        {
+            return Ok(Some(Bound::Tcp(l)));
+        }
+        let bind = |l: &LinkNetwork| -> Result<Bound> {
+            let at = SocketAddr::from((Host::Server.addr(), e.port()));
+            Ok(match e {
+                Endpoint::Tcp(_) => Bound::Tcp(l.run_in(Host::Server, || StdListener::bind(at))?),
+                Endpoint::Udp(_) => Bound::Udp(deep(
+                    l.run_in(Host::Server, || std::net::UdpSocket::bind(at))?,
+                )),
+            })
+        };
+        match (&mut self.carrier, e) {
+            (Carrier::Link(l), _) => bind(l)
+                .map(Some)
+                .with_context(|| format!("binding the relay's {e}")),
+            (Carrier::Proxy { udp, .. }, Endpoint::Udp(crate::protocol::udp::UDP_MEDIA_PORT)) => {
+                Ok(udp.relay.take().map(Bound::Udp))
+            }
+            (Carrier::Proxy { .. }, _) => Ok(None),
+        }
     }
 
     /// Where a client on `host` connects to reach the relay, through its mile.
@@ -282,24 +307,6 @@ impl Topology {
             Carrier::Proxy { .. } => Err(anyhow!(
                 "RTMP over QUIC and the UDP media protocol need link mode (root or user namespaces); proxy mode carries TCP only"
             )),
-        }
-    }
-
-    /// The relay's UDP socket for Glass's UDP media protocol: in the
-    /// server namespace on its own port (link mode), or the one proxy mode
-    /// bound on loopback behind its datagram proxies (taken once).
-    pub fn bind_udp_media(&mut self) -> Result<std::net::UdpSocket> {
-        let addr = self.udp_media_addr();
-        match &mut self.carrier {
-            Carrier::Link(l) => {
-                Ok(deep(l.run_in(Host::Server, || {
-                    std::net::UdpSocket::bind(addr)
-                })?))
-            }
-            Carrier::Proxy { udp, .. } => udp
-                .relay
-                .take()
-                .ok_or_else(|| anyhow!("proxy mode started without a UDP side, or it was taken")),
         }
     }
 

@@ -7,4 +7,5 @@ pub mod profile;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod shell;

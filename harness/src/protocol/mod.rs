@@ -1,7 +1,117 @@
 //! Glass's protocols, one folder each: its server side on the relay's hub,
 //! its publisher and player clients, its settings and statistics. Only
 //! these folders know a protocol crate (rml_rtmp, quinn, udpmedia).
+//!
+//! [`REGISTRY`] lists them. What is protocol-neutral loops over it: the
+//! runner starts every protocol's server side on the run's hub, `glass
+//! serve` starts them on this machine's ports and prints their URIs, and
+//! the relay's statistics gather each protocol's section. A new protocol is
+//! a folder and a line in [`REGISTRY`].
 
 pub mod rtmp;
 pub mod udp;
 pub mod uri;
+
+use std::any::Any;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::relay::Hub;
+use crate::scenario::Protocol as Settings;
+
+/// A port a protocol's server side listens on, on the relay's host.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Tcp(u16),
+    Udp(u16),
+}
+
+impl Endpoint {
+    pub fn port(self) -> u16 {
+        match self {
+            Endpoint::Tcp(p) | Endpoint::Udp(p) => p,
+        }
+    }
+
+    /// The same kind of endpoint on `port`.
+    pub fn with_port(self, port: u16) -> Endpoint {
+        match self {
+            Endpoint::Tcp(_) => Endpoint::Tcp(port),
+            Endpoint::Udp(_) => Endpoint::Udp(port),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(p) => write!(f, "TCP {p}"),
+            Endpoint::Udp(p) => write!(f, "UDP {p}"),
+        }
+    }
+}
+
+/// A socket bound for an endpoint (a blocking std socket; the protocol
+/// makes it asynchronous on the runtime it serves on).
+#[derive(Debug)]
+pub enum Bound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// A URI scheme a protocol answers and the endpoint it arrives on.
+#[derive(Copy, Clone, Debug)]
+pub struct Scheme {
+    pub name: &'static str,
+    /// An index into the protocol's [`Protocol::endpoints`].
+    pub endpoint: usize,
+    /// What it carries, for `glass serve`'s listing.
+    pub what: &'static str,
+}
+
+/// What a server side gets besides its sockets.
+pub struct ServeCx {
+    /// The relay's streams.
+    pub hub: Hub,
+    /// Changes when the run (or `glass serve`) ends.
+    pub stop: watch::Receiver<bool>,
+    /// The stream's nominal bitrate (bit/s): a protocol whose server sends
+    /// with congestion control starts from it.
+    pub media_bps: u64,
+}
+
+/// A protocol's section of the relay's statistics.
+pub trait ServerStats: std::fmt::Debug + Send + Sync + 'static {
+    /// Its fields, merged into results.json's `relay` object.
+    fn json(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// For the protocol's own typed readers (`RelayReport::server`).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A running server side: it ends after its `stop` changes, with its
+/// statistics.
+pub type ServerTask = JoinHandle<Box<dyn ServerStats>>;
+
+/// One protocol: its URIs, its ports and its server side on the hub.
+pub trait Protocol: Sync {
+    /// Its name in `glass serve` and in errors ("rtmp", "udp").
+    fn name(&self) -> &'static str;
+    /// The ports its server side listens on, by default.
+    fn endpoints(&self) -> &'static [Endpoint];
+    /// The URI schemes it answers.
+    fn schemes(&self) -> &'static [Scheme];
+    /// Starts its server side on the hub with the sockets bound for
+    /// [`Protocol::endpoints`], in order (`None`: the network cannot carry
+    /// that endpoint, e.g. QUIC in proxy mode). Call it on a tokio runtime.
+    /// The task ends after `cx.stop` changes and yields the statistics.
+    fn serve(
+        &self,
+        socks: Vec<Option<Bound>>,
+        settings: &Settings,
+        cx: ServeCx,
+    ) -> anyhow::Result<ServerTask>;
+}
+
+/// Every protocol Glass's relay speaks.
+pub static REGISTRY: &[&dyn Protocol] = &[&rtmp::Rtmp, &udp::Udp];

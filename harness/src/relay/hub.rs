@@ -7,7 +7,7 @@
 //! UDP players, a UDP publisher feeds RTMP and QUIC players: the gateway),
 //! and the hub knows no protocol.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -45,6 +45,20 @@ pub struct HubStats {
     /// (the per-hop breakdown).
     #[serde(skip)]
     pub hops: HashMap<u64, RelayHop>,
+    /// Per stream key (`glass serve` prints them).
+    #[serde(skip)]
+    pub streams: BTreeMap<String, StreamCounters>,
+}
+
+/// What one stream saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub publishes_accepted: u64,
+    pub publishes_refused: u64,
+    pub players: u64,
+    pub video_messages: u64,
+    pub audio_messages: u64,
+    pub bytes_in: u64,
 }
 
 /// When one video frame passed the relay.
@@ -147,10 +161,13 @@ impl Hub {
             ok
         };
         self.with_stats(|st| {
+            let s = st.streams.entry(key.to_string()).or_default();
             if accepted {
                 st.publishes_accepted += 1;
+                s.publishes_accepted += 1;
             } else {
                 st.publishes_refused += 1;
+                s.publishes_refused += 1;
             }
         });
         Ok(accepted)
@@ -179,7 +196,10 @@ impl Hub {
         catch_up.extend(stream.audio_config.clone());
         catch_up.extend(stream.gop.iter().cloned());
         drop(s);
-        self.with_stats(|st| st.players += 1);
+        self.with_stats(|st| {
+            st.players += 1;
+            st.streams.entry(key.to_string()).or_default().players += 1;
+        });
         Ok(Subscription { catch_up, rx })
     }
 
@@ -187,6 +207,17 @@ impl Hub {
     /// stream's description or configuration, and fanned out to every
     /// player (dropping players that fell too far behind).
     pub fn publish(&self, key: &str, media: Media) -> Result<(), Poisoned> {
+        if let Some((video, data, _)) = media.as_av() {
+            self.with_stats(|st| {
+                let s = st.streams.entry(key.to_string()).or_default();
+                s.bytes_in += data.len() as u64;
+                if video {
+                    s.video_messages += 1;
+                } else {
+                    s.audio_messages += 1;
+                }
+            });
+        }
         if let Media::Video(data, ts) = &media {
             self.note_hop(data, false);
             let frame = tag::is_frame(data);
@@ -206,9 +237,17 @@ impl Hub {
             _ => {}
         }
         stream.cache(&media);
-        let before = stream.players.len();
-        stream.players.retain(|p| p.try_send(media.clone()).is_ok());
-        let dropped = (before - stream.players.len()) as u64;
+        // A player whose queue is full fell behind and is dropped; one whose
+        // session ended (its receiver is gone) just leaves.
+        let mut dropped = 0u64;
+        stream.players.retain(|p| match p.try_send(media.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped += 1;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
         drop(s);
         if dropped > 0 {
             self.with_stats(|st| st.slow_players_dropped += dropped);
@@ -304,6 +343,17 @@ mod tests {
             (1, 2, 2)
         );
         assert_eq!(st.published_video_timestamps, vec![1, 2, 3, 4]);
+        let k = &st.streams["k"];
+        assert_eq!(
+            (
+                k.publishes_accepted,
+                k.players,
+                k.video_messages,
+                k.audio_messages
+            ),
+            (1, 2, 5, 0)
+        );
+        assert_eq!(st.streams["other"].publishes_refused, 1);
         hub.release("k");
         assert!(hub.claim("k").unwrap(), "the key is free again");
     }
@@ -312,6 +362,8 @@ mod tests {
     fn a_player_that_falls_behind_is_dropped_not_waited_for() {
         let hub = Hub::new("k");
         let _slow = hub.subscribe("k").unwrap();
+        // A player that left is not counted as one that fell behind.
+        drop(hub.subscribe("k").unwrap());
         for i in 0..=PLAYER_QUEUE {
             hub.publish("k", video(i == 0, (i % 200) as u8)).unwrap();
         }

@@ -117,6 +117,16 @@ pub struct Protocol {
 }
 
 impl Protocol {
+    /// A `[[protocols]]` entry with every default (`glass serve`'s settings).
+    pub fn defaults() -> Protocol {
+        const ENTRY: &str =
+            "name = \"defaults\"\nduration = \"10s\"\n[[protocols]]\nkind = \"rtmp\"\n";
+        match Scenario::from_toml("defaults", ENTRY, None) {
+            Ok(mut s) => s.protocols.remove(0),
+            Err(e) => unreachable!("the default protocol entry is valid: {e}"),
+        }
+    }
+
     /// Whether either side speaks the UDP media protocol.
     pub fn uses_udp(&self) -> bool {
         self.publisher_uri.transport == UriTransport::Udp

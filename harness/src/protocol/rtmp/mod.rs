@@ -15,6 +15,9 @@ pub mod quic;
 pub mod server;
 pub mod transport;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use anyhow::{Result, anyhow, bail};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSessionEvent, ServerSessionResult, StreamMetadata};
@@ -25,7 +28,92 @@ pub use client::{play, publish};
 pub use server::{RtmpServerStats, serve};
 use transport::Transport;
 
+use super::uri::DEFAULT_PORT;
+use super::{Bound, Endpoint, Protocol, Scheme, ServeCx, ServerStats, ServerTask};
 use crate::relay::StreamInfo;
+use crate::scenario::Protocol as Settings;
+
+/// RTMP over TCP and over QUIC, in the protocol registry.
+pub struct Rtmp;
+
+impl Protocol for Rtmp {
+    fn name(&self) -> &'static str {
+        "rtmp"
+    }
+
+    fn endpoints(&self) -> &'static [Endpoint] {
+        &[Endpoint::Tcp(DEFAULT_PORT), Endpoint::Udp(DEFAULT_PORT)]
+    }
+
+    fn schemes(&self) -> &'static [Scheme] {
+        &[
+            Scheme {
+                name: "rtmp",
+                endpoint: 0,
+                what: "RTMP over TCP: publish and play",
+            },
+            Scheme {
+                name: "rtmpq",
+                endpoint: 1,
+                what: "RTMP over QUIC, one stream (add ?mapping=frames for a stream per frame)",
+            },
+        ]
+    }
+
+    /// TCP is required; QUIC runs when its UDP port could be bound.
+    fn serve(
+        &self,
+        socks: Vec<Option<Bound>>,
+        settings: &Settings,
+        cx: ServeCx,
+    ) -> Result<ServerTask> {
+        let mut socks = socks.into_iter();
+        let Some(Some(Bound::Tcp(listener))) = socks.next() else {
+            bail!("RTMP needs its TCP port");
+        };
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let quic = match socks.next().flatten() {
+            Some(Bound::Udp(sock)) => Some(quic::server(
+                sock,
+                quic::Identity::shared()?,
+                &quic::QuicSettings {
+                    congestion: settings.quic.congestion,
+                    ..quic::QuicSettings::default()
+                },
+            )?),
+            _ => None,
+        };
+        let stats = Arc::new(Mutex::new(RtmpServerStats::default()));
+        let task = serve(
+            listener,
+            quic,
+            cx.hub,
+            Some(settings.tcp_congestion.clone()),
+            cx.stop,
+            stats.clone(),
+        );
+        Ok(tokio::spawn(async move {
+            task.await;
+            // Each session records its last TCP_INFO as it ends.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Box::new(stats.lock().map(|s| s.clone()).unwrap_or_default()) as Box<dyn ServerStats>
+        }))
+    }
+}
+
+impl ServerStats for RtmpServerStats {
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 fn rtmp_ts(ms: u32) -> RtmpTimestamp {
     RtmpTimestamp::new(ms)

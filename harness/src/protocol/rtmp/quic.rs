@@ -94,7 +94,7 @@ fn transport_config(s: &QuicSettings) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// The relay's certificate, made at start; clients of this process trust it.
+/// The relay's certificate; clients of this process trust it.
 #[derive(Clone)]
 pub struct Identity {
     cert: rustls::pki_types::CertificateDer<'static>,
@@ -105,6 +105,17 @@ pub struct Identity {
 pub const SERVER_NAME: &str = "glass-relay";
 
 impl Identity {
+    /// The process's identity, made the first time it is asked for: the
+    /// relay's QUIC side and Glass's QUIC clients of any run share it.
+    pub fn shared() -> Result<&'static Identity> {
+        static SHARED: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+        if let Some(id) = SHARED.get() {
+            return Ok(id);
+        }
+        let id = Identity::generate()?;
+        Ok(SHARED.get_or_init(|| id))
+    }
+
     pub fn generate() -> Result<Identity> {
         let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
             .context("generating the relay's self-signed certificate")?;

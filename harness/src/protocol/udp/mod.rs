@@ -10,6 +10,7 @@ pub mod recovery;
 pub mod server;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use netem::Time;
@@ -18,6 +19,9 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use udpmedia::cc::CcSample;
 use udpmedia::{ConnStats, Connection};
+
+use super::{Bound, Endpoint, Protocol, Scheme, ServeCx, ServerStats, ServerTask};
+use crate::scenario::Protocol as Settings;
 
 pub use client::UdpClient;
 pub use server::serve;
@@ -67,5 +71,88 @@ pub(crate) async fn sleep_until(clock: Clock, t: Time) {
     let at = clock.instant(t);
     if at > Instant::now() {
         tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// Glass's UDP media protocol, in the protocol registry.
+pub struct Udp;
+
+/// The UDP protocol's section of the relay's statistics: its sessions,
+/// publishers in (`relay-ingest`) and players out (`relay-egress`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UdpServerStats {
+    pub udp: Vec<UdpReport>,
+}
+
+impl ServerStats for UdpServerStats {
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Protocol for Udp {
+    fn name(&self) -> &'static str {
+        "udp"
+    }
+
+    fn endpoints(&self) -> &'static [Endpoint] {
+        &[Endpoint::Udp(UDP_MEDIA_PORT)]
+    }
+
+    fn schemes(&self) -> &'static [Scheme] {
+        &[Scheme {
+            name: "gudp",
+            endpoint: 0,
+            what: "Glass's UDP protocol (NACK, FEC, RED, congestion control): publish and play; token \"glass\"",
+        }]
+    }
+
+    /// Serves on its port when the network carries it (proxy mode gives it
+    /// a datagram proxy only when a mile uses it); otherwise an empty
+    /// section.
+    fn serve(
+        &self,
+        socks: Vec<Option<Bound>>,
+        settings: &Settings,
+        cx: ServeCx,
+    ) -> anyhow::Result<ServerTask> {
+        let Some(Some(Bound::Udp(sock))) = socks.into_iter().next() else {
+            return Ok(tokio::spawn(async {
+                Box::new(UdpServerStats::default()) as Box<dyn ServerStats>
+            }));
+        };
+        sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(sock)?;
+        // The relay orders frames for the RTMP players it may feed (the gateway).
+        let cfg = UdpConfig {
+            ordered: true,
+            ..client_config(&settings.udp, cx.media_bps)
+        };
+        let reports: Arc<Mutex<Vec<UdpReport>>> = Arc::default();
+        let task = serve(sock, cfg, cx.hub, cx.stop, reports.clone());
+        Ok(tokio::spawn(async move {
+            task.await;
+            let udp = reports.lock().map(|r| r.clone()).unwrap_or_default();
+            Box::new(UdpServerStats { udp }) as Box<dyn ServerStats>
+        }))
+    }
+}
+
+/// A session's settings for a stream of `media_bps`: congestion control
+/// starts at the media's bitrate plus FEC, and may go up to twice that.
+pub fn client_config(settings: &UdpConfig, media_bps: u64) -> UdpConfig {
+    let media = media_bps as f64 * (1.0 + settings.fec.overhead());
+    let min = settings.min_bitrate as f64;
+    UdpConfig {
+        start_bitrate: media.max(min) as u64,
+        max_bitrate: (2.0 * media).max(min) as u64,
+        ..settings.clone()
     }
 }
