@@ -113,10 +113,7 @@ impl RelayReport {
 
 impl Serialize for RelayReport {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut fields = match serde_json::to_value(&self.hub) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        };
+        let mut fields = crate::protocol::json_fields(&self.hub);
         for (_, s) in &self.servers {
             fields.extend(s.json());
         }

@@ -89,6 +89,14 @@ pub trait ServerStats: std::fmt::Debug + Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// A serializable statistics struct's fields, for [`ServerStats::json`].
+pub fn json_fields(stats: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(stats) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// A running server side: it ends after its `stop` changes, with its
 /// statistics.
 pub type ServerTask = JoinHandle<Box<dyn ServerStats>>;

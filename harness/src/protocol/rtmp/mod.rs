@@ -104,10 +104,7 @@ impl Protocol for Rtmp {
 
 impl ServerStats for RtmpServerStats {
     fn json(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
+        super::json_fields(self)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
