@@ -181,3 +181,51 @@ fn a_baseline_catches_a_regression_and_not_seed_noise() {
     let noise = compare("noise-out");
     assert!(!noise.contains("different (95 %)"), "{noise}");
 }
+
+#[test]
+fn v1_results_on_disk_still_load_in_check_compare_and_report() {
+    // A results directory Glass wrote (`glass run ci/gate.toml` at 6dca0e0,
+    // schema glass.results.v1, trimmed to two cases): what a newer Glass
+    // must keep reading.
+    let fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/results-v1"
+    ));
+    let out = glass_check(&[fixture.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("PASS") && text.contains("clean / rtmp-tcp"),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .arg("compare")
+        .args([fixture, fixture])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("first mile 30ms / udp-nack-fec") && text.contains("steady_g2g_p99_ms"),
+        "{text}"
+    );
+    assert!(!text.contains("different (95 %)"), "{text}");
+    // The report reads it too (into a copy: it writes plots/ and report.html).
+    let dir = Dir(std::env::temp_dir().join(format!("glass-v1-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    for f in ["results.json", "frames.csv", "seconds.csv"] {
+        std::fs::copy(fixture.join(f), dir.0.join(f)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .arg("report")
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(dir.0.join("report.html")).unwrap();
+    assert!(html.contains("G2G latency CDF") && html.contains("udp-nack-fec"));
+}

@@ -104,15 +104,23 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 _ => eprintln!("glass serve: the {name} side did not stop in time"),
             }
         }
-        print!("{}", summary(&hub.stats()));
+        say(summary(&hub.stats()).trim_end());
         if !sections.is_empty() {
-            println!(
+            say(&format!(
                 "protocols: {}",
                 serde_json::to_string(&sections).unwrap_or_default()
-            );
+            ));
         }
         anyhow::Ok(())
     })
+}
+
+/// Prints a line to stdout; a reader that went away (a closed pipe) is not
+/// a reason to stop serving, so write errors are ignored.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// Binds `e` on `ip`, saying which port failed and why.
