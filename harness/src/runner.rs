@@ -206,24 +206,22 @@ pub struct TransportReport {
     pub handshake_ms: Option<f64>,
 }
 
-/// QUIC state shared by a run's relay and clients.
+/// The QUIC settings a run's clients use (they trust the process's
+/// `quic::Identity::shared`, which the relay presents).
 struct QuicCtx {
-    identity: quic::Identity,
     settings: quic::QuicSettings,
     handshake_timeout: Duration,
 }
 
 impl QuicCtx {
-    /// A fresh identity and the protocol's QUIC settings.
-    fn of(protocol: &Protocol) -> Result<QuicCtx> {
-        Ok(QuicCtx {
-            identity: quic::Identity::shared()?.clone(),
+    fn of(protocol: &Protocol) -> QuicCtx {
+        QuicCtx {
             settings: quic::QuicSettings {
                 congestion: protocol.quic.congestion,
                 ..quic::QuicSettings::default()
             },
             handshake_timeout: protocol.quic.handshake_timeout.get(),
-        })
+        }
     }
 }
 
@@ -316,7 +314,7 @@ async fn open(
     };
     if let UriTransport::Quic(mapping) = uri.transport {
         let socket = topo.bind_udp(host)?;
-        let ep = quic::client(socket, &q.identity, mapping, &q.settings)?;
+        let ep = quic::client(socket, quic::Identity::shared()?, mapping, &q.settings)?;
         let t0 = Instant::now();
         match quic::connect(&ep, topo.relay_addr(), q.handshake_timeout).await {
             Ok(conn) => {
@@ -394,7 +392,7 @@ pub fn run_one(
         None
     };
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
-    let quic_ctx = QuicCtx::of(protocol)?;
+    let quic_ctx = QuicCtx::of(protocol);
     let mut transports: Vec<TransportReport> = Vec::new();
     let mut udp_reports: Vec<UdpReport> = Vec::new();
     let udp_cfg = udp::client_config(&protocol.udp, scenario.encoder.bitrate.bits_per_sec());

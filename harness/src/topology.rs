@@ -294,14 +294,11 @@ impl Topology {
         }
     }
 
-    /// A UDP socket for QUIC on `host`: the relay's on its port (server), a
-    /// client's on any port. Link mode only: proxy mode has no UDP path for
-    /// RTMP over QUIC.
+    /// A QUIC client's UDP socket on `host` (any port). Link mode only:
+    /// proxy mode has no UDP path for RTMP over QUIC (`bind_server` gives
+    /// the relay no QUIC endpoint there).
     pub fn bind_udp(&self, host: Host) -> Result<std::net::UdpSocket> {
-        let addr = match host {
-            Host::Server => self.relay_addr(),
-            _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        };
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         match &self.carrier {
             Carrier::Link(l) => Ok(deep(l.run_in(host, || std::net::UdpSocket::bind(addr))?)),
             Carrier::Proxy { .. } => Err(anyhow!(

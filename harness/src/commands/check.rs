@@ -18,12 +18,12 @@ pub fn load_results(dir: &Path) -> Result<gate::Results> {
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let r: gate::Results = serde_json::from_str(&text)
         .with_context(|| format!("{}: not Glass results", file.display()))?;
-    if r.schema != crate::commands::run::SCHEMA {
+    if r.schema != crate::output::records::SCHEMA {
         bail!(
             "{}: schema \"{}\", this Glass reads \"{}\"",
             file.display(),
             r.schema,
-            crate::commands::run::SCHEMA
+            crate::output::records::SCHEMA
         );
     }
     Ok(r)

@@ -19,8 +19,6 @@ use crate::output::tables::{hops_table, net, recovery_table, table};
 use crate::runner::run_one;
 use crate::scenario::{QUICKSTART, Scenario, SweepPoint};
 
-pub use crate::output::records::SCHEMA;
-
 /// Runs the scenario; returns the results directory.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let points = match &args.scenario {

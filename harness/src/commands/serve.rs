@@ -13,11 +13,7 @@ use tokio::sync::watch;
 use crate::cli::ServeArgs;
 use crate::protocol::{Bound, Endpoint, REGISTRY, ServeCx};
 use crate::relay::{APP, Hub, HubStats};
-use crate::scenario::Protocol as Settings;
-
-/// The nominal bitrate a server with congestion control starts from when
-/// it does not know the stream's (the scenario default's).
-const MEDIA_BPS: u64 = 2_500_000;
+use crate::scenario::{MediaFile, Protocol as Settings};
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     if args.key.is_empty() || args.key.contains(['/', '?', ' ']) {
@@ -59,7 +55,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             let cx = ServeCx {
                 hub: hub.clone(),
                 stop: stop_rx.clone(),
-                media_bps: MEDIA_BPS,
+                // The stream's bitrate is not known here: a scenario's default.
+                media_bps: MediaFile::default().bitrate.bits_per_sec(),
             };
             servers.push((p.name(), p.serve(socks, &settings, cx)?));
             for s in p.schemes() {

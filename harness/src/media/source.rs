@@ -62,8 +62,6 @@ pub fn sequence_header() -> Bytes {
     ])
 }
 
-pub use super::tag::is_sequence_header;
-
 /// The Glass frame inside a video or audio tag, if it is one.
 pub fn unpack(data: &[u8], video: bool) -> Option<FrameHeader> {
     let skip = if video { VIDEO_PREFIX } else { 2 };
@@ -189,6 +187,7 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::tag::is_sequence_header;
 
     #[test]
     fn tags_round_trip() {

@@ -207,24 +207,30 @@ impl Hub {
     /// stream's description or configuration, and fanned out to every
     /// player (dropping players that fell too far behind).
     pub fn publish(&self, key: &str, media: Media) -> Result<(), Poisoned> {
-        if let Some((video, data, _)) = media.as_av() {
+        if let Some((video, data, ts)) = media.as_av() {
+            // Counted under one lock: the stream's messages and, for a video
+            // frame, its media timestamp and (Glass's frames) when it arrived.
+            let frame = video && tag::is_frame(data);
+            let seq = if video {
+                unpack(data, true).map(|h| h.seq)
+            } else {
+                None
+            };
+            let now = Instant::now();
             self.with_stats(|st| {
                 let s = st.streams.entry(key.to_string()).or_default();
                 s.bytes_in += data.len() as u64;
                 if video {
                     s.video_messages += 1;
+                    st.video_messages_in += 1;
                 } else {
                     s.audio_messages += 1;
                 }
-            });
-        }
-        if let Media::Video(data, ts) = &media {
-            self.note_hop(data, false);
-            let frame = tag::is_frame(data);
-            self.with_stats(|st| {
-                st.video_messages_in += 1;
                 if frame {
-                    st.published_video_timestamps.push(*ts);
+                    st.published_video_timestamps.push(ts);
+                }
+                if let Some(seq) = seq {
+                    st.hops.entry(seq).or_default().received.get_or_insert(now);
                 }
             });
         }
@@ -255,28 +261,16 @@ impl Hub {
         Ok(())
     }
 
-    /// An egress handed `m` to a player's transport just now (times the
-    /// relay hop of Glass's video frames).
+    /// An egress handed `m` to a player's transport just now: the first
+    /// time times the relay hop of a Glass video frame (frames without a
+    /// Glass header, e.g. ffmpeg's, have no sequence number and are not
+    /// timed).
     pub fn note_sent(&self, m: &Media) {
-        if let Media::Video(data, _) = m {
-            self.note_hop(data, true);
-        }
-    }
-
-    /// Notes that the relay received (`sent == false`) or sent a video
-    /// message just now, keyed by the Glass frame's sequence number (frames
-    /// without a Glass header, e.g. ffmpeg's, have none and are not timed).
-    fn note_hop(&self, data: &[u8], sent: bool) {
+        let Media::Video(data, _) = m else { return };
         let Some(h) = unpack(data, true) else { return };
         let now = Instant::now();
         self.with_stats(|st| {
-            let hop = st.hops.entry(h.seq).or_default();
-            let slot = if sent {
-                &mut hop.sent
-            } else {
-                &mut hop.received
-            };
-            slot.get_or_insert(now);
+            st.hops.entry(h.seq).or_default().sent.get_or_insert(now);
         });
     }
 

@@ -25,7 +25,7 @@ use crate::media::abr::AbrConfig;
 use crate::media::encoder::EncoderConfig;
 use crate::media::flv::FlvTag;
 use crate::media::player::PlayerConfig;
-use crate::protocol::uri::{StreamUri, UriTransport};
+use crate::protocol::uri::StreamUri;
 
 /// The scenario `glass run` runs with no argument: RTMP over TCP, clean and
 /// with 2 % loss and 40 ms delay on the first mile.
@@ -125,12 +125,6 @@ impl Protocol {
             Ok(mut s) => s.protocols.remove(0),
             Err(e) => unreachable!("the default protocol entry is valid: {e}"),
         }
-    }
-
-    /// Whether either side speaks the UDP media protocol.
-    pub fn uses_udp(&self) -> bool {
-        self.publisher_uri.transport == UriTransport::Udp
-            || self.player_uri.transport == UriTransport::Udp
     }
 }
 

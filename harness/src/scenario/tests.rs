@@ -1,5 +1,6 @@
 use super::*;
 use crate::media::player::LatencyControl;
+use crate::protocol::uri::UriTransport;
 
 const GOOD: &str = r#"
 name = "t"
@@ -49,7 +50,7 @@ fn udp_protocols_default_their_uris_and_refuse_mismatches() {
     assert_eq!(p.publisher_uri.to_string(), "gudp://server:5000/live/glass");
     assert_eq!(p.player.target_delay, Duration::from_millis(200));
     assert_eq!(p.udp.latency, Duration::from_millis(200));
-    assert!(p.uses_udp());
+    assert_eq!(p.player_uri.transport, UriTransport::Udp);
     for (body, needle) in [
         (
             "kind = \"rtmp\"\nuri = \"gudp://server/live/glass\"",

@@ -116,7 +116,7 @@ impl Identity {
         Ok(SHARED.get_or_init(|| id))
     }
 
-    pub fn generate() -> Result<Identity> {
+    fn generate() -> Result<Identity> {
         let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
             .context("generating the relay's self-signed certificate")?;
         Ok(Identity {
