@@ -153,6 +153,59 @@ uri = "rtmpq://server/live/glass{mapping}"
 }
 
 #[test]
+fn proxy_mode_carries_quic_through_a_datagram_proxy_with_loss() {
+    // No namespaces needed: the relay's QUIC endpoint gets a datagram proxy
+    // on each mile whose client uses it, where loss can be represented.
+    // 1 Mbit/s: under what loss-based congestion control sustains at 3 %
+    // and 40 ms RTT (Mathis: ~1.7 Mbit/s), so frames are not queued.
+    let _serial = common::serial();
+    let s = Scenario::from_toml(
+        "test",
+        r#"
+name = "quic via proxy"
+duration = "6s"
+[media]
+bitrate = "1Mbit/s"
+[[networks]]
+name = "3% up, 2% down"
+first_mile = { uplink = "delay 20ms loss 3%", downlink = "delay 20ms" }
+last_mile = { downlink = "delay 5ms loss 2%" }
+[[protocols]]
+kind = "rtmp"
+uri = "rtmpq://server/live/glass"
+player_uri = "rtmpq://server/live/glass?mapping=frames"
+"#,
+        None,
+    )
+    .unwrap();
+    let r = common::run_proxy(&s);
+    assert_eq!(r.mode, "proxy");
+    assert_eq!(transport(&r, "publisher").used, "quic/stream");
+    assert_eq!(transport(&r, "player").used, "quic/frames");
+    let proxy = r.proxy.as_ref().unwrap();
+    let up = &proxy.udp_first_mile.as_ref().unwrap().uplink;
+    let down = &proxy.udp_last_mile.as_ref().unwrap().downlink;
+    let lost = r.publisher.quic.as_ref().unwrap().lost_packets;
+    eprintln!(
+        "first mile: proxy dropped {} of {}, quinn declared {lost} lost; last mile dropped {} of {}; G2G p50 {} ms",
+        up.dropped_loss, up.pushed, down.dropped_loss, down.pushed, r.player.g2g_p50_ms
+    );
+    assert!(
+        up.dropped_loss > 5 && down.dropped_loss > 2,
+        "{up:?} {down:?}"
+    );
+    let (d, l) = (up.dropped_loss as f64, lost as f64);
+    assert!(
+        l >= 0.85 * d - 3.0 && l <= 1.05 * d + 3.0,
+        "quinn {lost} vs proxy {}",
+        up.dropped_loss
+    );
+    // Nothing went over TCP: those proxies carried no bytes.
+    assert_eq!(proxy.first_mile.bytes_up, 0, "{:?}", proxy.first_mile);
+    assert!(r.player.frames_displayed > 100, "{:?}", r.player);
+}
+
+#[test]
 fn abr_settles_below_a_capacity_drop() {
     let _serial = common::serial();
     if !can_create_namespaces() {

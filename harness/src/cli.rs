@@ -39,7 +39,8 @@ pub enum Command {
     /// out as RTMP, on a clean network and with 2 % loss + 40 ms delay on
     /// the first mile. Link mode needs root or user namespaces; without
     /// them `--mode auto` falls back to proxy mode and says so (RTMP over
-    /// TCP then refuses loss, QUIC fails: it needs the link). The table
+    /// TCP then refuses loss; QUIC and the UDP protocol get datagram
+    /// proxies, loss included). The table
     /// shows set-up (connect, startup) apart from the steady state (frames
     /// after the warm-up), latency at equal smoothness (G2G at the smallest
     /// buffer that keeps stalls ≤ 1 %), stale refreshes, and G2G by hop.

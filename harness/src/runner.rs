@@ -2,13 +2,11 @@
 //! the server namespace, the player and the publisher in theirs, plays for the
 //! scenario's duration, and gathers what each side measured.
 
-use std::net::TcpStream as StdStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use netem::Time;
 use netem::adapters::link::{Host, LinkDir, LinkStats};
-use netem::adapters::tcpinfo::set_congestion;
 use netem::rng::SeedTree;
 use netem::time::Clock;
 use serde::Serialize;
@@ -22,18 +20,18 @@ use crate::media::flv::FlvReplay;
 use crate::media::player::{Displayed, Player, PlayerReport};
 use crate::media::source::Source;
 use crate::media::wallclock::WallClock;
-use crate::protocol::rtmp::quic;
-use crate::protocol::rtmp::transport::Transport;
-use crate::protocol::rtmp::{self, RtmpServerStats};
-use crate::protocol::udp::UdpServerStats;
+pub use crate::protocol::TransportReport;
+use crate::protocol::rtmp::RtmpServerStats;
 use crate::protocol::udp::recovery::MileRecovery;
-use crate::protocol::udp::{self, UdpClient, UdpReport};
-use crate::protocol::uri::{StreamUri, UriTransport};
-use crate::protocol::{REGISTRY, ServeCx, ServerStats, ServerTask};
+use crate::protocol::udp::{UdpReport, UdpServerStats};
+use crate::protocol::uri::StreamUri;
+use crate::protocol::{
+    self, DialCx, Dialed, Endpoint, PublishCx, REGISTRY, Role, ServeCx, ServerTask, Stats,
+};
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::relay::{APP, Hub, HubStats};
 use crate::scenario::{CaptureStarts, Network, Protocol, PublisherKind, Scenario};
-use crate::topology::{Mode, ProxyStats, Topology, UdpMiles};
+use crate::topology::{ClientPath, Mode, ProxyStats, Topology};
 
 /// How the player knew each frame's capture instant.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -99,7 +97,7 @@ pub struct RunResult {
 pub struct RelayReport {
     pub hub: HubStats,
     /// Each registered protocol's server statistics, by protocol name.
-    pub servers: Vec<(&'static str, Box<dyn ServerStats>)>,
+    pub servers: Vec<(&'static str, Box<dyn Stats>)>,
 }
 
 impl RelayReport {
@@ -168,12 +166,6 @@ impl RunResult {
     }
 }
 
-fn to_tokio_stream(s: StdStream) -> Result<tokio::net::TcpStream> {
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    Ok(tokio::net::TcpStream::from_std(s)?)
-}
-
 /// The first refresh instant at or after `t`: the camera starts on the
 /// display's grid, so latency figures do not wobble with the phase between
 /// capture and refresh from one run to the next.
@@ -182,162 +174,59 @@ fn align(t: Time, refresh: Duration) -> Time {
     Time::from_nanos(t.as_nanos().div_ceil(r) * r)
 }
 
-/// A TCP connection from `host` to the relay with congestion control `cc`
-/// (set once connected, before any media).
-fn connect(topo: &Topology, host: Host, cc: &str) -> Result<StdStream> {
-    let s = topo.connect(host)?;
-    set_congestion(&s, cc)?;
-    Ok(s)
-}
+/// Where ffmpeg, an RTMP peer Glass did not write, reaches the relay.
+const RTMP_TCP: Endpoint = Endpoint::Tcp(crate::protocol::uri::DEFAULT_PORT);
 
-/// How one client reached the relay.
-#[derive(Clone, Debug, Serialize)]
-pub struct TransportReport {
-    /// "publisher" or "player".
-    pub role: &'static str,
-    pub uri: String,
-    /// What the URI asked for: "tcp", "quic/stream", "quic/frames".
-    pub requested: String,
-    /// What carried the session.
-    pub used: String,
-    /// Why QUIC was not used, when it fell back to TCP.
-    pub fallback: Option<String>,
-    /// QUIC handshake time (connection established), ms.
-    pub handshake_ms: Option<f64>,
-}
-
-/// The QUIC settings a run's clients use (they trust the process's
-/// `quic::Identity::shared`, which the relay presents).
-struct QuicCtx {
-    settings: quic::QuicSettings,
-    handshake_timeout: Duration,
-}
-
-impl QuicCtx {
-    fn of(protocol: &Protocol) -> QuicCtx {
-        QuicCtx {
-            settings: quic::QuicSettings {
-                congestion: protocol.quic.congestion,
-                ..quic::QuicSettings::default()
-            },
-            handshake_timeout: protocol.quic.handshake_timeout.get(),
-        }
-    }
-}
-
-/// A client's session with the relay: RTMP (over TCP or QUIC) or Glass's
-/// UDP media protocol.
-enum Client {
-    Rtmp(Transport),
-    Udp(Box<UdpClient>),
-}
-
-/// What a client needs to reach the relay, shared by the run's clients.
+/// What the run's clients share to dial the relay.
 struct Dial<'a> {
     topo: &'a Topology,
-    tcp_cc: &'a str,
-    quic: &'a QuicCtx,
-    udp: &'a udp::UdpConfig,
+    protocol: &'a Protocol,
+    media_bps: u64,
     clock: Clock,
 }
 
-/// Opens the session `uri` asks for from `host`: the UDP media protocol for
-/// gudp://, otherwise RTMP over the transport `open` picks.
-async fn open_client(
-    dial: &Dial<'_>,
-    host: Host,
-    role: &'static str,
-    uri: &StreamUri,
-) -> Result<(Client, TransportReport)> {
-    let topo = dial.topo;
-    if uri.transport != UriTransport::Udp {
-        let (t, r) = open(topo, host, role, uri, dial.tcp_cc, dial.quic).await?;
-        return Ok((Client::Rtmp(t), r));
+impl Dial<'_> {
+    /// Connects a client to the relay with the protocol `uri`'s scheme names.
+    async fn dial(&self, role: Role, uri: &StreamUri) -> Result<Dialed> {
+        let (p, to) = protocol::route(uri)?;
+        let cx = DialCx {
+            topo: self.topo,
+            role,
+            uri,
+            settings: self.protocol,
+            media_bps: self.media_bps,
+            clock: self.clock,
+        };
+        p.dial(cx, to).await
     }
-    let sock = topo.bind_udp_client(host)?;
-    let udp_role = if role == "publisher" {
-        udp::Role::Publish
-    } else {
-        udp::Role::Play
-    };
-    let stream = format!("{}/{}", uri.app, uri.key);
-    let c = UdpClient::connect(
-        sock,
-        topo.udp_media_addr_from(host)?,
-        dial.udp.clone(),
-        udp_role,
-        &stream,
-        dial.clock,
-    )
-    .await
-    .with_context(|| format!("{role}: {uri}"))?;
-    let report = TransportReport {
-        role,
-        uri: uri.to_string(),
-        requested: "udp".into(),
-        used: "udp".into(),
-        fallback: None,
-        handshake_ms: Some(c.handshake_ms),
-    };
-    Ok((Client::Udp(Box::new(c)), report))
 }
 
-/// Opens the RTMP transport `uri` asks for from `host`: QUIC when the URI
-/// says so (falling back to TCP when the handshake does not finish within
-/// the timeout), TCP otherwise.
-async fn open(
-    topo: &Topology,
-    host: Host,
-    role: &'static str,
-    uri: &StreamUri,
-    tcp_cc: &str,
-    q: &QuicCtx,
-) -> Result<(Transport, TransportReport)> {
-    let mut report = TransportReport {
-        role,
-        uri: uri.to_string(),
-        requested: match uri.transport {
-            UriTransport::Tcp => "tcp".into(),
-            UriTransport::Quic(m) => format!(
-                "quic/{}",
-                if m == quic::Mapping::Stream {
-                    "stream"
-                } else {
-                    "frames"
-                }
-            ),
-            UriTransport::Udp => "udp".into(),
-        },
-        used: String::new(),
-        fallback: None,
-        handshake_ms: None,
+/// The relay endpoints the run's clients reach, from which host (proxy
+/// mode puts a proxy on each): Glass's clients by their URIs' schemes,
+/// ffmpeg's over RTMP's TCP port.
+fn client_paths(protocol: &Protocol) -> Result<Vec<ClientPath>> {
+    let rtmp_tcp = RTMP_TCP;
+    let publisher = match protocol.publisher {
+        PublisherKind::Glass => protocol::route(&protocol.publisher_uri)?.1,
+        PublisherKind::Ffmpeg => rtmp_tcp,
     };
-    if let UriTransport::Quic(mapping) = uri.transport {
-        let socket = topo.bind_udp(host)?;
-        let ep = quic::client(socket, quic::Identity::shared()?, mapping, &q.settings)?;
-        let t0 = Instant::now();
-        match quic::connect(&ep, topo.relay_addr(), q.handshake_timeout).await {
-            Ok(conn) => {
-                report.handshake_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
-                let (send, recv) = conn.open_bi().await?;
-                let t = Transport::Quic {
-                    conn,
-                    send,
-                    recv,
-                    mapping,
-                };
-                report.used = t.label().into();
-                return Ok((t, report));
-            }
-            Err(e) => {
-                ep.close(0u32.into(), b"falling back to TCP");
-                report.fallback = Some(format!("{e:#}; fell back to TCP"));
-            }
-        }
+    let mut paths = vec![
+        ClientPath {
+            from: Host::Publisher,
+            to: publisher,
+        },
+        ClientPath {
+            from: Host::Player,
+            to: protocol::route(&protocol.player_uri)?.1,
+        },
+    ];
+    if protocol.ffmpeg_player {
+        paths.push(ClientPath {
+            from: Host::Player,
+            to: rtmp_tcp,
+        });
     }
-    let s = to_tokio_stream(connect(topo, host, tcp_cc)?)?;
-    report.used = "tcp".into();
-    Ok((Transport::Tcp(s), report))
+    Ok(paths)
 }
 
 /// Runs `protocol` over `network` once; `progress` gets the elapsed fraction.
@@ -360,11 +249,8 @@ pub fn run_one(
     if uses_ffmpeg {
         ffmpeg::check_installed()?;
     }
-    let udp_miles = UdpMiles {
-        first: protocol.publisher_uri.transport == UriTransport::Udp,
-        last: protocol.player_uri.transport == UriTransport::Udp,
-    };
-    let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed(), udp_miles)?;
+    let paths = client_paths(protocol)?;
+    let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed(), &paths)?;
     let mode = topo.mode_label();
     let clock = Clock::new(Instant::now());
     let wall = WallClock::new(clock);
@@ -373,7 +259,6 @@ pub fn run_one(
     let hub = Hub::new(protocol.stream_key.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = protocol.stream_key.clone();
-    let cc = &protocol.tcp_congestion;
     let real_h264 = protocol.publisher == PublisherKind::Ffmpeg || scenario.replay.is_some();
     let g2g_source = if real_h264 {
         G2gSource::RtmpTimestamp
@@ -382,7 +267,7 @@ pub fn run_one(
     };
     // An ffmpeg player joins first, like Glass's, so both see the stream from its start.
     let mut ffmpeg_player = if protocol.ffmpeg_player {
-        let url = ffmpeg::rtmp_url(topo.relay_addr_from(Host::Player), APP, &key);
+        let url = ffmpeg::rtmp_url(topo.addr_from(Host::Player, RTMP_TCP)?, APP, &key);
         Some(Ffmpeg::spawn(
             "player",
             topo.command(Host::Player, "ffmpeg")?,
@@ -392,10 +277,8 @@ pub fn run_one(
         None
     };
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
-    let quic_ctx = QuicCtx::of(protocol);
     let mut transports: Vec<TransportReport> = Vec::new();
-    let mut udp_reports: Vec<UdpReport> = Vec::new();
-    let udp_cfg = udp::client_config(&protocol.udp, scenario.encoder.bitrate.bits_per_sec());
+    let mut client_stats: Vec<Box<dyn Stats>> = Vec::new();
     let run = rt.block_on(async {
         let servers = start_servers(
             &mut topo,
@@ -409,9 +292,8 @@ pub fn run_one(
         let cx = SessionCx {
             dial: Dial {
                 topo: &topo,
-                tcp_cc: cc,
-                quic: &quic_ctx,
-                udp: &udp_cfg,
+                protocol,
+                media_bps: scenario.encoder.bitrate.bits_per_sec(),
                 clock,
             },
             scenario,
@@ -423,7 +305,7 @@ pub fn run_one(
         let work = sessions(
             &cx,
             &mut player,
-            (&mut transports, &mut udp_reports),
+            (&mut transports, &mut client_stats),
             &mut ffmpeg_publisher,
             &progress_of_run,
         );
@@ -470,7 +352,12 @@ pub fn run_one(
             end,
         )?,
     };
-    let mut udp = udp_reports;
+    // The UDP protocol's sessions, clients' then relay's (results.json v1's
+    // `udp` list; v2 gives each protocol its own section).
+    let mut udp: Vec<UdpReport> = client_stats
+        .iter()
+        .filter_map(|s| s.as_any().downcast_ref::<UdpReport>().cloned())
+        .collect();
     udp.extend(
         relay
             .server::<UdpServerStats>()
@@ -529,7 +416,7 @@ struct SessionCx<'a> {
 async fn sessions(
     cx: &SessionCx<'_>,
     player: &mut Player,
-    (transports, udp_reports): (&mut Vec<TransportReport>, &mut Vec<UdpReport>),
+    (transports, client_stats): (&mut Vec<TransportReport>, &mut Vec<Box<dyn Stats>>),
     ffmpeg_publisher: &mut Option<(Ffmpeg, Time)>,
     stage: &Stage,
 ) -> Result<Option<PublisherStats>> {
@@ -544,21 +431,13 @@ async fn sessions(
     let (seeds, wall, end, clock) = (*seeds, *wall, *end, dial.clock);
     let key = &protocol.stream_key;
     // The player joins first, so it sees the stream from its start.
-    let (player_side, r) = open_client(dial, Host::Player, "player", &protocol.player_uri).await?;
-    transports.push(r);
-    let ordered = match &player_side {
-        // Frames mapping and UDP: frames arrive in the order they complete.
-        Client::Rtmp(t) => t.frames_conn().is_none(),
-        Client::Udp(_) => false,
-    };
-    if !ordered {
+    let player_side = dial.dial(Role::Player, &protocol.player_uri).await?;
+    transports.push(player_side.report);
+    if !player_side.session.ordered() {
         player.set_ordered(false);
     }
     let play = async {
-        let r = match player_side {
-            Client::Rtmp(t) => rtmp::play(t, key, player, clock, end).await.map(|()| None),
-            Client::Udp(c) => c.play(player, end).await.map(Some),
-        };
+        let r = player_side.session.play(player, end).await;
         stage.played.set(true);
         r
     };
@@ -566,42 +445,33 @@ async fn sessions(
         PublisherKind::Glass => {
             stage.stage.set("connecting the publisher");
             let mut steps = ConnectSteps::new(clock, clock.time(Instant::now()));
-            let (pub_side, r) =
-                open_client(dial, Host::Publisher, "publisher", &protocol.publisher_uri).await?;
-            steps.done(match (r.used.as_str(), &r.fallback) {
-                (_, Some(_)) => "quic_then_tcp_connect",
-                ("tcp", None) => "tcp_connect",
-                ("udp", None) => "udp_hello",
-                _ => "quic_handshake",
-            });
-            transports.push(r);
+            let pub_side = dial.dial(Role::Publisher, &protocol.publisher_uri).await?;
+            steps.done(pub_side.step);
+            transports.push(pub_side.report);
             // The camera starts when the session can carry media
             // (`ready`), or at the run's start (a camera already running).
-            let source_for = |ready: Time| camera(scenario, protocol, seeds, wall, ready);
+            let source_for = move |ready: Time| camera(scenario, protocol, seeds, wall, ready);
             let publish = async {
-                let r = match pub_side {
-                    Client::Rtmp(t) => {
-                        rtmp::publish(t, key, source_for, protocol.abr.clone(), steps, end)
-                            .await
-                            .map(|s| (s, None))
-                    }
-                    Client::Udp(c) => c
-                        .publish(source_for, steps, end)
-                        .await
-                        .map(|(s, r)| (s, Some(r))),
-                };
+                let r = pub_side
+                    .session
+                    .publish(PublishCx {
+                        source_for: Box::new(source_for),
+                        steps,
+                        end,
+                    })
+                    .await;
                 stage.published.set(true);
                 r
             };
             stage.stage.set("playing and publishing");
             let (played, published) = tokio::join!(play, publish);
-            let (publisher, pub_udp) = published.context("publisher")?;
-            udp_reports.extend(pub_udp);
-            udp_reports.extend(played.context("player")?);
+            let (publisher, pub_stats) = published.context("publisher")?;
+            client_stats.extend(pub_stats);
+            client_stats.extend(played.context("player")?);
             Ok(Some(publisher))
         }
         PublisherKind::Ffmpeg => {
-            let url = ffmpeg::rtmp_url(dial.topo.relay_addr_from(Host::Publisher), APP, key);
+            let url = ffmpeg::rtmp_url(dial.topo.addr_from(Host::Publisher, RTMP_TCP)?, APP, key);
             let args = ffmpeg_publisher_args(scenario, url)?;
             let started = clock.time(Instant::now());
             *ffmpeg_publisher = Some((
@@ -613,7 +483,7 @@ async fn sessions(
                 started,
             ));
             stage.stage.set("playing");
-            udp_reports.extend(play.await.context("player")?);
+            client_stats.extend(play.await.context("player")?);
             Ok(None)
         }
     }

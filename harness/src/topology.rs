@@ -1,17 +1,21 @@
 //! Where a run's publisher, relay and player live, and what carries their
 //! traffic: the packet-level link (three network namespaces joined through
 //! the impairment engine, so kernel TCP sees real loss), or, when namespaces
-//! are not available, proxy mode (everything on loopback, a TCP proxy per
-//! mile: delay, jitter and rate on the byte stream, loss refused; and a UDP
-//! datagram proxy, loss included, for a mile that carries Glass's UDP
-//! media protocol).
+//! are not available, proxy mode (everything on loopback, a proxy per mile
+//! and per relay endpoint its clients use: a TCP proxy for a TCP endpoint,
+//! delay, jitter and rate on the byte stream, loss refused; a datagram
+//! proxy for a UDP endpoint (QUIC, Glass's UDP protocol), loss included).
+//!
+//! Protocols see endpoints, not modes: a client asks where an endpoint is
+//! from its host ([`Topology::addr_from`]) and for a socket on its host
+//! ([`Topology::connect`], [`Topology::udp_socket`]); the relay asks for a
+//! socket per endpoint ([`Topology::bind_server`]).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
-use netem::Profile;
 use netem::adapters::link::{Host, LinkConfig, LinkNetwork, LinkStats};
 use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream_profile};
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
@@ -29,8 +33,9 @@ pub enum Mode {
     Auto,
     /// Packet-level link (root or user namespaces).
     Link,
-    /// Proxies on loopback: no privileges, but no packet loss for TCP (the
-    /// UDP protocol gets a datagram proxy, loss included).
+    /// Proxies on loopback: no privileges, but no packet loss for TCP (UDP
+    /// endpoints, QUIC and Glass's UDP protocol, get a datagram proxy, loss
+    /// included).
     Proxy,
 }
 
@@ -56,29 +61,31 @@ impl Mode {
 /// Proxy mode's proxies and what they carried.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProxyStats {
+    /// Each mile's TCP proxy (zeros when no client on that mile used TCP).
     pub first_mile: TcpProxyStats,
     pub last_mile: TcpProxyStats,
-    /// The datagram proxies of miles that carried the UDP media protocol.
+    /// The datagram proxies of miles whose clients used a UDP endpoint
+    /// (RTMP over QUIC, Glass's UDP protocol).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_first_mile: Option<UdpProxyStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_last_mile: Option<UdpProxyStats>,
 }
 
-/// Which miles carry Glass's UDP media protocol: proxy mode gives those a
-/// datagram proxy (where loss can be represented) instead of refusing.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct UdpMiles {
-    pub first: bool,
-    pub last: bool,
+/// A relay endpoint a client reaches from its host: proxy mode puts a proxy
+/// on that host's mile for it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ClientPath {
+    pub from: Host,
+    pub to: Endpoint,
 }
 
-/// Proxy mode's UDP side: the relay's socket (until the relay takes it) and
-/// a datagram proxy per mile that carries the UDP protocol.
-struct ProxyUdp {
-    relay: Option<std::net::UdpSocket>,
-    first: Option<UdpProxy>,
-    last: Option<UdpProxy>,
+/// Which mile a client host is on.
+fn mile_of(host: Host) -> &'static str {
+    match host {
+        Host::Player => "last mile",
+        _ => "first mile",
+    }
 }
 
 /// What the network did, by mode.
@@ -87,9 +94,6 @@ pub struct NetworkStats {
     pub link: Option<LinkStats>,
     pub proxy: Option<ProxyStats>,
 }
-
-/// The relay's port, TCP and UDP (QUIC).
-pub use crate::protocol::uri::DEFAULT_PORT as RTMP_PORT;
 
 /// A UDP socket with deep buffers: the relay and the clients receive bursts
 /// (a key frame's packets back to back, FEC after them) while their task may
@@ -102,113 +106,91 @@ fn deep(s: std::net::UdpSocket) -> std::net::UdpSocket {
     s
 }
 
+/// A socket for `e` on loopback, any port.
+fn bind_loopback(e: Endpoint) -> Result<Bound> {
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    Ok(match e {
+        Endpoint::Tcp(_) => Bound::Tcp(StdListener::bind(any)?),
+        Endpoint::Udp(_) => Bound::Udp(deep(std::net::UdpSocket::bind(any)?)),
+    })
+}
+
+fn local_addr(b: &Bound) -> Result<SocketAddr> {
+    Ok(match b {
+        Bound::Tcp(l) => l.local_addr()?,
+        Bound::Udp(s) => s.local_addr()?,
+    })
+}
+
+/// One proxy of proxy mode: a mile's path to one relay endpoint.
+struct MileProxy {
+    path: ClientPath,
+    proxy: AnyProxy,
+}
+
+enum AnyProxy {
+    Tcp(TcpProxy),
+    Udp(UdpProxy),
+}
+
+impl AnyProxy {
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            AnyProxy::Tcp(p) => p.local_addr(),
+            AnyProxy::Udp(p) => p.local_addr(),
+        }
+    }
+}
+
 enum Carrier {
     Link(LinkNetwork),
     Proxy {
-        relay: SocketAddr,
-        first_mile: TcpProxy,
-        last_mile: TcpProxy,
-        udp: ProxyUdp,
+        /// The relay's sockets the proxies forward to, until the relay
+        /// takes them.
+        relay: Vec<(Endpoint, Bound)>,
+        proxies: Vec<MileProxy>,
     },
 }
 
 /// One run's network, started and ready for the relay to listen on.
 pub struct Topology {
     carrier: Carrier,
-    relay_listener: Option<StdListener>,
 }
 
 impl Topology {
     /// Starts the network: in link mode the namespaces and the engine, in
-    /// proxy mode the relay's listening socket and the two proxies (which
-    /// refuse profiles a byte stream cannot represent, with the reason).
+    /// proxy mode the relay's sockets for `paths` and a proxy per path (a
+    /// TCP proxy refuses profiles a byte stream cannot represent, with the
+    /// reason).
     pub fn start(
         rt: &tokio::runtime::Runtime,
         mode: Mode,
         network: &Network,
         seed: u64,
-        udp_miles: UdpMiles,
+        paths: &[ClientPath],
     ) -> Result<Topology> {
         match mode.resolve() {
             Mode::Proxy => {
-                let check = |p, what: &str| {
-                    stream_profile(p).map_err(|e| anyhow!("proxy mode, {}: {e}", what))
-                };
-                // A mile that carries the UDP protocol has nothing on its TCP
-                // proxy: the datagram proxy takes its profile, loss and all.
-                let idle = || (Profile::transparent(), Profile::transparent());
-                let first = if udp_miles.first {
-                    idle()
-                } else {
-                    (
-                        check(&network.first_mile.0, "first mile uplink")?,
-                        check(&network.first_mile.1, "first mile downlink")?,
-                    )
-                };
-                let last = if udp_miles.last {
-                    idle()
-                } else {
-                    (
-                        check(&network.last_mile.0, "last mile uplink")?,
-                        check(&network.last_mile.1, "last mile downlink")?,
-                    )
-                };
-                let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-                let relay = listener.local_addr()?;
-                let proxy = |profiles, seed| {
-                    rt.block_on(TcpProxy::start(TcpProxyConfig {
-                        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                        upstream: relay,
-                        profiles,
-                        seed,
-                        reset_after: None,
-                        connect_timeout: std::time::Duration::from_secs(5),
-                    }))
-                    .context("starting a TCP proxy on loopback")
-                };
-                let first_mile = proxy(first, seed)?;
-                let last_mile = proxy(last, seed.wrapping_add(1))?;
-                let relay_udp = if udp_miles.first || udp_miles.last {
-                    Some(deep(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?))
-                } else {
-                    None
-                };
-                let datagram_proxy = |on: bool,
-                                      profiles: &(Profile, Profile),
-                                      seed: u64|
-                 -> Result<Option<UdpProxy>> {
-                    let Some(upstream) = relay_udp.as_ref().filter(|_| on) else {
-                        return Ok(None);
-                    };
-                    let upstream = upstream.local_addr()?;
-                    let p = rt
-                        .block_on(UdpProxy::start(UdpProxyConfig {
-                            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                            upstream,
-                            profiles: profiles.clone(),
-                            seed,
-                            max_datagram: MAX_DATAGRAM,
-                        }))
-                        .context("starting a UDP proxy on loopback")?;
-                    Ok(Some(p))
-                };
-                let udp = ProxyUdp {
-                    first: datagram_proxy(
-                        udp_miles.first,
-                        &network.first_mile,
-                        seed.wrapping_add(2),
-                    )?,
-                    last: datagram_proxy(udp_miles.last, &network.last_mile, seed.wrapping_add(3))?,
-                    relay: relay_udp,
-                };
+                let mut relay: Vec<(Endpoint, Bound)> = Vec::new();
+                let mut proxies: Vec<MileProxy> = Vec::new();
+                for &path in paths {
+                    if proxies.iter().any(|p| p.path == path) {
+                        continue;
+                    }
+                    if !relay.iter().any(|(e, _)| *e == path.to) {
+                        relay.push((path.to, bind_loopback(path.to)?));
+                    }
+                    let upstream = relay
+                        .iter()
+                        .find(|(e, _)| *e == path.to)
+                        .map(|(_, b)| local_addr(b))
+                        .transpose()?
+                        .ok_or_else(|| anyhow!("no relay socket for {}", path.to))?;
+                    let proxy = start_proxy(rt, network, seed, path, upstream)?;
+                    proxies.push(MileProxy { path, proxy });
+                }
                 Ok(Topology {
-                    carrier: Carrier::Proxy {
-                        relay,
-                        first_mile,
-                        last_mile,
-                        udp,
-                    },
-                    relay_listener: Some(listener),
+                    carrier: Carrier::Proxy { relay, proxies },
                 })
             }
             _ => {
@@ -222,11 +204,8 @@ impl Topology {
                     "starting the link (network namespaces); Glass needs root or user \
                      namespaces, or `--mode proxy`",
                 )?;
-                let server = SocketAddr::from((Host::Server.addr(), RTMP_PORT));
-                let listener = link.run_in(Host::Server, || StdListener::bind(server))?;
                 Ok(Topology {
                     carrier: Carrier::Link(link),
-                    relay_listener: Some(listener),
                 })
             }
         }
@@ -241,97 +220,52 @@ impl Topology {
     }
 
     /// A socket for a protocol's server endpoint on the relay's host, or
-    /// `None` when this network cannot carry it. Link mode binds any port
-    /// in the server's namespace. Proxy mode has the relay's TCP port behind
-    /// the TCP proxies, and the UDP protocol's port behind the datagram
-    /// proxies when a mile uses it; nothing else (so no RTMP over QUIC).
+    /// `None` when this network cannot carry it. Link mode binds the port
+    /// in the server's namespace; proxy mode hands over the socket its
+    /// proxies forward to, or binds one on loopback that no client path
+    /// uses.
     pub fn bind_server(&mut self, e: Endpoint) -> Result<Option<Bound>> {
-        if e == Endpoint::Tcp(RTMP_PORT)
-            && let Some(l) = self.relay_listener.take()
-        {
-            return Ok(Some(Bound::Tcp(l)));
-        }
-        let bind = |l: &LinkNetwork| -> Result<Bound> {
-            let at = SocketAddr::from((Host::Server.addr(), e.port()));
-            Ok(match e {
-                Endpoint::Tcp(_) => Bound::Tcp(l.run_in(Host::Server, || StdListener::bind(at))?),
-                Endpoint::Udp(_) => Bound::Udp(deep(
-                    l.run_in(Host::Server, || std::net::UdpSocket::bind(at))?,
-                )),
-            })
-        };
-        match (&mut self.carrier, e) {
-            (Carrier::Link(l), _) => bind(l)
-                .map(Some)
-                .with_context(|| format!("binding the relay's {e}")),
-            (Carrier::Proxy { udp, .. }, Endpoint::Udp(crate::protocol::udp::UDP_MEDIA_PORT)) => {
-                Ok(udp.relay.take().map(Bound::Udp))
+        match &mut self.carrier {
+            Carrier::Link(l) => {
+                let at = SocketAddr::from((Host::Server.addr(), e.port()));
+                let b = match e {
+                    Endpoint::Tcp(_) => l
+                        .run_in(Host::Server, || StdListener::bind(at))
+                        .map(Bound::Tcp),
+                    Endpoint::Udp(_) => l
+                        .run_in(Host::Server, || std::net::UdpSocket::bind(at))
+                        .map(|s| Bound::Udp(deep(s))),
+                };
+                b.map(Some)
+                    .with_context(|| format!("binding the relay's {e}"))
             }
-            (Carrier::Proxy { .. }, _) => Ok(None),
-        }
-    }
-
-    /// Where a client on `host` connects to reach the relay, through its mile.
-    pub fn relay_addr_from(&self, host: Host) -> SocketAddr {
-        match &self.carrier {
-            Carrier::Link(_) => self.relay_addr(),
-            Carrier::Proxy {
-                first_mile,
-                last_mile,
-                ..
-            } => match host {
-                Host::Player => last_mile.local_addr(),
-                _ => first_mile.local_addr(),
+            Carrier::Proxy { relay, .. } => match relay.iter().position(|(x, _)| *x == e) {
+                Some(i) => Ok(Some(relay.swap_remove(i).1)),
+                None => bind_loopback(e).map(Some),
             },
         }
     }
 
-    /// The relay's own address (proxy mode: on loopback, not impaired).
-    pub fn relay_addr(&self) -> SocketAddr {
+    /// Where a client on `host` sends to reach the relay's endpoint `e`:
+    /// the relay (link mode) or the proxy on its mile for `e`.
+    pub fn addr_from(&self, host: Host, e: Endpoint) -> Result<SocketAddr> {
         match &self.carrier {
-            Carrier::Link(_) => SocketAddr::from((Host::Server.addr(), RTMP_PORT)),
-            Carrier::Proxy { relay, .. } => *relay,
+            Carrier::Link(_) => Ok(SocketAddr::from((Host::Server.addr(), e.port()))),
+            Carrier::Proxy { proxies, .. } => proxies
+                .iter()
+                .find(|p| p.path == ClientPath { from: host, to: e })
+                .map(|p| p.proxy.local_addr())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "proxy mode has no proxy for the relay's {e} on the {}",
+                        mile_of(host)
+                    )
+                }),
         }
     }
 
-    /// A QUIC client's UDP socket on `host` (any port). Link mode only:
-    /// proxy mode has no UDP path for RTMP over QUIC (`bind_server` gives
-    /// the relay no QUIC endpoint there).
-    pub fn bind_udp(&self, host: Host) -> Result<std::net::UdpSocket> {
-        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-        match &self.carrier {
-            Carrier::Link(l) => Ok(deep(l.run_in(host, || std::net::UdpSocket::bind(addr))?)),
-            Carrier::Proxy { .. } => Err(anyhow!(
-                "RTMP over QUIC and the UDP media protocol need link mode (root or user namespaces); proxy mode carries TCP only"
-            )),
-        }
-    }
-
-    /// The relay's UDP media address in link mode.
-    pub fn udp_media_addr(&self) -> SocketAddr {
-        SocketAddr::from((Host::Server.addr(), crate::protocol::udp::UDP_MEDIA_PORT))
-    }
-
-    /// Where a UDP media client on `host` sends: the relay (link mode) or
-    /// its mile's datagram proxy.
-    pub fn udp_media_addr_from(&self, host: Host) -> Result<SocketAddr> {
-        match &self.carrier {
-            Carrier::Link(_) => Ok(self.udp_media_addr()),
-            Carrier::Proxy { udp, .. } => {
-                let p = if host == Host::Player {
-                    &udp.last
-                } else {
-                    &udp.first
-                };
-                p.as_ref()
-                    .map(UdpProxy::local_addr)
-                    .ok_or_else(|| anyhow!("proxy mode has no UDP proxy on the {host:?}'s mile"))
-            }
-        }
-    }
-
-    /// A UDP media client's socket on `host` (any port).
-    pub fn bind_udp_client(&self, host: Host) -> Result<std::net::UdpSocket> {
+    /// A UDP socket on `host` (any port), with deep buffers.
+    pub fn udp_socket(&self, host: Host) -> Result<std::net::UdpSocket> {
         match &self.carrier {
             Carrier::Link(l) => Ok(deep(l.run_in(host, || {
                 std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
@@ -344,9 +278,10 @@ impl Topology {
         matches!(self.carrier, Carrier::Link(_))
     }
 
-    /// A TCP connection from `host` to the relay, through its mile.
-    pub fn connect(&self, host: Host) -> Result<StdStream> {
-        let to = self.relay_addr_from(host);
+    /// A TCP connection from `host` to the relay's endpoint `e`, through
+    /// its mile.
+    pub fn connect(&self, host: Host, e: Endpoint) -> Result<StdStream> {
+        let to = self.addr_from(host, e)?;
         let s = match &self.carrier {
             Carrier::Link(l) => l.run_in(host, || StdStream::connect(to)),
             Carrier::Proxy { .. } => StdStream::connect(to),
@@ -385,35 +320,92 @@ impl Topology {
                 link: Some(l.stop()?),
                 proxy: None,
             }),
-            Carrier::Proxy {
-                first_mile,
-                last_mile,
-                udp,
-                ..
-            } => {
-                let (first_mile, last_mile, udp_first_mile, udp_last_mile) = rt.block_on(async {
-                    let f = first_mile.stop().await;
-                    let l = last_mile.stop().await;
-                    let uf = match udp.first {
-                        Some(p) => p.stop().await.ok(),
-                        None => None,
-                    };
-                    let ul = match udp.last {
-                        Some(p) => p.stop().await.ok(),
-                        None => None,
-                    };
-                    (f, l, uf, ul)
+            Carrier::Proxy { proxies, .. } => {
+                let mut stats = ProxyStats::default();
+                rt.block_on(async {
+                    for MileProxy { path, proxy } in proxies {
+                        let first = path.from != Host::Player;
+                        match proxy {
+                            AnyProxy::Tcp(p) => {
+                                let s = p.stop().await;
+                                if first {
+                                    stats.first_mile = s;
+                                } else {
+                                    stats.last_mile = s;
+                                }
+                            }
+                            AnyProxy::Udp(p) => {
+                                let s = p.stop().await.ok();
+                                if first {
+                                    stats.udp_first_mile = s;
+                                } else {
+                                    stats.udp_last_mile = s;
+                                }
+                            }
+                        }
+                    }
                 });
                 Ok(NetworkStats {
                     link: None,
-                    proxy: Some(ProxyStats {
-                        first_mile,
-                        last_mile,
-                        udp_first_mile,
-                        udp_last_mile,
-                    }),
+                    proxy: Some(stats),
                 })
             }
+        }
+    }
+}
+
+/// Proxy mode's proxy for one client path: its mile's profiles (uplink,
+/// downlink), a TCP proxy for a TCP endpoint (which refuses what a byte
+/// stream cannot represent) or a datagram proxy for a UDP one. Seeds as
+/// before endpoints had their own proxies: TCP first/last mile `seed` and
+/// `seed + 1`, datagrams `seed + 2` and `seed + 3`.
+fn start_proxy(
+    rt: &tokio::runtime::Runtime,
+    network: &Network,
+    seed: u64,
+    path: ClientPath,
+    upstream: SocketAddr,
+) -> Result<AnyProxy> {
+    let first = path.from != Host::Player;
+    let profiles = if first {
+        &network.first_mile
+    } else {
+        &network.last_mile
+    };
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    match path.to {
+        Endpoint::Tcp(_) => {
+            let mile = mile_of(path.from);
+            let check = |p, dir: &str| {
+                stream_profile(p).map_err(|e| anyhow!("proxy mode, {mile} {dir}: {e}"))
+            };
+            let profiles = (
+                check(&profiles.0, "uplink")?,
+                check(&profiles.1, "downlink")?,
+            );
+            let p = rt
+                .block_on(TcpProxy::start(TcpProxyConfig {
+                    listen,
+                    upstream,
+                    profiles,
+                    seed: seed.wrapping_add(u64::from(!first)),
+                    reset_after: None,
+                    connect_timeout: std::time::Duration::from_secs(5),
+                }))
+                .context("starting a TCP proxy on loopback")?;
+            Ok(AnyProxy::Tcp(p))
+        }
+        Endpoint::Udp(_) => {
+            let p = rt
+                .block_on(UdpProxy::start(UdpProxyConfig {
+                    listen,
+                    upstream,
+                    profiles: profiles.clone(),
+                    seed: seed.wrapping_add(2 + u64::from(!first)),
+                    max_datagram: MAX_DATAGRAM,
+                }))
+                .context("starting a UDP proxy on loopback")?;
+            Ok(AnyProxy::Udp(p))
         }
     }
 }

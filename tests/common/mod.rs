@@ -34,6 +34,21 @@ pub fn run_link(s: &Scenario) -> RunResult {
     .unwrap()
 }
 
+/// Runs the scenario's first protocol over its first network once, in
+/// proxy mode (no privileges needed).
+pub fn run_proxy(s: &Scenario) -> RunResult {
+    run_one(
+        &runtime(),
+        s,
+        &s.networks[0],
+        &s.protocols[0],
+        0,
+        Mode::Proxy,
+        &|_| {},
+    )
+    .unwrap()
+}
+
 /// Packets the engine's loss model dropped on the first-mile uplink of a
 /// link-mode run (the ground truth a transport's loss count is checked against).
 pub fn first_mile_drops(r: &RunResult) -> u64 {

@@ -8,9 +8,14 @@
 //! the relay's statistics gather each protocol's section. A new protocol is
 //! a folder and a line in [`REGISTRY`].
 
+pub mod client;
 pub mod rtmp;
 pub mod udp;
 pub mod uri;
+
+pub use client::{
+    ClientStats, DialCx, Dialed, LocalFuture, PublishCx, Role, Session, TransportReport,
+};
 
 use std::any::Any;
 
@@ -81,15 +86,17 @@ pub struct ServeCx {
     pub media_bps: u64,
 }
 
-/// A protocol's section of the relay's statistics.
-pub trait ServerStats: std::fmt::Debug + Send + Sync + 'static {
-    /// Its fields, merged into results.json's `relay` object.
+/// A protocol's statistics: its section of the relay's, or of one client
+/// session's.
+pub trait Stats: std::fmt::Debug + Send + Sync + 'static {
+    /// Its fields (the relay's are merged into results.json's `relay`
+    /// object).
     fn json(&self) -> serde_json::Map<String, serde_json::Value>;
     /// For the protocol's own typed readers (`RelayReport::server`).
     fn as_any(&self) -> &dyn Any;
 }
 
-/// A serializable statistics struct's fields, for [`ServerStats::json`].
+/// A serializable statistics struct's fields, for [`Stats::json`].
 pub fn json_fields(stats: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(stats) {
         Ok(serde_json::Value::Object(m)) => m,
@@ -99,9 +106,10 @@ pub fn json_fields(stats: &impl serde::Serialize) -> serde_json::Map<String, ser
 
 /// A running server side: it ends after its `stop` changes, with its
 /// statistics.
-pub type ServerTask = JoinHandle<Box<dyn ServerStats>>;
+pub type ServerTask = JoinHandle<Box<dyn Stats>>;
 
-/// One protocol: its URIs, its ports and its server side on the hub.
+/// One protocol: its URIs, its ports, its server side on the hub and its
+/// clients.
 pub trait Protocol: Sync {
     /// Its name in `glass serve` and in errors ("rtmp", "udp").
     fn name(&self) -> &'static str;
@@ -119,6 +127,21 @@ pub trait Protocol: Sync {
         settings: &Settings,
         cx: ServeCx,
     ) -> anyhow::Result<ServerTask>;
+    /// Connects a publisher or a player to the relay's endpoint `to` (the
+    /// one the URI's scheme names) from the client's host.
+    fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>>;
+}
+
+/// The protocol that answers `uri`'s scheme and the endpoint it arrives on.
+pub fn route(uri: &uri::StreamUri) -> anyhow::Result<(&'static dyn Protocol, Endpoint)> {
+    let scheme = uri.scheme();
+    REGISTRY
+        .iter()
+        .find_map(|p| {
+            let s = p.schemes().iter().find(|s| s.name == scheme)?;
+            Some((*p, *p.endpoints().get(s.endpoint)?))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no registered protocol answers {scheme}:// ({uri})"))
 }
 
 /// Every protocol Glass's relay speaks.

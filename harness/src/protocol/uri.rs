@@ -188,13 +188,24 @@ impl StreamUri {
     }
 }
 
+impl StreamUri {
+    /// Its canonical scheme: the name a protocol's [`super::Scheme`]
+    /// answers (`rtmp://…?transport=quic` is "rtmpq").
+    pub fn scheme(&self) -> &'static str {
+        match self.transport {
+            UriTransport::Tcp => "rtmp",
+            UriTransport::Quic(_) => "rtmpq",
+            UriTransport::Udp => "gudp",
+        }
+    }
+}
+
 impl fmt::Display for StreamUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (scheme, q) = match self.transport {
-            UriTransport::Tcp => ("rtmp", ""),
-            UriTransport::Quic(Mapping::Stream) => ("rtmpq", ""),
-            UriTransport::Quic(Mapping::Frames) => ("rtmpq", "?mapping=frames"),
-            UriTransport::Udp => ("gudp", ""),
+        let scheme = self.scheme();
+        let q = match self.transport {
+            UriTransport::Quic(Mapping::Frames) => "?mapping=frames",
+            _ => "",
         };
         write!(
             f,

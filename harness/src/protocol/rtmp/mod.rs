@@ -11,6 +11,7 @@
 
 mod abr_probe;
 pub mod client;
+mod dial;
 pub mod quic;
 pub mod server;
 pub mod transport;
@@ -29,7 +30,9 @@ pub use server::{RtmpServerStats, serve};
 use transport::Transport;
 
 use super::uri::DEFAULT_PORT;
-use super::{Bound, Endpoint, Protocol, Scheme, ServeCx, ServerStats, ServerTask};
+use super::{
+    Bound, DialCx, Dialed, Endpoint, LocalFuture, Protocol, Scheme, ServeCx, ServerTask, Stats,
+};
 use crate::relay::StreamInfo;
 use crate::scenario::Protocol as Settings;
 
@@ -97,12 +100,16 @@ impl Protocol for Rtmp {
             task.await;
             // Each session records its last TCP_INFO as it ends.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Box::new(stats.lock().map(|s| s.clone()).unwrap_or_default()) as Box<dyn ServerStats>
+            Box::new(stats.lock().map(|s| s.clone()).unwrap_or_default()) as Box<dyn Stats>
         }))
+    }
+
+    fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, Result<Dialed>> {
+        Box::pin(dial::dial(cx, to))
     }
 }
 
-impl ServerStats for RtmpServerStats {
+impl Stats for RtmpServerStats {
     fn json(&self) -> serde_json::Map<String, serde_json::Value> {
         super::json_fields(self)
     }

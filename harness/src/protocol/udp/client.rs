@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use netem::Time;
 use netem::time::Clock;
 use tokio::net::UdpSocket;
@@ -16,6 +16,9 @@ use crate::media::player::Player;
 use crate::media::source::{Source, unpack};
 use crate::media::tag;
 use crate::media::wallclock::{ForeignFrames, WallClock};
+use crate::protocol::{
+    ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Session, Stats, TransportReport,
+};
 use crate::publisher::{ABR_SAMPLE, AbrReport, ConnectSteps, PublisherStats, precise_sleep_until};
 
 /// A client session with the relay, connected.
@@ -264,4 +267,68 @@ impl UdpClient {
         flush(&self.sock, &mut self.conn, self.to, clock).await;
         Ok(report)
     }
+}
+
+/// The UDP protocol's client in the registry: its session and its report.
+struct UdpSession(UdpClient);
+
+impl Session for UdpSession {
+    fn ordered(&self) -> bool {
+        // Frames are released as they complete (recovered ones later).
+        false
+    }
+
+    fn play<'a>(
+        self: Box<Self>,
+        player: &'a mut Player,
+        end: Time,
+    ) -> LocalFuture<'a, Result<ClientStats>> {
+        Box::pin(async move {
+            let r = self.0.play(player, end).await?;
+            Ok(Some(Box::new(r) as Box<dyn Stats>))
+        })
+    }
+
+    fn publish<'a>(
+        self: Box<Self>,
+        cx: PublishCx<'a>,
+    ) -> LocalFuture<'a, Result<(PublisherStats, ClientStats)>> {
+        Box::pin(async move {
+            let (s, r) = self.0.publish(cx.source_for, cx.steps, cx.end).await?;
+            Ok((s, Some(Box::new(r) as Box<dyn Stats>)))
+        })
+    }
+}
+
+/// Says hello to the relay's UDP endpoint `to` from the client's host.
+pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
+    let host = cx.role.host();
+    let role = match cx.role {
+        crate::protocol::Role::Publisher => Role::Publish,
+        crate::protocol::Role::Player => Role::Play,
+    };
+    let stream = format!("{}/{}", cx.uri.app, cx.uri.key);
+    let c = UdpClient::connect(
+        cx.topo.udp_socket(host)?,
+        cx.topo.addr_from(host, to)?,
+        super::client_config(&cx.settings.udp, cx.media_bps),
+        role,
+        &stream,
+        cx.clock,
+    )
+    .await
+    .with_context(|| format!("{}: {}", cx.role.as_str(), cx.uri))?;
+    let report = TransportReport {
+        role: cx.role.as_str(),
+        uri: cx.uri.to_string(),
+        requested: "udp".into(),
+        used: "udp".into(),
+        fallback: None,
+        handshake_ms: Some(c.handshake_ms),
+    };
+    Ok(Dialed {
+        session: Box::new(UdpSession(c)),
+        report,
+        step: "udp_hello",
+    })
 }

@@ -20,7 +20,9 @@ use tokio::net::UdpSocket;
 use udpmedia::cc::CcSample;
 use udpmedia::{ConnStats, Connection};
 
-use super::{Bound, Endpoint, Protocol, Scheme, ServeCx, ServerStats, ServerTask};
+use super::{
+    Bound, DialCx, Dialed, Endpoint, LocalFuture, Protocol, Scheme, ServeCx, ServerTask, Stats,
+};
 use crate::scenario::Protocol as Settings;
 
 pub use client::UdpClient;
@@ -84,7 +86,7 @@ pub struct UdpServerStats {
     pub udp: Vec<UdpReport>,
 }
 
-impl ServerStats for UdpServerStats {
+impl Stats for UdpServerStats {
     fn json(&self) -> serde_json::Map<String, serde_json::Value> {
         super::json_fields(self)
     }
@@ -122,7 +124,7 @@ impl Protocol for Udp {
     ) -> anyhow::Result<ServerTask> {
         let Some(Some(Bound::Udp(sock))) = socks.into_iter().next() else {
             return Ok(tokio::spawn(async {
-                Box::new(UdpServerStats::default()) as Box<dyn ServerStats>
+                Box::new(UdpServerStats::default()) as Box<dyn Stats>
             }));
         };
         sock.set_nonblocking(true)?;
@@ -137,8 +139,23 @@ impl Protocol for Udp {
         Ok(tokio::spawn(async move {
             task.await;
             let udp = reports.lock().map(|r| r.clone()).unwrap_or_default();
-            Box::new(UdpServerStats { udp }) as Box<dyn ServerStats>
+            Box::new(UdpServerStats { udp }) as Box<dyn Stats>
         }))
+    }
+
+    fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
+        Box::pin(client::dial(cx, to))
+    }
+}
+
+/// One client session's report is its statistics section.
+impl Stats for UdpReport {
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        super::json_fields(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
