@@ -60,9 +60,19 @@ fn glass_serve_relays_rtmp_to_the_udp_protocol_and_reports_on_ctrl_c() {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = SocketAddr::from(([127, 0, 0, 1], 5000 + offset));
         let play = async {
-            let c = UdpClient::connect(udp, to, defaults.udp.clone(), Role::Play, "live/k", clock)
-                .await
-                .expect("the UDP player connects");
+            let c = UdpClient::connect(
+                udp,
+                to,
+                defaults
+                    .table::<harness::protocol::udp::UdpConfig>()
+                    .unwrap()
+                    .clone(),
+                Role::Play,
+                "live/k",
+                clock,
+            )
+            .await
+            .expect("the UDP player connects");
             c.play(&mut player, end)
                 .await
                 .expect("the UDP player plays");

@@ -37,28 +37,27 @@ pub enum ConfigError {
     #[error("netem line, at \"{token}\": {reason}")]
     NetemLine { token: String, reason: String },
 
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A field error with the file and line it came from.
-    #[error("{origin}, line {line}: {source}")]
+    /// (The inner error is in the message, not a `source`: `{:#}` would
+    /// print it twice.)
+    #[error("{origin}, line {line}: {error}")]
     Located {
         origin: String,
         line: usize,
-        #[source]
-        source: Box<ConfigError>,
+        error: Box<ConfigError>,
     },
 
     /// The same error, with the file it came from.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     InFile {
         path: String,
-        #[source]
-        source: Box<ConfigError>,
+        error: Box<ConfigError>,
     },
 
     #[error("\"{name}\" is not a preset, a file, or a netem line (presets: {presets})")]
@@ -95,7 +94,7 @@ impl ConfigError {
     pub fn in_file(self, path: impl Into<String>) -> Self {
         ConfigError::InFile {
             path: path.into(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }

@@ -14,7 +14,7 @@ pub fn locate(origin: &str, text: &str, e: ConfigError) -> ConfigError {
         Some(line) => ConfigError::Located {
             origin: origin.to_string(),
             line,
-            source: Box::new(e),
+            error: Box::new(e),
         },
         None => e.in_file(origin),
     }

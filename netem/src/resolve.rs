@@ -26,7 +26,7 @@ pub fn resolve(arg: &str) -> Result<LinkProfiles, ConfigError> {
     if arg.ends_with(".toml") {
         return Err(ConfigError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
     Err(ConfigError::UnknownProfile {

@@ -96,6 +96,22 @@ pub trait Stats: std::fmt::Debug + Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// A protocol's settings from its table in a `[[protocols]]` entry, parsed
+/// and validated by the protocol (the scenario keeps them opaque; the
+/// protocol's server and clients read them back typed).
+pub trait Table: std::fmt::Debug + Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a protocol's table is checked against: the entry it is in.
+pub struct EntryCx<'a> {
+    /// The entry's dotted field ("protocols[0]"): errors name
+    /// `protocols[0].udp.red`, and the scenario adds file and line.
+    pub field: &'a str,
+    /// The player's playout buffer (the UDP protocol recovers within it).
+    pub target_delay: std::time::Duration,
+}
+
 /// A serializable statistics struct's fields, for [`Stats::json`].
 pub fn json_fields(stats: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(stats) {
@@ -115,8 +131,26 @@ pub trait Protocol: Sync {
     fn name(&self) -> &'static str;
     /// The ports its server side listens on, by default.
     fn endpoints(&self) -> &'static [Endpoint];
-    /// The URI schemes it answers.
+    /// The URI schemes it answers; the first is its default (`kind = NAME`
+    /// with no `uri`).
     fn schemes(&self) -> &'static [Scheme];
+    /// The key of its table in a `[[protocols]]` entry ("quic", "udp").
+    fn table_key(&self) -> &'static str;
+    /// Parses and validates its table (`None`: not written, the defaults).
+    /// Every entry gets every protocol's table: a relay serves them all.
+    fn configure(
+        &self,
+        table: Option<&toml::Value>,
+        cx: &EntryCx,
+    ) -> Result<Box<dyn Table>, netem::ConfigError>;
+    /// A player's playout buffer when the scenario gives none.
+    fn default_target_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(500)
+    }
+    /// Why its publishers take no sender-side `abr`, if they do not.
+    fn refuses_abr(&self) -> Option<&'static str> {
+        None
+    }
     /// Starts its server side on the hub with the sockets bound for
     /// [`Protocol::endpoints`], in order (`None`: the network cannot carry
     /// that endpoint, e.g. QUIC in proxy mode). Call it on a tokio runtime.
@@ -130,6 +164,20 @@ pub trait Protocol: Sync {
     /// Connects a publisher or a player to the relay's endpoint `to` (the
     /// one the URI's scheme names) from the client's host.
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>>;
+}
+
+/// The registered protocol called `name`.
+pub fn by_name(name: &str) -> Option<&'static dyn Protocol> {
+    REGISTRY.iter().copied().find(|p| p.name() == name)
+}
+
+/// The registered protocols' names, for errors ("rtmp, udp").
+pub fn names() -> String {
+    REGISTRY
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The protocol that answers `uri`'s scheme and the endpoint it arrives on.

@@ -1,8 +1,6 @@
 //! The scenario file as written: plain serde structs, unknown fields
 //! refused. `validate` turns them into a [`super::Scenario`].
 
-use std::time::Duration;
-
 use netem::config::ProfileConfig;
 use netem::units::{BitRate, HumanDuration, Probability};
 use serde::{Deserialize, Serialize};
@@ -10,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use crate::media::abr::AbrConfig;
 use crate::media::encoder::EncoderConfig;
 use crate::media::player::LatePolicy;
-use crate::protocol::rtmp::quic::Congestion;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -129,23 +126,17 @@ impl<'de> Deserialize<'de> for DirectionFile {
     }
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProtocolKind {
-    /// RTMP over TCP or QUIC, through Glass's relay.
-    Rtmp,
-    /// Glass's UDP media protocol (NACK, FEC, RED, congestion control)
-    /// into the relay, which is also its gateway to RTMP players.
-    Udp,
-}
-
+/// A `[[protocols]]` entry: the fields every protocol shares, and each
+/// registered protocol's own table (`quic = {…}`, `udp = {…}`), which the
+/// protocol parses itself. Keys that are neither are refused at validation.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProtocolFile {
     /// Name in reports (default: the kind).
     #[serde(default)]
     pub name: Option<String>,
-    pub kind: ProtocolKind,
+    /// A registered protocol's name: "rtmp" (over TCP or QUIC) or "udp"
+    /// (Glass's UDP protocol into the relay, also its gateway to RTMP).
+    pub kind: String,
     /// The stream key the publisher uses (default "glass"); the relay accepts only it.
     #[serde(default)]
     pub stream_key: Option<String>,
@@ -172,21 +163,18 @@ pub struct ProtocolFile {
     /// The player's URI, when it differs (a QUIC publisher with a TCP player).
     #[serde(default)]
     pub player_uri: Option<String>,
-    /// QUIC settings (for rtmpq URIs).
-    #[serde(default)]
-    pub quic: QuicFile,
     /// Sender-side ABR (`abr = {}` for the defaults).
     #[serde(default)]
     pub abr: Option<AbrConfig>,
-    /// The UDP media protocol's settings (for gudp:// URIs).
-    #[serde(default)]
-    pub udp: Option<UdpFile>,
     /// When the publisher's camera starts: `on_connect` (default, when the
     /// session can carry media, as OBS and ffmpeg start writing after their
     /// handshake) or `at_start` (at the run's start: a camera already
     /// running, whose frames queue behind the session's set-up).
     #[serde(default)]
     pub capture_starts: CaptureStarts,
+    /// Everything else: the protocols' tables, by key.
+    #[serde(flatten)]
+    pub tables: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// When a publisher's camera starts.
@@ -207,61 +195,6 @@ pub enum LatencyControlKind {
     None,
     CatchUp,
     SkipToLive,
-}
-
-/// The UDP media protocol's settings, as a scenario writes them.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UdpFile {
-    /// Ask for lost packets again (NACK/ARQ).
-    pub nack: bool,
-    /// `{ kind = "none" }`, `{ kind = "xor", cols = 10, rows = 1 }` (2-D
-    /// when rows > 1) or `{ kind = "rs", k = 10, m = 2, adaptive = false }`.
-    pub fec: crate::protocol::udp::FecConfig,
-    /// Redundant copies of earlier audio frames per audio packet (0–4).
-    pub red: u8,
-    /// `gcc` (delay gradient + loss, drives the encoder) or `off`.
-    pub cc: crate::protocol::udp::CcMode,
-    /// How long a packet is worth recovering after it was sent (default:
-    /// the player's target delay).
-    pub latency: Option<HumanDuration>,
-    /// Largest datagram, bytes.
-    pub mtu: usize,
-    /// The shared secret the relay checks.
-    pub token: String,
-}
-
-impl Default for UdpFile {
-    fn default() -> Self {
-        let d = crate::protocol::udp::UdpConfig::default();
-        UdpFile {
-            nack: d.nack,
-            fec: d.fec,
-            red: d.red,
-            cc: d.cc,
-            latency: None,
-            mtu: d.mtu,
-            token: "glass".into(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuicFile {
-    /// QUIC's congestion controller: cubic (default), newreno, bbr.
-    pub congestion: Congestion,
-    /// Give up on QUIC and fall back to TCP after this long.
-    pub handshake_timeout: HumanDuration,
-}
-
-impl Default for QuicFile {
-    fn default() -> Self {
-        QuicFile {
-            congestion: Congestion::Cubic,
-            handshake_timeout: HumanDuration(Duration::from_secs(2)),
-        }
-    }
 }
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -101,7 +101,8 @@ impl Network {
 #[derive(Clone, Debug)]
 pub struct Protocol {
     pub name: String,
-    pub kind: ProtocolKind,
+    /// The registered protocol it names (`kind`).
+    pub kind: &'static str,
     pub stream_key: String,
     pub player: PlayerConfig,
     pub publisher: PublisherKind,
@@ -109,14 +110,21 @@ pub struct Protocol {
     pub tcp_congestion: String,
     pub publisher_uri: StreamUri,
     pub player_uri: StreamUri,
-    pub quic: QuicFile,
     pub abr: Option<AbrConfig>,
-    /// The UDP media protocol's settings (used by gudp:// URIs).
-    pub udp: crate::protocol::udp::UdpConfig,
     pub capture_starts: CaptureStarts,
+    /// Every registered protocol's settings from its table (`quic`, `udp`),
+    /// by table key: the relay serves every protocol, so each gets its own.
+    pub tables: Vec<(&'static str, std::sync::Arc<dyn crate::protocol::Table>)>,
 }
 
 impl Protocol {
+    /// A protocol's settings, typed (`QuicTable`, `UdpConfig`).
+    pub fn table<T: 'static>(&self) -> Option<&T> {
+        self.tables
+            .iter()
+            .find_map(|(_, t)| t.as_any().downcast_ref::<T>())
+    }
+
     /// A `[[protocols]]` entry with every default (`glass serve`'s settings).
     pub fn defaults() -> Protocol {
         const ENTRY: &str =
@@ -137,9 +145,9 @@ pub(crate) fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Res
 
 impl Scenario {
     pub fn from_file(path: &Path) -> Result<Scenario> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut s = Self::from_toml(&path.display().to_string(), &text, path.parent())?;
         s.source = Some(path.to_path_buf());

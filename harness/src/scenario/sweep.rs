@@ -83,9 +83,9 @@ impl Scenario {
     /// it has no `[sweep]` table). `[sweep]` maps field paths to lists of
     /// values; the points are their product, in the order written.
     pub fn sweep_from_file(path: &Path) -> Result<Vec<SweepPoint>> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut points = Self::sweep_from_toml(&path.display().to_string(), &text, path.parent())?;
         for p in &mut points {

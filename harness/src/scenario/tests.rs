@@ -49,7 +49,8 @@ fn udp_protocols_default_their_uris_and_refuse_mismatches() {
     let p = &s.protocols[0];
     assert_eq!(p.publisher_uri.to_string(), "gudp://server:5000/live/glass");
     assert_eq!(p.player.target_delay, Duration::from_millis(200));
-    assert_eq!(p.udp.latency, Duration::from_millis(200));
+    let udp = p.table::<crate::protocol::udp::UdpConfig>().unwrap();
+    assert_eq!(udp.latency, Duration::from_millis(200));
     assert_eq!(p.player_uri.transport, UriTransport::Udp);
     for (body, needle) in [
         (
@@ -200,7 +201,19 @@ fn each_kind_of_bad_input_names_file_line_and_field() {
         (
             "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"carrier-pigeon\"\n"
                 .to_string(),
-            vec!["line 4", "unknown variant", "rtmp"],
+            vec!["line 4", "not a protocol Glass speaks", "rtmp, udp"],
+        ),
+        // A key no protocol owns in a [[protocols]] entry.
+        (
+            "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"rtmp\"\nsrt = { latency = \"120ms\" }\n"
+                .to_string(),
+            vec!["line 5", "protocols[0].srt", "unknown field `srt`", "quic, udp"],
+        ),
+        // A mistyped field of a protocol's table.
+        (
+            "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"udp\"\nudp = { nak = true }\n"
+                .to_string(),
+            vec!["line 5", "protocols[0].udp", "unknown field `nak`"],
         ),
         // Out of range.
         (

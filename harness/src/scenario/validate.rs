@@ -233,12 +233,19 @@ fn resolve_named(name: &str, base_dir: Option<&Path>) -> Result<LinkProfiles> {
 }
 
 /// One `[[protocols]]` entry, checked: its URIs, player, transport and
-/// protocol settings, and what they require of `[media]`.
+/// each registered protocol's table, and what they require of `[media]`.
 fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
-    let name = p.name.clone().unwrap_or_else(|| match p.kind {
-        ProtocolKind::Rtmp => "rtmp".into(),
-        ProtocolKind::Udp => "udp".into(),
-    });
+    let Some(kind) = crate::protocol::by_name(&p.kind) else {
+        return bad(
+            format!("{field}.kind"),
+            format!(
+                "\"{}\" is not a protocol Glass speaks; one of: {}",
+                p.kind,
+                crate::protocol::names()
+            ),
+        );
+    };
+    let name = p.name.clone().unwrap_or_else(|| kind.name().into());
     let cc = p.tcp_congestion.clone().unwrap_or_else(|| "cubic".into());
     if cc.is_empty() || cc.len() > 15 || !cc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
@@ -254,12 +261,13 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
             "a stream key is a non-empty word without / ? or spaces",
         );
     }
-    let publisher_uri = stream_uri(p, &format!("{field}.uri"), &p.uri, None, &key)?;
+    let default_scheme = kind.schemes().first().map_or("rtmp", |s| s.name);
+    let publisher_uri = stream_uri(&format!("{field}.uri"), &p.uri, None, default_scheme, &key)?;
     let player_uri = stream_uri(
-        p,
         &format!("{field}.player_uri"),
         &p.player_uri,
         Some(&publisher_uri),
+        default_scheme,
         &key,
     )?;
     if p.uri.is_some() && p.stream_key.is_some() {
@@ -275,71 +283,43 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
         );
     }
     let key = publisher_uri.key.clone();
-    let tcp_only = |u: &StreamUri| u.transport == UriTransport::Tcp;
-    if p.publisher == PublisherKind::Ffmpeg && !tcp_only(&publisher_uri) {
+    if p.publisher == PublisherKind::Ffmpeg && publisher_uri.transport != UriTransport::Tcp {
         return bad(
             format!("{field}.uri"),
             "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
         );
     }
-    let udp_publisher = publisher_uri.transport == UriTransport::Udp;
-    match (p.kind, udp_publisher) {
-        (ProtocolKind::Rtmp, true) => {
-            return bad(
-                format!("{field}.uri"),
-                "a gudp:// publisher is kind = \"udp\"",
-            );
-        }
-        (ProtocolKind::Udp, false) => {
-            return bad(
-                format!("{field}.uri"),
-                "kind = \"udp\" publishes over gudp://server/live/KEY (the player may use rtmp:// through the gateway)",
-            );
-        }
-        _ => {}
+    let routed = |u: &StreamUri, at: &str| {
+        crate::protocol::route(u)
+            .map(|(p, _)| p)
+            .map_err(|e| ConfigError::invalid(format!("{field}.{at}"), e.to_string()))
+    };
+    let publishes_with = routed(&publisher_uri, "uri")?;
+    let plays_with = routed(&player_uri, "player_uri")?;
+    if publishes_with.name() != kind.name() {
+        return bad(
+            format!("{field}.uri"),
+            format!(
+                "a {}:// publisher is kind = \"{}\"; kind = \"{}\" publishes over {}://server/live/KEY (its player may use another protocol's URI: the relay is a gateway)",
+                publisher_uri.scheme(),
+                publishes_with.name(),
+                kind.name(),
+                default_scheme
+            ),
+        );
     }
     if let Some(a) = &p.abr {
-        if udp_publisher {
-            return bad(
-                format!("{field}.abr"),
-                "the UDP protocol's congestion control (udp.cc = \"gcc\") drives its encoder; abr is for RTMP publishers",
-            );
+        if let Some(why) = kind.refuses_abr() {
+            return bad(format!("{field}.abr"), why);
         }
         a.validate()
             .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
     }
-    let uses_udp = udp_publisher || player_uri.transport == UriTransport::Udp;
-    if p.udp.is_some() && !uses_udp {
-        return bad(
-            format!("{field}.udp"),
-            "applies to gudp:// URIs; neither `uri` nor `player_uri` is one",
-        );
-    }
-    if p.quic.handshake_timeout.get() < Duration::from_millis(10)
-        || p.quic.handshake_timeout.get() > Duration::from_secs(60)
-    {
-        return bad(
-            format!("{field}.quic.handshake_timeout"),
-            "between 10 ms and 60 s",
-        );
-    }
-    let player = player(&p.player, field, &player_uri)?;
-    let u = p.udp.clone().unwrap_or_default();
-    let udp = crate::protocol::udp::UdpConfig {
-        nack: u.nack,
-        fec: u.fec,
-        red: u.red,
-        cc: u.cc,
-        latency: u.latency.map_or(player.target_delay, HumanDuration::get),
-        mtu: u.mtu,
-        token: u.token.clone(),
-        ..crate::protocol::udp::UdpConfig::default()
-    };
-    udp.validate()
-        .map_err(|e| ConfigError::invalid(format!("{field}.udp.{}", e.field), e.why))?;
+    let player = player(&p.player, field, plays_with)?;
+    let tables = tables(p, field, &player, [publishes_with, plays_with])?;
     let out = Protocol {
         name,
-        kind: p.kind,
+        kind: kind.name(),
         stream_key: key,
         player,
         capture_starts: p.capture_starts,
@@ -348,9 +328,8 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
         tcp_congestion: cc,
         publisher_uri,
         player_uri,
-        quic: p.quic.clone(),
         abr: p.abr.clone(),
-        udp,
+        tables,
     };
     if p.ffmpeg_player && p.publisher == PublisherKind::Glass && m.flv.is_none() {
         return bad(
@@ -378,28 +357,74 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
     Ok(out)
 }
 
+/// Every registered protocol's table for an entry, each parsed by its
+/// protocol; a table written for a protocol neither URI uses, or a key no
+/// protocol owns, is refused.
+fn tables(
+    p: &ProtocolFile,
+    field: &str,
+    player: &PlayerConfig,
+    used: [&dyn crate::protocol::Protocol; 2],
+) -> Result<Vec<(&'static str, std::sync::Arc<dyn crate::protocol::Table>)>> {
+    let registry = crate::protocol::REGISTRY;
+    if let Some(k) = p
+        .tables
+        .keys()
+        .find(|k| !registry.iter().any(|r| r.table_key() == k.as_str()))
+    {
+        let keys: Vec<&str> = registry.iter().map(|r| r.table_key()).collect();
+        return bad(
+            format!("{field}.{k}"),
+            format!(
+                "unknown field `{k}`: a [[protocols]] entry takes name, kind, stream_key, player, publisher, ffmpeg_player, tcp_congestion, uri, player_uri, abr, capture_starts, and a protocol's table ({})",
+                keys.join(", ")
+            ),
+        );
+    }
+    let cx = crate::protocol::EntryCx {
+        field,
+        target_delay: player.target_delay,
+    };
+    let mut out = Vec::new();
+    for r in registry {
+        let written = p.tables.get(r.table_key());
+        if written.is_some() && !used.iter().any(|u| u.name() == r.name()) {
+            let schemes: Vec<String> = r
+                .schemes()
+                .iter()
+                .map(|s| format!("{}://", s.name))
+                .collect();
+            return bad(
+                format!("{field}.{}", r.table_key()),
+                format!(
+                    "applies to {} URIs; neither `uri` nor `player_uri` is one",
+                    schemes.join(" and ")
+                ),
+            );
+        }
+        out.push((
+            r.table_key(),
+            std::sync::Arc::from(r.configure(written, &cx)?),
+        ));
+    }
+    Ok(out)
+}
+
 /// A URI of a `[[protocols]]` entry (`at` is its dotted field): as written,
-/// else `fallback`, else the kind's default for `key`; the host must be the
+/// else `fallback`, else `scheme://server/live/KEY`; the host must be the
 /// relay and the port the relay's for that scheme.
 fn stream_uri(
-    p: &ProtocolFile,
     at: &str,
     written: &Option<String>,
     fallback: Option<&StreamUri>,
+    scheme: &str,
     key: &str,
 ) -> Result<StreamUri> {
     let u = match (written, fallback) {
         (Some(s), _) => StreamUri::parse(s).map_err(|e| ConfigError::invalid(at, e.to_string()))?,
         (None, Some(u)) => return Ok(u.clone()),
-        (None, None) => {
-            let scheme = if p.kind == ProtocolKind::Udp {
-                "gudp"
-            } else {
-                "rtmp"
-            };
-            StreamUri::parse(&format!("{scheme}://server/live/{key}"))
-                .map_err(|e| ConfigError::invalid(at, e.to_string()))?
-        }
+        (None, None) => StreamUri::parse(&format!("{scheme}://server/live/{key}"))
+            .map_err(|e| ConfigError::invalid(at, e.to_string()))?,
     };
     if u.host != "server" {
         return bad(
@@ -410,15 +435,15 @@ fn stream_uri(
             ),
         );
     }
-    let port = if u.transport == UriTransport::Udp {
-        crate::protocol::udp::UDP_MEDIA_PORT
-    } else {
-        crate::protocol::uri::DEFAULT_PORT
-    };
-    if u.port != port {
+    let (_, endpoint) =
+        crate::protocol::route(&u).map_err(|e| ConfigError::invalid(at, e.to_string()))?;
+    if u.port != endpoint.port() {
         return bad(
             at,
-            format!("the relay listens on port {port} for this scheme"),
+            format!(
+                "the relay listens on port {} for this scheme",
+                endpoint.port()
+            ),
         );
     }
     Ok(u)
@@ -427,22 +452,22 @@ fn stream_uri(
 /// The player's table: refresh, playout buffer (default by the player's
 /// protocol: low delay for the UDP protocol, buffered for RTMP, DESIGN) and
 /// live-edge control.
-fn player(p: &PlayerFile, field: &str, uri: &StreamUri) -> Result<PlayerConfig> {
+fn player(
+    p: &PlayerFile,
+    field: &str,
+    plays_with: &dyn crate::protocol::Protocol,
+) -> Result<PlayerConfig> {
     let refresh = p
         .refresh
         .map_or(Duration::from_secs_f64(1.0 / 60.0), HumanDuration::get);
     if refresh < Duration::from_millis(1) || refresh > Duration::from_secs(1) {
         return bad(format!("{field}.player.refresh"), "between 1 ms and 1 s");
     }
-    // Low-delay player for the UDP protocol, buffered for RTMP (DESIGN).
-    let default_target = if uri.transport == UriTransport::Udp {
-        200
-    } else {
-        500
-    };
+    // Low delay for the UDP protocol, buffered for RTMP (DESIGN): the
+    // player's protocol says.
     let target = p
         .target_delay
-        .map_or(Duration::from_millis(default_target), HumanDuration::get);
+        .map_or(plays_with.default_target_delay(), HumanDuration::get);
     if target > Duration::from_secs(60) {
         return bad(format!("{field}.player.target_delay"), "at most 60 s");
     }

@@ -125,9 +125,9 @@ fn load_trace(path: &Path, base_dir: Option<&Path>) -> Result<Trace> {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path.to_path_buf(),
     };
-    let text = std::fs::read_to_string(&full).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(&full).map_err(|error| ConfigError::Io {
         path: full.clone(),
-        source,
+        error,
     })?;
     Trace::parse(&text)
         .map_err(|e| ConfigError::invalid("trace", format!("{}: {e}", full.display())))

@@ -83,7 +83,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
         })
     };
     if let (UriTransport::Quic(mapping), Endpoint::Udp(_)) = (cx.uri.transport, to) {
-        let q = &cx.settings.quic;
+        let q = super::quic_table(cx.settings);
         let settings = quic::QuicSettings {
             congestion: q.congestion,
             ..quic::QuicSettings::default()

@@ -14,6 +14,7 @@ pub mod client;
 mod dial;
 pub mod quic;
 pub mod server;
+pub mod settings;
 pub mod transport;
 
 use std::sync::{Arc, Mutex};
@@ -31,10 +32,12 @@ use transport::Transport;
 
 use super::uri::DEFAULT_PORT;
 use super::{
-    Bound, DialCx, Dialed, Endpoint, LocalFuture, Protocol, Scheme, ServeCx, ServerTask, Stats,
+    Bound, DialCx, Dialed, Endpoint, EntryCx, LocalFuture, Protocol, Scheme, ServeCx, ServerTask,
+    Stats, Table,
 };
 use crate::relay::StreamInfo;
 use crate::scenario::Protocol as Settings;
+use settings::QuicTable;
 
 /// RTMP over TCP and over QUIC, in the protocol registry.
 pub struct Rtmp;
@@ -63,6 +66,18 @@ impl Protocol for Rtmp {
         ]
     }
 
+    fn table_key(&self) -> &'static str {
+        "quic"
+    }
+
+    fn configure(
+        &self,
+        table: Option<&toml::Value>,
+        cx: &EntryCx,
+    ) -> Result<Box<dyn Table>, netem::ConfigError> {
+        Ok(Box::new(settings::configure(table, cx)?))
+    }
+
     /// TCP is required; QUIC runs when its UDP port could be bound.
     fn serve(
         &self,
@@ -81,7 +96,7 @@ impl Protocol for Rtmp {
                 sock,
                 quic::Identity::shared()?,
                 &quic::QuicSettings {
-                    congestion: settings.quic.congestion,
+                    congestion: quic_table(settings).congestion,
                     ..quic::QuicSettings::default()
                 },
             )?),
@@ -117,6 +132,11 @@ impl Stats for RtmpServerStats {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// The entry's `quic` table (its defaults for an entry built by hand).
+fn quic_table(settings: &Settings) -> QuicTable {
+    settings.table::<QuicTable>().cloned().unwrap_or_default()
 }
 
 fn rtmp_ts(ms: u32) -> RtmpTimestamp {

@@ -311,7 +311,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     let c = UdpClient::connect(
         cx.topo.udp_socket(host)?,
         cx.topo.addr_from(host, to)?,
-        super::client_config(&cx.settings.udp, cx.media_bps),
+        super::client_config(&super::udp_table(cx.settings), cx.media_bps),
         role,
         &stream,
         cx.clock,

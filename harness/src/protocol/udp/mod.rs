@@ -8,6 +8,7 @@
 pub mod client;
 pub mod recovery;
 pub mod server;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,8 @@ use udpmedia::cc::CcSample;
 use udpmedia::{ConnStats, Connection};
 
 use super::{
-    Bound, DialCx, Dialed, Endpoint, LocalFuture, Protocol, Scheme, ServeCx, ServerTask, Stats,
+    Bound, DialCx, Dialed, Endpoint, EntryCx, LocalFuture, Protocol, Scheme, ServeCx, ServerTask,
+    Stats, Table,
 };
 use crate::scenario::Protocol as Settings;
 
@@ -113,6 +115,29 @@ impl Protocol for Udp {
         }]
     }
 
+    fn table_key(&self) -> &'static str {
+        "udp"
+    }
+
+    fn configure(
+        &self,
+        table: Option<&toml::Value>,
+        cx: &EntryCx,
+    ) -> Result<Box<dyn Table>, netem::ConfigError> {
+        Ok(Box::new(settings::configure(table, cx)?))
+    }
+
+    /// Low delay: the protocol recovers within the buffer (DESIGN).
+    fn default_target_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(200)
+    }
+
+    fn refuses_abr(&self) -> Option<&'static str> {
+        Some(
+            "the UDP protocol's congestion control (udp.cc = \"gcc\") drives its encoder; abr is for RTMP publishers",
+        )
+    }
+
     /// Serves on its port when the network carries it (proxy mode gives it
     /// a datagram proxy only when a mile uses it); otherwise an empty
     /// section.
@@ -132,7 +157,7 @@ impl Protocol for Udp {
         // The relay orders frames for the RTMP players it may feed (the gateway).
         let cfg = UdpConfig {
             ordered: true,
-            ..client_config(&settings.udp, cx.media_bps)
+            ..client_config(&udp_table(settings), cx.media_bps)
         };
         let reports: Arc<Mutex<Vec<UdpReport>>> = Arc::default();
         let task = serve(sock, cfg, cx.hub, cx.stop, reports.clone());
@@ -157,6 +182,11 @@ impl Stats for UdpReport {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// The entry's `udp` table (its defaults for an entry built by hand).
+fn udp_table(settings: &Settings) -> UdpConfig {
+    settings.table::<UdpConfig>().cloned().unwrap_or_default()
 }
 
 /// A session's settings for a stream of `media_bps`: congestion control
