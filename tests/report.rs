@@ -15,11 +15,7 @@ fn chromium() -> Option<&'static str> {
                 .is_ok_and(|o| o.status.success())
         });
     if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium (.ci/run installs it)"
-        );
-        eprintln!("skipped: no chromium");
+        netem::adapters::skip::skip("no chromium (.ci/run installs it)");
     }
     found
 }
