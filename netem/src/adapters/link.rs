@@ -1,5 +1,6 @@
-//! Link mode: the three hosts of a Glass topology, each in a network namespace
-//! with a TUN device, and the engine forwarding IP packets between them.
+//! Link mode: the hosts of a Glass topology ([`Graph`]), each in a network
+//! namespace with a TUN device, and the engine forwarding IP packets between
+//! them along the topology's links. The default is three hosts:
 //!
 //! ```text
 //!  publisher 198.18.1.1 ──first mile──▶ server 198.18.0.1 ──last mile──▶ player 198.18.2.1
@@ -8,9 +9,11 @@
 //! Each TUN has its address with a /15 prefix, so the whole 198.18.0.0/15
 //! (RFC 2544's benchmarking range) routes through it. One reader thread per
 //! TUN hands packets to one engine thread, which owns a [`Pipeline`] per link
-//! direction and writes each packet to its next hop's TUN at the packet's
-//! release instant (sleep, then spin: see [`super::timer`]). Publisher ↔
-//! player traffic crosses both links. Packets outside 198.18.0.0/15 (IPv6
+//! direction and writes each packet to its destination's TUN at the
+//! packet's release instant (sleep, then spin: see [`super::timer`]). A
+//! packet crosses every link on its route, one pipeline after the other
+//! (publisher ↔ player traffic crosses both miles), so a route's delay is
+//! the sum of its links' and a link shared by several routes is one queue. Packets outside 198.18.0.0/15 (IPv6
 //! router solicitations the kernel sends on a new interface) are counted and
 //! dropped. Buffers are recycled, so forwarding does not allocate per packet.
 
@@ -29,6 +32,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::capture::{Capture, DropCapture};
+use super::graph::{Direction, Graph};
 use super::netns::NetNs;
 use super::port::{Backend, PacketPort, Port, TunPort};
 use super::timer;
@@ -62,10 +66,6 @@ impl Host {
 
     fn index(self) -> usize {
         self as usize
-    }
-
-    fn from_addr(ip: Ipv4Addr) -> Option<Host> {
-        Host::ALL.into_iter().find(|h| h.addr() == ip)
     }
 
     pub fn name(self) -> &'static str {
@@ -109,23 +109,13 @@ impl LinkDir {
         }
     }
 
-    fn to(self) -> Host {
+    /// Its direction in [`Graph::three_hosts`].
+    pub fn index(self) -> usize {
         match self {
-            LinkDir::FirstMileUp | LinkDir::LastMileUp => Host::Server,
-            LinkDir::FirstMileDown => Host::Publisher,
-            LinkDir::LastMileDown => Host::Player,
-        }
-    }
-
-    /// The first link a packet from `from` to `to` crosses.
-    fn route(from: Host, to: Host) -> Option<LinkDir> {
-        use Host::*;
-        match (from, to) {
-            (Publisher, Server | Player) => Some(LinkDir::FirstMileUp),
-            (Player, Server | Publisher) => Some(LinkDir::LastMileUp),
-            (Server, Publisher) => Some(LinkDir::FirstMileDown),
-            (Server, Player) => Some(LinkDir::LastMileDown),
-            _ => None,
+            LinkDir::FirstMileUp => 0,
+            LinkDir::FirstMileDown => 1,
+            LinkDir::LastMileUp => 2,
+            LinkDir::LastMileDown => 3,
         }
     }
 }
@@ -169,6 +159,41 @@ pub struct LinkStats {
     pub release_error: ReleaseError,
 }
 
+/// What the link did, for any topology: per direction by its label
+/// (`NAME-uplink`, `NAME-downlink`), kernel drops per host by name.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GraphStats {
+    pub directions: BTreeMap<String, Counters>,
+    pub unroutable: u64,
+    pub kernel_drops: BTreeMap<String, u64>,
+    pub release_error: ReleaseError,
+}
+
+impl GraphStats {
+    /// One direction's counters, by label.
+    pub fn counters(&self, label: &str) -> Counters {
+        self.directions.get(label).cloned().unwrap_or_default()
+    }
+}
+
+impl From<&GraphStats> for LinkStats {
+    /// The three-host layout's view (other labels and hosts are left out).
+    fn from(g: &GraphStats) -> LinkStats {
+        LinkStats {
+            directions: LinkDir::ALL
+                .iter()
+                .filter_map(|&d| Some((d, g.directions.get(d.label())?.clone())))
+                .collect(),
+            unroutable: g.unroutable,
+            kernel_drops: Host::ALL
+                .iter()
+                .filter_map(|&h| Some((h, *g.kernel_drops.get(h.name())?)))
+                .collect(),
+            release_error: g.release_error.clone(),
+        }
+    }
+}
+
 impl LinkStats {
     /// All packets the kernel dropped before the engine read them.
     pub fn total_kernel_drops(&self) -> u64 {
@@ -181,7 +206,7 @@ impl LinkStats {
 }
 
 struct Inbound {
-    from: Host,
+    from: usize,
     buf: Vec<u8>,
     at: Instant,
 }
@@ -191,33 +216,58 @@ const BUF: usize = 2048;
 /// Packets in flight between readers and the engine before readers wait.
 const QUEUE: usize = 65_536;
 
-/// A running link: three namespaces, three TUN devices, four impaired directions.
+/// A running link: a namespace and a TUN device per host, an impaired
+/// pipeline per link direction.
 pub struct LinkNetwork {
-    hosts: [NetNs; 3],
+    graph: Graph,
+    hosts: Vec<NetNs>,
     /// The veth backend's switch namespace (kept alive with the link).
     _switch: Option<NetNs>,
     backend: Backend,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    engine: Option<JoinHandle<io::Result<LinkStats>>>,
-    stats: Arc<Mutex<LinkStats>>,
+    engine: Option<JoinHandle<io::Result<GraphStats>>>,
+    stats: Arc<Mutex<GraphStats>>,
+}
+
+/// What to build besides the topology.
+#[derive(Clone, Debug, Default)]
+pub struct GraphOptions {
+    pub seed: u64,
+    /// Write `in`/`out` pcap files per direction here.
+    pub capture_dir: Option<PathBuf>,
+    /// TUN devices, veth pairs, or whichever works.
+    pub backend: Backend,
 }
 
 impl LinkNetwork {
-    /// Builds the namespaces and devices and starts forwarding.
+    /// Builds the three-host layout's namespaces and devices and starts
+    /// forwarding.
     pub fn start(cfg: LinkConfig) -> io::Result<LinkNetwork> {
-        let hosts = [
-            NetNs::new("publisher")?,
-            NetNs::new("server")?,
-            NetNs::new("player")?,
-        ];
+        LinkNetwork::start_graph(
+            Graph::three_hosts(cfg.first_mile, cfg.last_mile),
+            GraphOptions {
+                seed: cfg.seed,
+                capture_dir: cfg.capture_dir,
+                backend: cfg.backend,
+            },
+        )
+    }
+
+    /// Builds a namespace and a device per host of `graph` and starts
+    /// forwarding along its links.
+    pub fn start_graph(graph: Graph, cfg: GraphOptions) -> io::Result<LinkNetwork> {
+        let hosts = graph
+            .hosts()
+            .iter()
+            .map(|h| NetNs::new(&h.name))
+            .collect::<io::Result<Vec<_>>>()?;
         let tun = || -> io::Result<Vec<Arc<dyn Port>>> {
-            Host::ALL
+            graph
+                .hosts()
                 .iter()
-                .map(|h| {
-                    TunPort::create(&hosts[h.index()], h.addr())
-                        .map(|p| Arc::new(p) as Arc<dyn Port>)
-                })
+                .zip(&hosts)
+                .map(|(h, ns)| TunPort::create(ns, h.addr).map(|p| Arc::new(p) as Arc<dyn Port>))
                 .collect()
         };
         let (ports, backend, switch) = match cfg.backend {
@@ -226,13 +276,13 @@ impl LinkNetwork {
                 Ok(p) => (p, Backend::Tun, None),
                 // No access to /dev/net/tun (a user namespace, a 0600 node): veth.
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    let (p, s) = veth_ports(&hosts)?;
+                    let (p, s) = veth_ports(&graph, &hosts)?;
                     (p, Backend::Veth, Some(s))
                 }
                 Err(e) => return Err(e),
             },
             Backend::Veth => {
-                let (p, s) = veth_ports(&hosts)?;
+                let (p, s) = veth_ports(&graph, &hosts)?;
                 (p, Backend::Veth, Some(s))
             }
         };
@@ -242,44 +292,37 @@ impl LinkNetwork {
         let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
         let pool_rx = Arc::new(Mutex::new(pool_rx));
         let mut threads = Vec::new();
-        for host in Host::ALL {
+        for (host, spec) in graph.hosts().iter().enumerate() {
             let (dev, tx, stop, pool) = (
-                ports[host.index()].clone(),
+                ports[host].clone(),
                 tx.clone(),
                 stop.clone(),
                 pool_rx.clone(),
             );
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("glass-tun-{}", host.name()))
+                    .name(format!("glass-tun-{}", spec.name))
                     .spawn(move || read_loop(host, &dev, &tx, &stop, &pool))?,
             );
         }
         drop(tx);
         let seeds = SeedTree::new(cfg.seed);
-        let mut pipes = LinkDir::ALL.map(|d| {
-            let profile = match d {
-                LinkDir::FirstMileUp => &cfg.first_mile.0,
-                LinkDir::FirstMileDown => &cfg.first_mile.1,
-                LinkDir::LastMileUp => &cfg.last_mile.0,
-                LinkDir::LastMileDown => &cfg.last_mile.1,
-            };
-            Pipeline::new(profile, seeds.child(d.label()))
-        });
+        let labels: Vec<String> = graph.directions().map(|(_, l)| l).collect();
+        let mut pipes: Vec<Pipeline<Vec<u8>>> = graph
+            .directions()
+            .map(|(d, label)| Pipeline::new(graph.profile(d), seeds.child(&label)))
+            .collect();
         let captures = match &cfg.capture_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let start = SystemTime::now();
                 let mut caps = Vec::new();
-                for d in LinkDir::ALL {
+                for label in &labels {
                     caps.push(Captures {
-                        input: Capture::create(&dir.join(format!("{}-in.pcap", d.label())), start)?,
-                        output: Capture::create(
-                            &dir.join(format!("{}-out.pcap", d.label())),
-                            start,
-                        )?,
+                        input: Capture::create(&dir.join(format!("{label}-in.pcap")), start)?,
+                        output: Capture::create(&dir.join(format!("{label}-out.pcap")), start)?,
                         dropped: DropCapture::create(
-                            &dir.join(format!("{}-dropped.pcapng", d.label())),
+                            &dir.join(format!("{label}-dropped.pcapng")),
                             start,
                         )?,
                         in_flight: HashMap::new(),
@@ -295,11 +338,13 @@ impl LinkNetwork {
                 p.record_events(1 << 20);
             }
         }
-        let stats = Arc::new(Mutex::new(LinkStats::default()));
+        let stats = Arc::new(Mutex::new(GraphStats::default()));
         let engine = Engine {
             clock,
+            graph: graph.clone(),
+            labels,
             pipes,
-            ports: [ports[0].clone(), ports[1].clone(), ports[2].clone()],
+            ports,
             rx,
             pool: pool_tx,
             captures,
@@ -313,6 +358,7 @@ impl LinkNetwork {
             .name("glass-link".into())
             .spawn(move || engine.run(&engine_stop))?;
         Ok(LinkNetwork {
+            graph,
             hosts,
             _switch: switch,
             backend,
@@ -336,6 +382,16 @@ impl LinkNetwork {
         &self.hosts[host.index()]
     }
 
+    /// The topology it runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The namespace of the host called `name`.
+    pub fn namespace_of(&self, name: &str) -> Option<&NetNs> {
+        self.graph.host(name).map(|i| &self.hosts[i])
+    }
+
     /// Runs `f` inside `host`'s namespace: sockets it creates live there.
     pub fn run_in<T: Send>(
         &self,
@@ -352,17 +408,29 @@ impl LinkNetwork {
         Ok(cmd)
     }
 
-    /// The latest counters (updated by the engine as it goes).
+    /// The latest counters (updated by the engine as it goes), in the
+    /// three-host layout's terms.
     pub fn stats(&self) -> LinkStats {
+        LinkStats::from(&self.graph_stats())
+    }
+
+    /// The latest counters, per direction label and host name.
+    pub fn graph_stats(&self) -> GraphStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Stops forwarding and returns the final figures (captures flushed).
+    /// Stops forwarding and returns the final figures (captures flushed),
+    /// in the three-host layout's terms.
     pub fn stop(mut self) -> io::Result<LinkStats> {
+        self.shutdown().map(|g| LinkStats::from(&g))
+    }
+
+    /// Stops forwarding and returns the final figures of any topology.
+    pub fn stop_graph(mut self) -> io::Result<GraphStats> {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> io::Result<LinkStats> {
+    fn shutdown(&mut self) -> io::Result<GraphStats> {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -371,7 +439,7 @@ impl LinkNetwork {
             Some(e) => e
                 .join()
                 .map_err(|_| io::Error::other("link engine panicked"))?,
-            None => Ok(self.stats()),
+            None => Ok(self.graph_stats()),
         }
     }
 }
@@ -406,22 +474,19 @@ fn explain_tun_error(e: io::Error) -> io::Error {
     )
 }
 
-fn veth_ports(hosts: &[NetNs; 3]) -> io::Result<(Vec<Arc<dyn Port>>, NetNs)> {
+fn veth_ports(graph: &Graph, hosts: &[NetNs]) -> io::Result<(Vec<Arc<dyn Port>>, NetNs)> {
     let switch = NetNs::new("switch")?;
     let mut ports: Vec<Arc<dyn Port>> = Vec::new();
-    for h in Host::ALL {
-        ports.push(Arc::new(PacketPort::create(
-            &hosts[h.index()],
-            &switch,
-            h.index() as u8,
-            h.addr(),
-        )?));
+    for (i, (h, ns)) in graph.hosts().iter().zip(hosts).enumerate() {
+        let index = u8::try_from(i)
+            .map_err(|_| io::Error::other("the veth backend takes at most 256 hosts"))?;
+        ports.push(Arc::new(PacketPort::create(ns, &switch, index, h.addr)?));
     }
     Ok((ports, switch))
 }
 
 fn read_loop(
-    host: Host,
+    host: usize,
     dev: &Arc<dyn Port>,
     tx: &SyncSender<Inbound>,
     stop: &AtomicBool,
@@ -517,18 +582,22 @@ impl Captures {
 
 struct Engine {
     clock: Clock,
-    pipes: [Pipeline<Vec<u8>>; 4],
-    ports: [Arc<dyn Port>; 3],
+    graph: Graph,
+    /// Each direction's label, by index.
+    labels: Vec<String>,
+    pipes: Vec<Pipeline<Vec<u8>>>,
+    /// Each host's device, by index.
+    ports: Vec<Arc<dyn Port>>,
     rx: Receiver<Inbound>,
     pool: Sender<Vec<u8>>,
     captures: Option<Vec<Captures>>,
     release_error: Histogram<u64>,
     unroutable: u64,
-    shared: Arc<Mutex<LinkStats>>,
+    shared: Arc<Mutex<GraphStats>>,
 }
 
 impl Engine {
-    fn run(mut self, stop: &AtomicBool) -> io::Result<LinkStats> {
+    fn run(mut self, stop: &AtomicBool) -> io::Result<GraphStats> {
         let mut last_publish = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let deadline = self.next_deadline();
@@ -577,12 +646,12 @@ impl Engine {
 
     fn push(&mut self, p: Inbound) {
         let dst = match p.buf.first().map(|b| b >> 4) {
-            Some(4) if p.buf.len() >= 20 => {
-                Host::from_addr(Ipv4Addr::new(p.buf[16], p.buf[17], p.buf[18], p.buf[19]))
-            }
+            Some(4) if p.buf.len() >= 20 => self
+                .graph
+                .host_at(Ipv4Addr::new(p.buf[16], p.buf[17], p.buf[18], p.buf[19])),
             _ => None,
         };
-        let Some(dir) = dst.and_then(|dst| LinkDir::route(p.from, dst)) else {
+        let Some(dir) = dst.and_then(|dst| self.graph.next(p.from, dst)) else {
             self.unroutable += 1;
             let _ = self.pool.send(p.buf);
             return;
@@ -591,49 +660,50 @@ impl Engine {
         self.push_into(dir, now, p.buf);
     }
 
-    fn push_into(&mut self, dir: LinkDir, now: Time, buf: Vec<u8>) {
+    fn push_into(&mut self, dir: Direction, now: Time, buf: Vec<u8>) {
+        let i = dir.index();
         let flow = FlowMeta::from_ip_packet(&buf);
         match &mut self.captures {
             Some(caps) => {
-                let cap = &mut caps[dir as usize];
+                let cap = &mut caps[i];
                 let _ = cap.input.write(now, &buf);
                 let copy = buf.clone();
-                let id = self.pipes[dir as usize].push(now, flow, buf);
+                let id = self.pipes[i].push(now, flow, buf);
                 cap.in_flight.insert(id, copy);
-                let _ = cap.follow(&mut self.pipes[dir as usize]);
+                let _ = cap.follow(&mut self.pipes[i]);
             }
             None => {
-                self.pipes[dir as usize].push(now, flow, buf);
+                self.pipes[i].push(now, flow, buf);
             }
         }
     }
 
     fn release(&mut self) -> io::Result<()> {
         let now = self.clock.time(Instant::now());
-        for dir in LinkDir::ALL {
-            while let Some(d) = self.pipes[dir as usize].poll_transmit(now) {
-                self.deliver(dir, d)?;
+        for i in 0..self.pipes.len() {
+            while let Some(d) = self.pipes[i].poll_transmit(now) {
+                self.deliver(Direction::from_index(i), d)?;
             }
             if let Some(caps) = &mut self.captures {
-                caps[dir as usize].follow(&mut self.pipes[dir as usize])?;
+                caps[i].follow(&mut self.pipes[i])?;
             }
         }
         Ok(())
     }
 
-    fn deliver(&mut self, dir: LinkDir, d: Delivery<Vec<u8>>) -> io::Result<()> {
+    fn deliver(&mut self, dir: Direction, d: Delivery<Vec<u8>>) -> io::Result<()> {
         if let Some(caps) = &mut self.captures {
-            let _ = caps[dir as usize].output.write(d.released_at, &d.payload);
+            let _ = caps[dir.index()].output.write(d.released_at, &d.payload);
         }
-        let hop = dir.to();
+        let hop = self.graph.head(dir);
         let dst = match d.flow.dst {
-            Some(IpAddr::V4(ip)) => Host::from_addr(ip),
+            Some(IpAddr::V4(ip)) => self.graph.host_at(ip),
             _ => None,
         };
         match dst {
             Some(dst) if dst != hop => {
-                // Publisher ↔ player: on to the other link, from the server.
-                if let Some(next) = LinkDir::route(hop, dst) {
+                // Not there yet: on to the next link of the route.
+                if let Some(next) = self.graph.next(hop, dst) {
                     self.push_into(next, d.released_at, d.payload);
                 }
             }
@@ -641,7 +711,7 @@ impl Engine {
                 let late =
                     Instant::now().saturating_duration_since(self.clock.instant(d.released_at));
                 let _ = self.release_error.record((late.as_micros() as u64).max(1));
-                match self.ports[hop.index()].send(&d.payload) {
+                match self.ports[hop].send(&d.payload) {
                     Ok(_) => {}
                     // The receiving host's stack refused it (e.g. no route): a drop, not a failure.
                     Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {}
@@ -656,15 +726,20 @@ impl Engine {
     fn publish(&self) {
         let h = &self.release_error;
         let q = |p: f64| h.value_at_quantile(p) as f64;
-        let stats = LinkStats {
-            directions: LinkDir::ALL
+        let stats = GraphStats {
+            directions: self
+                .labels
                 .iter()
-                .map(|&d| (d, self.pipes[d as usize].counters().clone()))
+                .zip(&self.pipes)
+                .map(|(l, p)| (l.clone(), p.counters().clone()))
                 .collect(),
             unroutable: self.unroutable,
-            kernel_drops: Host::ALL
+            kernel_drops: self
+                .graph
+                .hosts()
                 .iter()
-                .map(|&h| (h, self.ports[h.index()].kernel_drops()))
+                .zip(&self.ports)
+                .map(|(h, p)| (h.name.clone(), p.kernel_drops()))
                 .collect(),
             release_error: ReleaseError {
                 packets: h.len(),

@@ -3,6 +3,7 @@
 //! TCP proxies on loopback, packet captures and TCP_INFO.
 
 pub mod capture;
+pub mod graph;
 pub mod link;
 pub mod netns;
 pub mod port;
