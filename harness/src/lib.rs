@@ -7,6 +7,7 @@
 pub mod abr_metrics;
 pub mod cli;
 pub mod commands;
+pub mod cross;
 pub mod events;
 pub mod g2g;
 pub mod interop;

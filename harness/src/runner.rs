@@ -69,6 +69,9 @@ pub struct RunResult {
     pub proxy: Option<ProxyStats>,
     /// ffmpeg publishers and players of this run, if any.
     pub ffmpeg: Vec<FfmpegReport>,
+    /// The network's cross traffic, flow by flow (none: not written).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cross: Vec<crate::cross::CrossReport>,
     /// The UDP media protocol's sessions (publisher, relay ingest and
     /// egress, player), with SRT-named statistics.
     pub udp: Vec<UdpReport>,
@@ -253,6 +256,7 @@ pub fn run_one(
     let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed(), &paths)?;
     let mode = topo.mode_label();
     let clock = Clock::new(Instant::now());
+    let cross = topo.start_cross(&network.cross, clock)?;
     let wall = WallClock::new(clock);
     let end = Time::from_duration(scenario.duration);
     let mut player = Player::new(protocol.player.clone(), Time::ZERO);
@@ -335,6 +339,9 @@ pub fn run_one(
     });
     let ffmpeg_started = ffmpeg_publisher.as_ref().map(|(_, t)| *t);
     let ffmpeg_reports = stop_ffmpeg(ffmpeg_publisher.map(|(p, _)| p), ffmpeg_player, &topo);
+    let cross = cross
+        .map(crate::cross::CrossTraffic::stop)
+        .unwrap_or_default();
     let net = topo.stop(rt)?;
     let (published, servers) = run?;
     let relay = RelayReport {
@@ -364,7 +371,7 @@ pub fn run_one(
             .iter()
             .flat_map(|u| u.udp.iter().cloned()),
     );
-    Ok(assemble(
+    let mut result = assemble(
         Sides {
             player,
             publisher,
@@ -380,7 +387,9 @@ pub fn run_one(
         (clock, end),
         mode,
         g2g_source,
-    ))
+    );
+    result.cross = cross;
+    Ok(result)
 }
 
 /// Where a run is, for the message if it overruns its deadline.
@@ -660,6 +669,7 @@ fn assemble(
         link: net.link,
         proxy: net.proxy,
         ffmpeg: ffmpeg_reports,
+        cross: Vec::new(),
         equal_smoothness,
         hops,
         frame_hops,

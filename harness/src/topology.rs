@@ -16,7 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
-use netem::adapters::link::{Host, LinkConfig, LinkNetwork, LinkStats};
+use netem::adapters::graph::Graph;
+use netem::adapters::link::{GraphOptions, Host, LinkNetwork, LinkStats};
 use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream_profile};
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
 use serde::Serialize;
@@ -170,6 +171,11 @@ impl Topology {
         paths: &[ClientPath],
     ) -> Result<Topology> {
         match mode.resolve() {
+            Mode::Proxy if !network.cross.is_empty() => Err(anyhow!(
+                "network \"{}\" has cross traffic, which needs link mode (a shared queue); \
+                 proxy mode has none",
+                network.name
+            )),
             Mode::Proxy => {
                 let mut relay: Vec<(Endpoint, Bound)> = Vec::new();
                 let mut proxies: Vec<MileProxy> = Vec::new();
@@ -194,12 +200,18 @@ impl Topology {
                 })
             }
             _ => {
-                let link = LinkNetwork::start(LinkConfig {
-                    first_mile: network.first_mile.clone(),
-                    last_mile: network.last_mile.clone(),
-                    seed,
-                    ..LinkConfig::default()
-                })
+                // Cross traffic's hosts hang off the publisher and the
+                // player: their flows share those miles' queues.
+                let graph =
+                    Graph::three_hosts(network.first_mile.clone(), network.last_mile.clone())
+                        .with_leaves(crate::cross::hosts(&network.cross))?;
+                let link = LinkNetwork::start_graph(
+                    graph,
+                    GraphOptions {
+                        seed,
+                        ..GraphOptions::default()
+                    },
+                )
                 .context(
                     "starting the link (network namespaces); Glass needs root or user \
                      namespaces, or `--mode proxy`",
@@ -271,6 +283,21 @@ impl Topology {
                 std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
             })?)),
             Carrier::Proxy { .. } => Ok(deep(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?)),
+        }
+    }
+
+    /// Starts the network's cross traffic on the run's `clock` (link
+    /// mode; none in proxy mode, which refuses networks that have any).
+    pub fn start_cross(
+        &self,
+        flows: &[crate::cross::CrossFlow],
+        clock: netem::time::Clock,
+    ) -> Result<Option<crate::cross::CrossTraffic>> {
+        match &self.carrier {
+            Carrier::Link(l) if !flows.is_empty() => {
+                Ok(Some(crate::cross::CrossTraffic::start(l, flows, clock)?))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -49,6 +49,14 @@ pub fn run_proxy(s: &Scenario) -> RunResult {
     .unwrap()
 }
 
+/// The engine's counters of the first-mile uplink of a link-mode run.
+pub fn first_mile_counters(r: &RunResult) -> netem::Counters {
+    r.link
+        .as_ref()
+        .expect("a link-mode run")
+        .counters(netem::adapters::link::LinkDir::FirstMileUp)
+}
+
 /// Packets the engine's loss model dropped on the first-mile uplink of a
 /// link-mode run (the ground truth a transport's loss count is checked against).
 pub fn first_mile_drops(r: &RunResult) -> u64 {

@@ -15,7 +15,7 @@ use netem::adapters::link::LinkDir;
 use crate::cli::RunArgs;
 use crate::output::records::{RunRecord, budgets, previous_runs, write_results};
 use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
-use crate::output::tables::{hops_table, net, recovery_table, table};
+use crate::output::tables::{cross_table, hops_table, net, recovery_table, table};
 use crate::runner::run_one;
 use crate::scenario::{QUICKSTART, Scenario, SweepPoint};
 
@@ -215,6 +215,7 @@ fn print_summary<'a>(
     print!("{}", table(records));
     print!("{}", hops_table(records));
     print!("{}", recovery_table(records));
+    print!("{}", cross_table(records));
     for r in records {
         for t in r.result.iter().flat_map(|x| &x.transports) {
             if let Some(why) = &t.fallback {

@@ -15,6 +15,33 @@ pub fn net(r: &RunRecord) -> String {
     }
 }
 
+/// Each run's cross traffic, flow by flow (nothing without any): what it
+/// sent and what got through, next to the media it competed with.
+pub fn cross_table(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    for r in records {
+        for c in r.result.iter().flat_map(|x| &x.cross) {
+            if s.is_empty() {
+                let _ = writeln!(s, "Cross traffic (competing flows on the miles):");
+            }
+            let _ = writeln!(
+                s,
+                "{:<20} {:<18} {:<50} {:>8.2} Mbit/s received, {:>5.1} % of what it sent",
+                r.network,
+                r.protocol,
+                c.flow,
+                c.goodput_mbps,
+                if c.bytes_sent == 0 {
+                    0.0
+                } else {
+                    c.bytes_received as f64 * 100.0 / c.bytes_sent as f64
+                }
+            );
+        }
+    }
+    s
+}
+
 /// The UDP protocol's recovery per run and mile (nothing without UDP runs):
 /// what the link dropped, what the receiver found missing, how it came back.
 pub fn recovery_table(records: &[RunRecord]) -> String {

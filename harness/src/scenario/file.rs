@@ -85,6 +85,9 @@ pub struct NetworkFile {
     pub first_mile: LinkFile,
     #[serde(default)]
     pub last_mile: LinkFile,
+    /// Competing flows that share a mile with the media (link mode).
+    #[serde(default)]
+    pub cross: Vec<crate::cross::CrossFile>,
 }
 
 /// A link: one two-way `profile`, or `uplink` and `downlink` each a preset,

@@ -67,6 +67,8 @@ pub struct Network {
     pub last_mile: (Profile, Profile),
     /// What each direction was asked as (for reports).
     pub described: [String; 4],
+    /// Competing flows on the miles (link mode).
+    pub cross: Vec<crate::cross::CrossFlow>,
 }
 
 impl Network {

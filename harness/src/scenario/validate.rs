@@ -122,6 +122,7 @@ impl ScenarioFile {
                 name: "clean".into(),
                 first_mile: LinkFile::default(),
                 last_mile: LinkFile::default(),
+                cross: Vec::new(),
             }]
         } else {
             self.networks.clone()
@@ -144,11 +145,18 @@ impl ScenarioFile {
                 .last_mile
                 .resolve(base_dir)
                 .map_err(|e| e.within(&format!("{field}.last_mile")))?;
+            let cross = n
+                .cross
+                .iter()
+                .enumerate()
+                .map(|(j, c)| c.validate(&format!("{field}.cross[{j}]"), duration))
+                .collect::<Result<Vec<_>>>()?;
             out_networks.push(Network {
                 name: n.name.clone(),
                 first_mile: (fu, fd),
                 last_mile: (lu, ld),
                 described: [dfu, dfd, dlu, dld],
+                cross,
             });
         }
         if self.protocols.is_empty() {

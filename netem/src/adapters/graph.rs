@@ -223,6 +223,24 @@ impl Graph {
         }
     }
 
+    /// The same graph with `leaves` added: each a host joined to an
+    /// existing host by a clean link named after it (its traffic then
+    /// shares that host's links, queues included).
+    pub fn with_leaves(self, leaves: Vec<(HostSpec, usize)>) -> Result<Graph, GraphError> {
+        let (mut hosts, mut links) = (self.hosts, self.links);
+        for (h, attach) in leaves {
+            links.push(LinkSpec {
+                name: h.name.clone(),
+                a: hosts.len(),
+                b: attach,
+                up: Profile::transparent(),
+                down: Profile::transparent(),
+            });
+            hosts.push(h);
+        }
+        Graph::new(hosts, links)
+    }
+
     pub fn hosts(&self) -> &[HostSpec] {
         &self.hosts
     }
