@@ -90,7 +90,6 @@ fn proxy_mode_refuses_cross_traffic() {
         harness::topology::Mode::Proxy,
         &|_| {},
     )
-    .err()
-    .expect("proxy mode cannot share a queue");
+    .expect_err("proxy mode cannot share a queue");
     assert!(e.to_string().contains("needs link mode"), "{e:#}");
 }

@@ -258,10 +258,19 @@ const POLL: Duration = Duration::from_millis(100);
 /// UDP datagram size.
 const DATAGRAM: usize = 1200;
 
+/// One flow's threads: the sender gives the bytes it sent, the sink the
+/// bits it received per second.
+struct Running {
+    flow: String,
+    sender: JoinHandle<u64>,
+    sink: JoinHandle<Vec<u64>>,
+    active: Duration,
+}
+
 /// The flows of a run, running on their own threads.
 pub struct CrossTraffic {
     done: Arc<AtomicBool>,
-    flows: Vec<(String, JoinHandle<u64>, JoinHandle<Vec<u64>>, Duration)>,
+    flows: Vec<Running>,
 }
 
 impl CrossTraffic {
@@ -320,7 +329,12 @@ impl CrossTraffic {
                     (sender, sink)
                 }
             };
-            out.push((what, sender, sink, active));
+            out.push(Running {
+                flow: what,
+                sender,
+                sink,
+                active,
+            });
         }
         Ok(CrossTraffic { done, flows: out })
     }
@@ -331,18 +345,25 @@ impl CrossTraffic {
         self.done.store(true, Ordering::SeqCst);
         std::mem::take(&mut self.flows)
             .into_iter()
-            .map(|(flow, sender, sink, active)| {
-                let bytes_sent = sender.join().unwrap_or(0);
-                let per_second_bits = sink.join().unwrap_or_default();
-                let bytes_received = per_second_bits.iter().sum::<u64>() / 8;
-                CrossReport {
-                    flow,
-                    bytes_sent,
-                    bytes_received,
-                    goodput_mbps: bytes_received as f64 * 8.0 / active.as_secs_f64() / 1e6,
-                    per_second_bits,
-                }
-            })
+            .map(
+                |Running {
+                     flow,
+                     sender,
+                     sink,
+                     active,
+                 }| {
+                    let bytes_sent = sender.join().unwrap_or(0);
+                    let per_second_bits = sink.join().unwrap_or_default();
+                    let bytes_received = per_second_bits.iter().sum::<u64>() / 8;
+                    CrossReport {
+                        flow,
+                        bytes_sent,
+                        bytes_received,
+                        goodput_mbps: bytes_received as f64 * 8.0 / active.as_secs_f64() / 1e6,
+                        per_second_bits,
+                    }
+                },
+            )
             .collect()
     }
 }
