@@ -112,6 +112,21 @@ pub struct EntryCx<'a> {
     pub target_delay: std::time::Duration,
 }
 
+/// A protocol's table as written, as its serde struct (`None`: the
+/// struct's defaults); errors name the table's field `at`.
+pub fn parse_table<T: serde::de::DeserializeOwned + Default>(
+    table: Option<&toml::Value>,
+    at: &str,
+) -> Result<T, netem::ConfigError> {
+    match table {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| netem::ConfigError::invalid(at, e.message().to_string())),
+        None => Ok(T::default()),
+    }
+}
+
 /// A serializable statistics struct's fields, for [`Stats::json`].
 pub fn json_fields(stats: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(stats) {

@@ -38,13 +38,7 @@ impl Table for QuicTable {
 /// The table as written (`None`: the defaults), checked.
 pub fn configure(table: Option<&toml::Value>, cx: &EntryCx) -> Result<QuicTable, ConfigError> {
     let at = format!("{}.quic", cx.field);
-    let q: QuicTable = match table {
-        Some(v) => v
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::invalid(&at, e.message().to_string()))?,
-        None => QuicTable::default(),
-    };
+    let q: QuicTable = crate::protocol::parse_table(table, &at)?;
     let t = q.handshake_timeout.get();
     if t < Duration::from_millis(10) || t > Duration::from_secs(60) {
         return Err(ConfigError::invalid(

@@ -55,13 +55,7 @@ impl Table for UdpConfig {
 /// configuration.
 pub fn configure(table: Option<&toml::Value>, cx: &EntryCx) -> Result<UdpConfig, ConfigError> {
     let at = format!("{}.udp", cx.field);
-    let u: UdpTable = match table {
-        Some(v) => v
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::invalid(&at, e.message().to_string()))?,
-        None => UdpTable::default(),
-    };
+    let u: UdpTable = crate::protocol::parse_table(table, &at)?;
     let cfg = UdpConfig {
         nack: u.nack,
         fec: u.fec,
