@@ -178,7 +178,7 @@ fn align(t: Time, refresh: Duration) -> Time {
 }
 
 /// Where ffmpeg, an RTMP peer Glass did not write, reaches the relay.
-const RTMP_TCP: Endpoint = Endpoint::Tcp(crate::protocol::uri::DEFAULT_PORT);
+const RTMP_TCP: Endpoint = Endpoint::Tcp(crate::protocol::rtmp::RTMP_PORT);
 
 /// What the run's clients share to dial the relay.
 struct Dial<'a> {

@@ -112,6 +112,10 @@ pub struct EntryCx<'a> {
     pub target_delay: std::time::Duration,
 }
 
+/// What a protocol reads from a URI's query: the canonical scheme the URI
+/// means and its normalized options.
+pub type UriOptions = (&'static str, Vec<(String, String)>);
+
 /// A protocol's table as written, as its serde struct (`None`: the
 /// struct's defaults); errors name the table's field `at`.
 pub fn parse_table<T: serde::de::DeserializeOwned + Default>(
@@ -149,6 +153,25 @@ pub trait Protocol: Sync {
     /// The URI schemes it answers; the first is its default (`kind = NAME`
     /// with no `uri`).
     fn schemes(&self) -> &'static [Scheme];
+    /// Reads a URI's query for one of its schemes: the canonical scheme the
+    /// URI means and its options, normalized (defaults left out), or why
+    /// not. By default a scheme takes no query.
+    fn uri_options(
+        &self,
+        scheme: &'static str,
+        query: &[(String, String)],
+    ) -> Result<UriOptions, String> {
+        match query.first() {
+            Some((k, _)) => Err(format!(
+                "unknown query parameter \"{k}\" ({scheme}:// takes none{})",
+                match self.table_key() {
+                    "" => String::new(),
+                    t => format!("; its settings are the scenario's `{t}` table"),
+                }
+            )),
+            None => Ok((scheme, Vec::new())),
+        }
+    }
     /// The key of its table in a `[[protocols]]` entry ("quic", "udp").
     fn table_key(&self) -> &'static str;
     /// Parses and validates its table (`None`: not written, the defaults).
@@ -197,7 +220,7 @@ pub fn names() -> String {
 
 /// The protocol that answers `uri`'s scheme and the endpoint it arrives on.
 pub fn route(uri: &uri::StreamUri) -> anyhow::Result<(&'static dyn Protocol, Endpoint)> {
-    let scheme = uri.scheme();
+    let scheme = uri.scheme;
     REGISTRY
         .iter()
         .find_map(|p| {

@@ -1,85 +1,94 @@
-//! Stream URIs: the client reads the transport from them, as live platforms'
-//! RTMP-over-QUIC clients do.
+//! Stream URIs, `SCHEME://HOST[:PORT]/APP/KEY[?QUERY]`: the scheme names a
+//! registered protocol's [`super::Scheme`], whose protocol reads the query
+//! itself ([`super::Protocol::uri_options`]); the port defaults to that
+//! scheme's endpoint. Glass's schemes:
 //!
-//! - `rtmp://HOST[:PORT]/APP/KEY`: RTMP over TCP.
-//! - `rtmpq://HOST[:PORT]/APP/KEY`: RTMP over QUIC.
-//! - `rtmp://HOST[:PORT]/APP/KEY?transport=quic`: RTMP over QUIC too (for
-//!   clients that only accept the rtmp scheme).
-//! - `&mapping=frames` (or `?mapping=frames` with rtmpq): each frame on its
-//!   own QUIC stream instead of the RTMP byte stream on one (`mapping=stream`,
-//!   the default).
-//!
+//! - `rtmp://HOST[:PORT]/APP/KEY`: RTMP over TCP (port 1935).
+//! - `rtmpq://HOST[:PORT]/APP/KEY`: RTMP over QUIC (UDP 1935);
+//!   `rtmp://…?transport=quic` means the same (for clients that only accept
+//!   the rtmp scheme). `mapping=frames` puts each frame on its own QUIC
+//!   stream instead of the RTMP byte stream on one (`mapping=stream`).
 //! - `gudp://HOST[:PORT]/APP/KEY`: Glass's UDP media protocol (NACK, FEC,
 //!   RED, congestion control; settings in the scenario's `udp` table), port
-//!   5000 by default.
-//!
-//! The port defaults to 1935 for RTMP: the relay listens on TCP and UDP 1935.
+//!   5000.
 
 use std::fmt;
 
-use super::rtmp::quic::Mapping;
-
-pub const DEFAULT_PORT: u16 = 1935;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum UriTransport {
-    Tcp,
-    Quic(Mapping),
-    /// Glass's UDP media protocol.
-    Udp,
-}
+use super::REGISTRY;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamUri {
-    pub transport: UriTransport,
+    /// The canonical scheme, a registered [`super::Scheme`]'s name
+    /// (`rtmp://…?transport=quic` is "rtmpq").
+    pub scheme: &'static str,
     pub host: String,
     pub port: u16,
     pub app: String,
     pub key: String,
+    /// The protocol's options from the query, as it normalized them
+    /// (`mapping=frames`), in order.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UriError {
-    #[error("\"{0}\": a stream URI starts with rtmp://, rtmpq:// or gudp://")]
-    Scheme(String),
+    #[error("\"{uri}\": a stream URI starts with one of {known}")]
+    Scheme { uri: String, known: String },
     #[error("\"{0}\": no host")]
     NoHost(String),
     #[error("\"{uri}\": bad port \"{port}\"")]
     Port { uri: String, port: String },
     #[error("\"{0}\": the path must be /APP/KEY (an application and a stream key)")]
     Path(String),
-    #[error(
-        "\"{uri}\": unknown query parameter \"{param}\" (rtmp/rtmpq know transport and mapping; gudp takes none: its settings are the scenario's `udp` table)"
-    )]
-    Param { uri: String, param: String },
-    #[error("\"{uri}\": {what} must be one of {allowed}, not \"{value}\"")]
-    Value {
-        uri: String,
-        what: &'static str,
-        value: String,
-        allowed: &'static str,
-    },
-    #[error("\"{0}\": mapping applies to QUIC only (use rtmpq:// or transport=quic)")]
-    MappingWithoutQuic(String),
+    #[error("\"{uri}\": {why}")]
+    Query { uri: String, why: String },
 }
 
 impl StreamUri {
     pub fn parse(uri: &str) -> Result<StreamUri, UriError> {
         let u = uri.trim();
-        let udp = u.starts_with("gudp://");
-        let (quic_scheme, rest) = if let Some(r) = u.strip_prefix("rtmpq://") {
-            (true, r)
-        } else if let Some(r) = u.strip_prefix("rtmp://") {
-            (false, r)
-        } else if let Some(r) = u.strip_prefix("gudp://") {
-            (false, r)
-        } else {
-            return Err(UriError::Scheme(uri.into()));
+        let known = || {
+            REGISTRY
+                .iter()
+                .flat_map(|p| p.schemes())
+                .map(|s| format!("{}://", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
+        let scheme_error = || UriError::Scheme {
+            uri: uri.into(),
+            known: known(),
+        };
+        let (written, rest) = u.split_once("://").ok_or_else(scheme_error)?;
+        let (protocol, scheme) = REGISTRY
+            .iter()
+            .find_map(|p| Some((*p, p.schemes().iter().find(|s| s.name == written)?)))
+            .ok_or_else(scheme_error)?;
         let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
+            Some((r, q)) => (r, q),
+            None => (rest, ""),
         };
+        let pairs: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let (canonical, options) =
+            protocol
+                .uri_options(scheme.name, &pairs)
+                .map_err(|why| UriError::Query {
+                    uri: uri.into(),
+                    why,
+                })?;
+        let default_port = protocol
+            .schemes()
+            .iter()
+            .find(|s| s.name == canonical)
+            .and_then(|s| protocol.endpoints().get(s.endpoint))
+            .map_or(0, |e| e.port());
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (
@@ -92,14 +101,7 @@ impl StreamUri {
                         port: p.into(),
                     })?,
             ),
-            None => (
-                authority,
-                if udp {
-                    crate::protocol::udp::UDP_MEDIA_PORT
-                } else {
-                    DEFAULT_PORT
-                },
-            ),
+            None => (authority, default_port),
         };
         if host.is_empty() {
             return Err(UriError::NoHost(uri.into()));
@@ -111,107 +113,36 @@ impl StreamUri {
         if app.is_empty() || key.is_empty() {
             return Err(UriError::Path(uri.into()));
         }
-        if udp {
-            if let Some(q) = query.filter(|q| !q.is_empty()) {
-                return Err(UriError::Param {
-                    uri: uri.into(),
-                    param: q.split('=').next().unwrap_or(q).into(),
-                });
-            }
-            return Ok(StreamUri {
-                transport: UriTransport::Udp,
-                host: host.into(),
-                port,
-                app: (*app).into(),
-                key: (*key).into(),
-            });
-        }
-        let mut quic = quic_scheme;
-        let mut mapping = None;
-        for pair in query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .filter(|p| !p.is_empty())
-        {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "transport" => match v {
-                    "quic" => quic = true,
-                    "tcp" if !quic_scheme => quic = false,
-                    _ => {
-                        return Err(UriError::Value {
-                            uri: uri.into(),
-                            what: "transport",
-                            value: v.into(),
-                            allowed: if quic_scheme {
-                                "quic (rtmpq:// is QUIC)"
-                            } else {
-                                "tcp, quic"
-                            },
-                        });
-                    }
-                },
-                "mapping" => {
-                    mapping = Some(match v {
-                        "stream" => Mapping::Stream,
-                        "frames" => Mapping::Frames,
-                        _ => {
-                            return Err(UriError::Value {
-                                uri: uri.into(),
-                                what: "mapping",
-                                value: v.into(),
-                                allowed: "stream, frames",
-                            });
-                        }
-                    })
-                }
-                _ => {
-                    return Err(UriError::Param {
-                        uri: uri.into(),
-                        param: k.into(),
-                    });
-                }
-            }
-        }
-        let transport = match (quic, mapping) {
-            (true, m) => UriTransport::Quic(m.unwrap_or_default()),
-            (false, None) => UriTransport::Tcp,
-            (false, Some(_)) => return Err(UriError::MappingWithoutQuic(uri.into())),
-        };
         Ok(StreamUri {
-            transport,
+            scheme: canonical,
             host: host.into(),
             port,
             app: (*app).into(),
             key: (*key).into(),
+            options,
         })
     }
-}
 
-impl StreamUri {
-    /// Its canonical scheme: the name a protocol's [`super::Scheme`]
-    /// answers (`rtmp://…?transport=quic` is "rtmpq").
-    pub fn scheme(&self) -> &'static str {
-        match self.transport {
-            UriTransport::Tcp => "rtmp",
-            UriTransport::Quic(_) => "rtmpq",
-            UriTransport::Udp => "gudp",
-        }
+    /// The value of option `name`, if the URI has it.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 impl fmt::Display for StreamUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = self.scheme();
-        let q = match self.transport {
-            UriTransport::Quic(Mapping::Frames) => "?mapping=frames",
-            _ => "",
-        };
         write!(
             f,
-            "{scheme}://{}:{}/{}/{}{q}",
-            self.host, self.port, self.app, self.key
-        )
+            "{}://{}:{}/{}/{}",
+            self.scheme, self.host, self.port, self.app, self.key
+        )?;
+        for (i, (k, v)) in self.options.iter().enumerate() {
+            write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
+        }
+        Ok(())
     }
 }
 
@@ -223,42 +154,47 @@ mod tests {
         StreamUri::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    /// (canonical scheme, mapping option) of a URI.
+    fn what(s: &str) -> (&'static str, Option<String>) {
+        let u = ok(s);
+        (u.scheme, u.option("mapping").map(String::from))
+    }
+
     #[test]
     fn transports_from_scheme_and_query() {
         let t = ok("rtmp://server/live/abc");
         assert_eq!(
             (
-                t.transport,
+                t.scheme,
                 t.host.as_str(),
                 t.port,
                 t.app.as_str(),
                 t.key.as_str()
             ),
-            (UriTransport::Tcp, "server", 1935, "live", "abc")
+            ("rtmp", "server", 1935, "live", "abc")
         );
-        assert_eq!(
-            ok("rtmpq://server:4443/live/abc").transport,
-            UriTransport::Quic(Mapping::Stream)
-        );
+        assert_eq!(what("rtmpq://server:4443/live/abc"), ("rtmpq", None));
         assert_eq!(ok("rtmpq://server:4443/live/abc").port, 4443);
         let g = ok("gudp://server/live/abc");
-        assert_eq!((g.transport, g.port), (UriTransport::Udp, 5000));
+        assert_eq!((g.scheme, g.port), ("gudp", 5000));
         assert_eq!(
-            ok("rtmp://server/live/abc?transport=quic").transport,
-            UriTransport::Quic(Mapping::Stream)
+            what("rtmp://server/live/abc?transport=quic"),
+            ("rtmpq", None)
+        );
+        let frames = Some("frames".to_string());
+        assert_eq!(
+            what("rtmp://server/live/abc?transport=quic&mapping=frames"),
+            ("rtmpq", frames.clone())
         );
         assert_eq!(
-            ok("rtmp://server/live/abc?transport=quic&mapping=frames").transport,
-            UriTransport::Quic(Mapping::Frames)
+            what("rtmpq://server/live/abc?mapping=frames"),
+            ("rtmpq", frames)
         );
         assert_eq!(
-            ok("rtmpq://server/live/abc?mapping=frames").transport,
-            UriTransport::Quic(Mapping::Frames)
+            what("rtmpq://server/live/abc?mapping=stream"),
+            ("rtmpq", None)
         );
-        assert_eq!(
-            ok("rtmp://server/live/abc?transport=tcp").transport,
-            UriTransport::Tcp
-        );
+        assert_eq!(what("rtmp://server/live/abc?transport=tcp"), ("rtmp", None));
         // Display round-trips.
         for s in [
             "rtmp://h:1935/live/k",
@@ -273,7 +209,7 @@ mod tests {
     #[test]
     fn malformed_uris_say_what_is_wrong() {
         for (s, needle) in [
-            ("http://server/live/k", "rtmp://, rtmpq:// or gudp://"),
+            ("http://server/live/k", "rtmp://, rtmpq://, gudp://"),
             ("gudp://server/live/k?fec=xor", "unknown query parameter"),
             ("rtmp:///live/k", "no host"),
             ("rtmp://server:http/live/k", "bad port"),

@@ -1,6 +1,5 @@
 use super::*;
 use crate::media::player::LatencyControl;
-use crate::protocol::uri::UriTransport;
 
 const GOOD: &str = r#"
 name = "t"
@@ -51,7 +50,7 @@ fn udp_protocols_default_their_uris_and_refuse_mismatches() {
     assert_eq!(p.player.target_delay, Duration::from_millis(200));
     let udp = p.table::<crate::protocol::udp::UdpConfig>().unwrap();
     assert_eq!(udp.latency, Duration::from_millis(200));
-    assert_eq!(p.player_uri.transport, UriTransport::Udp);
+    assert_eq!(p.player_uri.scheme, "gudp");
     for (body, needle) in [
         (
             "kind = \"rtmp\"\nuri = \"gudp://server/live/glass\"",

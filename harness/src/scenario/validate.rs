@@ -13,7 +13,7 @@ use crate::interop::ffmpeg::parse_resolution;
 use crate::media::encoder::EncoderConfig;
 use crate::media::flv;
 use crate::media::player::{LatePolicy, LatencyControl, PlayerConfig};
-use crate::protocol::uri::{StreamUri, UriTransport};
+use crate::protocol::uri::StreamUri;
 
 use super::*;
 
@@ -291,7 +291,7 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
         );
     }
     let key = publisher_uri.key.clone();
-    if p.publisher == PublisherKind::Ffmpeg && publisher_uri.transport != UriTransport::Tcp {
+    if p.publisher == PublisherKind::Ffmpeg && publisher_uri.scheme != "rtmp" {
         return bad(
             format!("{field}.uri"),
             "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
@@ -309,7 +309,7 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
             format!("{field}.uri"),
             format!(
                 "a {}:// publisher is kind = \"{}\"; kind = \"{}\" publishes over {}://server/live/KEY (its player may use another protocol's URI: the relay is a gateway)",
-                publisher_uri.scheme(),
+                publisher_uri.scheme,
                 publishes_with.name(),
                 kind.name(),
                 default_scheme

@@ -13,7 +13,6 @@ use super::quic;
 use super::transport::Transport;
 use crate::media::abr::AbrConfig;
 use crate::media::player::Player;
-use crate::protocol::uri::UriTransport;
 use crate::protocol::{
     ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Session, TransportReport,
 };
@@ -62,12 +61,16 @@ impl Session for RtmpSession {
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     let role = cx.role.as_str();
     let host = cx.role.host();
+    let mapping = match cx.uri.option("mapping") {
+        Some("frames") => quic::Mapping::Frames,
+        _ => quic::Mapping::Stream,
+    };
     let mut report = TransportReport {
         role,
         uri: cx.uri.to_string(),
-        requested: match cx.uri.transport {
-            UriTransport::Quic(quic::Mapping::Frames) => "quic/frames".into(),
-            UriTransport::Quic(quic::Mapping::Stream) => "quic/stream".into(),
+        requested: match (cx.uri.scheme, mapping) {
+            ("rtmpq", quic::Mapping::Frames) => "quic/frames".into(),
+            ("rtmpq", quic::Mapping::Stream) => "quic/stream".into(),
             _ => "tcp".into(),
         },
         used: String::new(),
@@ -82,7 +85,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
             clock: cx.clock,
         })
     };
-    if let (UriTransport::Quic(mapping), Endpoint::Udp(_)) = (cx.uri.transport, to) {
+    if let Endpoint::Udp(_) = to {
         let q = super::quic_table(cx.settings);
         let settings = quic::QuicSettings {
             congestion: q.congestion,

@@ -30,7 +30,6 @@ pub use client::{play, publish};
 pub use server::{RtmpServerStats, serve};
 use transport::Transport;
 
-use super::uri::DEFAULT_PORT;
 use super::{
     Bound, DialCx, Dialed, Endpoint, EntryCx, LocalFuture, Protocol, Scheme, ServeCx, ServerTask,
     Stats, Table,
@@ -38,6 +37,9 @@ use super::{
 use crate::relay::StreamInfo;
 use crate::scenario::Protocol as Settings;
 use settings::QuicTable;
+
+/// The relay's RTMP port, TCP and UDP (QUIC).
+pub const RTMP_PORT: u16 = 1935;
 
 /// RTMP over TCP and over QUIC, in the protocol registry.
 pub struct Rtmp;
@@ -48,7 +50,7 @@ impl Protocol for Rtmp {
     }
 
     fn endpoints(&self) -> &'static [Endpoint] {
-        &[Endpoint::Tcp(DEFAULT_PORT), Endpoint::Udp(DEFAULT_PORT)]
+        &[Endpoint::Tcp(RTMP_PORT), Endpoint::Udp(RTMP_PORT)]
     }
 
     fn schemes(&self) -> &'static [Scheme] {
@@ -64,6 +66,51 @@ impl Protocol for Rtmp {
                 what: "RTMP over QUIC, one stream (add ?mapping=frames for a stream per frame)",
             },
         ]
+    }
+
+    /// `transport=quic` (rtmp:// only; rtmpq:// is QUIC) and
+    /// `mapping=stream|frames` (QUIC only); kept: `mapping=frames`.
+    fn uri_options(
+        &self,
+        scheme: &'static str,
+        query: &[(String, String)],
+    ) -> Result<super::UriOptions, String> {
+        let mut quic = scheme == "rtmpq";
+        let mut frames = None;
+        for (k, v) in query {
+            match (k.as_str(), v.as_str()) {
+                ("transport", "quic") => quic = true,
+                ("transport", "tcp") if scheme == "rtmp" => quic = false,
+                ("transport", v) => {
+                    let allowed = if scheme == "rtmpq" {
+                        "quic (rtmpq:// is QUIC)"
+                    } else {
+                        "tcp, quic"
+                    };
+                    return Err(format!("transport must be one of {allowed}, not \"{v}\""));
+                }
+                ("mapping", "stream") => frames = Some(false),
+                ("mapping", "frames") => frames = Some(true),
+                ("mapping", v) => {
+                    return Err(format!(
+                        "mapping must be one of stream, frames, not \"{v}\""
+                    ));
+                }
+                (k, _) => {
+                    return Err(format!(
+                        "unknown query parameter \"{k}\" (rtmp/rtmpq know transport and mapping)"
+                    ));
+                }
+            }
+        }
+        match (quic, frames) {
+            (true, Some(true)) => Ok(("rtmpq", vec![("mapping".into(), "frames".into())])),
+            (true, _) => Ok(("rtmpq", Vec::new())),
+            (false, None) => Ok(("rtmp", Vec::new())),
+            (false, Some(_)) => {
+                Err("mapping applies to QUIC only (use rtmpq:// or transport=quic)".into())
+            }
+        }
     }
 
     fn table_key(&self) -> &'static str {
