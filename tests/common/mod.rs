@@ -20,33 +20,28 @@ pub fn runtime() -> tokio::runtime::Runtime {
     harness::runtime::runtime().unwrap()
 }
 
-/// Runs the scenario's first protocol over its first network once, in link mode.
-pub fn run_link(s: &Scenario) -> RunResult {
+/// Runs the scenario's first protocol over its first network once, in `mode`.
+pub fn run_in(s: &Scenario, mode: Mode) -> RunResult {
     run_one(
         &runtime(),
         s,
         &s.networks[0],
         &s.protocols[0],
         0,
-        Mode::Link,
+        mode,
         &|_| {},
     )
     .unwrap()
 }
 
-/// Runs the scenario's first protocol over its first network once, in
-/// proxy mode (no privileges needed).
+/// … in link mode.
+pub fn run_link(s: &Scenario) -> RunResult {
+    run_in(s, Mode::Link)
+}
+
+/// … in proxy mode (no privileges needed).
 pub fn run_proxy(s: &Scenario) -> RunResult {
-    run_one(
-        &runtime(),
-        s,
-        &s.networks[0],
-        &s.protocols[0],
-        0,
-        Mode::Proxy,
-        &|_| {},
-    )
-    .unwrap()
+    run_in(s, Mode::Proxy)
 }
 
 /// The engine's counters of the first-mile uplink of a link-mode run.
