@@ -193,7 +193,7 @@ pub struct RunArgs {
     /// and the packet-level engine: kernel TCP sees real loss; needs root or
     /// user namespaces), `proxy` (proxies on loopback: for RTMP over TCP
     /// delay, jitter and rate only, networks with loss refused; for the UDP
-    /// protocol a datagram proxy, loss included; no QUIC), or `auto` (link
+    /// protocol and RTMP over QUIC a datagram proxy, loss included), or `auto` (link
     /// when possible, else proxy).
     #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
     pub mode: crate::topology::Mode,

@@ -411,8 +411,7 @@ fn tcp_send(mut s: TcpStream, f: &CrossFlow, clock: Clock, done: &AtomicBool) ->
     sent
 }
 
-/// Counts received bits per second of the run until the peer closes or
-/// the run is done.
+/// Adds `bytes` received now to their second of the run.
 fn count(per_second: &mut Vec<u64>, clock: Clock, bytes: usize) {
     let second = since_start(clock).as_secs() as usize;
     if per_second.len() <= second {
@@ -421,6 +420,7 @@ fn count(per_second: &mut Vec<u64>, clock: Clock, bytes: usize) {
     per_second[second] += bytes as u64 * 8;
 }
 
+/// Reads until the peer closes or the run is done: bits per second.
 fn tcp_sink(mut s: TcpStream, clock: Clock, done: &AtomicBool) -> Vec<u64> {
     let _ = s.set_read_timeout(Some(POLL));
     let mut buf = vec![0u8; 64 * 1024];

@@ -371,7 +371,7 @@ pub fn run_one(
             .iter()
             .flat_map(|u| u.udp.iter().cloned()),
     );
-    let mut result = assemble(
+    Ok(assemble(
         Sides {
             player,
             publisher,
@@ -380,6 +380,7 @@ pub fn run_one(
             transports,
             udp,
             ffmpeg: ffmpeg_reports,
+            cross,
         },
         scenario,
         network,
@@ -387,9 +388,7 @@ pub fn run_one(
         (clock, end),
         mode,
         g2g_source,
-    );
-    result.cross = cross;
-    Ok(result)
+    ))
 }
 
 /// Where a run is, for the message if it overruns its deadline.
@@ -602,6 +601,7 @@ struct Sides {
     /// The UDP protocol's sessions, clients' and relay's.
     udp: Vec<UdpReport>,
     ffmpeg: Vec<FfmpegReport>,
+    cross: Vec<crate::cross::CrossReport>,
 }
 
 /// The run's figures from what each side measured: start-up and steady
@@ -624,6 +624,7 @@ fn assemble(
         transports,
         udp,
         ffmpeg: ffmpeg_reports,
+        cross,
     } = sides;
     let mut report = player.finish(end);
     // Start-up vs steady state: frames captured after the warm-up.
@@ -669,7 +670,7 @@ fn assemble(
         link: net.link,
         proxy: net.proxy,
         ffmpeg: ffmpeg_reports,
-        cross: Vec::new(),
+        cross,
         equal_smoothness,
         hops,
         frame_hops,

@@ -231,12 +231,11 @@ impl Topology {
         }
     }
 
-    /// A socket for a protocol's server endpoint on the relay's host, or
-    /// `None` when this network cannot carry it. Link mode binds the port
-    /// in the server's namespace; proxy mode hands over the socket its
-    /// proxies forward to, or binds one on loopback that no client path
-    /// uses.
-    pub fn bind_server(&mut self, e: Endpoint) -> Result<Option<Bound>> {
+    /// A socket for a protocol's server endpoint on the relay's host. Link
+    /// mode binds the port in the server's namespace; proxy mode hands over
+    /// the socket its proxies forward to, or binds one on loopback that no
+    /// client path uses.
+    pub fn bind_server(&mut self, e: Endpoint) -> Result<Bound> {
         match &mut self.carrier {
             Carrier::Link(l) => {
                 let at = SocketAddr::from((Host::Server.addr(), e.port()));
@@ -248,12 +247,11 @@ impl Topology {
                         .run_in(Host::Server, || std::net::UdpSocket::bind(at))
                         .map(|s| Bound::Udp(deep(s))),
                 };
-                b.map(Some)
-                    .with_context(|| format!("binding the relay's {e}"))
+                b.with_context(|| format!("binding the relay's {e}"))
             }
             Carrier::Proxy { relay, .. } => match relay.iter().position(|(x, _)| *x == e) {
-                Some(i) => Ok(Some(relay.swap_remove(i).1)),
-                None => bind_loopback(e).map(Some),
+                Some(i) => Ok(relay.swap_remove(i).1),
+                None => bind_loopback(e),
             },
         }
     }
@@ -299,10 +297,6 @@ impl Topology {
             }
             _ => Ok(None),
         }
-    }
-
-    pub fn is_link(&self) -> bool {
-        matches!(self.carrier, Carrier::Link(_))
     }
 
     /// A TCP connection from `host` to the relay's endpoint `e`, through

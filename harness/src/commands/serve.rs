@@ -50,7 +50,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 .collect::<Result<_>>()?;
             let socks = ports
                 .iter()
-                .map(|&e| bind(ip, e).map(Some))
+                .map(|&e| bind(ip, e))
                 .collect::<Result<Vec<_>>>()?;
             let cx = ServeCx {
                 hub: hub.clone(),

@@ -190,12 +190,12 @@ pub trait Protocol: Sync {
         None
     }
     /// Starts its server side on the hub with the sockets bound for
-    /// [`Protocol::endpoints`], in order (`None`: the network cannot carry
-    /// that endpoint, e.g. QUIC in proxy mode). Call it on a tokio runtime.
+    /// [`Protocol::endpoints`], in order (a socket for each). Call it on a
+    /// tokio runtime.
     /// The task ends after `cx.stop` changes and yields the statistics.
     fn serve(
         &self,
-        socks: Vec<Option<Bound>>,
+        socks: Vec<Bound>,
         settings: &Settings,
         cx: ServeCx,
     ) -> anyhow::Result<ServerTask>;

@@ -129,6 +129,22 @@ impl<'de> Deserialize<'de> for DirectionFile {
     }
 }
 
+/// The keys of [`ProtocolFile`]'s own fields (for the error on a key that
+/// is neither one of them nor a protocol's table): keep in step with it.
+pub const PROTOCOL_COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "stream_key",
+    "player",
+    "publisher",
+    "ffmpeg_player",
+    "tcp_congestion",
+    "uri",
+    "player_uri",
+    "abr",
+    "capture_starts",
+];
+
 /// A `[[protocols]]` entry: the fields every protocol shares, and each
 /// registered protocol's own table (`quic = {…}`, `udp = {…}`), which the
 /// protocol parses itself. Keys that are neither are refused at validation.

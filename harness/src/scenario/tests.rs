@@ -326,3 +326,30 @@ kind = "rtmp"
     .to_string();
     assert!(e.contains("2 parsecs") || e.contains("parsecs"), "{e}");
 }
+
+#[test]
+fn the_common_protocol_keys_are_the_entry_fields() {
+    let entry = r#"
+name = "n"
+kind = "rtmp"
+stream_key = "k"
+player = {}
+publisher = "glass"
+ffmpeg_player = false
+tcp_congestion = "cubic"
+uri = "rtmp://server/live/k"
+player_uri = "rtmp://server/live/k"
+abr = {}
+capture_starts = "on_connect"
+"#;
+    let p: ProtocolFile = toml::from_str(entry).unwrap();
+    // Every listed key is one of the entry's own fields, not a table…
+    assert!(p.tables.is_empty(), "{:?}", p.tables.keys());
+    // …and every field the entry serializes is listed.
+    let v = toml::Value::try_from(&p).unwrap();
+    let mut keys: Vec<&str> = v.as_table().unwrap().keys().map(String::as_str).collect();
+    let mut listed = PROTOCOL_COMMON_KEYS.to_vec();
+    keys.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(keys, listed);
+}

@@ -384,7 +384,8 @@ fn tables(
         return bad(
             format!("{field}.{k}"),
             format!(
-                "unknown field `{k}`: a [[protocols]] entry takes name, kind, stream_key, player, publisher, ffmpeg_player, tcp_congestion, uri, player_uri, abr, capture_starts, and a protocol's table ({})",
+                "unknown field `{k}`: a [[protocols]] entry takes {}, and a protocol's table ({})",
+                PROTOCOL_COMMON_KEYS.join(", "),
                 keys.join(", ")
             ),
         );

@@ -55,8 +55,3 @@ extern "C" fn summary() {
         why.join("; ")
     );
 }
-
-/// The number of skips in this process so far, by reason.
-pub fn skipped() -> BTreeMap<String, usize> {
-    SKIPPED.lock().map(|s| s.clone()).unwrap_or_default()
-}

@@ -125,34 +125,28 @@ impl Protocol for Rtmp {
         Ok(Box::new(settings::configure(table, cx)?))
     }
 
-    /// TCP is required; QUIC runs when its UDP port could be bound.
-    fn serve(
-        &self,
-        socks: Vec<Option<Bound>>,
-        settings: &Settings,
-        cx: ServeCx,
-    ) -> Result<ServerTask> {
+    /// RTMP over TCP on the first socket, over QUIC on the second.
+    fn serve(&self, socks: Vec<Bound>, settings: &Settings, cx: ServeCx) -> Result<ServerTask> {
         let mut socks = socks.into_iter();
-        let Some(Some(Bound::Tcp(listener))) = socks.next() else {
-            bail!("RTMP needs its TCP port");
+        let (Some(Bound::Tcp(listener)), Some(Bound::Udp(quic_sock))) =
+            (socks.next(), socks.next())
+        else {
+            bail!("RTMP serves on a TCP and a UDP socket, in that order");
         };
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let quic = match socks.next().flatten() {
-            Some(Bound::Udp(sock)) => Some(quic::server(
-                sock,
-                quic::Identity::shared()?,
-                &quic::QuicSettings {
-                    congestion: quic_table(settings).congestion,
-                    ..quic::QuicSettings::default()
-                },
-            )?),
-            _ => None,
-        };
+        let quic = quic::server(
+            quic_sock,
+            quic::Identity::shared()?,
+            &quic::QuicSettings {
+                congestion: quic_table(settings).congestion,
+                ..quic::QuicSettings::default()
+            },
+        )?;
         let stats = Arc::new(Mutex::new(RtmpServerStats::default()));
         let task = serve(
             listener,
-            quic,
+            Some(quic),
             cx.hub,
             Some(settings.tcp_congestion.clone()),
             cx.stop,

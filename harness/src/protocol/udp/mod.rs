@@ -138,19 +138,15 @@ impl Protocol for Udp {
         )
     }
 
-    /// Serves on its port when the network carries it (proxy mode gives it
-    /// a datagram proxy only when a mile uses it); otherwise an empty
-    /// section.
+    /// Serves its sessions on its UDP socket.
     fn serve(
         &self,
-        socks: Vec<Option<Bound>>,
+        socks: Vec<Bound>,
         settings: &Settings,
         cx: ServeCx,
     ) -> anyhow::Result<ServerTask> {
-        let Some(Some(Bound::Udp(sock))) = socks.into_iter().next() else {
-            return Ok(tokio::spawn(async {
-                Box::new(UdpServerStats::default()) as Box<dyn Stats>
-            }));
+        let Some(Bound::Udp(sock)) = socks.into_iter().next() else {
+            anyhow::bail!("the UDP protocol serves on one UDP socket");
         };
         sock.set_nonblocking(true)?;
         let sock = UdpSocket::from_std(sock)?;
