@@ -249,7 +249,15 @@ fn glass_run_writes_results_and_prints_the_table() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap())
             .unwrap();
-    assert_eq!(results["schema"], "glass.results.v1");
+    assert_eq!(results["schema"], "glass.results.v2");
+    // v2's topology: the three-host layout's two links, each direction as asked.
+    let links: Vec<&str> = results["runs"][0]["topology"]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(links, ["first_mile", "last_mile"]);
     assert_eq!(results["runs"].as_array().unwrap().len(), 2);
     assert!(
         results["runs"]

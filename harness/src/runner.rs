@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use netem::Time;
-use netem::adapters::link::{Host, LinkDir, LinkStats};
+use netem::adapters::link::{LinkDir, LinkStats};
 use netem::rng::SeedTree;
 use netem::time::Clock;
 use serde::Serialize;
@@ -31,7 +31,7 @@ use crate::protocol::{
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::relay::{APP, Hub, HubStats};
 use crate::scenario::{CaptureStarts, Network, Protocol, PublisherKind, Scenario};
-use crate::topology::{ClientPath, Mode, ProxyStats, Topology};
+use crate::topology::{ClientPath, GroupNetworkStats, Mode, Place, ProxyStats, Topology};
 
 /// How the player knew each frame's capture instant.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -67,6 +67,10 @@ pub struct RunResult {
     pub link: Option<LinkStats>,
     /// The proxies' byte counts (proxy mode).
     pub proxy: Option<ProxyStats>,
+    /// Every link's counters by direction label (link mode): results v2's
+    /// topology section.
+    #[serde(skip)]
+    pub graph: Option<netem::adapters::link::GraphStats>,
     /// ffmpeg publishers and players of this run, if any.
     pub ffmpeg: Vec<FfmpegReport>,
     /// The network's cross traffic, flow by flow (none: not written).
@@ -96,11 +100,12 @@ pub struct RunResult {
 
 /// What the relay saw: the hub's counters and each protocol's section
 /// (results.json's `relay` object holds all their fields side by side).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RelayReport {
     pub hub: HubStats,
-    /// Each registered protocol's server statistics, by protocol name.
-    pub servers: Vec<(&'static str, Box<dyn Stats>)>,
+    /// Each registered protocol's server statistics, by protocol name
+    /// (shared by the runs of a network's player groups).
+    pub servers: Vec<(&'static str, std::sync::Arc<dyn Stats>)>,
 }
 
 impl RelayReport {
@@ -134,7 +139,8 @@ impl RunResult {
     /// the packets QUIC declared lost (whose data it sends again), and the
     /// UDP protocol's retransmitted packets. An ffmpeg
     /// publisher's socket is not Glass's to read: its first mile is not
-    /// counted.
+    /// counted. With several player groups, RTMP's relay → player sockets
+    /// are the relay's, every group's together.
     pub fn retransmits(&self) -> u64 {
         u64::from(self.publisher.tcp.total_retrans)
             + self.relay.server::<RtmpServerStats>().map_or(0, |r| {
@@ -189,12 +195,14 @@ struct Dial<'a> {
 }
 
 impl Dial<'_> {
-    /// Connects a client to the relay with the protocol `uri`'s scheme names.
-    async fn dial(&self, role: Role, uri: &StreamUri) -> Result<Dialed> {
+    /// Connects a client on `place`'s host to the relay with the protocol
+    /// `uri`'s scheme names.
+    async fn dial(&self, role: Role, place: Place, uri: &StreamUri) -> Result<Dialed> {
         let (p, to) = protocol::route(uri)?;
         let cx = DialCx {
             topo: self.topo,
             role,
+            place,
             uri,
             settings: self.protocol,
             media_bps: self.media_bps,
@@ -206,33 +214,29 @@ impl Dial<'_> {
 
 /// The relay endpoints the run's clients reach, from which host (proxy
 /// mode puts a proxy on each): Glass's clients by their URIs' schemes,
-/// ffmpeg's over RTMP's TCP port.
-fn client_paths(protocol: &Protocol) -> Result<Vec<ClientPath>> {
-    let rtmp_tcp = RTMP_TCP;
+/// ffmpeg's over RTMP's TCP port; a player (and an ffmpeg player) per group.
+fn client_paths(protocol: &Protocol, groups: usize) -> Result<Vec<ClientPath>> {
     let publisher = match protocol.publisher {
         PublisherKind::Glass => protocol::route(&protocol.publisher_uri)?.1,
-        PublisherKind::Ffmpeg => rtmp_tcp,
+        PublisherKind::Ffmpeg => RTMP_TCP,
     };
-    let mut paths = vec![
-        ClientPath {
-            from: Host::Publisher,
-            to: publisher,
-        },
-        ClientPath {
-            from: Host::Player,
-            to: protocol::route(&protocol.player_uri)?.1,
-        },
-    ];
-    if protocol.ffmpeg_player {
-        paths.push(ClientPath {
-            from: Host::Player,
-            to: rtmp_tcp,
-        });
+    let player = protocol::route(&protocol.player_uri)?.1;
+    let mut paths = vec![ClientPath {
+        from: Place::Publisher,
+        to: publisher,
+    }];
+    for i in 0..groups {
+        let from = Place::Players(i);
+        paths.push(ClientPath { from, to: player });
+        if protocol.ffmpeg_player {
+            paths.push(ClientPath { from, to: RTMP_TCP });
+        }
     }
     Ok(paths)
 }
 
-/// Runs `protocol` over `network` once; `progress` gets the elapsed fraction.
+/// Runs `protocol` over a network of one player group once (see
+/// [`run_groups`]).
 pub fn run_one(
     rt: &tokio::runtime::Runtime,
     scenario: &Scenario,
@@ -242,6 +246,29 @@ pub fn run_one(
     mode: Mode,
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<RunResult> {
+    let mut runs = run_groups(rt, scenario, network, protocol, repeat, mode, progress)?;
+    match runs.len() {
+        1 => Ok(runs.remove(0)),
+        n => Err(anyhow!(
+            "network \"{}\" has {n} player groups; run it with run_groups",
+            network.name
+        )),
+    }
+}
+
+/// Runs `protocol` over `network` once: one publisher, a player per
+/// player group (each on its own last mile), all on one relay. Returns a
+/// result per group, in the network's order; `progress` gets the elapsed
+/// fraction.
+pub fn run_groups(
+    rt: &tokio::runtime::Runtime,
+    scenario: &Scenario,
+    network: &Network,
+    protocol: &Protocol,
+    repeat: u32,
+    mode: Mode,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<Vec<RunResult>> {
     // The same seeds for every protocol over a network (per repeat): the
     // link's impairment decisions and the encoder's frame sizes come from
     // the same random sequences, so protocols are compared on equal terms.
@@ -252,14 +279,17 @@ pub fn run_one(
     if uses_ffmpeg {
         ffmpeg::check_installed()?;
     }
-    let paths = client_paths(protocol)?;
+    let groups = network.groups.len();
+    let paths = client_paths(protocol, groups)?;
     let mut topo = Topology::start(rt, mode, network, seeds.child("link").seed(), &paths)?;
     let mode = topo.mode_label();
     let clock = Clock::new(Instant::now());
     let cross = topo.start_cross(&network.cross, clock)?;
     let wall = WallClock::new(clock);
     let end = Time::from_duration(scenario.duration);
-    let mut player = Player::new(protocol.player.clone(), Time::ZERO);
+    let mut players: Vec<Player> = (0..groups)
+        .map(|_| Player::new(protocol.player.clone(), Time::ZERO))
+        .collect();
     let hub = Hub::new(protocol.stream_key.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = protocol.stream_key.clone();
@@ -269,20 +299,22 @@ pub fn run_one(
     } else {
         G2gSource::GlassHeader
     };
-    // An ffmpeg player joins first, like Glass's, so both see the stream from its start.
-    let mut ffmpeg_player = if protocol.ffmpeg_player {
-        let url = ffmpeg::rtmp_url(topo.addr_from(Host::Player, RTMP_TCP)?, APP, &key);
-        Some(Ffmpeg::spawn(
-            "player",
-            topo.command(Host::Player, "ffmpeg")?,
-            ffmpeg::player_args(&url, real_h264),
-        )?)
-    } else {
-        None
-    };
+    // An ffmpeg player joins first, like Glass's, so both see the stream
+    // from its start: one per group.
+    let mut ffmpeg_players = Vec::new();
+    if protocol.ffmpeg_player {
+        for i in 0..groups {
+            let place = Place::Players(i);
+            let url = ffmpeg::rtmp_url(topo.addr_from(place, RTMP_TCP)?, APP, &key);
+            ffmpeg_players.push(Ffmpeg::spawn(
+                "player",
+                topo.command(place, "ffmpeg")?,
+                ffmpeg::player_args(&url, real_h264),
+            )?);
+        }
+    }
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
-    let mut transports: Vec<TransportReport> = Vec::new();
-    let mut client_stats: Vec<Box<dyn Stats>> = Vec::new();
+    let mut clients = Clients::default();
     let run = rt.block_on(async {
         let servers = start_servers(
             &mut topo,
@@ -308,8 +340,8 @@ pub fn run_one(
         };
         let work = sessions(
             &cx,
-            &mut player,
-            (&mut transports, &mut client_stats),
+            &mut players,
+            &mut clients,
             &mut ffmpeg_publisher,
             &progress_of_run,
         );
@@ -318,7 +350,7 @@ pub fn run_one(
         for f in ffmpeg_publisher
             .iter_mut()
             .map(|(f, _)| f)
-            .chain(ffmpeg_player.iter_mut())
+            .chain(ffmpeg_players.iter_mut())
         {
             f.interrupt();
             f.wait_exit(Duration::from_secs(3)).await;
@@ -329,7 +361,7 @@ pub fn run_one(
         let mut stats = Vec::new();
         for (name, s) in servers {
             match tokio::time::timeout(Duration::from_secs(2), s).await {
-                Ok(Ok(st)) => stats.push((name, st)),
+                Ok(Ok(st)) => stats.push((name, std::sync::Arc::from(st))),
                 _ => tracing::warn!(
                     "the relay's {name} side did not stop in time; its statistics are missing"
                 ),
@@ -338,7 +370,8 @@ pub fn run_one(
         r.map(|p| (p, stats))
     });
     let ffmpeg_started = ffmpeg_publisher.as_ref().map(|(_, t)| *t);
-    let ffmpeg_reports = stop_ffmpeg(ffmpeg_publisher.map(|(p, _)| p), ffmpeg_player, &topo);
+    let (ffmpeg_pub_report, ffmpeg_player_reports) =
+        stop_ffmpeg(ffmpeg_publisher.map(|(p, _)| p), ffmpeg_players, &topo);
     let cross = cross
         .map(crate::cross::CrossTraffic::stop)
         .unwrap_or_default();
@@ -352,43 +385,93 @@ pub fn run_one(
         Some(p) => p,
         // ffmpeg published: what it sent, as the relay received it.
         None => ffmpeg_publisher_stats(
-            ffmpeg_reports.first().cloned().unwrap_or_default(),
+            ffmpeg_pub_report.clone().unwrap_or_default(),
             ffmpeg_started,
             &relay,
             wall,
             end,
         )?,
     };
-    // The UDP protocol's sessions, clients' then relay's (results.json v1's
-    // `udp` list; v2 gives each protocol its own section).
-    let mut udp: Vec<UdpReport> = client_stats
-        .iter()
-        .filter_map(|s| s.as_any().downcast_ref::<UdpReport>().cloned())
-        .collect();
-    udp.extend(
-        relay
-            .server::<UdpServerStats>()
+    let mut ffmpeg_player_reports = ffmpeg_player_reports.into_iter();
+    let mut out = Vec::new();
+    for (i, player) in players.into_iter().enumerate() {
+        let view = network.for_group(i);
+        let ffmpeg_reports = ffmpeg_pub_report
             .iter()
-            .flat_map(|u| u.udp.iter().cloned()),
-    );
-    Ok(assemble(
-        Sides {
-            player,
-            publisher,
-            relay,
-            net,
-            transports,
-            udp,
-            ffmpeg: ffmpeg_reports,
-            cross,
-        },
-        scenario,
-        network,
-        protocol,
-        (clock, end),
-        mode,
-        g2g_source,
-    ))
+            .cloned()
+            .chain(ffmpeg_player_reports.next())
+            .collect();
+        out.push(assemble(
+            Sides {
+                player,
+                publisher: publisher.clone(),
+                udp: clients.udp_of_group(i, &relay),
+                transports: clients.transports_of_group(i),
+                relay: relay.clone(),
+                net: net.for_group(network, i),
+                ffmpeg: ffmpeg_reports,
+                cross: cross.clone(),
+            },
+            scenario,
+            &view,
+            protocol,
+            (clock, end),
+            mode.clone(),
+            g2g_source,
+        ));
+    }
+    Ok(out)
+}
+
+/// What the run's clients reported: the publisher's, then each player
+/// group's.
+#[derive(Default)]
+struct Clients {
+    publisher: Option<TransportReport>,
+    publisher_stats: Option<Box<dyn Stats>>,
+    players: Vec<TransportReport>,
+    player_stats: Vec<Option<Box<dyn Stats>>>,
+}
+
+impl Clients {
+    /// How group `i`'s player and the publisher reached the relay (player
+    /// first, as it dials first).
+    fn transports_of_group(&self, i: usize) -> Vec<TransportReport> {
+        self.players
+            .get(i)
+            .iter()
+            .copied()
+            .chain(self.publisher.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// The UDP protocol's sessions group `i` saw (results.json v1's `udp`
+    /// list): the publisher's and group `i`'s player's, then the relay's
+    /// ingest and the egress that served that player (by session number).
+    fn udp_of_group(&self, i: usize, relay: &RelayReport) -> Vec<UdpReport> {
+        let udp = |s: &Option<Box<dyn Stats>>| {
+            s.as_ref()
+                .and_then(|s| s.as_any().downcast_ref::<UdpReport>().cloned())
+        };
+        let player = self.player_stats.get(i).and_then(udp);
+        let mut out: Vec<UdpReport> = udp(&self.publisher_stats)
+            .into_iter()
+            .chain(player.clone())
+            .collect();
+        out.extend(
+            relay
+                .server::<UdpServerStats>()
+                .iter()
+                .flat_map(|u| u.udp.iter())
+                .filter(|r| {
+                    r.role != "relay-egress"
+                        || player.as_ref().is_some_and(|p| p.session == r.session)
+                })
+                .cloned(),
+        );
+        out
+    }
 }
 
 /// Where a run is, for the message if it overruns its deadline.
@@ -418,13 +501,14 @@ struct SessionCx<'a> {
     end: Time,
 }
 
-/// The run's sessions: the player joins first (so it sees the stream from
-/// its start), then Glass's publisher (or ffmpeg's) publishes until the end.
-/// Returns Glass's publisher's statistics (none for ffmpeg's).
+/// The run's sessions: the players join first, a group at a time (so they
+/// see the stream from its start), then Glass's publisher (or ffmpeg's)
+/// publishes until the end. Returns Glass's publisher's statistics (none
+/// for ffmpeg's).
 async fn sessions(
     cx: &SessionCx<'_>,
-    player: &mut Player,
-    (transports, client_stats): (&mut Vec<TransportReport>, &mut Vec<Box<dyn Stats>>),
+    players: &mut [Player],
+    clients: &mut Clients,
     ffmpeg_publisher: &mut Option<(Ffmpeg, Time)>,
     stage: &Stage,
 ) -> Result<Option<PublisherStats>> {
@@ -438,24 +522,31 @@ async fn sessions(
     } = cx;
     let (seeds, wall, end, clock) = (*seeds, *wall, *end, dial.clock);
     let key = &protocol.stream_key;
-    // The player joins first, so it sees the stream from its start.
-    let player_side = dial.dial(Role::Player, &protocol.player_uri).await?;
-    transports.push(player_side.report);
-    if !player_side.session.ordered() {
-        player.set_ordered(false);
+    let mut plays = Vec::new();
+    for (i, player) in players.iter_mut().enumerate() {
+        let side = dial
+            .dial(Role::Player, Place::Players(i), &protocol.player_uri)
+            .await?;
+        clients.players.push(side.report);
+        if !side.session.ordered() {
+            player.set_ordered(false);
+        }
+        plays.push(side.session.play(player, end));
     }
     let play = async {
-        let r = player_side.session.play(player, end).await;
+        let r = futures_util::future::join_all(plays).await;
         stage.played.set(true);
-        r
+        r.into_iter().collect::<Result<Vec<_>>>()
     };
     match protocol.publisher {
         PublisherKind::Glass => {
             stage.stage.set("connecting the publisher");
             let mut steps = ConnectSteps::new(clock, clock.time(Instant::now()));
-            let pub_side = dial.dial(Role::Publisher, &protocol.publisher_uri).await?;
+            let pub_side = dial
+                .dial(Role::Publisher, Place::Publisher, &protocol.publisher_uri)
+                .await?;
             steps.done(pub_side.step);
-            transports.push(pub_side.report);
+            clients.publisher = Some(pub_side.report);
             // The camera starts when the session can carry media
             // (`ready`), or at the run's start (a camera already running).
             let source_for = move |ready: Time| camera(scenario, protocol, seeds, wall, ready);
@@ -474,47 +565,53 @@ async fn sessions(
             stage.stage.set("playing and publishing");
             let (played, published) = tokio::join!(play, publish);
             let (publisher, pub_stats) = published.context("publisher")?;
-            client_stats.extend(pub_stats);
-            client_stats.extend(played.context("player")?);
+            clients.publisher_stats = pub_stats;
+            clients.player_stats = played.context("player")?;
             Ok(Some(publisher))
         }
         PublisherKind::Ffmpeg => {
-            let url = ffmpeg::rtmp_url(dial.topo.addr_from(Host::Publisher, RTMP_TCP)?, APP, key);
+            let url = ffmpeg::rtmp_url(dial.topo.addr_from(Place::Publisher, RTMP_TCP)?, APP, key);
             let args = ffmpeg_publisher_args(scenario, url)?;
             let started = clock.time(Instant::now());
             *ffmpeg_publisher = Some((
                 Ffmpeg::spawn(
                     "publisher",
-                    dial.topo.command(Host::Publisher, "ffmpeg")?,
+                    dial.topo.command(Place::Publisher, "ffmpeg")?,
                     args,
                 )?,
                 started,
             ));
             stage.stage.set("playing");
-            client_stats.extend(play.await.context("player")?);
+            clients.player_stats = play.await.context("player")?;
             Ok(None)
         }
     }
 }
 
-/// Stops ffmpeg's publisher and player (each already asked to finish) and
-/// returns their reports. ffmpeg's sockets use their namespace's default
+/// Stops ffmpeg's publisher and players (each already asked to finish) and
+/// returns their reports: the publisher's, and a player's per group.
+/// ffmpeg's sockets use their namespace's default
 /// congestion control: Glass cannot choose it (outside the initial
 /// namespace only `tcp_allowed_congestion_control` may be a default).
 fn stop_ffmpeg(
     publisher: Option<Ffmpeg>,
-    player: Option<Ffmpeg>,
+    players: Vec<Ffmpeg>,
     topo: &Topology,
-) -> Vec<FfmpegReport> {
+) -> (Option<FfmpegReport>, Vec<FfmpegReport>) {
     let grace = Duration::from_secs(3);
-    [(publisher, Host::Publisher), (player, Host::Player)]
-        .into_iter()
-        .filter_map(|(f, host)| {
-            let mut r = f?.stop(grace);
-            r.tcp_congestion = topo.default_congestion(host);
-            Some(r)
-        })
-        .collect()
+    let stop = |f: Ffmpeg, place| {
+        let mut r = f.stop(grace);
+        r.tcp_congestion = topo.default_congestion(place);
+        r
+    };
+    (
+        publisher.map(|f| stop(f, Place::Publisher)),
+        players
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| stop(f, Place::Players(i)))
+            .collect(),
+    )
 }
 
 /// Runs `work` (a run's sessions) reporting progress every 200 ms, and
@@ -596,7 +693,7 @@ struct Sides {
     player: Player,
     publisher: PublisherStats,
     relay: RelayReport,
-    net: crate::topology::NetworkStats,
+    net: GroupNetworkStats,
     transports: Vec<TransportReport>,
     /// The UDP protocol's sessions, clients' and relay's.
     udp: Vec<UdpReport>,
@@ -669,6 +766,7 @@ fn assemble(
         relay,
         link: net.link,
         proxy: net.proxy,
+        graph: net.graph,
         ffmpeg: ffmpeg_reports,
         cross,
         equal_smoothness,
@@ -745,7 +843,7 @@ fn ffmpeg_publisher_stats(
 
 /// Recovery per mile from the two ends of each UDP session: publisher →
 /// relay ingest on the first mile, relay egress → player on the last.
-fn mile_recovery(udp: &[UdpReport], net: &crate::topology::NetworkStats) -> Vec<MileRecovery> {
+fn mile_recovery(udp: &[UdpReport], net: &GroupNetworkStats) -> Vec<MileRecovery> {
     let find = |role: &str| udp.iter().find(|r| r.role == role).map(|r| &r.stats);
     let mut out = Vec::new();
     for (mile, from, to, dir) in [

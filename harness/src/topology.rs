@@ -17,7 +17,8 @@ use std::process::Command;
 use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
 use netem::adapters::graph::Graph;
-use netem::adapters::link::{GraphOptions, Host, LinkNetwork, LinkStats};
+use netem::adapters::link::{GraphOptions, GraphStats, Host, LinkNetwork, LinkStats};
+use netem::adapters::netns::NetNs;
 use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream_profile};
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
 use serde::Serialize;
@@ -59,7 +60,16 @@ impl Mode {
     }
 }
 
-/// Proxy mode's proxies and what they carried.
+/// Where a client runs: the publisher's host, or player group `i`'s (the
+/// network's `groups[i]`; group 0 is the three-host layout's player).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    Publisher,
+    Players(usize),
+}
+
+/// Proxy mode's proxies and what they carried, as one player group sees
+/// them (its last mile's proxies).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProxyStats {
     /// Each mile's TCP proxy (zeros when no client on that mile used TCP).
@@ -77,23 +87,74 @@ pub struct ProxyStats {
 /// on that host's mile for it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ClientPath {
-    pub from: Host,
+    pub from: Place,
     pub to: Endpoint,
 }
 
 /// Which mile a client host is on.
-fn mile_of(host: Host) -> &'static str {
-    match host {
-        Host::Player => "last mile",
-        _ => "first mile",
+fn mile_of(place: Place) -> &'static str {
+    match place {
+        Place::Players(_) => "last mile",
+        Place::Publisher => "first mile",
     }
 }
 
-/// What the network did, by mode.
+/// What the network did, by mode: the whole link's counters, or each
+/// proxy's.
 #[derive(Clone, Debug, Default)]
 pub struct NetworkStats {
+    pub link: Option<GraphStats>,
+    pub proxies: Option<Vec<(ClientPath, ProxyCounters)>>,
+}
+
+/// What one proxy carried.
+#[derive(Clone, Debug)]
+pub enum ProxyCounters {
+    Tcp(TcpProxyStats),
+    Udp(Option<Box<UdpProxyStats>>),
+}
+
+/// One player group's view of the network: the link's counters with the
+/// group's last mile as "the last mile", or the proxies of the first mile
+/// and of the group's last mile.
+#[derive(Clone, Debug, Default)]
+pub struct GroupNetworkStats {
     pub link: Option<LinkStats>,
     pub proxy: Option<ProxyStats>,
+    /// Every link's counters (link mode), for the topology section.
+    pub graph: Option<GraphStats>,
+}
+
+impl NetworkStats {
+    /// Group `i`'s view (`network` names its link and host).
+    pub fn for_group(&self, network: &Network, i: usize) -> GroupNetworkStats {
+        let link = match (&self.link, network.groups.get(i)) {
+            (Some(g), Some(group)) => Some(LinkStats::of_group(g, &group.link, &group.host)),
+            _ => None,
+        };
+        let proxy = self.proxies.as_ref().map(|proxies| {
+            let mut stats = ProxyStats::default();
+            for (path, counters) in proxies {
+                let first = match path.from {
+                    Place::Publisher => true,
+                    Place::Players(j) if j == i => false,
+                    Place::Players(_) => continue,
+                };
+                match (counters, first) {
+                    (ProxyCounters::Tcp(s), true) => stats.first_mile = s.clone(),
+                    (ProxyCounters::Tcp(s), false) => stats.last_mile = s.clone(),
+                    (ProxyCounters::Udp(s), true) => stats.udp_first_mile = s.as_deref().cloned(),
+                    (ProxyCounters::Udp(s), false) => stats.udp_last_mile = s.as_deref().cloned(),
+                }
+            }
+            stats
+        });
+        GroupNetworkStats {
+            link,
+            proxy,
+            graph: self.link.clone(),
+        }
+    }
 }
 
 /// A UDP socket with deep buffers: the relay and the clients receive bursts
@@ -144,7 +205,11 @@ impl AnyProxy {
 }
 
 enum Carrier {
-    Link(LinkNetwork),
+    Link {
+        link: LinkNetwork,
+        /// Each player group's host name.
+        groups: Vec<String>,
+    },
     Proxy {
         /// The relay's sockets the proxies forward to, until the relay
         /// takes them.
@@ -202,9 +267,7 @@ impl Topology {
             _ => {
                 // Cross traffic's hosts hang off the publisher and the
                 // player: their flows share those miles' queues.
-                let graph =
-                    Graph::three_hosts(network.first_mile.clone(), network.last_mile.clone())
-                        .with_leaves(crate::cross::hosts(&network.cross))?;
+                let graph = graph_of(network)?;
                 let link = LinkNetwork::start_graph(
                     graph,
                     GraphOptions {
@@ -217,7 +280,10 @@ impl Topology {
                      namespaces, or `--mode proxy`",
                 )?;
                 Ok(Topology {
-                    carrier: Carrier::Link(link),
+                    carrier: Carrier::Link {
+                        link,
+                        groups: network.groups.iter().map(|g| g.host.clone()).collect(),
+                    },
                 })
             }
         }
@@ -226,7 +292,7 @@ impl Topology {
     /// "link/Tun", "link/Veth" or "proxy": results say which mode ran.
     pub fn mode_label(&self) -> String {
         match &self.carrier {
-            Carrier::Link(l) => format!("link/{:?}", l.backend()),
+            Carrier::Link { link, .. } => format!("link/{:?}", link.backend()),
             Carrier::Proxy { .. } => "proxy".into(),
         }
     }
@@ -237,7 +303,7 @@ impl Topology {
     /// client path uses.
     pub fn bind_server(&mut self, e: Endpoint) -> Result<Bound> {
         match &mut self.carrier {
-            Carrier::Link(l) => {
+            Carrier::Link { link: l, .. } => {
                 let at = SocketAddr::from((Host::Server.addr(), e.port()));
                 let b = match e {
                     Endpoint::Tcp(_) => l
@@ -258,30 +324,56 @@ impl Topology {
 
     /// Where a client on `host` sends to reach the relay's endpoint `e`:
     /// the relay (link mode) or the proxy on its mile for `e`.
-    pub fn addr_from(&self, host: Host, e: Endpoint) -> Result<SocketAddr> {
+    pub fn addr_from(&self, place: Place, e: Endpoint) -> Result<SocketAddr> {
         match &self.carrier {
-            Carrier::Link(_) => Ok(SocketAddr::from((Host::Server.addr(), e.port()))),
+            Carrier::Link { .. } => Ok(SocketAddr::from((Host::Server.addr(), e.port()))),
             Carrier::Proxy { proxies, .. } => proxies
                 .iter()
-                .find(|p| p.path == ClientPath { from: host, to: e })
+                .find(|p| p.path == ClientPath { from: place, to: e })
                 .map(|p| p.proxy.local_addr())
                 .ok_or_else(|| {
                     anyhow!(
                         "proxy mode has no proxy for the relay's {e} on the {}",
-                        mile_of(host)
+                        mile_of(place)
                     )
                 }),
         }
     }
 
-    /// A UDP socket on `host` (any port), with deep buffers.
-    pub fn udp_socket(&self, host: Host) -> Result<std::net::UdpSocket> {
-        match &self.carrier {
-            Carrier::Link(l) => Ok(deep(l.run_in(host, || {
-                std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            })?)),
-            Carrier::Proxy { .. } => Ok(deep(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?)),
+    /// The namespace of the host at `place` (link mode).
+    fn namespace(&self, place: Place) -> Option<&NetNs> {
+        match (&self.carrier, place) {
+            (Carrier::Link { link, .. }, Place::Publisher) => Some(link.namespace(Host::Publisher)),
+            (Carrier::Link { link, groups }, Place::Players(i)) => {
+                link.namespace_of(groups.get(i)?)
+            }
+            (Carrier::Proxy { .. }, _) => None,
         }
+    }
+
+    /// Runs `f` on `place`'s host: in its namespace (link mode), or here
+    /// (proxy mode: everything is on loopback).
+    fn run_at<T: Send>(
+        &self,
+        place: Place,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> Result<T> {
+        match (&self.carrier, self.namespace(place)) {
+            (Carrier::Proxy { .. }, _) => Ok(f()?),
+            (Carrier::Link { .. }, Some(ns)) => Ok(ns.run(f)?),
+            (Carrier::Link { .. }, None) => Err(anyhow!("the link has no host for {place:?}")),
+        }
+    }
+
+    /// A UDP socket on `place`'s host (any port), with deep buffers.
+    pub fn udp_socket(&self, place: Place) -> Result<std::net::UdpSocket> {
+        let any = match self.carrier {
+            Carrier::Link { .. } => Ipv4Addr::UNSPECIFIED,
+            Carrier::Proxy { .. } => Ipv4Addr::LOCALHOST,
+        };
+        Ok(deep(
+            self.run_at(place, || std::net::UdpSocket::bind((any, 0)))?,
+        ))
     }
 
     /// Starts the network's cross traffic on the run's `clock` (link
@@ -292,94 +384,87 @@ impl Topology {
         clock: netem::time::Clock,
     ) -> Result<Option<crate::cross::CrossTraffic>> {
         match &self.carrier {
-            Carrier::Link(l) if !flows.is_empty() => {
-                Ok(Some(crate::cross::CrossTraffic::start(l, flows, clock)?))
+            Carrier::Link { link, .. } if !flows.is_empty() => {
+                Ok(Some(crate::cross::CrossTraffic::start(link, flows, clock)?))
             }
             _ => Ok(None),
         }
     }
 
-    /// A TCP connection from `host` to the relay's endpoint `e`, through
-    /// its mile.
-    pub fn connect(&self, host: Host, e: Endpoint) -> Result<StdStream> {
-        let to = self.addr_from(host, e)?;
-        let s = match &self.carrier {
-            Carrier::Link(l) => l.run_in(host, || StdStream::connect(to)),
-            Carrier::Proxy { .. } => StdStream::connect(to),
-        };
-        s.with_context(|| format!("connecting from the {host:?} to the relay at {to}"))
+    /// A TCP connection from `place`'s host to the relay's endpoint `e`,
+    /// through its mile.
+    pub fn connect(&self, place: Place, e: Endpoint) -> Result<StdStream> {
+        let to = self.addr_from(place, e)?;
+        self.run_at(place, || StdStream::connect(to))
+            .with_context(|| format!("connecting from the {place:?} to the relay at {to}"))
     }
 
-    /// The default TCP congestion control of `host`'s namespace (what
+    /// The default TCP congestion control of `place`'s namespace (what
     /// sockets Glass does not configure, such as ffmpeg's, get).
-    pub fn default_congestion(&self, host: Host) -> Option<String> {
+    pub fn default_congestion(&self, place: Place) -> Option<String> {
         let read = || std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control");
-        let s = match &self.carrier {
-            Carrier::Link(l) => l.run_in(host, read),
-            Carrier::Proxy { .. } => read(),
-        };
-        s.ok().map(|s| s.trim().to_string())
+        self.run_at(place, read).ok().map(|s| s.trim().to_string())
     }
 
-    /// A command that starts on `host` (its namespace in link mode) and dies
-    /// with Glass.
-    pub fn command(&self, host: Host, program: &str) -> Result<Command> {
-        match &self.carrier {
-            Carrier::Link(l) => Ok(l.command(host, program)?),
-            Carrier::Proxy { .. } => {
-                let mut cmd = Command::new(program);
-                die_with_parent(&mut cmd);
-                Ok(cmd)
+    /// A command that starts on `place`'s host (its namespace in link mode)
+    /// and dies with Glass.
+    pub fn command(&self, place: Place, program: &str) -> Result<Command> {
+        let mut cmd = Command::new(program);
+        match self.namespace(place) {
+            Some(ns) => ns.prepare_command(&mut cmd)?,
+            None if matches!(self.carrier, Carrier::Link { .. }) => {
+                return Err(anyhow!("the link has no host for {place:?}"));
             }
+            None => die_with_parent(&mut cmd),
         }
+        Ok(cmd)
     }
 
     /// Stops the network and returns what it did.
     pub fn stop(self, rt: &tokio::runtime::Runtime) -> Result<NetworkStats> {
         match self.carrier {
-            Carrier::Link(l) => Ok(NetworkStats {
-                link: Some(l.stop()?),
-                proxy: None,
+            Carrier::Link { link, .. } => Ok(NetworkStats {
+                link: Some(link.stop_graph()?),
+                proxies: None,
             }),
             Carrier::Proxy { proxies, .. } => {
-                let mut stats = ProxyStats::default();
-                rt.block_on(async {
+                let stats = rt.block_on(async {
+                    let mut out = Vec::new();
                     for MileProxy { path, proxy } in proxies {
-                        let first = path.from != Host::Player;
-                        match proxy {
-                            AnyProxy::Tcp(p) => {
-                                let s = p.stop().await;
-                                if first {
-                                    stats.first_mile = s;
-                                } else {
-                                    stats.last_mile = s;
-                                }
-                            }
+                        let counters = match proxy {
+                            AnyProxy::Tcp(p) => ProxyCounters::Tcp(p.stop().await),
                             AnyProxy::Udp(p) => {
-                                let s = p.stop().await.ok();
-                                if first {
-                                    stats.udp_first_mile = s;
-                                } else {
-                                    stats.udp_last_mile = s;
-                                }
+                                ProxyCounters::Udp(p.stop().await.ok().map(Box::new))
                             }
-                        }
+                        };
+                        out.push((path, counters));
                     }
+                    out
                 });
                 Ok(NetworkStats {
                     link: None,
-                    proxy: Some(stats),
+                    proxies: Some(stats),
                 })
             }
         }
     }
 }
 
+/// The link-mode graph of `network`: publisher, server and a host per
+/// player group (a star on the server), plus the cross-traffic hosts hung
+/// off the publisher and the first group's player.
+pub fn graph_of(network: &Network) -> Result<Graph> {
+    let groups = network.groups.iter().map(|g| g.last_mile()).collect();
+    Ok(Graph::star(network.first_mile.clone(), groups)?
+        .with_leaves(crate::cross::hosts(&network.cross))?)
+}
+
 /// Proxy mode's proxy for one client path: its mile's profiles (uplink,
 /// downlink), a TCP proxy for a TCP endpoint (which refuses what a byte
 /// stream cannot represent) or a datagram proxy for a UDP one. Seeds as
 /// before endpoints had their own proxies: TCP first/last mile `seed` and
-/// `seed + 1`, datagrams `seed + 2` and `seed + 3`.
+/// `seed + 1`, datagrams `seed + 2` and `seed + 3` (player group i's last
+/// mile: 4 × i more).
 fn start_proxy(
     rt: &tokio::runtime::Runtime,
     network: &Network,
@@ -387,12 +472,21 @@ fn start_proxy(
     path: ClientPath,
     upstream: SocketAddr,
 ) -> Result<AnyProxy> {
-    let first = path.from != Host::Player;
-    let profiles = if first {
-        &network.first_mile
-    } else {
-        &network.last_mile
+    let (first, group) = match path.from {
+        Place::Publisher => (true, 0),
+        Place::Players(i) => (false, i),
     };
+    let profiles = match path.from {
+        Place::Publisher => &network.first_mile,
+        Place::Players(i) => network
+            .groups
+            .get(i)
+            .map(|g| &g.last_mile)
+            .ok_or_else(|| anyhow!("network \"{}\" has no player group {i}", network.name))?,
+    };
+    // Group 0's proxies keep the seeds of the three-host layout; group i's
+    // are 4 × i further on.
+    let seed = seed.wrapping_add(4 * group as u64);
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     match path.to {
         Endpoint::Tcp(_) => {

@@ -1,7 +1,7 @@
 //! The CI gate (`glass check`): budgets from the scenario, regressions
 //! against a baseline, and the verdict as text, JUnit XML and Markdown.
 //!
-//! Input is `results.json` (schema `glass.results.v1`). Every (network,
+//! Input is `results.json` ([`crate::results`], v2 or v1). Every (network,
 //! protocol) pair is one case; its metrics are summarised over repeats
 //! ([`crate::stats`]). A budget breaks when the mean over repeats is above
 //! it. A metric regresses when it is worse than the baseline's by more than
@@ -18,64 +18,7 @@ use crate::stats::{Summary, summarize};
 
 pub const BASELINE_SCHEMA: &str = "glass.baseline.v1";
 
-/// The part of results.json the gate reads.
-#[derive(Debug, Deserialize)]
-pub struct Results {
-    pub schema: String,
-    pub scenario: ScenarioPart,
-    pub runs: Vec<Run>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ScenarioPart {
-    pub name: String,
-    #[serde(default)]
-    pub budgets: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Run {
-    /// Sweep point label ("" without a sweep).
-    #[serde(default)]
-    pub point: String,
-    pub network: String,
-    pub protocol: String,
-    pub repeat: u32,
-    pub status: String,
-    pub error: Option<String>,
-    #[serde(default)]
-    pub budgets: Vec<BudgetCheck>,
-    pub result: Option<RunResult>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct BudgetCheck {
-    pub budget: String,
-    pub limit: f64,
-    pub value: f64,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RunResult {
-    pub player: Player,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Player {
-    pub g2g_p50_ms: f64,
-    pub g2g_p99_ms: f64,
-    pub stall_ratio: f64,
-    pub startup_delay_ms: Option<f64>,
-    /// G2G over the steady state (absent in results written before it was).
-    #[serde(default)]
-    pub steady: Option<Steady>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Steady {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
+pub use crate::results::Results;
 
 /// Metrics the gate tracks; all are "higher is worse".
 pub const METRICS: [&str; 6] = [
@@ -86,18 +29,6 @@ pub const METRICS: [&str; 6] = [
     "steady_g2g_p50_ms",
     "steady_g2g_p99_ms",
 ];
-
-fn metric(p: &Player, name: &str) -> Option<f64> {
-    match name {
-        "g2g_p50_ms" => Some(p.g2g_p50_ms),
-        "g2g_p99_ms" => Some(p.g2g_p99_ms),
-        "stall_ratio" => Some(p.stall_ratio),
-        "startup_delay_ms" => p.startup_delay_ms,
-        "steady_g2g_p50_ms" => p.steady.as_ref().map(|s| s.p50_ms),
-        "steady_g2g_p99_ms" => p.steady.as_ref().map(|s| s.p99_ms),
-        _ => None,
-    }
-}
 
 /// A baseline: each case's metric summaries and the tolerances.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,7 +88,7 @@ pub fn summaries(r: &Results) -> BTreeMap<String, BTreeMap<String, Summary>> {
             .entry(case_key(&run.point, &run.network, &run.protocol))
             .or_default();
         for m in METRICS {
-            if let Some(v) = metric(&res.player, m) {
+            if let Some(v) = res.player.metric(m) {
                 case.entry(m.to_string()).or_default().push(v);
             }
         }

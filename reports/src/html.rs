@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::plots::{self, Chart, Line, PlotError};
+use crate::results::{self, Results, ResultsError, Run};
 use crate::stats::summarize;
 
 /// Why a report could not be written.
@@ -26,11 +25,8 @@ pub enum ReportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not Glass results: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Results(#[from] ResultsError),
     #[error("reading {path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
     #[error(transparent)]
@@ -102,14 +98,8 @@ fn case_title(point: &str, network: &str) -> String {
 
 /// Writes plots/ and report.html into `dir`; returns the page's path.
 pub fn write_report(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join("results.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let results: Value =
-        serde_json::from_str(&text).map_err(|source| ReportError::Json { path, source })?;
-    let runs = results["runs"].as_array().cloned().unwrap_or_default();
+    let results = results::read(&dir.join("results.json"))?;
+    let runs = &results.runs;
     let frames = read_csv(&dir.join("frames.csv"), |r| {
         Some(FrameRow {
             point: r.get(0)?.to_string(),
@@ -144,22 +134,18 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     // Cases in the order they ran.
     let mut cases: Vec<Key> = Vec::new();
     let mut protocols: Vec<String> = Vec::new();
-    for r in &runs {
-        let k = (
-            r["point"].as_str().unwrap_or("").to_string(),
-            r["network"].as_str().unwrap_or("").to_string(),
-        );
+    for r in runs {
+        let k = (r.point.clone(), r.network.clone());
         if !cases.contains(&k) {
             cases.push(k);
         }
-        let p = r["protocol"].as_str().unwrap_or("").to_string();
-        if !protocols.contains(&p) {
-            protocols.push(p);
+        if !protocols.contains(&r.protocol) {
+            protocols.push(r.protocol.clone());
         }
     }
 
     let data = Data {
-        runs: &runs,
+        runs,
         frames: &frames,
         seconds: &seconds,
         cases: &cases,
@@ -171,7 +157,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     recovery_figures(&data, &mut figures)?;
     udp_residual_figures(&data, &mut figures)?;
 
-    let html = page(&results, &runs, &figures.saved)?;
+    let html = page(&results, &figures.saved)?;
     let out = dir.join("report.html");
     std::fs::write(&out, html).map_err(|source| ReportError::Write {
         path: out.clone(),
@@ -183,7 +169,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 /// What the report's figures are drawn from.
 #[derive(Clone, Copy)]
 struct Data<'a> {
-    runs: &'a [Value],
+    runs: &'a [Run],
     frames: &'a [FrameRow],
     seconds: &'a [SecondRow],
     /// (point, network) in the order they ran.
@@ -282,34 +268,23 @@ fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                 })
                 .collect();
             let run = runs.iter().find(|r| {
-                r["point"].as_str().unwrap_or("") == point
-                    && r["network"] == network.as_str()
-                    && r["protocol"] == p.as_str()
-                    && r["repeat"] == 0
+                &r.point == point && &r.network == network && &r.protocol == p && r.repeat == 0
             });
+            let result = run.and_then(|r| r.result.as_ref());
             // The stalls' exact spans; per-second totals for older results.
-            let shaded: Vec<(f64, f64)> =
-                match run.and_then(|r| r["result"]["stall_spans_ms"].as_array()) {
-                    Some(spans) => spans
-                        .iter()
-                        .filter_map(|s| Some((s[0].as_f64()? / 1e3, s[1].as_f64()? / 1e3)))
-                        .collect(),
-                    None => secs
-                        .iter()
-                        .filter(|s| s.stalled_ms > 0.0)
-                        .map(|s| (s.second, s.second + s.stalled_ms / 1e3))
-                        .collect(),
-                };
+            let shaded: Vec<(f64, f64)> = match result.and_then(|r| r.stall_spans_ms.as_ref()) {
+                Some(spans) => spans.iter().map(|(a, b)| (a / 1e3, b / 1e3)).collect(),
+                None => secs
+                    .iter()
+                    .filter(|s| s.stalled_ms > 0.0)
+                    .map(|s| (s.second, s.second + s.stalled_ms / 1e3))
+                    .collect(),
+            };
             let markers: Vec<(f64, String)> = run
-                .and_then(|r| r["events"].as_array())
-                .map(|ev| {
-                    ev.iter()
-                        .filter_map(|e| {
-                            Some((e["at_ms"].as_f64()? / 1e3, e["what"].as_str()?.to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+                .iter()
+                .flat_map(|r| &r.events)
+                .map(|e| (e.at_ms / 1e3, e.what.clone()))
+                .collect();
             figures.add(
                 &format!("time-{i}-{j}"),
                 Chart {
@@ -333,24 +308,22 @@ fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                 points: secs.iter().map(|s| (s.second, s.sent_kbps)).collect(),
                 ..Line::default()
             }];
-            if let Some(samples) =
-                run.and_then(|r| r["result"]["publisher"]["abr"]["samples"].as_array())
-            {
+            if let Some(abr) = result.and_then(|r| r.publisher.abr.as_ref()) {
                 lines.push(Line {
                     label: "ABR target".into(),
-                    points: samples
+                    points: abr
+                        .samples
                         .iter()
-                        .filter_map(|s| {
-                            Some((s["at_ms"].as_f64()? / 1e3, s["target_bps"].as_f64()? / 1e3))
-                        })
+                        .map(|s| (s.at_ms / 1e3, s.target_bps / 1e3))
                         .collect(),
                     ..Line::default()
                 });
             }
-            if let Some(steps) = run.and_then(|r| r["capacity_steps"].as_array()) {
-                let pts: Vec<(f64, f64)> = steps
+            if let Some(r) = run {
+                let pts: Vec<(f64, f64)> = r
+                    .capacity_steps
                     .iter()
-                    .filter_map(|s| Some((s[0].as_f64()? / 1e3, s[1].as_f64()? / 1e3)))
+                    .filter_map(|&(t, c)| Some((t / 1e3, c? / 1e3)))
                     .collect();
                 if !pts.is_empty() {
                     lines.push(Line {
@@ -421,11 +394,11 @@ fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                             let v: Vec<f64> = runs
                                 .iter()
                                 .filter(|r| {
-                                    r["point"].as_str().unwrap_or("") == point
-                                        && r["network"] == network.as_str()
-                                        && r["protocol"] == proto.as_str()
+                                    &r.point == point
+                                        && &r.network == network
+                                        && &r.protocol == proto
                                 })
-                                .filter_map(|r| r["result"]["player"][metric].as_f64())
+                                .filter_map(|r| r.player()?.metric(metric))
                                 .map(|v| v * scale)
                                 .collect();
                             if v.is_empty() {
@@ -461,16 +434,17 @@ fn recovery_figures(data: &Data, figures: &mut Figures) -> Result<()> {
     let Data { runs, .. } = *data;
     let mut recovery: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in runs {
-        let (Some(loss), Some(expected), Some(shown)) = (
-            r["impairment_check"]["first_mile_up"]["loss_rate"].as_f64(),
-            r["result"]["frames_expected"].as_f64(),
-            r["result"]["player"]["frames_displayed"].as_f64(),
-        ) else {
+        let (Some(check), Some(res)) = (r.impairment_check.get("first_mile_up"), &r.result) else {
             continue;
         };
+        let (loss, expected, shown) = (
+            check.loss_rate,
+            res.frames_expected as f64,
+            res.player.frames_displayed as f64,
+        );
         if expected > 0.0 {
             recovery
-                .entry(r["protocol"].as_str().unwrap_or("").to_string())
+                .entry(r.protocol.clone())
                 .or_default()
                 .push((loss * 100.0, (expected - shown).max(0.0) / expected * 100.0));
         }
@@ -494,35 +468,32 @@ fn recovery_figures(data: &Data, figures: &mut Figures) -> Result<()> {
 /// The UDP protocol: residual packet loss per recovery mechanism.
 fn udp_residual_figures(data: &Data, figures: &mut Figures) -> Result<()> {
     let Data { runs, .. } = *data;
-    fn check_of(r: &Value) -> &Value {
-        &r["impairment_check"]["first_mile_up"]
+    fn check_of(r: &Run) -> Option<&results::CheckPart> {
+        r.impairment_check.get("first_mile_up")
     }
     let delays: std::collections::BTreeSet<u64> = runs
         .iter()
-        .filter_map(|r| check_of(r)["requested"]["delay_mean_ms"].as_f64())
-        .map(|d| d.round() as u64)
+        .filter_map(check_of)
+        .map(|c| c.requested.delay_mean_ms.round() as u64)
         .collect();
     let mut residual: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in runs {
-        let check = check_of(r);
-        let Some(loss) = check["loss_rate"].as_f64() else {
+        let Some(check) = check_of(r) else {
             continue;
         };
-        let first = r["result"]["recovery"]
-            .as_array()
-            .and_then(|v| v.iter().find(|m| m["mile"] == "first"));
-        if let Some(res) = first.and_then(|m| m["residual_loss"].as_f64()) {
-            let mut label = r["protocol"].as_str().unwrap_or("").to_string();
-            if check["requested"]["mean_burst"]
-                .as_f64()
-                .is_some_and(|b| b > 1.5)
-            {
+        let loss = check.loss_rate;
+        let first = r
+            .result
+            .iter()
+            .flat_map(|x| &x.recovery)
+            .find(|m| m.mile == "first");
+        if let Some(res) = first.and_then(|m| m.residual_loss) {
+            let mut label = r.protocol.clone();
+            if check.requested.mean_burst.is_some_and(|b| b > 1.5) {
                 label.push_str(", bursty");
             }
-            if delays.len() > 1
-                && let Some(d) = check["requested"]["delay_mean_ms"].as_f64()
-            {
-                let _ = write!(label, ", delay {d:.0} ms");
+            if delays.len() > 1 {
+                let _ = write!(label, ", delay {:.0} ms", check.requested.delay_mean_ms);
             }
             residual
                 .entry(label)
@@ -562,45 +533,33 @@ fn lines_by_x(series: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Line> {
 }
 
 /// Where G2G goes, hop by hop (p50 / p99 of each segment, Glass's frames).
-fn hops_table(h: &mut String, runs: &[Value]) {
-    const SEGMENTS: [(&str, &str); 5] = [
-        ("encode", "encode"),
-        ("first_mile", "first mile"),
-        ("relay", "relay"),
-        ("last_mile", "last mile"),
-        ("playout", "playout"),
-    ];
-    let with_hops: Vec<&Value> = runs
+fn hops_table(h: &mut String, runs: &[Run]) {
+    let with_hops: Vec<(&Run, &results::Hops)> = runs
         .iter()
-        .filter(|r| r["result"]["hops"].is_object())
+        .filter_map(|r| Some((r, r.result.as_ref()?.hops.as_ref()?)))
         .collect();
     if with_hops.is_empty() {
         return;
     }
     h.push_str("<h2>G2G by hop</h2><p>Each frame's capture, publisher send, relay receive, relay send, player receive and display instants on the one clock: p50 / p99 of each segment (ms).</p><table><tr><th>point / network</th><th>protocol</th><th>repeat</th>");
-    for (_, title) in SEGMENTS {
+    for (title, _) in results::Hops::default().segments() {
         let _ = write!(h, "<th>{title}</th>");
     }
     h.push_str("</tr>");
-    for r in with_hops {
-        let hops = &r["result"]["hops"];
+    for (r, hops) in with_hops {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td>",
-            esc(&case_title(
-                r["point"].as_str().unwrap_or(""),
-                r["network"].as_str().unwrap_or("")
-            )),
-            esc(r["protocol"].as_str().unwrap_or("")),
-            r["repeat"].as_u64().unwrap_or(0) + 1
+            esc(&case_title(&r.point, &r.network)),
+            esc(&r.protocol),
+            r.repeat + 1
         );
-        for (key, _) in SEGMENTS {
-            let seg = &hops[key];
-            match (seg["p50_ms"].as_f64(), seg["p99_ms"].as_f64()) {
-                (Some(a), Some(b)) => {
-                    let _ = write!(h, "<td>{a:.1} / {b:.1}</td>");
+        for (_, seg) in hops.segments() {
+            match seg {
+                Some(s) => {
+                    let _ = write!(h, "<td>{:.1} / {:.1}</td>", s.p50_ms, s.p99_ms);
                 }
-                _ => h.push_str("<td>–</td>"),
+                None => h.push_str("<td>–</td>"),
             }
         }
         h.push_str("</tr>");
@@ -608,10 +567,57 @@ fn hops_table(h: &mut String, runs: &[Value]) {
     h.push_str("</table>");
 }
 
-fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Result<String> {
-    let s = &results["scenario"];
+/// Every link of each run's topology (results v2, link mode): what each
+/// direction was asked, and what the engine did (packets in, delivered,
+/// dropped, mean delay).
+fn links_table(h: &mut String, runs: &[Run]) {
+    let with_links: Vec<(&Run, &results::TopologyPart)> = runs
+        .iter()
+        .filter_map(|r| Some((r, r.topology.as_ref()?)))
+        .filter(|(_, t)| {
+            t.links
+                .iter()
+                .any(|l| l.uplink.counters.is_some() || l.downlink.counters.is_some())
+        })
+        .collect();
+    if with_links.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Links</h2><p>Each link direction of the topology (uplink runs towards the server): as asked, and the engine's counters — packets in, delivered, dropped (loss model / queue, AQM and outages), mean one-way delay.</p>\
+        <table><tr><th>point / network</th><th>protocol</th><th>repeat</th><th>link</th><th>direction</th><th>asked</th><th>packets</th><th>delivered</th><th>dropped: loss / other</th><th>mean delay (ms)</th></tr>");
+    for (r, t) in with_links {
+        for l in &t.links {
+            for (way, d) in [
+                (format!("{} → {}", l.a, l.b), &l.uplink),
+                (format!("{} → {}", l.b, l.a), &l.downlink),
+            ] {
+                let Some(c) = &d.counters else { continue };
+                let other = c.dropped_queue + c.dropped_aqm + c.dropped_outage;
+                let mean = c.delay_sum_ns as f64 / c.delivered.max(1) as f64 / 1e6;
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {other}</td><td>{mean:.1}</td></tr>",
+                    esc(&case_title(&r.point, &r.network)),
+                    esc(&r.protocol),
+                    r.repeat + 1,
+                    esc(&l.name),
+                    esc(&way),
+                    esc(&d.asked),
+                    c.pushed,
+                    c.delivered,
+                    c.dropped_loss,
+                );
+            }
+        }
+    }
+    h.push_str("</table>");
+}
+
+fn page(results: &Results, figures: &[(String, PathBuf)]) -> Result<String> {
+    let s = &results.scenario;
+    let runs = &results.runs;
     let mut h = String::new();
-    let title = format!("Glass report — {}", s["name"].as_str().unwrap_or("?"));
+    let title = format!("Glass report — {}", s.name);
     let _ = write!(
         h,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
@@ -621,95 +627,87 @@ fn page(results: &Value, runs: &[Value], figures: &[(String, PathBuf)]) -> Resul
         esc(&title)
     );
     let _ = write!(h, "<h1>{}</h1>", esc(&title));
-    if let Some(d) = s["description"].as_str() {
+    if let Some(d) = &s.description {
         let _ = write!(h, "<p>{}</p>", esc(d));
     }
-    let m = &s["media"];
+    let m = &s.media;
     let _ = write!(
         h,
         "<p>Duration {} s, seed {}, {} repeat(s); media {} kbit/s, {} fps, GOP {}, {}, encode delay {} ms. Glass {}, results schema <code>{}</code>.</p>",
-        s["duration_s"],
-        s["seed"],
-        s["repeat"],
-        m["bitrate_bps"].as_f64().unwrap_or(0.0) / 1e3,
-        m["fps"],
-        m["gop"],
-        esc(m["resolution"].as_str().unwrap_or("")),
-        m["encode_delay_ms"],
-        esc(results["glass_version"].as_str().unwrap_or("")),
-        esc(results["schema"].as_str().unwrap_or(""))
+        s.duration_s,
+        s.seed,
+        s.repeat,
+        m.bitrate_bps as f64 / 1e3,
+        m.fps,
+        m.gop,
+        esc(&m.resolution),
+        m.encode_delay_ms,
+        esc(&results.glass_version),
+        esc(&results.schema)
     );
     h.push_str("<h2>Comparison</h2><p>Steady state: frames captured after the warm-up (start-up is the connect and startup columns). \
         Smooth at ≤ 1 %: the run's arrivals replayed through the player at the smallest playout buffer that keeps stalls ≤ 1 % — compare protocols on this, not only at one fixed buffer. \
         Stale: share of display refreshes showing an overdue picture.</p>\
         <table><tr><th>point / network</th><th>protocol</th><th>repeat</th><th>mode</th><th>connect (ms)</th><th>startup (ms)</th><th>G2G p50 (ms)</th><th>G2G p99 (ms)</th>\
         <th>steady p50 (ms)</th><th>steady p99 (ms)</th><th>smooth at ≤ 1 %: buffer / G2G p50 (ms)</th><th>stall ratio</th><th>stale</th><th>catch-up (ms)</th><th>skipped</th><th>lost</th><th>status</th></tr>");
+    let num = |v: Option<f64>, digits: usize| match v {
+        Some(x) => format!("{x:.digits$}"),
+        None => "–".into(),
+    };
     for r in runs {
-        let res = &r["result"];
-        let p = &res["player"];
-        let case = case_title(
-            r["point"].as_str().unwrap_or(""),
-            r["network"].as_str().unwrap_or(""),
-        );
-        let lost = res["frames_expected"].as_f64().unwrap_or(0.0)
-            - p["frames_displayed"].as_f64().unwrap_or(0.0);
-        let ok = r["status"] == "ok";
-        let num = |v: &Value, digits: usize| match v.as_f64() {
-            Some(x) => format!("{x:.digits$}"),
-            None => "–".into(),
-        };
-        let smooth = &res["equal_smoothness"];
+        let case = case_title(&r.point, &r.network);
+        let res = r.result.as_ref();
+        let p = res.map(|x| &x.player);
+        let lost = res.map_or(0.0, |x| {
+            x.frames_expected as f64 - x.player.frames_displayed as f64
+        });
+        let smooth = res.and_then(|x| x.equal_smoothness.as_ref());
+        let steady = p.and_then(|p| p.steady.as_ref());
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{:.2} %</td><td>{:.1} %</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             esc(&case),
-            esc(r["protocol"].as_str().unwrap_or("")),
-            r["repeat"].as_u64().unwrap_or(0) + 1,
-            esc(res["mode"].as_str().unwrap_or("")),
-            num(&res["publisher"]["connect_ms"], 0),
-            num(&p["startup_delay_ms"], 0),
-            num(&p["g2g_p50_ms"], 1),
-            num(&p["g2g_p99_ms"], 1),
-            num(&p["steady"]["p50_ms"], 1),
-            num(&p["steady"]["p99_ms"], 1),
-            num(&smooth["target_delay_ms"], 0),
-            num(&smooth["g2g_p50_ms"], 1),
-            p["stall_ratio"].as_f64().unwrap_or(f64::NAN) * 100.0,
-            p["stale_refresh_ratio"].as_f64().unwrap_or(0.0) * 100.0,
-            num(&p["catch_up_ms"], 0),
-            num(&p["frames_skipped"], 0),
+            esc(&r.protocol),
+            r.repeat + 1,
+            esc(res.map_or("", |x| x.mode.as_str())),
+            num(res.and_then(|x| x.publisher.connect_ms), 0),
+            num(p.and_then(|p| p.startup_delay_ms), 0),
+            num(p.map(|p| p.g2g_p50_ms), 1),
+            num(p.map(|p| p.g2g_p99_ms), 1),
+            num(steady.map(|s| s.p50_ms), 1),
+            num(steady.map(|s| s.p99_ms), 1),
+            num(smooth.map(|s| s.target_delay_ms), 0),
+            num(smooth.map(|s| s.g2g_p50_ms), 1),
+            p.map_or(f64::NAN, |p| p.stall_ratio) * 100.0,
+            p.and_then(|p| p.stale_refresh_ratio).unwrap_or(0.0) * 100.0,
+            num(p.and_then(|p| p.catch_up_ms), 0),
+            num(p.and_then(|p| p.frames_skipped).map(|n| n as f64), 0),
             lost.max(0.0),
-            if ok { "" } else { "fail" },
-            if ok {
+            if r.ok() { "" } else { "fail" },
+            if r.ok() {
                 "ok".to_string()
             } else {
-                esc(r["error"].as_str().unwrap_or("failed"))
+                esc(r.error.as_deref().unwrap_or("failed"))
             }
         );
     }
     h.push_str("</table>");
     hops_table(&mut h, runs);
+    links_table(&mut h, runs);
     h.push_str("<h2>Impairment: asked and realised</h2><ul>");
     for r in runs {
-        let Some(checks) = r["impairment_check"].as_object() else {
-            continue;
-        };
-        for (dir, c) in checks {
-            let asked = c["requested"]["loss_rate"].is_number()
-                || c["requested"]["delay_mean_ms"].as_f64().unwrap_or(0.0) > 0.0;
+        for (dir, c) in &r.impairment_check {
+            let asked = c.requested.loss_rate.is_some() || c.requested.delay_mean_ms > 0.0;
             if !asked {
                 continue;
             }
             let _ = write!(
                 h,
                 "<li>{} / {} (repeat {}), {dir}: {}</li>",
-                esc(&case_title(
-                    r["point"].as_str().unwrap_or(""),
-                    r["network"].as_str().unwrap_or("")
-                )),
-                esc(r["protocol"].as_str().unwrap_or("")),
-                r["repeat"].as_u64().unwrap_or(0) + 1,
-                esc(c["verdict"].as_str().unwrap_or(""))
+                esc(&case_title(&r.point, &r.network)),
+                esc(&r.protocol),
+                r.repeat + 1,
+                esc(&c.verdict)
             );
         }
     }

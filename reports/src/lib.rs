@@ -5,4 +5,5 @@ pub mod gate;
 pub mod html;
 pub mod plots;
 pub mod profile_check;
+pub mod results;
 pub mod stats;

@@ -436,6 +436,12 @@ impl Connection {
         }
     }
 
+    /// The session's number (the server's choice, the client's once
+    /// accepted): a relay's session and its client's report the same one.
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
     /// Ends the session: a close packet (three times, as it may be lost).
     pub fn close(&mut self, _now: Time) {
         if self.state == State::Connected {

@@ -8,25 +8,14 @@ use reports::gate::{self, Baseline, Tolerance};
 
 use crate::cli::{GateArgs, RunArgs};
 
+/// A results directory's (or file's) results, of schema v2 or v1.
 pub fn load_results(dir: &Path) -> Result<gate::Results> {
     let file = if dir.is_dir() {
         dir.join("results.json")
     } else {
         dir.to_path_buf()
     };
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let r: gate::Results = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not Glass results", file.display()))?;
-    if r.schema != crate::output::records::SCHEMA {
-        bail!(
-            "{}: schema \"{}\", this Glass reads \"{}\"",
-            file.display(),
-            r.schema,
-            crate::output::records::SCHEMA
-        );
-    }
-    Ok(r)
+    Ok(reports::results::read(&file)?)
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

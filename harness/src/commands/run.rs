@@ -3,7 +3,8 @@
 //!
 //! Results are written after every run, so a run that fails (or a Ctrl-C)
 //! keeps all that finished before it. Layout of the directory, and the
-//! `results.json` schema (`glass.results.v1`), are in `scenarios/README.md`.
+//! `results.json` schema (`glass.results.v2`, typed in `reports::results`),
+//! are in `scenarios/README.md`.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,10 +14,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use netem::adapters::link::LinkDir;
 
 use crate::cli::RunArgs;
-use crate::output::records::{RunRecord, budgets, previous_runs, write_results};
+use crate::output::records::{RunRecord, budgets, previous_runs, topology_part, write_results};
 use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
 use crate::output::tables::{cross_table, hops_table, net, recovery_table, table};
-use crate::runner::run_one;
+use crate::runner::run_groups;
 use crate::scenario::{QUICKSTART, Scenario, SweepPoint};
 
 /// Runs the scenario; returns the results directory.
@@ -49,29 +50,21 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         })
         .collect();
     // --resume: keep the runs that finished, run the others.
-    let kept: Vec<serde_json::Value> = if args.resume {
+    let kept: Vec<reports::results::Run> = if args.resume {
         previous_runs(&out_dir)?
+            .into_iter()
+            .filter(|k| k.ok())
+            .collect()
     } else {
         Vec::new()
     };
     let done = |pt: &SweepPoint, n: &str, p: &str, r: u32| {
-        kept.iter().any(|k| {
-            k["status"] == "ok"
-                && k["network"] == n
-                && k["protocol"] == p
-                && k["repeat"] == r
-                && k.get("sweep").map_or(serde_json::json!({}), |v| v.clone())
-                    == serde_json::to_value(&pt.coords).unwrap_or_default()
-        })
+        kept.iter()
+            .any(|k| k.network == n && k.protocol == p && k.repeat == r && k.sweep == pt.coords)
     };
-    let kept: Vec<serde_json::Value> = kept
-        .iter()
-        .filter(|k| k["status"] == "ok")
-        .cloned()
-        .collect();
     let jobs: Vec<_> = jobs
         .into_iter()
-        .filter(|(pt, n, p, r)| !done(pt, &n.name, &p.name, *r))
+        .filter(|(pt, n, p, r)| !n.group_names().iter().all(|g| done(pt, g, &p.name, *r)))
         .collect();
     if args.resume {
         eprintln!(
@@ -98,6 +91,8 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut records: Vec<RunRecord> = Vec::new();
+    // The network each record ran over (a player group's view).
+    let mut record_networks: Vec<crate::scenario::Network> = Vec::new();
     let mut frames_csv = csv_file(&out_dir.join("frames.csv"), FRAMES_HEADER, args.resume)?;
     let mut seconds_csv = csv_file(&out_dir.join("seconds.csv"), SECONDS_HEADER, args.resume)?;
     for (i, (point, network, protocol, repeat)) in jobs.iter().enumerate() {
@@ -115,12 +110,17 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             repeat + 1
         ));
         let base = (i * 1000) as u64;
-        let outcome = run_one(&rt, scenario, network, protocol, *repeat, mode, &|f| {
+        let outcome = run_groups(&rt, scenario, network, protocol, *repeat, mode, &|f| {
             bar.set_position(base + (f * 1000.0) as u64)
         });
         bar.set_position(base + 1000);
-        let (status, error, result) = match outcome {
-            Ok(r) => ("ok", None, Some(r)),
+        // A result per player group, or the failure for each.
+        let per_group: Vec<_> = match outcome {
+            Ok(results) => results
+                .into_iter()
+                .enumerate()
+                .map(|(g, r)| (g, ("ok", None), Some(r)))
+                .collect(),
             Err(e) => {
                 bar.suspend(|| {
                     eprintln!(
@@ -128,34 +128,40 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
                         protocol.name, network.name
                     )
                 });
-                ("failed", Some(format!("{e:#}")), None)
+                (0..network.groups.len())
+                    .map(|g| (g, ("failed", Some(format!("{e:#}"))), None))
+                    .collect()
             }
         };
-        if let Some(r) = &result {
-            write_series(
-                &mut frames_csv,
-                &mut seconds_csv,
-                &label,
-                &network.name,
+        for (group, status, result) in per_group {
+            let view = network.for_group(group);
+            if let Some(r) = &result {
+                write_series(
+                    &mut frames_csv,
+                    &mut seconds_csv,
+                    &label,
+                    &view.name,
+                    &protocol.name,
+                    *repeat,
+                    r,
+                    scenario.duration,
+                )?;
+            }
+            records.push(record_of(
+                point,
+                (network, group),
                 &protocol.name,
                 *repeat,
-                r,
-                scenario.duration,
-            )?;
+                status,
+                result,
+            ));
+            record_networks.push(view);
         }
-        records.push(record_of(
-            point,
-            network,
-            &protocol.name,
-            *repeat,
-            (status, error),
-            result,
-        ));
         // On disk before the next run starts.
         write_results(&out_dir, scenario, &kept, &records)?;
     }
     bar.finish_and_clear();
-    print_summary(&records, jobs.iter().map(|j| j.1));
+    print_summary(&records, record_networks.iter());
     println!("results: {}", out_dir.display());
     match reports::html::write_report(&out_dir) {
         Ok(p) => println!("report: {}", p.display()),
@@ -167,16 +173,19 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
 /// One run's record: where it ran, what was asked, what it measured.
 fn record_of(
     point: &SweepPoint,
-    network: &crate::scenario::Network,
+    (whole, group): (&crate::scenario::Network, usize),
     protocol: &str,
     repeat: u32,
     (status, error): (&'static str, Option<String>),
     result: Option<crate::runner::RunResult>,
 ) -> RunRecord {
+    let network = &whole.for_group(group);
     RunRecord {
         sweep: point.coords.clone(),
         point: point.label(),
         network: network.name.clone(),
+        group: whole.has_groups().then(|| whole.groups[group].name.clone()),
+        topology: topology_part(whole, result.as_ref().and_then(|r| r.graph.as_ref())),
         protocol: protocol.to_string(),
         repeat,
         impairment: network.described.clone(),

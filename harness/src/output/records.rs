@@ -1,41 +1,21 @@
-//! results.json (`glass.results.v1`): one record per run, the scenario's
-//! summary, the budgets each run was held to. Written after every run
-//! (write, then rename), so a run that fails keeps what finished before it.
+//! results.json (`glass.results.v2`, typed in `reports::results`): one
+//! record per run, the scenario's summary, the budgets each run was held
+//! to. Written after every run (write, then rename), so a run that fails
+//! keeps what finished before it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use netem::adapters::link::LinkDir;
+use netem::adapters::link::{GraphStats, LinkDir};
 use netem::check::LiveCheck;
+use reports::results::{self, DirectionPart, HostPart, LinkPart, Run, TopologyPart};
 use serde::Serialize;
 
 use crate::runner::RunResult;
-use crate::scenario::{Budgets, Scenario};
+use crate::scenario::{Budgets, Network, Scenario};
 
-pub const SCHEMA: &str = "glass.results.v1";
-
-#[derive(Serialize)]
-struct ScenarioSummary<'a> {
-    name: &'a str,
-    description: Option<&'a str>,
-    source: Option<String>,
-    duration_s: f64,
-    seed: u64,
-    repeat: u32,
-    media: MediaSummary<'a>,
-    budgets: &'a Budgets,
-}
-
-#[derive(Serialize)]
-struct MediaSummary<'a> {
-    bitrate_bps: u64,
-    fps: f64,
-    gop: u32,
-    resolution: &'a str,
-    audio: bool,
-    encode_delay_ms: f64,
-}
+pub use reports::results::SCHEMA;
 
 #[derive(Serialize)]
 pub struct RunRecord {
@@ -46,6 +26,9 @@ pub struct RunRecord {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub point: String,
     pub network: String,
+    /// The player group, for a network with several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub protocol: String,
     pub repeat: u32,
     /// Requested impairment per direction, as written in the scenario.
@@ -60,6 +43,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Requested against realised, per direction, from the engine's counters.
     pub impairment_check: BTreeMap<LinkDir, LiveCheck>,
+    /// Every host and link of the network, each direction as asked and
+    /// what the engine did (link mode).
+    pub topology: Option<TopologyPart>,
     pub result: Option<RunResult>,
     pub budgets: Vec<BudgetCheck>,
 }
@@ -70,14 +56,6 @@ pub struct BudgetCheck {
     pub limit: f64,
     pub value: f64,
     pub within: bool,
-}
-
-#[derive(Serialize)]
-struct Results<'a> {
-    schema: &'static str,
-    glass_version: &'static str,
-    scenario: ScenarioSummary<'a>,
-    runs: Vec<serde_json::Value>,
 }
 
 pub fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
@@ -120,62 +98,104 @@ pub fn budgets(b: &Budgets, r: &RunResult) -> Vec<BudgetCheck> {
     out
 }
 
+/// The network's topology for results v2: its hosts, and each link with
+/// what each direction was asked and, from `graph` (link mode), what the
+/// engine did.
+pub fn topology_part(network: &Network, graph: Option<&GraphStats>) -> Option<TopologyPart> {
+    let g = crate::topology::graph_of(network).ok()?;
+    let asked = |link: &str| -> [String; 2] {
+        if link == "first_mile" {
+            return [network.described[0].clone(), network.described[1].clone()];
+        }
+        match network.groups.iter().find(|x| x.link == link) {
+            Some(group) => group.described.clone(),
+            // Cross traffic's leaves.
+            None => ["clean".into(), "clean".into()],
+        }
+    };
+    let hosts = g.hosts();
+    Some(TopologyPart {
+        hosts: hosts
+            .iter()
+            .map(|h| HostPart {
+                name: h.name.clone(),
+                addr: h.addr.to_string(),
+            })
+            .collect(),
+        links: g
+            .links()
+            .iter()
+            .map(|l| {
+                let [up, down] = asked(&l.name);
+                let counters = |way: bool| graph.map(|gs| gs.counters(&l.label(way)));
+                LinkPart {
+                    name: l.name.clone(),
+                    a: hosts[l.a].name.clone(),
+                    b: hosts[l.b].name.clone(),
+                    uplink: DirectionPart {
+                        asked: up,
+                        counters: counters(true),
+                    },
+                    downlink: DirectionPart {
+                        asked: down,
+                        counters: counters(false),
+                    },
+                }
+            })
+            .collect(),
+    })
+}
+
 /// The runs of an earlier results.json in `dir` (for --resume).
-pub fn previous_runs(dir: &Path) -> Result<Vec<serde_json::Value>> {
+pub fn previous_runs(dir: &Path) -> Result<Vec<Run>> {
     let file = dir.join("results.json");
     if !file.exists() {
         return Ok(Vec::new());
     }
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?,
-    )
-    .with_context(|| format!("{}: not Glass results", file.display()))?;
-    if v["schema"] != SCHEMA {
+    let r = results::read(&file).context("cannot resume from it")?;
+    if r.schema != SCHEMA {
         anyhow::bail!(
-            "{}: not {SCHEMA} results; cannot resume from it",
-            file.display()
+            "{}: {} results; --resume continues {SCHEMA} results only",
+            file.display(),
+            r.schema
         );
     }
-    Ok(v["runs"].as_array().cloned().unwrap_or_default())
+    Ok(r.runs)
 }
 
 /// Writes results.json in `dir`: the runs kept from before (`--resume`)
 /// and this invocation's records.
-pub fn write_results(
-    dir: &Path,
-    s: &Scenario,
-    kept: &[serde_json::Value],
-    records: &[RunRecord],
-) -> Result<()> {
+pub fn write_results(dir: &Path, s: &Scenario, kept: &[Run], records: &[RunRecord]) -> Result<()> {
     let mut runs = kept.to_vec();
     for r in records {
-        runs.push(serde_json::to_value(r)?);
+        runs.push(results::run_from(r)?);
     }
-    let results = Results {
-        schema: SCHEMA,
-        glass_version: env!("CARGO_PKG_VERSION"),
-        scenario: ScenarioSummary {
-            name: &s.name,
-            description: s.description.as_deref(),
+    let budgets = match serde_json::to_value(&s.budgets)? {
+        serde_json::Value::Object(m) => m.into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    let out = results::Results {
+        schema: SCHEMA.into(),
+        glass_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: results::ScenarioPart {
+            name: s.name.clone(),
+            description: s.description.clone(),
             source: s.source.as_ref().map(|p| p.display().to_string()),
             duration_s: s.duration.as_secs_f64(),
             seed: s.seed,
             repeat: s.repeat,
-            media: MediaSummary {
+            media: results::MediaPart {
                 bitrate_bps: s.encoder.bitrate.bits_per_sec(),
                 fps: s.encoder.fps,
                 gop: s.encoder.gop,
-                resolution: &s.resolution,
+                resolution: s.resolution.clone(),
                 audio: s.encoder.audio.is_some(),
                 encode_delay_ms: s.encoder.encode_delay.as_secs_f64() * 1e3,
             },
-            budgets: &s.budgets,
+            budgets,
         },
         runs,
     };
-    // Write then rename, so a crash never leaves half a file.
-    let tmp = dir.join("results.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&results)?)?;
-    std::fs::rename(&tmp, dir.join("results.json"))?;
+    results::write(dir, &out)?;
     Ok(())
 }

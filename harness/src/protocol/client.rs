@@ -7,7 +7,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use netem::Time;
-use netem::adapters::link::Host;
 use netem::time::Clock;
 use serde::Serialize;
 
@@ -17,7 +16,7 @@ use crate::media::player::Player;
 use crate::media::source::Source;
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::scenario::Protocol as Settings;
-use crate::topology::Topology;
+use crate::topology::{Place, Topology};
 
 /// A future run on the runner's thread (`block_on`): sessions borrow the
 /// player and the scenario, so they need not be `Send`.
@@ -38,20 +37,14 @@ impl Role {
             Role::Player => "player",
         }
     }
-
-    /// The host the client runs on in the three-host layout.
-    pub fn host(self) -> Host {
-        match self {
-            Role::Publisher => Host::Publisher,
-            Role::Player => Host::Player,
-        }
-    }
 }
 
 /// What a client needs to dial the relay.
 pub struct DialCx<'a> {
     pub topo: &'a Topology,
     pub role: Role,
+    /// The host it dials from (the publisher's, or a player group's).
+    pub place: Place,
     pub uri: &'a StreamUri,
     /// The scenario's `[[protocols]]` entry.
     pub settings: &'a Settings,

@@ -88,6 +88,21 @@ pub struct NetworkFile {
     /// Competing flows that share a mile with the media (link mode).
     #[serde(default)]
     pub cross: Vec<crate::cross::CrossFile>,
+    /// Player groups, each on its own last mile (instead of `last_mile`):
+    /// one publisher feeds them all, each group's figures are reported
+    /// apart.
+    #[serde(default)]
+    pub players: Vec<PlayerGroupFile>,
+}
+
+/// A player group: a host of its own joined to the server by its last mile.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerGroupFile {
+    /// Its host's name (a word of at most 12 letters, digits, - and _).
+    pub name: String,
+    #[serde(default)]
+    pub last_mile: LinkFile,
 }
 
 /// A link: one two-way `profile`, or `uplink` and `downlink` each a preset,

@@ -59,6 +59,9 @@ pub struct Replay {
     pub tags: std::sync::Arc<Vec<FlvTag>>,
 }
 
+/// The group of a network without `players`: its host is "player".
+pub const DEFAULT_GROUP: &str = "player";
+
 #[derive(Clone, Debug)]
 pub struct Network {
     pub name: String,
@@ -69,6 +72,35 @@ pub struct Network {
     pub described: [String; 4],
     /// Competing flows on the miles (link mode).
     pub cross: Vec<crate::cross::CrossFlow>,
+    /// The player groups, each on its own last mile (at least one; without
+    /// `players` in the file, one called "player" on `last_mile`).
+    pub groups: Vec<PlayerGroup>,
+}
+
+/// A player group of a network: its host and its last mile.
+#[derive(Clone, Debug)]
+pub struct PlayerGroup {
+    /// As the scenario names it ("player" for the default group).
+    pub name: String,
+    /// Its host's name in the topology.
+    pub host: String,
+    /// Its last mile's link name (seed labels `LINK-uplink`, `LINK-downlink`).
+    pub link: String,
+    /// (uplink, downlink).
+    pub last_mile: (Profile, Profile),
+    /// What each direction was asked as.
+    pub described: [String; 2],
+}
+
+impl PlayerGroup {
+    /// The group's last mile as the star topology takes it.
+    pub fn last_mile(&self) -> netem::adapters::graph::LastMile {
+        netem::adapters::graph::LastMile {
+            host: self.host.clone(),
+            link: self.link.clone(),
+            profiles: self.last_mile.clone(),
+        }
+    }
 }
 
 impl Network {
@@ -90,6 +122,36 @@ impl Network {
             LinkDir::LastMileUp => &self.described[2],
             LinkDir::LastMileDown => &self.described[3],
         }
+    }
+
+    /// Whether the scenario declared player groups (`players`), so each
+    /// group's runs are labelled "NETWORK · GROUP".
+    pub fn has_groups(&self) -> bool {
+        self.groups.len() > 1 || self.groups.first().is_some_and(|g| g.name != DEFAULT_GROUP)
+    }
+
+    /// The network as group `i`'s players see it: named "NETWORK · GROUP"
+    /// when the scenario declared groups, with the group's last mile (the
+    /// per-run records, tables and budgets take this view).
+    pub fn for_group(&self, i: usize) -> Network {
+        let mut n = self.clone();
+        if let Some(g) = self.groups.get(i) {
+            if self.has_groups() {
+                n.name = format!("{} · {}", self.name, g.name);
+            }
+            n.last_mile = g.last_mile.clone();
+            n.described[2] = g.described[0].clone();
+            n.described[3] = g.described[1].clone();
+            n.groups = vec![g.clone()];
+        }
+        n
+    }
+
+    /// The name of every group's view (`for_group`).
+    pub fn group_names(&self) -> Vec<String> {
+        (0..self.groups.len())
+            .map(|i| self.for_group(i).name)
+            .collect()
     }
 
     /// Directions whose profile changes something.

@@ -353,3 +353,79 @@ capture_starts = "on_connect"
     listed.sort_unstable();
     assert_eq!(keys, listed);
 }
+
+#[test]
+fn player_groups_get_their_own_last_miles_and_views() {
+    let text = r#"
+name = "g"
+duration = "5s"
+[[networks]]
+name = "net"
+first_mile = { profile = "delay 10ms" }
+players = [
+  { name = "home" },
+  { name = "mobile", last_mile = { profile = "lte" } },
+]
+[[protocols]]
+kind = "rtmp"
+"#;
+    let s = Scenario::from_toml("g.toml", text, None).unwrap();
+    let n = &s.networks[0];
+    assert!(n.has_groups());
+    assert_eq!(n.group_names(), ["net · home", "net · mobile"]);
+    let mobile = n.for_group(1);
+    assert_eq!(mobile.described[3], "lte");
+    assert_ne!(mobile.last_mile.1, Profile::transparent());
+    assert_eq!(n.for_group(0).last_mile.1, Profile::transparent());
+    assert_eq!(mobile.first_mile, n.first_mile);
+    assert_eq!(n.groups[1].link, "last_mile-mobile");
+    // Without `players`: one group on the network's last mile, unlabelled.
+    let plain = Scenario::from_toml("p.toml", GOOD, None).unwrap();
+    let p = &plain.networks[0];
+    assert!(!p.has_groups());
+    assert_eq!(p.group_names(), ["lossy"]);
+    assert_eq!(p.groups[0].host, "player");
+    assert_eq!(p.groups[0].link, "last_mile");
+}
+
+#[test]
+fn bad_player_groups_are_refused_with_the_field() {
+    let with = |players: &str, extra: &str| {
+        format!(
+            "name = \"g\"\nduration = \"5s\"\n[[networks]]\nname = \"n\"\n{extra}players = [{players}]\n[[protocols]]\nkind = \"rtmp\"\n"
+        )
+    };
+    for (text, needles) in [
+        (
+            with("{ name = \"a\" }", "last_mile = { profile = \"lte\" }\n"),
+            vec!["networks[0].last_mile", "own last_mile"],
+        ),
+        (
+            with("{ name = \"a b\" }", ""),
+            vec!["networks[0].players[0].name", "not a host name"],
+        ),
+        (
+            with("{ name = \"a\" }, { name = \"a\" }", ""),
+            vec!["networks[0].players[1].name", "used twice"],
+        ),
+        (
+            with("{ name = \"server\" }", ""),
+            vec!["networks[0].players[0].name", "another host"],
+        ),
+        (
+            with("{ name = \"a\", last_mile = { profile = \"nope\" } }", ""),
+            vec!["networks[0].players[0].last_mile.profile"],
+        ),
+        (
+            with("{ name = \"a\", colour = 1 }", ""),
+            vec!["unknown field `colour`"],
+        ),
+    ] {
+        let e = Scenario::from_toml("g.toml", &text, None)
+            .expect_err(&text)
+            .to_string();
+        for n in needles {
+            assert!(e.contains(n), "{e} (wanted {n})");
+        }
+    }
+}

@@ -123,6 +123,7 @@ impl ScenarioFile {
                 first_mile: LinkFile::default(),
                 last_mile: LinkFile::default(),
                 cross: Vec::new(),
+                players: Vec::new(),
             }]
         } else {
             self.networks.clone()
@@ -151,12 +152,15 @@ impl ScenarioFile {
                 .enumerate()
                 .map(|(j, c)| c.validate(&format!("{field}.cross[{j}]"), duration))
                 .collect::<Result<Vec<_>>>()?;
+            let groups = player_groups(n, &field, base_dir, (lu, ld, dlu, dld))?;
+            let g0 = &groups[0];
             out_networks.push(Network {
                 name: n.name.clone(),
                 first_mile: (fu, fd),
-                last_mile: (lu, ld),
-                described: [dfu, dfd, dlu, dld],
+                last_mile: g0.last_mile.clone(),
+                described: [dfu, dfd, g0.described[0].clone(), g0.described[1].clone()],
                 cross,
+                groups,
             });
         }
         if self.protocols.is_empty() {
@@ -489,4 +493,86 @@ fn player(
         ordered: true,
         latency_control,
     })
+}
+
+/// A network's player groups: its `players`, each checked (a host name the
+/// topology takes, unique, its own last mile), or the default group on the
+/// network's `last_mile` (`last_mile`, resolved).
+fn player_groups(
+    n: &NetworkFile,
+    field: &str,
+    base_dir: Option<&Path>,
+    last_mile: (Profile, Profile, String, String),
+) -> Result<Vec<PlayerGroup>> {
+    use netem::adapters::graph::MAX_GROUPS;
+    if n.players.is_empty() {
+        let (u, d, du, dd) = last_mile;
+        return Ok(vec![PlayerGroup {
+            name: DEFAULT_GROUP.into(),
+            host: DEFAULT_GROUP.into(),
+            link: "last_mile".into(),
+            last_mile: (u, d),
+            described: [du, dd],
+        }]);
+    }
+    let lm = &n.last_mile;
+    if lm.profile.is_some() || lm.uplink.is_some() || lm.downlink.is_some() {
+        return bad(
+            format!("{field}.last_mile"),
+            "a network with `players` gives each group its own last_mile; \
+             move this one into the groups",
+        );
+    }
+    if n.players.len() > MAX_GROUPS {
+        return bad(
+            format!("{field}.players"),
+            format!(
+                "at most {MAX_GROUPS} player groups, not {}",
+                n.players.len()
+            ),
+        );
+    }
+    let reserved = ["publisher", "server", "first_cross", "last_cross"];
+    let mut out: Vec<PlayerGroup> = Vec::new();
+    for (j, g) in n.players.iter().enumerate() {
+        let gf = format!("{field}.players[{j}]");
+        let word = !g.name.is_empty()
+            && g.name.len() <= 12
+            && g.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !word {
+            return bad(
+                format!("{gf}.name"),
+                format!(
+                    "\"{}\" is not a host name: a word of at most 12 letters, digits, - and _",
+                    g.name
+                ),
+            );
+        }
+        if reserved.contains(&g.name.as_str()) {
+            return bad(
+                format!("{gf}.name"),
+                format!("\"{}\" is the name of another host; choose another", g.name),
+            );
+        }
+        if out.iter().any(|o| o.name == g.name) {
+            return bad(
+                format!("{gf}.name"),
+                format!("\"{}\" is used twice", g.name),
+            );
+        }
+        let (u, d, du, dd) = g
+            .last_mile
+            .resolve(base_dir)
+            .map_err(|e| e.within(&format!("{gf}.last_mile")))?;
+        out.push(PlayerGroup {
+            name: g.name.clone(),
+            host: g.name.clone(),
+            link: format!("last_mile-{}", g.name),
+            last_mile: (u, d),
+            described: [du, dd],
+        });
+    }
+    Ok(out)
 }

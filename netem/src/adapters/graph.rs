@@ -61,10 +61,27 @@ pub enum GraphError {
     Disconnected(String, String),
     #[error("the links form a cycle through \"{0}\": routes must be unique (a tree)")]
     Cycle(String),
+    #[error("a star has 1 to {MAX_GROUPS} player groups, not {0}")]
+    Groups(usize),
     #[error(
         "a host name is a non-empty word of letters, digits, - and _ (at most 12), not \"{0}\""
     )]
     BadName(String),
+}
+
+/// The most player groups [`Graph::star`] takes (their addresses are
+/// 198.18.2.1 to 198.18.17.1).
+pub const MAX_GROUPS: usize = 16;
+
+/// A player group's host and its own last mile to the server.
+#[derive(Clone, Debug)]
+pub struct LastMile {
+    /// The host's name (its namespace; reports).
+    pub host: String,
+    /// The link's name (its seed labels `LINK-uplink`, `LINK-downlink`).
+    pub link: String,
+    /// (uplink towards the server, downlink).
+    pub profiles: (Profile, Profile),
 }
 
 /// A checked topology and its routing table.
@@ -192,35 +209,56 @@ impl Graph {
     /// are publisher, server, player; directions 0–3 are first mile up and
     /// down, last mile up and down.
     pub fn three_hosts(first_mile: (Profile, Profile), last_mile: (Profile, Profile)) -> Graph {
+        let player = LastMile {
+            host: "player".into(),
+            link: "last_mile".into(),
+            profiles: last_mile,
+        };
+        match Graph::star(first_mile, vec![player]) {
+            Ok(g) => g,
+            Err(e) => unreachable!("the three-host layout is a valid graph: {e}"),
+        }
+    }
+
+    /// The publisher and the server joined by the first mile, and a host per
+    /// player group joined to the server by its own last mile: hosts 0 and
+    /// 1 are publisher (198.18.1.1) and server (198.18.0.1), host `2 + i`
+    /// is group `i` at 198.18.`2 + i`.1 (at most [`MAX_GROUPS`]); link 0 is
+    /// the first mile, link `1 + i` group `i`'s last mile. With one group
+    /// called "player" on a link "last_mile" it is [`Graph::three_hosts`].
+    pub fn star(
+        first_mile: (Profile, Profile),
+        groups: Vec<LastMile>,
+    ) -> Result<Graph, GraphError> {
+        if groups.is_empty() || groups.len() > MAX_GROUPS {
+            return Err(GraphError::Groups(groups.len()));
+        }
         let host = |name: &str, addr| HostSpec {
             name: name.into(),
             addr,
         };
-        let hosts = vec![
+        let mut hosts = vec![
             host("publisher", Ipv4Addr::new(198, 18, 1, 1)),
             host("server", Ipv4Addr::new(198, 18, 0, 1)),
-            host("player", Ipv4Addr::new(198, 18, 2, 1)),
         ];
-        let links = vec![
-            LinkSpec {
-                name: "first_mile".into(),
-                a: 0,
+        let mut links = vec![LinkSpec {
+            name: "first_mile".into(),
+            a: 0,
+            b: 1,
+            up: first_mile.0,
+            down: first_mile.1,
+        }];
+        for (i, g) in groups.into_iter().enumerate() {
+            links.push(LinkSpec {
+                name: g.link,
+                a: hosts.len(),
                 b: 1,
-                up: first_mile.0,
-                down: first_mile.1,
-            },
-            LinkSpec {
-                name: "last_mile".into(),
-                a: 2,
-                b: 1,
-                up: last_mile.0,
-                down: last_mile.1,
-            },
-        ];
-        match Graph::new(hosts, links) {
-            Ok(g) => g,
-            Err(e) => unreachable!("the three-host layout is a valid graph: {e}"),
+                up: g.profiles.0,
+                down: g.profiles.1,
+            });
+            hosts.push(host(&g.host, Ipv4Addr::new(198, 18, 2 + i as u8, 1)));
         }
+        Graph::new(hosts, links)
     }
 
     /// The same graph with `leaves` added: each a host joined to an
@@ -352,6 +390,40 @@ mod tests {
         assert_eq!(idx(g.route(v, p)), [2, 1]);
         assert!(g.route(s, s).is_empty());
         assert_eq!(g.host_at(Ipv4Addr::new(198, 18, 0, 1)), Some(s));
+    }
+
+    #[test]
+    fn a_star_gives_each_player_group_its_own_last_mile() {
+        let t = || (Profile::transparent(), Profile::transparent());
+        let group = |name: &str| LastMile {
+            host: name.into(),
+            link: format!("{name}_mile"),
+            profiles: t(),
+        };
+        let g = Graph::star(t(), vec![group("home"), group("mobile")]).unwrap();
+        assert_eq!(g.host("mobile"), Some(3));
+        assert_eq!(g.hosts()[3].addr, Ipv4Addr::new(198, 18, 3, 1));
+        let names = |r: Vec<Direction>| {
+            r.into_iter()
+                .map(|d| g.links()[d.link].label(d.up))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(g.route(0, 3)),
+            ["first_mile-uplink", "mobile_mile-downlink"]
+        );
+        assert_eq!(
+            names(g.route(2, 3)),
+            ["home_mile-uplink", "mobile_mile-downlink"]
+        );
+        let many = (0..=MAX_GROUPS).map(|i| group(&format!("g{i}"))).collect();
+        assert!(
+            Graph::star(t(), many)
+                .unwrap_err()
+                .to_string()
+                .contains("1 to 16")
+        );
+        assert!(Graph::star(t(), vec![]).is_err());
     }
 
     #[test]

@@ -179,15 +179,33 @@ impl GraphStats {
 impl From<&GraphStats> for LinkStats {
     /// The three-host layout's view (other labels and hosts are left out).
     fn from(g: &GraphStats) -> LinkStats {
+        LinkStats::of_group(g, "last_mile", "player")
+    }
+}
+
+impl LinkStats {
+    /// The view of one player group of a [`Graph::star`]: the first mile,
+    /// and the group's link `last_mile` and host `player` as the last mile
+    /// and the player (other labels and hosts are left out).
+    pub fn of_group(g: &GraphStats, last_mile: &str, player: &str) -> LinkStats {
+        let label = |d: LinkDir| match d {
+            LinkDir::LastMileUp => format!("{last_mile}-uplink"),
+            LinkDir::LastMileDown => format!("{last_mile}-downlink"),
+            d => d.label().to_string(),
+        };
+        let host = |h: Host| match h {
+            Host::Player => player,
+            h => h.name(),
+        };
         LinkStats {
             directions: LinkDir::ALL
                 .iter()
-                .filter_map(|&d| Some((d, g.directions.get(d.label())?.clone())))
+                .filter_map(|&d| Some((d, g.directions.get(&label(d))?.clone())))
                 .collect(),
             unroutable: g.unroutable,
             kernel_drops: Host::ALL
                 .iter()
-                .filter_map(|&h| Some((h, *g.kernel_drops.get(h.name())?)))
+                .filter_map(|&h| Some((h, *g.kernel_drops.get(host(h))?)))
                 .collect(),
             release_error: g.release_error.clone(),
         }

@@ -60,7 +60,7 @@ impl Session for RtmpSession {
 /// from the client's host.
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     let role = cx.role.as_str();
-    let host = cx.role.host();
+    let host = cx.place;
     let mapping = match cx.uri.option("mapping") {
         Some("frames") => quic::Mapping::Frames,
         _ => quic::Mapping::Stream,

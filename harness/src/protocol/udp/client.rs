@@ -302,7 +302,7 @@ impl Session for UdpSession {
 
 /// Says hello to the relay's UDP endpoint `to` from the client's host.
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
-    let host = cx.role.host();
+    let host = cx.place;
     let role = match cx.role {
         crate::protocol::Role::Publisher => Role::Publish,
         crate::protocol::Role::Player => Role::Play,

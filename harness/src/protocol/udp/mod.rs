@@ -40,6 +40,9 @@ pub const UDP_MEDIA_PORT: u16 = 5000;
 pub struct UdpReport {
     /// "publisher", "relay-ingest", "relay-egress" or "player".
     pub role: String,
+    /// The session's number: a relay's egress and the player it served
+    /// report the same one.
+    pub session: u32,
     #[serde(flatten)]
     pub stats: ConnStats,
     /// Congestion control's decisions (a sender with `cc = "gcc"`).
@@ -51,6 +54,7 @@ impl UdpReport {
     pub(crate) fn of(role: &str, conn: &Connection) -> UdpReport {
         UdpReport {
             role: role.into(),
+            session: conn.session(),
             stats: conn.stats(),
             cc: conn
                 .sender()
