@@ -99,8 +99,16 @@ fn two_groups_on_different_last_miles_in_link_mode() {
     assert!((mean_ms(&far) - 40.0).abs() < 0.5, "{}", mean_ms(&far));
     // The UDP protocol's recovery per group: the egress that served it.
     for r in &runs {
-        let egress: Vec<_> = r.udp.iter().filter(|u| u.role == "relay-egress").collect();
-        let player = r.udp.iter().find(|u| u.role == "player").unwrap();
+        let egress: Vec<_> = common::udp_of(r)
+            .udp
+            .iter()
+            .filter(|u| u.role == "relay-egress")
+            .collect();
+        let player = common::udp_of(r)
+            .udp
+            .iter()
+            .find(|u| u.role == "player")
+            .unwrap();
         assert_eq!(egress.len(), 1);
         assert_eq!(egress[0].session, player.session);
     }

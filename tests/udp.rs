@@ -36,7 +36,8 @@ name = "lossy"
 }
 
 fn first_mile(r: &RunResult) -> &MileRecovery {
-    r.recovery
+    common::udp_of(r)
+        .recovery
         .iter()
         .find(|m| m.mile == "first")
         .expect("first-mile recovery")
@@ -116,10 +117,16 @@ player_uri = "rtmp://server/live/glass"
 player = { target_delay = "500ms" }
 udp = { nack = true, cc = "gcc", red = 2, fec = { kind = "rs", k = 10, m = 2, adaptive = true } }"#,
     ));
-    let roles: Vec<&str> = r.udp.iter().map(|u| u.role.as_str()).collect();
+    let roles: Vec<&str> = common::udp_of(&r)
+        .udp
+        .iter()
+        .map(|u| u.role.as_str())
+        .collect();
     eprintln!(
         "roles {roles:?}; transports {:?}; player {:?}; recovery {:?}",
-        r.transports, r.player, r.recovery
+        r.transports,
+        r.player,
+        common::udp_of(&r).recovery
     );
     assert_eq!(roles, vec!["publisher", "relay-ingest"]);
     assert_eq!(
@@ -138,7 +145,7 @@ udp = { nack = true, cc = "gcc", red = 2, fec = { kind = "rs", k = 10, m = 2, ad
     assert!(r.player.g2g_p99_ms < 650.0, "p99 {}", r.player.g2g_p99_ms);
     assert_eq!(r.player.stall_count, 0);
     // Congestion control reported its decisions.
-    assert!(!r.udp[0].cc.is_empty());
+    assert!(!common::udp_of(&r).udp[0].cc.is_empty());
     assert!(r.publisher.abr.is_some());
 }
 
@@ -237,13 +244,17 @@ udp = { nack = true, cc = "off" }"#,
     let down = &proxy.udp_last_mile.as_ref().unwrap().downlink;
     eprintln!(
         "first mile dropped {} of {}, last mile {} of {}; recovery {:?}",
-        up.dropped_loss, up.pushed, down.dropped_loss, down.pushed, r.recovery
+        up.dropped_loss,
+        up.pushed,
+        down.dropped_loss,
+        down.pushed,
+        common::udp_of(&r).recovery
     );
     assert!(up.dropped_loss > 20 && down.dropped_loss > 5);
-    for m in &r.recovery {
+    for m in &common::udp_of(&r).recovery {
         assert!(m.lost > 0 && m.never == 0, "{m:?}");
         assert!(m.link_dropped > 0);
     }
-    assert_eq!(r.recovery.len(), 2);
+    assert_eq!(common::udp_of(&r).recovery.len(), 2);
     assert_eq!(r.frames_lost(), 0, "{:?}", r.player);
 }

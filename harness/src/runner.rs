@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use netem::Time;
-use netem::adapters::link::{LinkDir, LinkStats};
+use netem::adapters::link::LinkStats;
 use netem::rng::SeedTree;
 use netem::time::Clock;
 use serde::Serialize;
@@ -21,12 +21,9 @@ use crate::media::player::{Displayed, Player, PlayerReport};
 use crate::media::source::Source;
 use crate::media::wallclock::WallClock;
 pub use crate::protocol::TransportReport;
-use crate::protocol::rtmp::RtmpServerStats;
-use crate::protocol::udp::recovery::MileRecovery;
-use crate::protocol::udp::{UdpReport, UdpServerStats};
 use crate::protocol::uri::StreamUri;
 use crate::protocol::{
-    self, DialCx, Dialed, Endpoint, PublishCx, REGISTRY, Role, ServeCx, ServerTask, Stats,
+    self, DialCx, Dialed, Endpoint, PublishCx, REGISTRY, Role, RunCx, ServeCx, ServerTask, Stats,
 };
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::relay::{APP, Hub, HubStats};
@@ -76,11 +73,11 @@ pub struct RunResult {
     /// The network's cross traffic, flow by flow (none: not written).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cross: Vec<crate::cross::CrossReport>,
-    /// The UDP media protocol's sessions (publisher, relay ingest and
-    /// egress, player), with SRT-named statistics.
-    pub udp: Vec<UdpReport>,
-    /// How the UDP protocol recovered, per mile it ran on.
-    pub recovery: Vec<MileRecovery>,
+    /// Each registered protocol's section of the run (its fields join
+    /// results.json's `result` object: the UDP protocol's `udp` sessions
+    /// and `recovery` per mile).
+    #[serde(flatten)]
+    pub sections: Sections,
     /// Latency at equal smoothness: the smallest playout delay that keeps
     /// stalls ≤ 1 %, from replaying this run's arrivals through the player.
     pub equal_smoothness: Option<EqualSmoothness>,
@@ -127,41 +124,41 @@ impl Serialize for RelayReport {
     }
 }
 
+/// The protocols' sections of a run, by protocol name; serialized as one
+/// object of all their fields.
+#[derive(Debug, Default)]
+pub struct Sections(pub Vec<(&'static str, Box<dyn Stats>)>);
+
+impl Serialize for Sections {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut fields = serde_json::Map::new();
+        for (_, s) in &self.0 {
+            fields.extend(s.json());
+        }
+        fields.serialize(ser)
+    }
+}
+
 impl RunResult {
+    /// A protocol's section, typed (`UdpSection`).
+    pub fn section<T: 'static>(&self) -> Option<&T> {
+        self.sections
+            .0
+            .iter()
+            .find_map(|(_, s)| s.as_any().downcast_ref::<T>())
+    }
+
     /// Video frames that were due before the end and never shown.
     pub fn frames_lost(&self) -> u64 {
         self.frames_expected
             .saturating_sub(self.player.frames_displayed)
     }
 
-    /// Retransmissions on both miles as the transports count them: TCP's
-    /// retransmitted segments (publisher socket, relay → player sockets),
-    /// the packets QUIC declared lost (whose data it sends again), and the
-    /// UDP protocol's retransmitted packets. An ffmpeg
-    /// publisher's socket is not Glass's to read: its first mile is not
-    /// counted. With several player groups, RTMP's relay → player sockets
-    /// are the relay's, every group's together.
+    /// Retransmissions on both miles as each protocol's transports count
+    /// them (its section's `retransmits`: TCP's retransmitted segments,
+    /// QUIC's lost packets, the UDP protocol's retransmissions).
     pub fn retransmits(&self) -> u64 {
-        u64::from(self.publisher.tcp.total_retrans)
-            + self.relay.server::<RtmpServerStats>().map_or(0, |r| {
-                r.to_players_tcp
-                    .iter()
-                    .map(|t| u64::from(t.total_retrans))
-                    .sum::<u64>()
-            })
-            + self.publisher.quic.as_ref().map_or(0, |q| q.lost_packets)
-            + self.relay.server::<RtmpServerStats>().map_or(0, |r| {
-                r.to_players_quic
-                    .iter()
-                    .map(|q| q.lost_packets)
-                    .sum::<u64>()
-            })
-            + self
-                .udp
-                .iter()
-                .filter_map(|u| u.stats.sender.as_ref())
-                .map(|s| s.pkt_retrans)
-                .sum::<u64>()
+        self.sections.0.iter().map(|(_, s)| s.retransmits()).sum()
     }
 
     /// The publisher's transport as used: "tcp", "quic/stream",
@@ -401,14 +398,16 @@ pub fn run_groups(
             .cloned()
             .chain(ffmpeg_player_reports.next())
             .collect();
+        let group_net = net.for_group(network, i);
+        let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
         out.push(assemble(
             Sides {
                 player,
                 publisher: publisher.clone(),
-                udp: clients.udp_of_group(i, &relay),
+                sections,
                 transports: clients.transports_of_group(i),
                 relay: relay.clone(),
-                net: net.for_group(network, i),
+                net: group_net,
                 ffmpeg: ffmpeg_reports,
                 cross: cross.clone(),
             },
@@ -446,31 +445,33 @@ impl Clients {
             .collect()
     }
 
-    /// The UDP protocol's sessions group `i` saw (results.json v1's `udp`
-    /// list): the publisher's and group `i`'s player's, then the relay's
-    /// ingest and the egress that served that player (by session number).
-    fn udp_of_group(&self, i: usize, relay: &RelayReport) -> Vec<UdpReport> {
-        let udp = |s: &Option<Box<dyn Stats>>| {
-            s.as_ref()
-                .and_then(|s| s.as_any().downcast_ref::<UdpReport>().cloned())
-        };
-        let player = self.player_stats.get(i).and_then(udp);
-        let mut out: Vec<UdpReport> = udp(&self.publisher_stats)
-            .into_iter()
-            .chain(player.clone())
+    /// Each registered protocol's section of group `i`'s run, from the
+    /// publisher's and that group's player's statistics.
+    fn sections_of_group(
+        &self,
+        i: usize,
+        publisher: &PublisherStats,
+        relay: &RelayReport,
+        net: &GroupNetworkStats,
+    ) -> Sections {
+        let clients: Vec<&dyn Stats> = self
+            .publisher_stats
+            .iter()
+            .chain(self.player_stats.get(i).into_iter().flatten())
+            .map(|s| s.as_ref())
             .collect();
-        out.extend(
-            relay
-                .server::<UdpServerStats>()
+        let cx = RunCx {
+            publisher,
+            clients: &clients,
+            servers: &relay.servers,
+            net,
+        };
+        Sections(
+            REGISTRY
                 .iter()
-                .flat_map(|u| u.udp.iter())
-                .filter(|r| {
-                    r.role != "relay-egress"
-                        || player.as_ref().is_some_and(|p| p.session == r.session)
-                })
-                .cloned(),
-        );
-        out
+                .filter_map(|p| Some((p.name(), p.run_section(&cx)?)))
+                .collect(),
+        )
     }
 }
 
@@ -695,8 +696,7 @@ struct Sides {
     relay: RelayReport,
     net: GroupNetworkStats,
     transports: Vec<TransportReport>,
-    /// The UDP protocol's sessions, clients' and relay's.
-    udp: Vec<UdpReport>,
+    sections: Sections,
     ffmpeg: Vec<FfmpegReport>,
     cross: Vec<crate::cross::CrossReport>,
 }
@@ -719,7 +719,7 @@ fn assemble(
         relay,
         net,
         transports,
-        udp,
+        sections,
         ffmpeg: ffmpeg_reports,
         cross,
     } = sides;
@@ -743,11 +743,9 @@ fn assemble(
             .count() as u64,
         None => publisher.video_frames_sent,
     };
-    let recovery = mile_recovery(&udp, &net);
     RunResult {
         mode,
-        udp,
-        recovery,
+        sections,
         g2g_source,
         tcp_congestion: protocol.tcp_congestion.clone(),
         abr: match (&publisher.abr, &protocol.abr) {
@@ -839,32 +837,4 @@ fn ffmpeg_publisher_stats(
         ));
     }
     Ok(p)
-}
-
-/// Recovery per mile from the two ends of each UDP session: publisher →
-/// relay ingest on the first mile, relay egress → player on the last.
-fn mile_recovery(udp: &[UdpReport], net: &GroupNetworkStats) -> Vec<MileRecovery> {
-    let find = |role: &str| udp.iter().find(|r| r.role == role).map(|r| &r.stats);
-    let mut out = Vec::new();
-    for (mile, from, to, dir) in [
-        ("first", "publisher", "relay-ingest", LinkDir::FirstMileUp),
-        ("last", "relay-egress", "player", LinkDir::LastMileDown),
-    ] {
-        if let (Some(s), Some(r)) = (
-            find(from).and_then(|s| s.sender.as_ref()),
-            find(to).and_then(|s| s.receiver.as_ref()),
-        ) {
-            // The ground truth: the link's direction, or the datagram proxy's.
-            let counters = match (&net.link, &net.proxy) {
-                (Some(l), _) => Some(l.counters(dir)),
-                (None, Some(p)) if mile == "first" => {
-                    p.udp_first_mile.as_ref().map(|u| u.uplink.clone())
-                }
-                (None, Some(p)) => p.udp_last_mile.as_ref().map(|u| u.downlink.clone()),
-                _ => None,
-            };
-            out.push(MileRecovery::new(mile, counters.as_ref(), s, r));
-        }
-    }
-    out
 }

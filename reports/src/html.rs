@@ -96,8 +96,15 @@ fn case_title(point: &str, network: &str) -> String {
     }
 }
 
-/// Writes plots/ and report.html into `dir`; returns the page's path.
-pub fn write_report(dir: &Path) -> Result<PathBuf> {
+/// A protocol's own figures in the report, drawn from the runs: each a
+/// file stem (unique to the protocol, e.g. "udp-residual-loss") and a chart.
+pub trait ReportFigures: Sync {
+    fn figures(&self, runs: &[Run]) -> Vec<(String, Chart)>;
+}
+
+/// Writes plots/ and report.html into `dir` (with `extra`, the protocols'
+/// own figures, after the common ones); returns the page's path.
+pub fn write_report(dir: &Path, extra: &[&dyn ReportFigures]) -> Result<PathBuf> {
     let results = results::read(&dir.join("results.json"))?;
     let runs = &results.runs;
     let frames = read_csv(&dir.join("frames.csv"), |r| {
@@ -155,7 +162,11 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     time_figures(&data, &mut figures)?;
     sweep_figures(&data, &mut figures)?;
     recovery_figures(&data, &mut figures)?;
-    udp_residual_figures(&data, &mut figures)?;
+    for e in extra {
+        for (name, chart) in e.figures(runs) {
+            figures.add(&name, chart)?;
+        }
+    }
 
     let html = page(&results, &figures.saved)?;
     let out = dir.join("report.html");
@@ -465,60 +476,8 @@ fn recovery_figures(data: &Data, figures: &mut Figures) -> Result<()> {
     Ok(())
 }
 
-/// The UDP protocol: residual packet loss per recovery mechanism.
-fn udp_residual_figures(data: &Data, figures: &mut Figures) -> Result<()> {
-    let Data { runs, .. } = *data;
-    fn check_of(r: &Run) -> Option<&results::CheckPart> {
-        r.impairment_check.get("first_mile_up")
-    }
-    let delays: std::collections::BTreeSet<u64> = runs
-        .iter()
-        .filter_map(check_of)
-        .map(|c| c.requested.delay_mean_ms.round() as u64)
-        .collect();
-    let mut residual: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in runs {
-        let Some(check) = check_of(r) else {
-            continue;
-        };
-        let loss = check.loss_rate;
-        let first = r
-            .result
-            .iter()
-            .flat_map(|x| &x.recovery)
-            .find(|m| m.mile == "first");
-        if let Some(res) = first.and_then(|m| m.residual_loss) {
-            let mut label = r.protocol.clone();
-            if check.requested.mean_burst.is_some_and(|b| b > 1.5) {
-                label.push_str(", bursty");
-            }
-            if delays.len() > 1 {
-                let _ = write!(label, ", delay {:.0} ms", check.requested.delay_mean_ms);
-            }
-            residual
-                .entry(label)
-                .or_default()
-                .push((loss * 100.0, res * 100.0));
-        }
-    }
-    if residual.values().any(|v| v.iter().any(|p| p.0 > 0.0)) {
-        let lines = lines_by_x(residual);
-        figures.add(
-            "udp-residual-loss",
-            Chart {
-                title: "UDP protocol: residual packet loss per recovery mechanism".into(),
-                x_label: "first-mile uplink loss, realised (%)".into(),
-                y_label: "data packets never recovered in time (%)".into(),
-                lines,
-                ..Chart::default()
-            },
-        )?;
-    }
-    Ok(())
-}
-
 /// One line per label, its points in order of x (a loss-rate axis).
-fn lines_by_x(series: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Line> {
+pub fn lines_by_x(series: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Line> {
     series
         .into_iter()
         .map(|(label, mut points)| {

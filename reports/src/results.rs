@@ -248,11 +248,19 @@ pub struct RunPart {
     /// The stalls as [start, end] in ms (absent in early v1 files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_spans_ms: Option<Vec<(f64, f64)>>,
-    /// How the UDP protocol recovered, per mile.
-    #[serde(default)]
-    pub recovery: Vec<MileRecovery>,
+    /// Everything else, each protocol's section included (read by the
+    /// protocol: [`RunPart::section`]).
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+impl RunPart {
+    /// A field of the result the schema does not type (a protocol's
+    /// section, e.g. the UDP protocol's `recovery`), read as `T`; none if
+    /// absent or of another shape.
+    pub fn section<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        serde_json::from_value(self.rest.get(key)?.clone()).ok()
+    }
 }
 
 /// The player's figures.
@@ -368,15 +376,6 @@ impl Hops {
 pub struct Segment {
     pub p50_ms: f64,
     pub p99_ms: f64,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MileRecovery {
-    pub mile: String,
-    #[serde(default)]
-    pub residual_loss: Option<f64>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }

@@ -61,3 +61,8 @@ pub fn first_mile_drops(r: &RunResult) -> u64 {
         .counters(netem::adapters::link::LinkDir::FirstMileUp)
         .dropped_loss
 }
+
+/// The UDP protocol's section of a run (its sessions and recovery).
+pub fn udp_of(r: &RunResult) -> &harness::protocol::udp::section::UdpSection {
+    r.section().expect("the UDP protocol's section")
+}

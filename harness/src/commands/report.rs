@@ -5,7 +5,7 @@ use anyhow::Result;
 
 /// `glass report DIR`.
 pub fn run(args: &crate::cli::ReportArgs) -> Result<()> {
-    let out = reports::html::write_report(&args.results)?;
+    let out = reports::html::write_report(&args.results, &crate::protocol::report_figures())?;
     println!("report: {}", out.display());
     Ok(())
 }

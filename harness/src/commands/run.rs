@@ -16,7 +16,7 @@ use netem::adapters::link::LinkDir;
 use crate::cli::RunArgs;
 use crate::output::records::{RunRecord, budgets, previous_runs, topology_part, write_results};
 use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
-use crate::output::tables::{cross_table, hops_table, net, recovery_table, table};
+use crate::output::tables::{cross_table, hops_table, net, table};
 use crate::runner::run_groups;
 use crate::scenario::{QUICKSTART, Scenario, SweepPoint};
 
@@ -163,7 +163,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     bar.finish_and_clear();
     print_summary(&records, record_networks.iter());
     println!("results: {}", out_dir.display());
-    match reports::html::write_report(&out_dir) {
+    match reports::html::write_report(&out_dir, &crate::protocol::report_figures()) {
         Ok(p) => println!("report: {}", p.display()),
         Err(e) => eprintln!("glass: the report could not be written: {e:#}"),
     }
@@ -223,7 +223,9 @@ fn print_summary<'a>(
 ) {
     print!("{}", table(records));
     print!("{}", hops_table(records));
-    print!("{}", recovery_table(records));
+    for p in crate::protocol::REGISTRY {
+        print!("{}", p.summary(records));
+    }
     print!("{}", cross_table(records));
     for r in records {
         for t in r.result.iter().flat_map(|x| &x.transports) {

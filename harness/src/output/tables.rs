@@ -42,62 +42,6 @@ pub fn cross_table(records: &[RunRecord]) -> String {
     s
 }
 
-/// The UDP protocol's recovery per run and mile (nothing without UDP runs):
-/// what the link dropped, what the receiver found missing, how it came back.
-pub fn recovery_table(records: &[RunRecord]) -> String {
-    let rows: Vec<(&RunRecord, &crate::protocol::udp::recovery::MileRecovery)> = records
-        .iter()
-        .flat_map(|r| {
-            r.result
-                .iter()
-                .flat_map(move |x| x.recovery.iter().map(move |m| (r, m)))
-        })
-        .collect();
-    if rows.is_empty() {
-        return String::new();
-    }
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "UDP recovery (data packets; link = engine drops / datagrams):\n{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>9} {:>9} {:>8} {:>10}",
-        "network",
-        "protocol",
-        "mile",
-        "link",
-        "lost",
-        "fec",
-        "nack",
-        "late",
-        "never",
-        "residual",
-        "recovered",
-        "overhead",
-        "event p99"
-    );
-    for (r, m) in rows {
-        // Time until every packet of a loss event was back, p99.
-        let p99 = m.recovery_ms_event.p99;
-        let _ = writeln!(
-            s,
-            "{:<20} {:<18} {:<5} {:>11} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8.3}% {:>8.1}% {:>7.1}% {:>7.0} ms",
-            net(r),
-            r.protocol,
-            m.mile,
-            format!("{}/{}", m.link_dropped, m.link_packets),
-            m.lost,
-            m.fec,
-            m.nack_in_time,
-            m.late,
-            m.never,
-            m.residual_loss * 100.0,
-            m.recovery_ratio * 100.0,
-            m.overhead * 100.0,
-            p99
-        );
-    }
-    s
-}
-
 /// Milliseconds for a table cell, "-" when unknown.
 fn cell_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0} ms"))

@@ -94,6 +94,25 @@ pub trait Stats: std::fmt::Debug + Send + Sync + 'static {
     fn json(&self) -> serde_json::Map<String, serde_json::Value>;
     /// For the protocol's own typed readers (`RelayReport::server`).
     fn as_any(&self) -> &dyn Any;
+    /// Packets or segments sent again (TCP's retransmitted segments, the
+    /// packets QUIC declared lost, the UDP protocol's retransmissions): the
+    /// run's `retrans` column sums them over the run's sections.
+    fn retransmits(&self) -> u64 {
+        0
+    }
+}
+
+/// What a protocol's section of one run is built from: a player group's
+/// view of the finished run.
+pub struct RunCx<'a> {
+    pub publisher: &'a crate::publisher::PublisherStats,
+    /// The protocol-specific statistics of Glass's clients of this run:
+    /// the publisher's, and this group's player's.
+    pub clients: &'a [&'a dyn Stats],
+    /// Each registered protocol's server statistics (the whole relay's).
+    pub servers: &'a [(&'static str, std::sync::Arc<dyn Stats>)],
+    /// What the network did, as this group sees it.
+    pub net: &'a crate::topology::GroupNetworkStats,
 }
 
 /// A protocol's settings from its table in a `[[protocols]]` entry, parsed
@@ -202,6 +221,25 @@ pub trait Protocol: Sync {
     /// Connects a publisher or a player to the relay's endpoint `to` (the
     /// one the URI's scheme names) from the client's host.
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>>;
+    /// Its section of a run's result: its fields join results.json's
+    /// `result` object, its `retransmits` the run's. None: no section.
+    fn run_section(&self, _cx: &RunCx) -> Option<Box<dyn Stats>> {
+        None
+    }
+    /// Its table for `glass run`'s summary, from the runs' sections ("":
+    /// none).
+    fn summary(&self, _records: &[crate::output::records::RunRecord]) -> String {
+        String::new()
+    }
+    /// Its figures for the HTML report, drawn from results.json.
+    fn report_figures(&self) -> Option<&'static dyn reports::html::ReportFigures> {
+        None
+    }
+}
+
+/// Every protocol's report figures, for `reports::html::write_report`.
+pub fn report_figures() -> Vec<&'static dyn reports::html::ReportFigures> {
+    REGISTRY.iter().filter_map(|p| p.report_figures()).collect()
 }
 
 /// The registered protocol called `name`.

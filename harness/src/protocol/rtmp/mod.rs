@@ -163,6 +163,63 @@ impl Protocol for Rtmp {
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, Result<Dialed>> {
         Box::pin(dial::dial(cx, to))
     }
+
+    /// No fields of its own in the result (the publisher's and the relay's
+    /// sections hold RTMP's figures); it counts the run's retransmissions.
+    fn run_section(&self, cx: &super::RunCx) -> Option<Box<dyn Stats>> {
+        let relay = cx
+            .servers
+            .iter()
+            .find_map(|(_, s)| s.as_any().downcast_ref::<RtmpServerStats>());
+        Some(Box::new(RtmpSection {
+            retransmits: rtmp_retransmits(cx.publisher, relay),
+        }))
+    }
+}
+
+/// RTMP's part of a run: its retransmissions.
+#[derive(Debug)]
+struct RtmpSection {
+    retransmits: u64,
+}
+
+impl Stats for RtmpSection {
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn retransmits(&self) -> u64 {
+        self.retransmits
+    }
+}
+
+/// Retransmissions as RTMP's transports count them: TCP's retransmitted
+/// segments (the publisher's socket, the relay's sockets to its players)
+/// and the packets QUIC declared lost (whose data it sends again). An
+/// ffmpeg publisher's socket is not Glass's to read: its first mile is not
+/// counted. The relay's part is the whole relay's: with several player
+/// groups, every group's players together.
+fn rtmp_retransmits(
+    publisher: &crate::publisher::PublisherStats,
+    relay: Option<&RtmpServerStats>,
+) -> u64 {
+    let relay_tcp: u64 = relay.map_or(0, |r| {
+        r.to_players_tcp
+            .iter()
+            .map(|t| u64::from(t.total_retrans))
+            .sum()
+    });
+    let relay_quic: u64 = relay.map_or(0, |r| {
+        r.to_players_quic.iter().map(|q| q.lost_packets).sum()
+    });
+    u64::from(publisher.tcp.total_retrans)
+        + publisher.quic.as_ref().map_or(0, |q| q.lost_packets)
+        + relay_tcp
+        + relay_quic
 }
 
 impl Stats for RtmpServerStats {

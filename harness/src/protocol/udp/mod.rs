@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod recovery;
+pub mod section;
 pub mod server;
 pub mod settings;
 
@@ -170,6 +171,19 @@ impl Protocol for Udp {
 
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
         Box::pin(client::dial(cx, to))
+    }
+
+    /// Always present (results v1 had `udp` and `recovery` in every run).
+    fn run_section(&self, cx: &super::RunCx) -> Option<Box<dyn Stats>> {
+        Some(Box::new(section::section(cx)))
+    }
+
+    fn summary(&self, records: &[crate::output::records::RunRecord]) -> String {
+        section::recovery_table(records)
+    }
+
+    fn report_figures(&self) -> Option<&'static dyn reports::html::ReportFigures> {
+        Some(&section::ResidualLoss)
     }
 }
 
