@@ -72,7 +72,13 @@ fn two_groups_on_different_last_miles_in_link_mode() {
     if !can_create_namespaces() {
         return;
     }
-    let s = Scenario::from_toml("groups.toml", SCENARIO, None).unwrap_or_else(|e| panic!("{e}"));
+    // Link mode also carries 1 Mbit/s of CBR cross traffic down the far
+    // group's last mile, which its link counts and the near one does not.
+    let text = SCENARIO.replace(
+        "[[protocols]]",
+        "cross = [ { mile = \"last\", group = \"far\", direction = \"downlink\", kind = \"cbr\", rate = \"1Mbit/s\" } ]\n[[protocols]]",
+    );
+    let s = Scenario::from_toml("groups.toml", &text, None).unwrap_or_else(|e| panic!("{e}"));
     let n = &s.networks[0];
     let runs = run_groups(
         &common::runtime(),
@@ -97,6 +103,22 @@ fn two_groups_on_different_last_miles_in_link_mode() {
     assert!(near.delivered > 100 && far.delivered > 100);
     assert!((mean_ms(&near) - 5.0).abs() < 0.5, "{}", mean_ms(&near));
     assert!((mean_ms(&far) - 40.0).abs() < 0.5, "{}", mean_ms(&far));
+    // The cross flow: ~1 Mbit/s for 5 s (≈ 625 kB) arrived, on the far
+    // group's last mile only (its bytes are on top of the media's).
+    let cross = &runs[1].cross;
+    assert_eq!(cross.len(), 1);
+    assert!(
+        cross[0].flow.starts_with("far's last mile downlink"),
+        "{}",
+        cross[0].flow
+    );
+    assert!(cross[0].bytes_received > 500_000, "{:?}", cross[0]);
+    let extra = far.bytes_pushed as f64 - near.bytes_pushed as f64;
+    eprintln!(
+        "cross: {} B received; far − near last-mile bytes {extra:.0}",
+        cross[0].bytes_received
+    );
+    assert!(extra > 0.8 * cross[0].bytes_received as f64, "{extra}");
     // The UDP protocol's recovery per group: the egress that served it.
     for r in &runs {
         let egress: Vec<_> = common::udp_of(r)

@@ -34,29 +34,6 @@ pub enum Mile {
     Last,
 }
 
-impl Mile {
-    /// The extra host that sends or receives this mile's cross traffic,
-    /// and the host of the three it hangs off (publisher 0, player 2).
-    pub fn host(self) -> (HostSpec, usize) {
-        match self {
-            Mile::First => (
-                HostSpec {
-                    name: "first_cross".into(),
-                    addr: Ipv4Addr::new(198, 18, 1, 2),
-                },
-                0,
-            ),
-            Mile::Last => (
-                HostSpec {
-                    name: "last_cross".into(),
-                    addr: Ipv4Addr::new(198, 18, 2, 2),
-                },
-                2,
-            ),
-        }
-    }
-}
-
 /// Towards the server (`uplink`) or away from it (`downlink`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +59,10 @@ pub enum CrossKind {
 pub struct CrossFile {
     /// `first` or `last`.
     pub mile: Mile,
+    /// The player group whose last mile it shares (`mile = "last"` in a
+    /// network with `players`; default: the first group).
+    #[serde(default)]
+    pub group: Option<String>,
     /// `uplink` (default: towards the server) or `downlink`.
     #[serde(default = "uplink")]
     pub direction: Way,
@@ -125,6 +106,9 @@ pub enum Traffic {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CrossFlow {
     pub mile: Mile,
+    /// The player group whose last mile it shares (index, name if the
+    /// scenario named one).
+    pub group: (usize, Option<String>),
     pub way: Way,
     pub traffic: Traffic,
     pub start: Duration,
@@ -133,8 +117,32 @@ pub struct CrossFlow {
 
 impl CrossFile {
     /// Checks the flow against the run's `duration`; errors name `field`.
-    pub fn validate(&self, field: &str, duration: Duration) -> Result<CrossFlow, ConfigError> {
+    /// `groups` are the network's player groups' names.
+    pub fn validate(
+        &self,
+        field: &str,
+        duration: Duration,
+        groups: &[&str],
+    ) -> Result<CrossFlow, ConfigError> {
         let bad = |f: &str, why: &str| Err(ConfigError::invalid(format!("{field}.{f}"), why));
+        let group = match (&self.group, self.mile) {
+            (None, _) => (0, None),
+            (Some(_), Mile::First) => {
+                return bad("group", "applies to the last mile (mile = \"last\")");
+            }
+            (Some(g), Mile::Last) => match groups.iter().position(|x| x == g) {
+                Some(i) => (i, Some(g.clone())),
+                None => {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.group"),
+                        format!(
+                            "\"{g}\" is not one of the network's player groups ({})",
+                            groups.join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
         let start = self.start.map_or(Duration::ZERO, HumanDuration::get);
         let stop = self.stop.map_or(duration, HumanDuration::get);
         if stop <= start {
@@ -194,6 +202,7 @@ impl CrossFile {
         };
         Ok(CrossFlow {
             mile: self.mile,
+            group,
             way: self.direction,
             traffic,
             start,
@@ -216,10 +225,36 @@ pub struct CrossReport {
 }
 
 impl CrossFlow {
+    /// The extra host that sends or receives the flow, and the host it
+    /// hangs off: `first_cross` (198.18.1.2) next to the publisher, or per
+    /// player group `g` `last_cross` (g = 0, 198.18.2.2) or
+    /// `last_cross_G` (198.18.(2 + g).2) next to that group's host.
+    pub fn host(&self) -> (HostSpec, usize) {
+        match self.mile {
+            Mile::First => (
+                HostSpec {
+                    name: "first_cross".into(),
+                    addr: Ipv4Addr::new(198, 18, 1, 2),
+                },
+                0,
+            ),
+            Mile::Last => {
+                let g = self.group.0;
+                let name = match g {
+                    0 => "last_cross".to_string(),
+                    g => format!("last_cross_{g}"),
+                };
+                let addr = Ipv4Addr::new(198, 18, 2 + g as u8, 2);
+                (HostSpec { name, addr }, 2 + g)
+            }
+        }
+    }
+
     fn describe(&self) -> String {
-        let mile = match self.mile {
-            Mile::First => "first mile",
-            Mile::Last => "last mile",
+        let mile = match (self.mile, &self.group.1) {
+            (Mile::First, _) => "first mile".to_string(),
+            (Mile::Last, None) => "last mile".to_string(),
+            (Mile::Last, Some(g)) => format!("{g}'s last mile"),
         };
         let way = match self.way {
             Way::Uplink => "uplink",
@@ -245,7 +280,7 @@ impl CrossFlow {
 pub fn hosts(flows: &[CrossFlow]) -> Vec<(HostSpec, usize)> {
     let mut out: Vec<(HostSpec, usize)> = Vec::new();
     for f in flows {
-        let h = f.mile.host();
+        let h = f.host();
         if !out.iter().any(|(o, _)| o.name == h.0.name) {
             out.push(h);
         }
@@ -281,7 +316,7 @@ impl CrossTraffic {
         let done = Arc::new(AtomicBool::new(false));
         let mut out = Vec::new();
         for f in flows {
-            let (cross, _) = f.mile.host();
+            let (cross, _) = f.host();
             let server = link.graph().hosts()[1].clone();
             let (from, to) = match f.way {
                 Way::Uplink => (cross, server),
@@ -485,7 +520,28 @@ mod tests {
 
     fn flow(toml: &str) -> Result<CrossFlow, ConfigError> {
         let f: CrossFile = toml::from_str(toml).map_err(|e| ConfigError::Toml(e.to_string()))?;
-        f.validate("cross[0]", Duration::from_secs(10))
+        f.validate("cross[0]", Duration::from_secs(10), &["player"])
+    }
+
+    #[test]
+    fn a_last_mile_flow_names_its_player_group_and_hangs_off_its_host() {
+        let groups = ["home", "mobile"];
+        let parse = |t: &str| {
+            let f: CrossFile = toml::from_str(t).unwrap();
+            f.validate("cross[0]", Duration::from_secs(10), &groups)
+        };
+        let f = parse("mile = \"last\"\ngroup = \"mobile\"\nkind = \"tcp\"").unwrap();
+        let (h, attach) = f.host();
+        assert_eq!((h.name.as_str(), attach), ("last_cross_1", 3));
+        assert_eq!(h.addr, Ipv4Addr::new(198, 18, 3, 2));
+        assert!(f.describe().starts_with("mobile's last mile uplink"));
+        // Without a group: the first group's last mile, as before groups.
+        let f = parse("mile = \"last\"\nkind = \"tcp\"").unwrap();
+        assert_eq!(f.host().0.name, "last_cross");
+        let e = parse("mile = \"last\"\ngroup = \"office\"\nkind = \"tcp\"").unwrap_err();
+        assert!(e.to_string().contains("home, mobile"), "{e}");
+        let e = parse("mile = \"first\"\ngroup = \"home\"\nkind = \"tcp\"").unwrap_err();
+        assert!(e.to_string().contains("cross[0].group"), "{e}");
     }
 
     #[test]

@@ -146,13 +146,14 @@ impl ScenarioFile {
                 .last_mile
                 .resolve(base_dir)
                 .map_err(|e| e.within(&format!("{field}.last_mile")))?;
+            let groups = player_groups(n, &field, base_dir, (lu, ld, dlu, dld))?;
+            let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
             let cross = n
                 .cross
                 .iter()
                 .enumerate()
-                .map(|(j, c)| c.validate(&format!("{field}.cross[{j}]"), duration))
+                .map(|(j, c)| c.validate(&format!("{field}.cross[{j}]"), duration, &names))
                 .collect::<Result<Vec<_>>>()?;
-            let groups = player_groups(n, &field, base_dir, (lu, ld, dlu, dld))?;
             let g0 = &groups[0];
             out_networks.push(Network {
                 name: n.name.clone(),
@@ -532,7 +533,7 @@ fn player_groups(
             ),
         );
     }
-    let reserved = ["publisher", "server", "first_cross", "last_cross"];
+    let reserved = ["publisher", "server", "first_cross"];
     let mut out: Vec<PlayerGroup> = Vec::new();
     for (j, g) in n.players.iter().enumerate() {
         let gf = format!("{field}.players[{j}]");
@@ -550,7 +551,7 @@ fn player_groups(
                 ),
             );
         }
-        if reserved.contains(&g.name.as_str()) {
+        if reserved.contains(&g.name.as_str()) || g.name.starts_with("last_cross") {
             return bad(
                 format!("{gf}.name"),
                 format!("\"{}\" is the name of another host; choose another", g.name),
