@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod rtmp;
+pub mod rtsp;
 pub mod udp;
 pub mod uri;
 
