@@ -1,0 +1,407 @@
+//! From an RTSP publisher's RTP packets to the hub's media: per track the
+//! sequence numbers are tracked (RTP packets lost), the depacketizer
+//! rebuilds access units or AAC frames, and each becomes an FLV tag body
+//! with a millisecond timestamp ([`Media`]), the decoder configuration
+//! first (from the SDP's `sprop-parameter-sets` or `config`, or in-band
+//! SPS/PPS).
+//!
+//! Timestamps: once an RTCP sender report has tied a track's RTP clock to
+//! the wall clock (NTP), a frame's timestamp is its wall-clock time in ms
+//! (the low 32 bits of Unix ms, as ffmpeg's RTMP output carries with
+//! `-copyts`), so a player measures glass-to-glass from it
+//! (`G2gSource::RtmpTimestamp`). A track whose first frame comes before any
+//! report keeps media time from 0 for the whole session (timestamps never
+//! jump).
+//!
+//! A damaged access unit (a packet lost, a fragment broken) is not passed
+//! on, and neither is any picture after it until the next key frame: a
+//! decoder could not decode them, so the relay sends none (counted as
+//! `undecodable`).
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::aac;
+use super::h264::{self, AccessUnit, NAL_PPS, NAL_SPS};
+use super::rtp::{Arrival, RtpPacket, SequenceTracker};
+use super::sdp::{Codec, Track};
+use crate::relay::Media;
+
+/// Seconds between the NTP epoch (1900) and the Unix epoch.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// What one track of an ingest counted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrackStats {
+    pub control: String,
+    /// "h264" or "aac".
+    pub codec: &'static str,
+    pub rtp_packets: u64,
+    /// Cumulative RTP packets lost (RFC 3550: expected − received).
+    pub rtp_lost: u64,
+    pub rtcp_packets: u64,
+    /// Packets that were not RTP, or of another payload type.
+    pub rtp_invalid: u64,
+    /// Frames (access units) published.
+    pub frames: u64,
+    /// Access units damaged by loss or malformed packets.
+    pub damaged: u64,
+    /// Pictures left out because a reference before them was damaged
+    /// (until the next key frame), damaged ones included.
+    pub undecodable: u64,
+    /// Whether a sender report tied the timestamps to the wall clock.
+    pub wall_clock: bool,
+}
+
+enum Depacketizer {
+    H264(h264::Depacketizer),
+    Aac(aac::Depacketizer),
+}
+
+/// How a track's RTP timestamps become milliseconds.
+#[derive(Copy, Clone, Debug)]
+enum Clock {
+    /// Not fixed yet (no frame so far).
+    Unset,
+    /// Wall clock, from the latest sender report.
+    Wall,
+    /// Media time from this track's first RTP timestamp.
+    Relative { rtp: u32 },
+}
+
+/// One track's ingest.
+pub struct TrackIngest {
+    track: Track,
+    depacketizer: Depacketizer,
+    sequence: SequenceTracker,
+    clock: Clock,
+    /// The latest sender report: (RTP timestamp, Unix ms).
+    report: Option<(u32, f64)>,
+    /// The decoder configuration, once known, and whether it was sent.
+    config: Option<Bytes>,
+    config_sent: bool,
+    /// A picture was lost: skip until the next key frame.
+    broken: bool,
+    pub stats: TrackStats,
+}
+
+impl TrackIngest {
+    pub fn new(track: Track) -> TrackIngest {
+        let (depacketizer, config, codec) = match &track.codec {
+            Codec::H264 { sps, pps } => (
+                Depacketizer::H264(h264::Depacketizer::default()),
+                avc_config(sps, pps),
+                "h264",
+            ),
+            Codec::Aac { config, params, .. } => (
+                Depacketizer::Aac(aac::Depacketizer::new(*params)),
+                (!config.is_empty()).then(|| aac_body(0, config)),
+                "aac",
+            ),
+        };
+        TrackIngest {
+            stats: TrackStats {
+                control: track.control.clone(),
+                codec,
+                ..TrackStats::default()
+            },
+            track,
+            depacketizer,
+            sequence: SequenceTracker::default(),
+            clock: Clock::Unset,
+            report: None,
+            config,
+            config_sent: false,
+            broken: false,
+        }
+    }
+
+    /// An RTCP packet (compound); a sender report updates the clock.
+    pub fn rtcp(&mut self, packet: &[u8]) {
+        self.stats.rtcp_packets += 1;
+        // SR: V=2, PT=200, at least 28 bytes.
+        if packet.len() >= 28 && packet[0] >> 6 == 2 && packet[1] == 200 {
+            let word = |i: usize| {
+                u32::from_be_bytes([packet[i], packet[i + 1], packet[i + 2], packet[i + 3]])
+            };
+            let (secs, frac, rtp) = (u64::from(word(8)), word(12), word(16));
+            if secs >= NTP_UNIX_OFFSET {
+                let unix_ms =
+                    (secs - NTP_UNIX_OFFSET) as f64 * 1e3 + f64::from(frac) * 1e3 / 4_294_967_296.0;
+                self.report = Some((rtp, unix_ms));
+            }
+        }
+    }
+
+    /// An RTP packet; returns the media it completed, in order.
+    pub fn rtp(&mut self, bytes: &[u8]) -> Vec<Media> {
+        let Ok(p) = RtpPacket::parse(bytes) else {
+            self.stats.rtp_invalid += 1;
+            return Vec::new();
+        };
+        if p.payload_type != self.track.payload_type {
+            self.stats.rtp_invalid += 1;
+            return Vec::new();
+        }
+        self.stats.rtp_packets += 1;
+        let arrival = self.sequence.push(p.sequence);
+        self.stats.rtp_lost = self.sequence.lost();
+        if arrival == Arrival::Late {
+            // Reordered past its unit (the unit went out without it).
+            return Vec::new();
+        }
+        let gap = matches!(arrival, Arrival::Gap(_));
+        let mut out = Vec::new();
+        match &mut self.depacketizer {
+            Depacketizer::H264(d) => {
+                for au in d.push(&p, gap) {
+                    self.picture(au, &mut out);
+                }
+            }
+            Depacketizer::Aac(d) => {
+                for f in d.push(&p, gap) {
+                    let ms = self.ms(f.timestamp);
+                    self.send_config(&mut out, ms, false);
+                    self.stats.frames += 1;
+                    out.push(Media::Audio(aac_body(1, &f.data), ms));
+                }
+            }
+        }
+        out
+    }
+
+    /// A rebuilt picture: configuration first, then the frame, unless it
+    /// cannot be decoded.
+    fn picture(&mut self, au: AccessUnit, out: &mut Vec<Media>) {
+        if au.damaged {
+            self.stats.damaged += 1;
+            self.stats.undecodable += 1;
+            self.broken = true;
+            return;
+        }
+        let key = au.is_key();
+        if self.broken && !key {
+            self.stats.undecodable += 1;
+            return;
+        }
+        self.broken = false;
+        // In-band parameter sets replace the SDP's.
+        let sps = au.nals.iter().find(|n| h264::nal_type(n) == NAL_SPS);
+        let pps = au.nals.iter().find(|n| h264::nal_type(n) == NAL_PPS);
+        if let (Some(sps), Some(pps)) = (sps, pps)
+            && let Some(c) = avc_config(sps, pps)
+            && self.config.as_ref() != Some(&c)
+        {
+            self.config = Some(c);
+            self.config_sent = false;
+        }
+        let ms = self.ms(au.timestamp);
+        self.send_config(out, ms, true);
+        self.stats.frames += 1;
+        let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+        body.extend_from_slice(&au.to_avcc());
+        out.push(Media::Video(Bytes::from(body), ms));
+    }
+
+    fn send_config(&mut self, out: &mut Vec<Media>, ms: u32, video: bool) {
+        if !self.config_sent
+            && let Some(c) = &self.config
+        {
+            out.push(Media::av(video, c.clone(), ms));
+            self.config_sent = true;
+        }
+    }
+
+    /// An RTP timestamp in ms (see the module's doc).
+    fn ms(&mut self, rtp: u32) -> u32 {
+        if let Clock::Unset = self.clock {
+            self.clock = match self.report {
+                Some(_) => Clock::Wall,
+                None => Clock::Relative { rtp },
+            };
+            self.stats.wall_clock = matches!(self.clock, Clock::Wall);
+        }
+        let rate = f64::from(self.track.clock_rate.max(1));
+        let since = |base: u32| f64::from(rtp.wrapping_sub(base) as i32) / rate * 1e3;
+        match self.clock {
+            Clock::Wall => {
+                // The latest report: the clocks may drift over a long run.
+                let (r, unix_ms) = self.report.unwrap_or((rtp, 0.0));
+                (unix_ms + since(r)).round().rem_euclid(4_294_967_296.0) as u32
+            }
+            Clock::Relative { rtp: base } => since(base).max(0.0).round() as u32,
+            Clock::Unset => 0,
+        }
+    }
+}
+
+/// An AVC sequence header (FLV video tag body) from SPS and PPS.
+fn avc_config(sps: &[u8], pps: &[u8]) -> Option<Bytes> {
+    if sps.len() < 4 || pps.is_empty() || sps.len() > 0xffff || pps.len() > 0xffff {
+        return None;
+    }
+    let mut b = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+    b.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    b.extend_from_slice(sps);
+    b.push(1);
+    b.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    b.extend_from_slice(pps);
+    Some(Bytes::from(b))
+}
+
+/// An AAC FLV tag body: packet type 0 (config) or 1 (a raw frame).
+fn aac_body(packet_type: u8, data: &[u8]) -> Bytes {
+    let mut b = vec![0xAF, packet_type];
+    b.extend_from_slice(data);
+    Bytes::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::tag;
+
+    const SPS: [u8; 6] = [0x67, 0x64, 0, 0x0d, 0xac, 0xd9];
+    const PPS: [u8; 3] = [0x68, 0xeb, 0xe3];
+
+    fn video() -> TrackIngest {
+        TrackIngest::new(Track {
+            control: "streamid=0".into(),
+            payload_type: 96,
+            clock_rate: 90_000,
+            codec: Codec::H264 {
+                sps: SPS.to_vec(),
+                pps: PPS.to_vec(),
+            },
+        })
+    }
+
+    /// The RTP packets of one picture at `ts`, numbered from `seq`.
+    fn picture(nals: &[&[u8]], ts: u32, seq: &mut u16) -> Vec<Vec<u8>> {
+        let payloads = h264::packetize(nals.iter().copied(), 100);
+        let n = payloads.len();
+        payloads
+            .iter()
+            .enumerate()
+            .map(|(i, pl)| {
+                let mut b = Vec::new();
+                RtpPacket {
+                    payload_type: 96,
+                    marker: i + 1 == n,
+                    sequence: *seq,
+                    timestamp: ts,
+                    ssrc: 1,
+                    payload: pl,
+                }
+                .write(&mut b);
+                *seq = seq.wrapping_add(1);
+                b
+            })
+            .collect()
+    }
+
+    fn sender_report(rtp: u32, unix_ms: u64) -> Vec<u8> {
+        let secs = unix_ms / 1000 + NTP_UNIX_OFFSET;
+        let frac = ((unix_ms % 1000) << 32) / 1000;
+        let mut b = vec![0x80, 200, 0, 6, 0, 0, 0, 1];
+        b.extend_from_slice(&(secs as u32).to_be_bytes());
+        b.extend_from_slice(&(frac as u32).to_be_bytes());
+        b.extend_from_slice(&rtp.to_be_bytes());
+        b.extend_from_slice(&[0; 8]);
+        b
+    }
+
+    #[test]
+    fn pictures_become_flv_video_after_the_configuration_with_wall_clock_times() {
+        let mut t = video();
+        let mut seq = 65530;
+        // 1 700 000 000 123 ms since 1970 at RTP timestamp 1000.
+        t.rtcp(&sender_report(1000, 1_700_000_000_123));
+        let idr: Vec<u8> = std::iter::once(0x65).chain(0..=255).collect();
+        let mut out = Vec::new();
+        for p in picture(&[&idr], 1000, &mut seq) {
+            out.extend(t.rtp(&p));
+        }
+        for p in picture(&[&[0x41, 1, 2]], 1000 + 3000, &mut seq) {
+            out.extend(t.rtp(&p));
+        }
+        assert_eq!(out.len(), 3);
+        assert!(out[0].is_config() && out[1].is_key_frame());
+        let (_, d, ms) = out[2].as_av().unwrap();
+        assert!(tag::is_frame(d) && !tag::is_key_frame(d));
+        let expect = (1_700_000_000_123u64 % (1 << 32)) as u32;
+        assert_eq!(out[1].as_av().unwrap().2, expect);
+        assert_eq!(ms, expect + 33, "3000 ticks at 90 kHz");
+        assert!(t.stats.wall_clock);
+        assert_eq!((t.stats.frames, t.stats.rtp_lost), (2, 0));
+    }
+
+    #[test]
+    fn a_lost_packet_drops_pictures_until_the_next_key_frame() {
+        let mut t = video();
+        let mut seq = 0;
+        let big: Vec<u8> = std::iter::once(0x41).chain(0..250).collect();
+        let idr = [0x65, 1];
+        let mut out = Vec::new();
+        let mut feed = |t: &mut TrackIngest, packets: Vec<Vec<u8>>, skip: Option<usize>| {
+            for (i, p) in packets.iter().enumerate() {
+                if Some(i) != skip {
+                    out.extend(t.rtp(p));
+                }
+            }
+        };
+        feed(&mut t, picture(&[&idr], 0, &mut seq), None);
+        feed(&mut t, picture(&[&big], 3000, &mut seq), Some(1)); // damaged
+        feed(&mut t, picture(&[&[0x41, 7]], 6000, &mut seq), None); // undecodable
+        feed(&mut t, picture(&[&idr], 9000, &mut seq), None); // key: resumes
+        let kinds: Vec<bool> = out
+            .iter()
+            .filter(|m| !m.is_config())
+            .map(Media::is_key_frame)
+            .collect();
+        assert_eq!(kinds, [true, true]);
+        assert_eq!(
+            (t.stats.damaged, t.stats.undecodable, t.stats.rtp_lost),
+            (1, 2, 1)
+        );
+        // No report: media time from the first picture.
+        assert!(!t.stats.wall_clock);
+        assert_eq!(out.last().unwrap().as_av().unwrap().2, 100);
+    }
+
+    #[test]
+    fn aac_frames_follow_their_configuration() {
+        let mut t = TrackIngest::new(Track {
+            control: "streamid=1".into(),
+            payload_type: 97,
+            clock_rate: 48_000,
+            codec: Codec::Aac {
+                config: vec![0x11, 0x90],
+                params: aac::HbrParams::default(),
+                channels: 2,
+            },
+        });
+        let mut out = Vec::new();
+        for (i, ts) in [0u32, 1024].into_iter().enumerate() {
+            let payload = &aac::packetize(&[0x21, i as u8], 1400)[0];
+            let mut b = Vec::new();
+            RtpPacket {
+                payload_type: 97,
+                marker: true,
+                sequence: i as u16,
+                timestamp: ts,
+                ssrc: 2,
+                payload,
+            }
+            .write(&mut b);
+            out.extend(t.rtp(&b));
+        }
+        assert_eq!(out.len(), 3);
+        assert!(out[0].is_config());
+        assert_eq!(out[2].as_av().unwrap().1.as_ref(), &[0xAF, 1, 0x21, 1]);
+        assert_eq!(out[2].as_av().unwrap().2, 21, "1024 samples at 48 kHz");
+        // Other payload types and garbage are counted, not passed on.
+        assert!(t.rtp(&[1, 2, 3]).is_empty());
+        assert_eq!(t.stats.rtp_invalid, 1);
+    }
+}
