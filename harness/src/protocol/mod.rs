@@ -205,6 +205,12 @@ pub trait Protocol: Sync {
     fn default_target_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(500)
     }
+    /// Why a scenario cannot name it for Glass's publisher or player, if
+    /// Glass has no client of it (its server side still runs: outside
+    /// publishers and players use it).
+    fn clients_missing(&self) -> Option<&'static str> {
+        None
+    }
     /// Why its publishers take no sender-side `abr`, if they do not.
     fn refuses_abr(&self) -> Option<&'static str> {
         None
@@ -270,4 +276,4 @@ pub fn route(uri: &uri::StreamUri) -> anyhow::Result<(&'static dyn Protocol, End
 }
 
 /// Every protocol Glass's relay speaks.
-pub static REGISTRY: &[&dyn Protocol] = &[&rtmp::Rtmp, &udp::Udp];
+pub static REGISTRY: &[&dyn Protocol] = &[&rtmp::Rtmp, &udp::Udp, &rtsp::Rtsp];

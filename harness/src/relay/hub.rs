@@ -144,6 +144,12 @@ impl Hub {
         }
     }
 
+    /// The key publishers must claim (a protocol that checks the key
+    /// before its publish step, as RTSP's ANNOUNCE does, asks it).
+    pub fn stream_key(&self) -> &str {
+        &self.inner.stream_key
+    }
+
     fn with_stats(&self, f: impl FnOnce(&mut HubStats)) {
         if let Ok(mut st) = self.inner.stats.lock() {
             f(&mut st);

@@ -429,3 +429,23 @@ fn bad_player_groups_are_refused_with_the_field() {
         }
     }
 }
+
+#[test]
+fn a_protocol_glass_has_no_client_of_cannot_be_named_yet() {
+    let base = "name = \"r\"\nduration = \"5s\"\n[[protocols]]\n";
+    for (body, field) in [
+        ("kind = \"rtsp\"\n", "protocols[0].kind"),
+        (
+            "kind = \"rtmp\"\nplayer_uri = \"rtsp://server/live/glass\"\n",
+            "protocols[0].player_uri",
+        ),
+    ] {
+        let e = Scenario::from_toml("r.toml", &format!("{base}{body}"), None)
+            .expect_err(body)
+            .to_string();
+        assert!(
+            e.contains(field) && e.contains("no RTSP publisher or player"),
+            "{e}"
+        );
+    }
+}

@@ -309,6 +309,12 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
     };
     let publishes_with = routed(&publisher_uri, "uri")?;
     let plays_with = routed(&player_uri, "player_uri")?;
+    if let Some(why) = kind.clients_missing() {
+        return bad(format!("{field}.kind"), why);
+    }
+    if let Some(why) = plays_with.clients_missing() {
+        return bad(format!("{field}.player_uri"), why);
+    }
     if publishes_with.name() != kind.name() {
         return bad(
             format!("{field}.uri"),

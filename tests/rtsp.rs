@@ -1,0 +1,155 @@
+//! RTSP ingest against a publisher Glass did not write: ffmpeg pushes
+//! H.264 and AAC over RTSP (ANNOUNCE/RECORD, TCP-interleaved) into
+//! `glass serve`, and ffprobe, another outside peer, reads the stream back
+//! over RTMP: the codec parameters survive the gateway and the video's
+//! timestamps advance a frame at a time. No privileges needed; needs ffmpeg.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn have_ffmpeg() -> bool {
+    let ok = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        netem::adapters::skip::skip("ffmpeg is not installed (.ci/run installs it)");
+    }
+    ok
+}
+
+#[test]
+fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let offset = 20_000 + ((std::process::id() + 7_000) % 20_000) as u16;
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(["serve", "--key", "cam", "--duration", "60s"])
+        .args(["--port-offset", &offset.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(serve.stdout.take().unwrap());
+    let mut listing = String::new();
+    while !listing.contains("rtsp://") {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "glass serve ended: {listing}"
+        );
+        listing.push_str(&line);
+    }
+    let rtsp = format!("rtsp://127.0.0.1:{}/live/cam", 554 + offset);
+    let rtmp = format!("rtmp://127.0.0.1:{}/live/cam", 1935 + offset);
+    assert!(listing.contains(&rtsp), "{listing}");
+
+    // 6 s of a 320×240 test pattern at 30 fps (a key frame a second) and
+    // a 48 kHz tone, in real time.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            "6",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            "tcp",
+            &rtsp,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // ffprobe plays 150 packets of it over RTMP (about 2 s; by count, as
+    // the relay's first data messages are at time 0 and the media at
+    // wall-clock times).
+    let probe = Command::new("ffprobe")
+        .args(["-hide_banner", "-v", "error", "-read_intervals", "%+#150"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,sample_rate:packet=stream_index,pts_time",
+        ])
+        .args(["-of", "compact", &rtmp])
+        .output()
+        .unwrap();
+    let probed = String::from_utf8_lossy(&probe.stdout).to_string();
+    let published = publisher.wait().unwrap();
+    let mut errors = String::new();
+    publisher
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert!(published.success(), "ffmpeg: {errors}");
+    assert!(
+        probed.contains("codec_name=h264|width=320|height=240"),
+        "{probed}"
+    );
+    assert!(
+        probed.contains("codec_name=aac|sample_rate=48000"),
+        "{probed}"
+    );
+    // The video's index: the stream line naming h264, in order of the
+    // streams listed.
+    let streams: Vec<&str> = probed
+        .lines()
+        .filter(|l| l.starts_with("stream|"))
+        .collect();
+    let video = streams.iter().position(|l| l.contains("h264")).unwrap();
+    let pts: Vec<f64> = probed
+        .lines()
+        .filter(|l| l.starts_with("packet|") && l.contains(&format!("stream_index={video}|")))
+        .filter_map(|l| l.rsplit("pts_time=").next()?.parse().ok())
+        .collect();
+    assert!(pts.len() > 30, "{} video packets: {probed}", pts.len());
+    for w in pts.windows(2) {
+        let step = w[1] - w[0];
+        assert!(
+            (0.025..0.045).contains(&step),
+            "a video step of {step} s in {pts:?}"
+        );
+    }
+
+    // Ctrl-C: the RTSP session's statistics.
+    // SAFETY: kill with a child's pid and a valid signal.
+    unsafe { libc::kill(serve.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serve.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "glass serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let at = rest.find("protocols: ").expect("the protocols' statistics") + "protocols: ".len();
+    let stats: serde_json::Value =
+        serde_json::from_str(rest[at..].lines().next().unwrap()).unwrap();
+    let session = &stats["rtsp"][0];
+    eprintln!("{session}");
+    assert_eq!(session["recorded"], true);
+    assert_eq!(session["ended"], "TEARDOWN");
+    let video = &session["tracks"][0];
+    assert_eq!(video["codec"], "h264");
+    // 6 s at 30 fps; loopback loses nothing.
+    let frames = video["frames"].as_u64().unwrap();
+    assert!((170..=181).contains(&frames), "{frames} pictures");
+    assert_eq!(video["rtp_lost"], 0);
+    assert_eq!(video["wall_clock"], true);
+    assert!(session["tracks"][1]["frames"].as_u64().unwrap() > 250);
+}
