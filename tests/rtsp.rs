@@ -1,8 +1,15 @@
-//! RTSP ingest against a publisher Glass did not write: ffmpeg pushes
+//! RTSP ingest. Against a publisher Glass did not write: ffmpeg pushes
 //! H.264 and AAC over RTSP (ANNOUNCE/RECORD, TCP-interleaved) into
 //! `glass serve`, and ffprobe, another outside peer, reads the stream back
 //! over RTMP: the codec parameters survive the gateway and the video's
-//! timestamps advance a frame at a time. No privileges needed; needs ffmpeg.
+//! timestamps advance a frame at a time (no privileges; needs ffmpeg).
+//! With Glass's own RTSP publisher through the link (needs root): G2G is
+//! the path, as for RTMP.
+
+mod common;
+
+use harness::scenario::Scenario;
+use netem::adapters::can_create_namespaces;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -21,6 +28,7 @@ fn have_ffmpeg() -> bool {
 
 #[test]
 fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
+    let _serial = common::serial();
     if !have_ffmpeg() {
         return;
     }
@@ -152,4 +160,60 @@ fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
     assert_eq!(video["rtp_lost"], 0);
     assert_eq!(video["wall_clock"], true);
     assert!(session["tracks"][1]["frames"].as_u64().unwrap() > 250);
+}
+
+#[test]
+fn glass_publishes_rtsp_through_the_link_and_g2g_is_the_path() {
+    let _serial = common::serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "rtsp.toml",
+        r#"
+name = "rtsp"
+duration = "6s"
+warmup = "3s"
+[media]
+bitrate = "2Mbit/s"
+[[networks]]
+name = "first mile +20ms"
+first_mile = { profile = "delay 20ms" }
+[[protocols]]
+kind = "rtsp"
+player = { target_delay = "300ms", refresh = "1ms" }
+"#,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = common::run_link(&s);
+    let rtsp = r
+        .relay
+        .server::<harness::protocol::rtsp::RtspServerStats>()
+        .expect("RTSP's statistics");
+    let steady = r.player.steady.as_ref().expect("a steady state").p50_ms;
+    eprintln!(
+        "Glass over RTSP: sent {} frames, shown {} of {} due; steady G2G p50 {steady:.1} ms, connect {:?} ms {:?}; ingest {:?}",
+        r.publisher.video_frames_sent,
+        r.player.frames_displayed,
+        r.frames_expected,
+        r.publisher.connect_ms,
+        r.publisher.connect_steps,
+        rtsp.rtsp
+    );
+    assert_eq!(r.transport(), "rtsp/tcp");
+    assert!(
+        r.frames_lost() <= 1 && r.player.frames_displayed > 100,
+        "{:?}",
+        r.player
+    );
+    // Encode 30 ms + the 300 ms buffer + the 20 ms first mile (+ < 1 ms
+    // of the 1 ms refresh).
+    assert!((steady - 350.5).abs() < 3.0, "steady G2G p50 {steady}");
+    let video = &rtsp.rtsp[0].tracks[0];
+    assert_eq!(video.rtp_lost, 0);
+    assert!(
+        video.frames + 2 >= r.publisher.video_frames_sent,
+        "{video:?}"
+    );
 }

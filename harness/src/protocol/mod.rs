@@ -205,10 +205,9 @@ pub trait Protocol: Sync {
     fn default_target_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(500)
     }
-    /// Why a scenario cannot name it for Glass's publisher or player, if
-    /// Glass has no client of it (its server side still runs: outside
-    /// publishers and players use it).
-    fn clients_missing(&self) -> Option<&'static str> {
+    /// Why Glass's player cannot play it, if it is an ingest only (a
+    /// scenario then plays its streams over RTMP through the gateway).
+    fn no_player(&self) -> Option<&'static str> {
         None
     }
     /// Why its publishers take no sender-side `abr`, if they do not.

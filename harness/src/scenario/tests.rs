@@ -431,21 +431,21 @@ fn bad_player_groups_are_refused_with_the_field() {
 }
 
 #[test]
-fn a_protocol_glass_has_no_client_of_cannot_be_named_yet() {
+fn an_ingest_only_protocol_is_played_over_rtmp() {
     let base = "name = \"r\"\nduration = \"5s\"\n[[protocols]]\n";
-    for (body, field) in [
-        ("kind = \"rtsp\"\n", "protocols[0].kind"),
-        (
-            "kind = \"rtmp\"\nplayer_uri = \"rtsp://server/live/glass\"\n",
-            "protocols[0].player_uri",
-        ),
-    ] {
-        let e = Scenario::from_toml("r.toml", &format!("{base}{body}"), None)
-            .expect_err(body)
-            .to_string();
-        assert!(
-            e.contains(field) && e.contains("no RTSP publisher or player"),
-            "{e}"
-        );
-    }
+    let s = Scenario::from_toml("r.toml", &format!("{base}kind = \"rtsp\"\n"), None).unwrap();
+    let p = &s.protocols[0];
+    assert_eq!(p.publisher_uri.to_string(), "rtsp://server:554/live/glass");
+    assert_eq!(p.player_uri.to_string(), "rtmp://server:1935/live/glass");
+    let e = Scenario::from_toml(
+        "r.toml",
+        &format!("{base}kind = \"rtmp\"\nplayer_uri = \"rtsp://server/live/glass\"\n"),
+        None,
+    )
+    .expect_err("an RTSP player")
+    .to_string();
+    assert!(
+        e.contains("protocols[0].player_uri") && e.contains("RTSP is an ingest"),
+        "{e}"
+    );
 }

@@ -276,9 +276,18 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
     }
     let default_scheme = kind.schemes().first().map_or("rtmp", |s| s.name);
     let publisher_uri = stream_uri(&format!("{field}.uri"), &p.uri, None, default_scheme, &key)?;
+    // An ingest-only protocol (RTSP) is played over RTMP through the
+    // gateway unless the entry says otherwise.
+    let player_text = match (&p.player_uri, kind.no_player()) {
+        (None, Some(_)) => Some(format!(
+            "rtmp://server/{}/{}",
+            publisher_uri.app, publisher_uri.key
+        )),
+        (given, _) => given.clone(),
+    };
     let player_uri = stream_uri(
         &format!("{field}.player_uri"),
-        &p.player_uri,
+        &player_text,
         Some(&publisher_uri),
         default_scheme,
         &key,
@@ -309,10 +318,7 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
     };
     let publishes_with = routed(&publisher_uri, "uri")?;
     let plays_with = routed(&player_uri, "player_uri")?;
-    if let Some(why) = kind.clients_missing() {
-        return bad(format!("{field}.kind"), why);
-    }
-    if let Some(why) = plays_with.clients_missing() {
+    if let Some(why) = plays_with.no_player() {
         return bad(format!("{field}.player_uri"), why);
     }
     if publishes_with.name() != kind.name() {

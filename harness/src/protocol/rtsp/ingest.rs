@@ -179,7 +179,10 @@ impl TrackIngest {
             self.broken = true;
             return;
         }
-        let key = au.is_key();
+        // A key frame: an IDR slice, or parameter sets ahead of the picture
+        // (as encoders repeat them before key frames; Glass's publisher
+        // marks its frames' key frames so).
+        let key = au.is_key() || au.nals.iter().any(|n| h264::nal_type(n) == NAL_SPS);
         if self.broken && !key {
             self.stats.undecodable += 1;
             return;
@@ -198,8 +201,17 @@ impl TrackIngest {
         let ms = self.ms(au.timestamp);
         self.send_config(out, ms, true);
         self.stats.frames += 1;
+        // The parameter sets travel in the configuration, not the frame.
+        let picture = AccessUnit {
+            nals: au
+                .nals
+                .into_iter()
+                .filter(|n| !matches!(h264::nal_type(n), NAL_SPS | NAL_PPS))
+                .collect(),
+            ..au
+        };
         let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-        body.extend_from_slice(&au.to_avcc());
+        body.extend_from_slice(&picture.to_avcc());
         out.push(Media::Video(Bytes::from(body), ms));
     }
 

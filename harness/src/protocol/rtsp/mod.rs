@@ -8,11 +8,13 @@
 //! H.264 and AAC depacketizers and packetizers (`h264`, `aac`), and the
 //! ingest that turns a track's packets into the hub's media with
 //! wall-clock timestamps from RTCP sender reports (`ingest`); the tokio
-//! edge is `server`. Not built yet: UDP transport, Glass's own RTSP
-//! publisher (so a scenario cannot name RTSP; `glass serve` takes RTSP
-//! publishers), ffmpeg as an RTSP publisher in scenarios.
+//! edge is `server`; Glass's own publisher is `client`. Not built yet:
+//! UDP transport, RTCP receiver reports, authentication beyond the key,
+//! ffmpeg as an RTSP publisher in scenarios (its RTCP ties media time to
+//! the wall clock only as well as its set-up time allows).
 
 pub mod aac;
+pub mod client;
 pub mod h264;
 pub mod ingest;
 pub mod rtp;
@@ -100,10 +102,10 @@ impl Protocol for Rtsp {
         Ok(Box::new(t))
     }
 
-    fn clients_missing(&self) -> Option<&'static str> {
+    fn no_player(&self) -> Option<&'static str> {
         Some(
-            "Glass has no RTSP publisher or player yet (issue #14): RTSP is an ingest for \
-             outside publishers (`glass serve` takes them)",
+            "RTSP is an ingest (ANNOUNCE/RECORD): play its streams over rtmp://, rtmpq:// \
+             or gudp://",
         )
     }
 
@@ -131,16 +133,7 @@ impl Protocol for Rtsp {
         }))
     }
 
-    fn dial<'a>(
-        &'a self,
-        _cx: DialCx<'a>,
-        _to: Endpoint,
-    ) -> LocalFuture<'a, anyhow::Result<Dialed>> {
-        Box::pin(async {
-            Err(anyhow::anyhow!(
-                "{}",
-                self.clients_missing().unwrap_or("no RTSP client")
-            ))
-        })
+    fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
+        Box::pin(client::dial(cx, to))
     }
 }

@@ -1,0 +1,454 @@
+//! Glass's RTSP publisher: RECORD over TCP-interleaved RTP, as a camera or
+//! ffmpeg's RTSP muxer does it. It ANNOUNCEs an H.264 track (and an AAC one
+//! when the source has audio) whose `sprop-parameter-sets` come from the
+//! source's AVC configuration, sets each up on interleaved channels 0-1 and
+//! 2-3, RECORDs, then sends each frame as RTP: a video frame's NAL units
+//! (with the parameter sets before a key frame, as encoders repeat them, so
+//! the ingest knows the key frames) in single-NAL or FU-A packets, an audio
+//! frame as one AAC-hbr unit. Glass's frames keep their Glass header inside
+//! their NAL unit, so G2G is measured exactly as over RTMP.
+//!
+//! RTP timestamps are the frames' media timestamps (ms) on the 90 kHz and
+//! 48 kHz clocks; no RTCP is sent (the player reads capture instants from
+//! the frames).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use netem::Time;
+use netem::adapters::tcpinfo::{set_congestion, tcp_info};
+use netem::time::Clock;
+use rtsp_types::{Message, ParseError, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::rtp::RtpPacket;
+use super::{aac, h264};
+use crate::media::player::Player;
+use crate::media::source::{Message as MediaMessage, Source};
+use crate::protocol::{
+    ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Role, Session, TransportReport,
+};
+use crate::publisher::PublisherStats;
+
+/// RTP payloads at most this long (a 1500-byte MTU less IP, TCP, the
+/// interleaved frame and RTP headers, with room to spare).
+const MTU: usize = 1400;
+const VIDEO_PT: u8 = 96;
+const AUDIO_PT: u8 = 97;
+const AUDIO_RATE: u32 = 48_000;
+
+/// Connects to the relay's RTSP port from the publisher's host.
+pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
+    if cx.role == Role::Player {
+        bail!("RTSP is an ingest: Glass plays its streams over another protocol's URI");
+    }
+    let s = cx.topo.connect(cx.place, to)?;
+    set_congestion(&s, &cx.settings.tcp_congestion)
+        .context("RTSP publisher: TCP congestion control")?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    let sock = TcpStream::from_std(s)?;
+    let url = format!("rtsp://server:{}/{}/{}", to.port(), cx.uri.app, cx.uri.key);
+    Ok(Dialed {
+        session: Box::new(RtspPublisher {
+            sock,
+            url,
+            clock: cx.clock,
+            cseq: 0,
+            inbuf: Vec::new(),
+        }),
+        report: TransportReport {
+            role: cx.role.as_str(),
+            uri: cx.uri.to_string(),
+            requested: "tcp".into(),
+            used: "rtsp/tcp".into(),
+            fallback: None,
+            handshake_ms: None,
+        },
+        step: "tcp_connect",
+    })
+}
+
+struct RtspPublisher {
+    sock: TcpStream,
+    url: String,
+    clock: Clock,
+    cseq: u32,
+    inbuf: Vec<u8>,
+}
+
+impl Session for RtspPublisher {
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    fn play<'a>(
+        self: Box<Self>,
+        _: &'a mut Player,
+        _: Time,
+    ) -> LocalFuture<'a, Result<ClientStats>> {
+        Box::pin(async { Err(anyhow!("RTSP is an ingest: no RTSP player")) })
+    }
+
+    fn publish<'a>(
+        self: Box<Self>,
+        cx: PublishCx<'a>,
+    ) -> LocalFuture<'a, Result<(PublisherStats, ClientStats)>> {
+        Box::pin(async move { Ok((self.run(cx).await?, None)) })
+    }
+}
+
+impl RtspPublisher {
+    /// Sends one request and waits for its reply; a status other than 200
+    /// is an error naming it.
+    async fn request(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[String],
+        body: &str,
+    ) -> Result<String> {
+        self.cseq += 1;
+        let mut text = format!(
+            "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: Glass\r\n",
+            self.cseq
+        );
+        for h in headers {
+            text.push_str(h);
+            text.push_str("\r\n");
+        }
+        if !body.is_empty() {
+            text.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        text.push_str("\r\n");
+        text.push_str(body);
+        self.sock.write_all(text.as_bytes()).await?;
+        let mut buf = [0u8; 4096];
+        loop {
+            match Message::<Vec<u8>>::parse(&self.inbuf) {
+                Ok((Message::Response(r), used)) => {
+                    self.inbuf.drain(..used);
+                    if r.status() != StatusCode::Ok {
+                        bail!(
+                            "RTSP {method}: the relay answered {}",
+                            u16::from(r.status())
+                        );
+                    }
+                    let session = r
+                        .header(&rtsp_types::headers::SESSION)
+                        .map(|v| v.as_str().split(';').next().unwrap_or_default().to_string());
+                    return Ok(session.unwrap_or_default());
+                }
+                Ok((_, used)) => {
+                    self.inbuf.drain(..used);
+                }
+                Err(ParseError::Incomplete(_)) if self.inbuf.len() < 65_536 => {
+                    let n = self.sock.read(&mut buf).await?;
+                    if n == 0 {
+                        bail!("RTSP {method}: the relay closed the connection");
+                    }
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                }
+                Err(_) => bail!("RTSP {method}: the relay's reply is not RTSP"),
+            }
+        }
+    }
+
+    async fn run(mut self, cx: PublishCx<'_>) -> Result<PublisherStats> {
+        let PublishCx {
+            source_for,
+            mut steps,
+            end,
+        } = cx;
+        // The source's configuration describes the tracks; it starts when
+        // the session can carry media, so it is made first at a provisional
+        // instant only to read the configuration.
+        let url = self.url.clone();
+        let sdp_for = |source: &Source| sdp(&url, source);
+        self.request("OPTIONS", &url, &[], "").await?;
+        let probe = source_for_config();
+        let sdp = sdp_for(&probe)?;
+        self.request("ANNOUNCE", &url, &[], &sdp).await?;
+        steps.done("rtsp_announce");
+        let session = self
+            .request(
+                "SETUP",
+                &format!("{url}/streamid=0"),
+                &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record".into()],
+                "",
+            )
+            .await?;
+        {
+            self.request(
+                "SETUP",
+                &format!("{url}/streamid=1"),
+                &[
+                    "Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record".into(),
+                    format!("Session: {session}"),
+                ],
+                "",
+            )
+            .await?;
+        }
+        steps.done("rtsp_setup");
+        self.request("RECORD", &url, &[format!("Session: {session}")], "")
+            .await?;
+        let ready = steps.done("rtsp_record");
+        let clock = self.clock;
+        let mut source = source_for(ready);
+        let start = source.camera_start();
+        let mut stats = PublisherStats {
+            started_at: Some(start),
+            transport: "rtsp/tcp".into(),
+            ..PublisherStats::default()
+        };
+        steps.record(&mut stats);
+        let mut rtp = RtpWriter::default();
+        let headers = source.sequence_headers();
+        let config = headers
+            .iter()
+            .find(|m| m.video)
+            .map(|m| avc_parameter_sets(&m.data));
+        loop {
+            let due = source.poll_timeout();
+            if due >= end {
+                break;
+            }
+            tokio::time::sleep_until(clock.instant(due).into()).await;
+            let now = clock.time(Instant::now());
+            if now >= end {
+                break;
+            }
+            let mut out = Vec::new();
+            while let Some(m) = source.poll_message(now) {
+                if m.video {
+                    stats.video_frames_sent += 1;
+                    stats.video_captures.push(m.capture);
+                } else {
+                    stats.audio_frames_sent += 1;
+                }
+                stats.count_bits(m.capture - start, m.data.len() as u64);
+                rtp.frame(&m, config.as_ref(), &mut out);
+                stats.note_sent(m.seq, clock);
+            }
+            stats.bytes_sent += out.len() as u64;
+            self.sock.write_all(&out).await?;
+        }
+        if let Ok(info) = tcp_info(&self.sock) {
+            stats.tcp = info;
+        }
+        // TEARDOWN, best effort: the relay ends the session either way.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.request("TEARDOWN", &url, &[format!("Session: {session}")], ""),
+        )
+        .await;
+        Ok(stats)
+    }
+}
+
+/// A source for reading the stream's configuration before the session
+/// starts: the synthetic stream's is fixed (Glass's AVC configuration).
+fn source_for_config() -> Source {
+    Source::Synthetic(crate::media::encoder::Encoder::new(
+        crate::media::encoder::EncoderConfig::default(),
+        netem::rng::SeedTree::new(0),
+        Time::ZERO,
+    ))
+}
+
+/// The ANNOUNCE's SDP for `source`: a video track and an audio track.
+fn sdp(url: &str, source: &Source) -> Result<String> {
+    let headers = source.sequence_headers();
+    let video = headers
+        .iter()
+        .find(|m| m.video)
+        .ok_or_else(|| anyhow!("the source has no AVC configuration"))?;
+    let (sps, pps) = avc_parameter_sets(&video.data);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut s = format!(
+        "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=Glass\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\na=control:{url}\r\n\
+         m=video 0 RTP/AVP {VIDEO_PT}\r\na=rtpmap:{VIDEO_PT} H264/90000\r\n\
+         a=fmtp:{VIDEO_PT} packetization-mode=1; sprop-parameter-sets={},{}\r\na=control:streamid=0\r\n",
+        b64(&sps),
+        b64(&pps)
+    );
+    // Always an audio track: Glass's synthetic audio has no configuration
+    // message (AAC-LC, 48 kHz, stereo then), a recording's has its own.
+    let config: Vec<u8> = headers
+        .iter()
+        .find(|m| !m.video)
+        .and_then(|a| a.data.get(2..))
+        .map_or_else(|| vec![0x11, 0x90], <[u8]>::to_vec);
+    {
+        let config: String = config.iter().map(|b| format!("{b:02X}")).collect();
+        s.push_str(&format!(
+            "m=audio 0 RTP/AVP {AUDIO_PT}\r\na=rtpmap:{AUDIO_PT} MPEG4-GENERIC/{AUDIO_RATE}/2\r\n\
+             a=fmtp:{AUDIO_PT} profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config={config}\r\n\
+             a=control:streamid=1\r\n"
+        ));
+    }
+    Ok(s)
+}
+
+/// The first SPS and PPS of an AVC sequence header (FLV video tag body:
+/// 5 bytes, then the AVCDecoderConfigurationRecord: 5 bytes, the SPS
+/// count, each SPS with a 2-byte length, the PPS count, each PPS).
+fn avc_parameter_sets(body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let record = body.get(5..).unwrap_or_default();
+    let set_at = |at: usize| -> (Vec<u8>, usize) {
+        let len = record
+            .get(at..at + 2)
+            .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+        let v = record
+            .get(at + 2..at + 2 + len)
+            .unwrap_or_default()
+            .to_vec();
+        (v, at + 2 + len)
+    };
+    let (sps, next) = set_at(6);
+    // Skip the PPS count.
+    let (pps, _) = set_at(next + 1);
+    (sps, pps)
+}
+
+/// The NAL units of an AVC NALU tag body (4-byte lengths after 5 bytes).
+fn nal_units(body: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = body.get(5..).unwrap_or_default();
+    while let Some(len) = rest
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+    {
+        let Some(nal) = rest.get(4..4 + len) else {
+            break;
+        };
+        out.push(nal);
+        rest = &rest[4 + len..];
+    }
+    out
+}
+
+/// Numbers RTP packets per track and frames them for TCP interleaving.
+#[derive(Default)]
+struct RtpWriter {
+    sequence: [u16; 2],
+}
+
+impl RtpWriter {
+    /// `m` as interleaved RTP packets appended to `out`.
+    fn frame(&mut self, m: &MediaMessage, config: Option<&(Vec<u8>, Vec<u8>)>, out: &mut Vec<u8>) {
+        if crate::media::tag::is_sequence_header(&m.data, m.video)
+            || !crate::media::tag::is_frame(&m.data)
+        {
+            return; // the SDP carries the configuration
+        }
+        let (track, pt, timestamp, payloads) = if m.video {
+            let mut nals = nal_units(&m.data);
+            if crate::media::tag::is_key_frame(&m.data)
+                && let Some((sps, pps)) = config
+            {
+                nals.splice(0..0, [sps.as_slice(), pps.as_slice()]);
+            }
+            (
+                0,
+                VIDEO_PT,
+                m.timestamp.wrapping_mul(90),
+                h264::packetize(nals, MTU),
+            )
+        } else {
+            let frame = m.data.get(2..).unwrap_or_default();
+            (
+                1,
+                AUDIO_PT,
+                m.timestamp.wrapping_mul(AUDIO_RATE / 1000),
+                aac::packetize(frame, MTU),
+            )
+        };
+        let n = payloads.len();
+        for (i, payload) in payloads.iter().enumerate() {
+            let mut packet = Vec::with_capacity(payload.len() + 12);
+            RtpPacket {
+                payload_type: pt,
+                marker: i + 1 == n,
+                sequence: self.sequence[track],
+                timestamp,
+                ssrc: 0x6c61_0000 + track as u32,
+                payload,
+            }
+            .write(&mut packet);
+            self.sequence[track] = self.sequence[track].wrapping_add(1);
+            out.push(b'$');
+            out.push(2 * track as u8);
+            out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+            out.extend_from_slice(&packet);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glass_frames_survive_packetizing_and_the_ingest() {
+        use super::super::ingest::TrackIngest;
+        use super::super::sdp;
+        let source = source_for_config();
+        let text = super::sdp("rtsp://server:554/live/glass", &source).unwrap();
+        let tracks = sdp::tracks(text.as_bytes()).unwrap();
+        assert_eq!(tracks.len(), 2);
+        let mut ingest: Vec<TrackIngest> = tracks.into_iter().map(TrackIngest::new).collect();
+        let mut source = source_for_config();
+        let config = source
+            .sequence_headers()
+            .iter()
+            .find(|m| m.video)
+            .map(|m| avc_parameter_sets(&m.data));
+        let mut w = RtpWriter::default();
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        let mut now = Time::ZERO;
+        while got
+            .iter()
+            .filter(|m: &&crate::relay::Media| m.as_av().is_some_and(|a| a.0 && !m.is_config()))
+            .count()
+            < 70
+        {
+            now = source.poll_timeout().max(now);
+            while let Some(m) = source.poll_message(now) {
+                let mut bytes = Vec::new();
+                w.frame(&m, config.as_ref(), &mut bytes);
+                if m.video {
+                    sent.push(m.data.clone());
+                }
+                // Split the interleaved stream back into packets.
+                let mut rest = &bytes[..];
+                while rest.len() >= 4 {
+                    let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+                    let t = usize::from(rest[1] / 2);
+                    got.extend(ingest[t].rtp(&rest[4..4 + len]));
+                    rest = &rest[4 + len..];
+                }
+            }
+        }
+        let video: Vec<&crate::relay::Media> = got
+            .iter()
+            .filter(|m| m.as_av().is_some_and(|a| a.0) && !m.is_config())
+            .collect();
+        // Every video frame comes out as it went in: Glass header and all,
+        // key frames still key frames.
+        for (m, s) in video.iter().zip(&sent) {
+            let (_, d, _) = m.as_av().unwrap();
+            assert_eq!(d.as_ref(), s.as_ref());
+            assert_eq!(m.is_key_frame(), crate::media::tag::is_key_frame(s));
+        }
+        assert!(video.iter().any(|m| m.is_key_frame()));
+        assert!(crate::media::source::unpack(video[1].as_av().unwrap().1, true).is_some());
+    }
+}
