@@ -14,17 +14,6 @@ use harness::runner::{G2gSource, RunResult};
 use harness::scenario::Scenario;
 use netem::adapters::can_create_namespaces;
 
-fn have_ffmpeg() -> bool {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        netem::adapters::skip::skip("ffmpeg is not installed (.ci/run installs it)");
-    }
-    ok
-}
-
 fn run(s: &Scenario) -> RunResult {
     common::run_link(s)
 }
@@ -36,7 +25,7 @@ fn scenarios_dir() -> &'static Path {
 #[test]
 fn ffmpeg_publishes_through_the_link_and_glass_and_ffmpeg_play() {
     let _serial = common::serial();
-    if !can_create_namespaces() || !have_ffmpeg() {
+    if !can_create_namespaces() || !common::have_ffmpeg() {
         return;
     }
     let s = Scenario::from_toml(
@@ -98,7 +87,7 @@ player = { target_delay = "500ms", refresh = "1ms" }
 #[test]
 fn glass_replays_an_flv_recording_and_ffmpeg_decodes_it() {
     let _serial = common::serial();
-    if !can_create_namespaces() || !have_ffmpeg() {
+    if !can_create_namespaces() || !common::have_ffmpeg() {
         return;
     }
     let text = r#"

@@ -15,21 +15,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn have_ffmpeg() -> bool {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        netem::adapters::skip::skip("ffmpeg is not installed (.ci/run installs it)");
-    }
-    ok
-}
-
 #[test]
 fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
     let _serial = common::serial();
-    if !have_ffmpeg() {
+    if !common::have_ffmpeg() {
         return;
     }
     let offset = 20_000 + ((std::process::id() + 7_000) % 20_000) as u16;

@@ -66,3 +66,16 @@ pub fn first_mile_drops(r: &RunResult) -> u64 {
 pub fn udp_of(r: &RunResult) -> &harness::protocol::udp::section::UdpSection {
     r.section().expect("the UDP protocol's section")
 }
+
+/// Whether ffmpeg runs here; if not, the test is skipped with the reason
+/// (a failure under CI).
+pub fn have_ffmpeg() -> bool {
+    let ok = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        netem::adapters::skip::skip("ffmpeg is not installed (.ci/run installs it)");
+    }
+    ok
+}
