@@ -165,15 +165,14 @@ impl RtspPublisher {
             mut steps,
             end,
         } = cx;
-        // The source's configuration describes the tracks; it starts when
-        // the session can carry media, so it is made first at a provisional
-        // instant only to read the configuration.
+        // The source starts when the session can carry media (after
+        // RECORD), so the ANNOUNCE describes Glass's synthetic stream's
+        // configuration; a recording's own parameter sets go in-band before
+        // each key frame, and the ingest takes those over.
         let url = self.url.clone();
-        let sdp_for = |source: &Source| sdp(&url, source);
         self.request("OPTIONS", &url, &[], "").await?;
-        let probe = source_for_config();
-        let sdp = sdp_for(&probe)?;
-        self.request("ANNOUNCE", &url, &[], &sdp).await?;
+        let description = sdp(&url, &source_for_config())?;
+        self.request("ANNOUNCE", &url, &[], &description).await?;
         steps.done("rtsp_announce");
         let session = self
             .request(
@@ -183,18 +182,16 @@ impl RtspPublisher {
                 "",
             )
             .await?;
-        {
-            self.request(
-                "SETUP",
-                &format!("{url}/streamid=1"),
-                &[
-                    "Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record".into(),
-                    format!("Session: {session}"),
-                ],
-                "",
-            )
-            .await?;
-        }
+        self.request(
+            "SETUP",
+            &format!("{url}/streamid=1"),
+            &[
+                "Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record".into(),
+                format!("Session: {session}"),
+            ],
+            "",
+        )
+        .await?;
         steps.done("rtsp_setup");
         self.request("RECORD", &url, &[format!("Session: {session}")], "")
             .await?;
