@@ -11,7 +11,7 @@ mod common;
 use harness::scenario::Scenario;
 use netem::adapters::can_create_namespaces;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,22 +22,7 @@ fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
         return;
     }
     let offset = 20_000 + ((std::process::id() + 7_000) % 20_000) as u16;
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_glass"))
-        .args(["serve", "--key", "cam", "--duration", "60s"])
-        .args(["--port-offset", &offset.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(serve.stdout.take().unwrap());
-    let mut listing = String::new();
-    while !listing.contains("rtsp://") {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "glass serve ended: {listing}"
-        );
-        listing.push_str(&line);
-    }
+    let (mut serve, mut out, listing) = common::spawn_serve("cam", offset, "rtsp");
     let rtsp = format!("rtsp://127.0.0.1:{}/live/cam", 554 + offset);
     let rtmp = format!("rtmp://127.0.0.1:{}/live/cam", 1935 + offset);
     assert!(listing.contains(&rtsp), "{listing}");

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::media::encoder::{Encoder, EncoderConfig};
@@ -24,23 +23,7 @@ use netem::time::Clock;
 #[test]
 fn glass_serve_relays_rtmp_to_the_udp_protocol_and_reports_on_ctrl_c() {
     let offset = 20_000 + (std::process::id() % 20_000) as u16;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
-        .args(["serve", "--key", "k", "--duration", "60s"])
-        .args(["--port-offset", &offset.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    // The listing names every registered scheme with its port.
-    let mut listing = String::new();
-    while !listing.contains("gudp://") {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "glass serve ended: {listing}"
-        );
-        listing.push_str(&line);
-    }
+    let (mut child, mut out, listing) = common::spawn_serve("k", offset, "gudp");
     for uri in [
         format!("rtmp://127.0.0.1:{}/live/k", 1935 + offset),
         format!("rtmpq://127.0.0.1:{}/live/k", 1935 + offset),

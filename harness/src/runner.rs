@@ -116,11 +116,11 @@ impl RelayReport {
 
 impl Serialize for RelayReport {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut fields = crate::protocol::json_fields(&self.hub);
-        for (_, s) in &self.servers {
-            fields.extend(s.json());
-        }
-        fields.serialize(ser)
+        crate::protocol::merged_json(
+            crate::protocol::json_fields(&self.hub),
+            self.servers.iter().map(|(_, s)| s.as_ref()),
+        )
+        .serialize(ser)
     }
 }
 
@@ -131,11 +131,11 @@ pub struct Sections(pub Vec<(&'static str, Box<dyn Stats>)>);
 
 impl Serialize for Sections {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut fields = serde_json::Map::new();
-        for (_, s) in &self.0 {
-            fields.extend(s.json());
-        }
-        fields.serialize(ser)
+        crate::protocol::merged_json(
+            serde_json::Map::new(),
+            self.0.iter().map(|(_, s)| s.as_ref()),
+        )
+        .serialize(ser)
     }
 }
 

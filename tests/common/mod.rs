@@ -79,3 +79,35 @@ pub fn have_ffmpeg() -> bool {
     }
     ok
 }
+
+/// `glass serve --key KEY --port-offset OFFSET` (for a minute at most),
+/// read until its listing names `scheme`://: the child, its stdout for the
+/// rest, and the listing.
+pub fn spawn_serve(
+    key: &str,
+    offset: u16,
+    scheme: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(["serve", "--key", key, "--duration", "60s"])
+        .args(["--port-offset", &offset.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut listing = String::new();
+    while !listing.contains(&format!("{scheme}://")) {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "glass serve ended: {listing}"
+        );
+        listing.push_str(&line);
+    }
+    (child, out, listing)
+}

@@ -151,6 +151,19 @@ pub fn parse_table<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// Several protocols' sections as one JSON object of all their fields
+/// (the relay's `relay` object, a run's `result`).
+pub fn merged_json<'a>(
+    first: serde_json::Map<String, serde_json::Value>,
+    sections: impl IntoIterator<Item = &'a dyn Stats>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = first;
+    for s in sections {
+        fields.extend(s.json());
+    }
+    fields
+}
+
 /// A serializable statistics struct's fields, for [`Stats::json`].
 pub fn json_fields(stats: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(stats) {

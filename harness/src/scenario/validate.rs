@@ -549,12 +549,7 @@ fn player_groups(
     let mut out: Vec<PlayerGroup> = Vec::new();
     for (j, g) in n.players.iter().enumerate() {
         let gf = format!("{field}.players[{j}]");
-        let word = !g.name.is_empty()
-            && g.name.len() <= 12
-            && g.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !word {
+        if !netem::adapters::graph::is_host_name(&g.name) {
             return bad(
                 format!("{gf}.name"),
                 format!(

@@ -84,6 +84,16 @@ pub struct LastMile {
     pub profiles: (Profile, Profile),
 }
 
+/// Whether `name` can name a host (its namespace, its reports): a word of
+/// at most 12 letters, digits, `-` and `_`.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 12
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// A checked topology and its routing table.
 #[derive(Clone, Debug)]
 pub struct Graph {
@@ -119,12 +129,7 @@ impl Graph {
     /// unique) and computes the routes.
     pub fn new(hosts: Vec<HostSpec>, links: Vec<LinkSpec>) -> Result<Graph, GraphError> {
         for (i, h) in hosts.iter().enumerate() {
-            let ok = !h.name.is_empty()
-                && h.name.len() <= 12
-                && h.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
+            if !is_host_name(&h.name) {
                 return Err(GraphError::BadName(h.name.clone()));
             }
             if let Some(o) = hosts[..i].iter().find(|o| o.name == h.name) {
