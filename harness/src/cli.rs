@@ -38,9 +38,9 @@ pub enum Command {
     /// CUBIC and with BBR, and Glass's UDP protocol into the relay played
     /// out as RTMP, on a clean network and with 2 % loss + 40 ms delay on
     /// the first mile. Link mode needs root or user namespaces; without
-    /// them `--mode auto` falls back to proxy mode and says so (RTMP over
-    /// TCP then refuses loss; QUIC and the UDP protocol get datagram
-    /// proxies, loss included). The table
+    /// them `--mode auto` falls back to proxy mode and says so (RTMP and
+    /// RTSP over TCP then refuse loss; QUIC and the UDP protocol get
+    /// datagram proxies, loss included). The table
     /// shows set-up (connect, startup) apart from the steady state (frames
     /// after the warm-up), latency at equal smoothness (G2G at the smallest
     /// buffer that keeps stalls ≤ 1 %), stale refreshes, and G2G by hop.
@@ -104,7 +104,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub public: bool,
     /// Added to every protocol's default port (RTMP TCP and QUIC 1935, the
-    /// UDP protocol 5000), to run beside another server.
+    /// UDP protocol 5000, RTSP 554), to run beside another server or
+    /// without root (ports below 1024).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
     /// Stop after this long (default: until Ctrl-C).
@@ -191,8 +192,8 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     /// How traffic crosses the impaired network: `link` (network namespaces
     /// and the packet-level engine: kernel TCP sees real loss; needs root or
-    /// user namespaces), `proxy` (proxies on loopback: for RTMP over TCP
-    /// delay, jitter and rate only, networks with loss refused; for the UDP
+    /// user namespaces), `proxy` (proxies on loopback: for TCP endpoints,
+    /// RTMP and RTSP, delay, jitter and rate only, networks with loss refused; for the UDP
     /// protocol and RTMP over QUIC a datagram proxy, loss included), or `auto` (link
     /// when possible, else proxy).
     #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
