@@ -3,12 +3,16 @@
 //! `glass serve`, and ffprobe, another outside peer, reads the stream back
 //! over RTMP: the codec parameters survive the gateway and the video's
 //! timestamps advance a frame at a time (no privileges; needs ffmpeg).
-//! With Glass's own RTSP publisher through the link (needs root): G2G is
-//! the path, as for RTMP.
+//! The frames Glass's ingest recovers from an ffmpeg publisher are the
+//! ones ffmpeg's own RTSP server (`-rtsp_flags listen`) recovers from it,
+//! over TCP and UDP. Through the link (needs root), with Glass's and
+//! ffmpeg's publishers: G2G is the path, as for RTMP; over UDP with loss,
+//! the RTP packets lost are the engine's drops (link and proxy mode).
 
 mod common;
 
 use harness::scenario::Scenario;
+use harness::topology::Mode;
 use netem::adapters::can_create_namespaces;
 
 use std::io::Read;
@@ -137,14 +141,16 @@ fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
 }
 
 #[test]
-fn glass_publishes_rtsp_through_the_link_and_g2g_is_the_path() {
+fn glass_publishes_rtsp_over_tcp_and_udp_through_the_link_and_g2g_is_the_path() {
     let _serial = common::serial();
     if !can_create_namespaces() {
         return;
     }
-    let s = Scenario::from_toml(
-        "rtsp.toml",
-        r#"
+    for transport in ["tcp", "udp"] {
+        let s = Scenario::from_toml(
+            "rtsp.toml",
+            &format!(
+                r#"
 name = "rtsp"
 duration = "6s"
 warmup = "3s"
@@ -152,42 +158,257 @@ warmup = "3s"
 bitrate = "2Mbit/s"
 [[networks]]
 name = "first mile +20ms"
-first_mile = { profile = "delay 20ms" }
+first_mile = {{ profile = "delay 20ms" }}
 [[protocols]]
 kind = "rtsp"
-player = { target_delay = "300ms", refresh = "1ms" }
-"#,
+uri = "rtsp://server/live/glass?transport={transport}"
+player = {{ target_delay = "300ms", refresh = "1ms" }}
+"#
+            ),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = common::run_link(&s);
+        let rtsp = r
+            .relay
+            .server::<harness::protocol::rtsp::RtspServerStats>()
+            .expect("RTSP's statistics");
+        let steady = r.player.steady.as_ref().expect("a steady state").p50_ms;
+        eprintln!(
+            "Glass over RTSP/{transport}: sent {} frames, shown {} of {} due; steady G2G p50 {steady:.1} ms, connect {:?} ms {:?}; ingest {:?}",
+            r.publisher.video_frames_sent,
+            r.player.frames_displayed,
+            r.frames_expected,
+            r.publisher.connect_ms,
+            r.publisher.connect_steps,
+            rtsp.rtsp
+        );
+        assert_eq!(r.transport(), format!("rtsp/{transport}"));
+        assert!(
+            r.frames_lost() <= 1 && r.player.frames_displayed > 100,
+            "{:?}",
+            r.player
+        );
+        // Encode 30 ms + the 300 ms buffer + the 20 ms first mile (+ < 1 ms
+        // of the 1 ms refresh).
+        assert!((steady - 350.5).abs() < 3.0, "steady G2G p50 {steady}");
+        let video = &rtsp.rtsp[0].tracks[0];
+        assert_eq!((video.rtp_lost, video.transport), (0, transport));
+        assert!(
+            video.frames + 2 >= r.publisher.video_frames_sent,
+            "{video:?}"
+        );
+    }
+}
+
+/// ffmpeg publishing RTSP over `transport` in a scenario: 8 s of its test
+/// pattern at 2 Mbit/s, over a 20 ms first mile with `loss` on its uplink.
+fn ffmpeg_rtsp(transport: &str, loss: &str) -> Scenario {
+    Scenario::from_toml(
+        "ffmpeg-rtsp.toml",
+        &format!(
+            r#"
+name = "ffmpeg-rtsp"
+duration = "8s"
+warmup = "3s"
+[media]
+bitrate = "2Mbit/s"
+resolution = "640x360"
+[[networks]]
+name = "first mile"
+first_mile = {{ uplink = "delay 20ms {loss}", downlink = "delay 20ms" }}
+[[protocols]]
+kind = "rtsp"
+uri = "rtsp://server/live/cam?transport={transport}"
+publisher = "ffmpeg"
+player = {{ target_delay = "300ms", refresh = "1ms" }}
+"#
+        ),
         None,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let r = common::run_link(&s);
-    let rtsp = r
-        .relay
-        .server::<harness::protocol::rtsp::RtspServerStats>()
-        .expect("RTSP's statistics");
-    let steady = r.player.steady.as_ref().expect("a steady state").p50_ms;
-    eprintln!(
-        "Glass over RTSP: sent {} frames, shown {} of {} due; steady G2G p50 {steady:.1} ms, connect {:?} ms {:?}; ingest {:?}",
-        r.publisher.video_frames_sent,
-        r.player.frames_displayed,
-        r.frames_expected,
-        r.publisher.connect_ms,
-        r.publisher.connect_steps,
-        rtsp.rtsp
-    );
-    assert_eq!(r.transport(), "rtsp/tcp");
-    assert!(
-        r.frames_lost() <= 1 && r.player.frames_displayed > 100,
-        "{:?}",
-        r.player
-    );
-    // Encode 30 ms + the 300 ms buffer + the 20 ms first mile (+ < 1 ms
-    // of the 1 ms refresh).
-    assert!((steady - 350.5).abs() < 3.0, "steady G2G p50 {steady}");
-    let video = &rtsp.rtsp[0].tracks[0];
-    assert_eq!(video.rtp_lost, 0);
-    assert!(
-        video.frames + 2 >= r.publisher.video_frames_sent,
-        "{video:?}"
-    );
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn ffmpeg_publishes_rtsp_over_tcp_and_udp_through_the_link_and_g2g_is_the_path() {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return;
+    }
+    for transport in ["tcp", "udp"] {
+        let r = common::run_link(&ffmpeg_rtsp(transport, ""));
+        let rtsp = r
+            .relay
+            .server::<harness::protocol::rtsp::RtspServerStats>()
+            .expect("RTSP's statistics");
+        let video = &rtsp.rtsp[0].tracks[0];
+        let steady = r.player.steady.as_ref().expect("a steady state").p50_ms;
+        eprintln!(
+            "ffmpeg over RTSP/{transport}: {} pictures ingested, steady G2G p50 {steady:.1} ms; {video:?}",
+            video.frames
+        );
+        assert_eq!(r.transport(), format!("rtsp/{transport}"));
+        // Its sender reports tie its RTP clock to the wall clock, and its
+        // RTP timestamps are the capture instants: G2G is the 300 ms
+        // buffer, the 20 ms first mile and x264's few ms (over RTMP the
+        // same publisher measures 324 ms).
+        assert!(video.wall_clock, "{video:?}");
+        assert!(
+            (320.0..336.0).contains(&steady),
+            "steady G2G p50 {steady} ms"
+        );
+        assert!(video.frames >= 150, "{video:?}");
+        assert_eq!(video.rtp_lost, 0);
+    }
+}
+
+/// On the UDP transport, RTP packets the relay counts lost are the ones the
+/// engine dropped: the ports the session negotiated lead through the
+/// impaired path, in link mode (the publisher's namespace) and in proxy
+/// mode (the `server_port` answered is the first mile's datagram proxy).
+#[test]
+fn ffmpeg_over_rtsp_udp_loses_exactly_what_the_engine_drops() {
+    let _serial = common::serial();
+    if !common::have_ffmpeg() {
+        return;
+    }
+    let modes = if can_create_namespaces() {
+        vec![Mode::Link, Mode::Proxy]
+    } else {
+        vec![Mode::Proxy]
+    };
+    for mode in modes {
+        let r = common::run_in(&ffmpeg_rtsp("udp", "loss 2%"), mode);
+        let rtsp = r
+            .relay
+            .server::<harness::protocol::rtsp::RtspServerStats>()
+            .expect("RTSP's statistics");
+        let video = &rtsp.rtsp[0].tracks[0];
+        let up = match (&r.link, &r.proxy) {
+            (Some(_), _) => common::first_mile_counters(&r),
+            (None, Some(p)) => p
+                .udp_first_mile
+                .as_ref()
+                .expect("the first mile's datagram proxies")
+                .uplink
+                .clone(),
+            (None, None) => panic!("neither link nor proxy counters"),
+        };
+        eprintln!(
+            "{mode:?}: RTP lost {} of {} (+ {} RTCP) vs the engine's {} drops of {} packets; {:?} stalls {:.1} %",
+            video.rtp_lost,
+            video.rtp_packets,
+            video.rtcp_packets,
+            up.dropped_loss,
+            up.pushed,
+            r.mode,
+            100.0 * r.player.stall_ratio
+        );
+        assert!(video.rtp_lost > 5 && video.wall_clock, "{video:?}");
+        // The engine's drops are the RTP packets lost, and maybe a sender
+        // report or two, a packet of the idle RTSP connection, and a last
+        // RTP packet after which nothing came to show the gap.
+        let extra = up.dropped_loss as i64 - video.rtp_lost as i64;
+        assert!((0..=4).contains(&extra), "{} drops, {} RTP lost", up.dropped_loss, video.rtp_lost);
+        assert!(video.damaged > 0 && video.undecodable >= video.damaged, "{video:?}");
+    }
+}
+
+/// ffmpeg publishing 90 frames (3 s) of its test pattern, a key frame a
+/// second, over RTSP to `url`.
+fn publish_90_frames(url: &str, transport: &str) -> std::process::ExitStatus {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-frames:v", "90", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-tune", "zerolatency", "-g", "30", "-f", "rtsp"])
+        .args(["-rtsp_transport", transport, url])
+        .status()
+        .unwrap()
+}
+
+/// ffmpeg reading `input` (after `args`) and printing each video packet
+/// (`-f framecrc`), until it ends or 15 s pass.
+fn read_packets(args: &[&str], input: &str) -> std::process::Child {
+    Command::new("timeout")
+        .args(["15", "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(args)
+        .args(["-i", input, "-map", "0:v", "-c", "copy", "-f", "framecrc", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A framecrc listing's packets: (pts in ms, size), by the stream's time
+/// base (`#tb 0: 1/90000`).
+fn packets(child: std::process::Child) -> Vec<(f64, u64)> {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#tb 0: 1/"))
+        .and_then(|d| d.trim().parse().ok())
+        .expect("a time base");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            Some((f.get(2)?.parse::<f64>().ok()? * 1e3 / tb, f.get(4)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn glass_recovers_the_frames_ffmpegs_own_rtsp_server_recovers() {
+    let _serial = common::serial();
+    if !common::have_ffmpeg() {
+        return;
+    }
+    for (i, transport) in ["tcp", "udp"].into_iter().enumerate() {
+        // ffmpeg as the reference server: it takes one publisher.
+        let port = 40_000 + ((std::process::id() + 11 * i as u32) % 20_000) as u16;
+        let reference = format!("rtsp://127.0.0.1:{port}/live/cam");
+        let listen = read_packets(
+            &["-rtsp_flags", "listen", "-rtsp_transport", transport],
+            &reference,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(publish_90_frames(&reference, transport).success());
+        let theirs = packets(listen);
+
+        // Glass: the same publisher into `glass serve`, read back over RTMP
+        // by a player that joined first.
+        let offset = 20_000 + ((std::process::id() + 3_000 + 11 * i as u32) % 20_000) as u16;
+        let (mut serve, _out, _) = common::spawn_serve("cam", offset, "rtsp");
+        let rtmp = format!("rtmp://127.0.0.1:{}/live/cam", 1935 + offset);
+        let play = read_packets(&[], &rtmp);
+        std::thread::sleep(Duration::from_millis(500));
+        let url = format!("rtsp://127.0.0.1:{}/live/cam", 554 + offset);
+        assert!(publish_90_frames(&url, transport).success());
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill with a child's pid and a valid signal.
+        unsafe { libc::kill(serve.id() as libc::pid_t, libc::SIGINT) };
+        let ours = packets(play);
+        let _ = serve.wait();
+        eprintln!(
+            "RTSP/{transport}: ffmpeg's server recovered {} packets, Glass {}; first ones {:?} vs {:?}",
+            theirs.len(),
+            ours.len(),
+            &theirs[..3.min(theirs.len())],
+            &ours[..3.min(ours.len())]
+        );
+        assert_eq!(theirs.len(), 90, "{theirs:?}");
+        assert_eq!(ours.len(), theirs.len(), "{ours:?}");
+        // The same pictures in the same order: sizes equal (AVCC's 4-byte
+        // lengths where ffmpeg's RTP demuxer writes 4-byte start codes).
+        let sizes = |p: &[(f64, u64)]| p.iter().map(|x| x.1).collect::<Vec<_>>();
+        assert_eq!(sizes(&ours), sizes(&theirs));
+        // The same timestamps, from the second picture on (ffmpeg's demuxer
+        // stamps its first picture like its second), to the millisecond
+        // RTMP carries.
+        for (k, (o, t)) in ours.iter().zip(&theirs).enumerate().skip(1) {
+            let (o, t) = (o.0 - ours[1].0, t.0 - theirs[1].0);
+            assert!((o - t).abs() <= 1.0, "picture {k}: {o} ms vs {t} ms");
+        }
+    }
 }

@@ -210,23 +210,23 @@ impl Dial<'_> {
 }
 
 /// The relay endpoints the run's clients reach, from which host (proxy
-/// mode puts a proxy on each): Glass's clients by their URIs' schemes,
-/// ffmpeg's over RTMP's TCP port; a player (and an ffmpeg player) per group.
+/// mode puts a proxy on each): Glass's clients and ffmpeg's publisher by
+/// their URIs (each protocol says which endpoints a URI uses), ffmpeg's
+/// players over RTMP's TCP port; a player (and an ffmpeg player) per group.
 fn client_paths(protocol: &Protocol, groups: usize) -> Result<Vec<ClientPath>> {
-    let publisher = match protocol.publisher {
-        PublisherKind::Glass => protocol::route(&protocol.publisher_uri)?.1,
-        PublisherKind::Ffmpeg => RTMP_TCP,
+    let reach = |from: Place, uri: &StreamUri| -> Result<Vec<ClientPath>> {
+        let (p, to) = protocol::route(uri)?;
+        Ok(p.client_endpoints(uri, to)
+            .into_iter()
+            .map(|(to, control)| ClientPath { from, to, control })
+            .collect())
     };
-    let player = protocol::route(&protocol.player_uri)?.1;
-    let mut paths = vec![ClientPath {
-        from: Place::Publisher,
-        to: publisher,
-    }];
+    let mut paths = reach(Place::Publisher, &protocol.publisher_uri)?;
     for i in 0..groups {
         let from = Place::Players(i);
-        paths.push(ClientPath { from, to: player });
+        paths.extend(reach(from, &protocol.player_uri)?);
         if protocol.ffmpeg_player {
-            paths.push(ClientPath { from, to: RTMP_TCP });
+            paths.push(ClientPath::media(from, RTMP_TCP));
         }
     }
     Ok(paths)
@@ -522,7 +522,6 @@ async fn sessions(
         end,
     } = cx;
     let (seeds, wall, end, clock) = (*seeds, *wall, *end, dial.clock);
-    let key = &protocol.stream_key;
     let mut plays = Vec::new();
     for (i, player) in players.iter_mut().enumerate() {
         let side = dial
@@ -571,8 +570,21 @@ async fn sessions(
             Ok(Some(publisher))
         }
         PublisherKind::Ffmpeg => {
-            let url = ffmpeg::rtmp_url(dial.topo.addr_from(Place::Publisher, RTMP_TCP)?, APP, key);
-            let args = ffmpeg_publisher_args(scenario, url)?;
+            let uri = &protocol.publisher_uri;
+            let (p, to) = protocol::route(uri)?;
+            let at = dial.topo.addr_from(Place::Publisher, to)?;
+            let (output, used) = p
+                .ffmpeg_output(uri, at)
+                .ok_or_else(|| anyhow!("ffmpeg cannot publish {uri}"))?;
+            clients.publisher = Some(TransportReport {
+                role: Role::Publisher.as_str(),
+                uri: uri.to_string(),
+                requested: used.into(),
+                used: used.into(),
+                fallback: None,
+                handshake_ms: None,
+            });
+            let args = ffmpeg_publisher_args(scenario, output)?;
             let started = clock.time(Instant::now());
             *ffmpeg_publisher = Some((
                 Ffmpeg::spawn(
@@ -674,12 +686,12 @@ fn camera(
 
 /// ffmpeg's arguments to publish its test pattern at the scenario's media
 /// settings to `url`.
-fn ffmpeg_publisher_args(scenario: &Scenario, url: String) -> Result<Vec<String>> {
+fn ffmpeg_publisher_args(scenario: &Scenario, output: Vec<String>) -> Result<Vec<String>> {
     let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
         .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
     let e = &scenario.encoder;
     Ok(ffmpeg::publisher_args(&ffmpeg::PublisherArgs {
-        url,
+        output,
         width,
         height,
         fps: e.fps,
@@ -796,10 +808,17 @@ fn start_servers(
             .iter()
             .map(|&e| topo.bind_server(e))
             .collect::<Result<Vec<_>>>()?;
+        let publisher_ports = p
+            .endpoints()
+            .iter()
+            .zip(&socks)
+            .map(|(&e, sock)| topo.publisher_port(e, sock))
+            .collect();
         let cx = ServeCx {
             hub: hub.clone(),
             stop: stop.clone(),
             media_bps,
+            publisher_ports,
         };
         let task = p
             .serve(socks, protocol, cx)

@@ -19,7 +19,9 @@ use clap::ValueEnum;
 use netem::adapters::graph::Graph;
 use netem::adapters::link::{GraphOptions, GraphStats, Host, LinkNetwork, LinkStats};
 use netem::adapters::netns::NetNs;
-use netem::adapters::proxy_tcp::{TcpProxy, TcpProxyConfig, TcpProxyStats, stream_profile};
+use netem::adapters::proxy_tcp::{
+    TcpProxy, TcpProxyConfig, TcpProxyStats, control_profile, stream_profile,
+};
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
 use serde::Serialize;
 
@@ -89,6 +91,22 @@ pub struct ProxyStats {
 pub struct ClientPath {
     pub from: Place,
     pub to: Endpoint,
+    /// A control connection beside the client's datagrams (RTSP's TCP
+    /// session while its RTP goes over UDP): proxy mode carries it with
+    /// the mile's delay and rate only (`control_profile`), as a byte
+    /// stream cannot show packet loss; link mode treats it like any path.
+    pub control: bool,
+}
+
+impl ClientPath {
+    /// A path that carries media.
+    pub fn media(from: Place, to: Endpoint) -> ClientPath {
+        ClientPath {
+            from,
+            to,
+            control: false,
+        }
+    }
 }
 
 /// Which mile a client host is on.
@@ -143,8 +161,20 @@ impl NetworkStats {
                 match (counters, first) {
                     (ProxyCounters::Tcp(s), true) => stats.first_mile = s.clone(),
                     (ProxyCounters::Tcp(s), false) => stats.last_mile = s.clone(),
-                    (ProxyCounters::Udp(s), true) => stats.udp_first_mile = s.as_deref().cloned(),
-                    (ProxyCounters::Udp(s), false) => stats.udp_last_mile = s.as_deref().cloned(),
+                    // A mile's datagram proxies (RTSP's RTP and RTCP
+                    // ports) count as one.
+                    (ProxyCounters::Udp(Some(s)), first) => {
+                        let mile = if first {
+                            &mut stats.udp_first_mile
+                        } else {
+                            &mut stats.udp_last_mile
+                        };
+                        match mile {
+                            Some(m) => m.absorb(s),
+                            None => *mile = Some((**s).clone()),
+                        }
+                    }
+                    (ProxyCounters::Udp(None), _) => {}
                 }
             }
             stats
@@ -244,8 +274,15 @@ impl Topology {
             Mode::Proxy => {
                 let mut relay: Vec<(Endpoint, Bound)> = Vec::new();
                 let mut proxies: Vec<MileProxy> = Vec::new();
-                for &path in paths {
-                    if proxies.iter().any(|p| p.path == path) {
+                // A path that carries media first: it wins over a control
+                // path to the same endpoint from the same host.
+                let mut paths = paths.to_vec();
+                paths.sort_by_key(|p| p.control);
+                for &path in &paths {
+                    if proxies
+                        .iter()
+                        .any(|p| (p.path.from, p.path.to) == (path.from, path.to))
+                    {
                         continue;
                     }
                     if !relay.iter().any(|(e, _)| *e == path.to) {
@@ -257,7 +294,8 @@ impl Topology {
                         .map(|(_, b)| local_addr(b))
                         .transpose()?
                         .ok_or_else(|| anyhow!("no relay socket for {}", path.to))?;
-                    let proxy = start_proxy(rt, network, seed, path, upstream)?;
+                    let listen = pair_port(&paths, path, &proxies)?;
+                    let proxy = start_proxy(rt, network, seed, path, upstream, listen)?;
                     proxies.push(MileProxy { path, proxy });
                 }
                 Ok(Topology {
@@ -329,7 +367,7 @@ impl Topology {
             Carrier::Link { .. } => Ok(SocketAddr::from((Host::Server.addr(), e.port()))),
             Carrier::Proxy { proxies, .. } => proxies
                 .iter()
-                .find(|p| p.path == ClientPath { from: place, to: e })
+                .find(|p| (p.path.from, p.path.to) == (place, e))
                 .map(|p| p.proxy.local_addr())
                 .ok_or_else(|| {
                     anyhow!(
@@ -338,6 +376,21 @@ impl Topology {
                     )
                 }),
         }
+    }
+
+    /// The port a publisher reaches the relay's endpoint `e` (bound as
+    /// `sock`) at: proxy mode's first-mile proxy for it, else the socket's
+    /// own port.
+    pub fn publisher_port(&self, e: Endpoint, sock: &Bound) -> u16 {
+        match &self.carrier {
+            Carrier::Proxy { proxies, .. } => proxies
+                .iter()
+                .find(|p| (p.path.from, p.path.to) == (Place::Publisher, e))
+                .map(|p| p.proxy.local_addr().port()),
+            Carrier::Link { .. } => None,
+        }
+        .or_else(|| local_addr(sock).ok().map(|a| a.port()))
+        .unwrap_or(e.port())
     }
 
     /// The namespace of the host at `place` (link mode).
@@ -459,6 +512,51 @@ pub fn graph_of(network: &Network) -> Result<Graph> {
         .with_leaves(crate::cross::hosts(&network.cross))?)
 }
 
+/// Where proxy mode's proxy for `path` listens. RTP's convention (RFC
+/// 3550): RTCP is the RTP port + 1, and clients send there whatever port
+/// the server names for RTCP (ffmpeg does). So a UDP endpoint whose port
+/// + 1 is another endpoint of the same host's paths gets an even port
+/// whose next one is free, and that endpoint's proxy gets the next one.
+/// Any other proxy listens on any port.
+fn pair_port(paths: &[ClientPath], path: ClientPath, started: &[MileProxy]) -> Result<SocketAddr> {
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let Endpoint::Udp(port) = path.to else {
+        return Ok(any);
+    };
+    if let Some(rtp) = port.checked_sub(1).and_then(|p| {
+        started
+            .iter()
+            .find(|s| s.path.from == path.from && s.path.to == Endpoint::Udp(p))
+    }) {
+        let rtcp = rtp.proxy.local_addr().port() + 1;
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, rtcp)));
+    }
+    let rtcp = port.checked_add(1).map(Endpoint::Udp);
+    if !paths
+        .iter()
+        .any(|c| c.from == path.from && Some(c.to) == rtcp)
+    {
+        return Ok(any);
+    }
+    // An even port with the next one free (probed, then released for the
+    // proxies to bind).
+    for _ in 0..64 {
+        let a = std::net::UdpSocket::bind(any)?;
+        let p = a.local_addr()?.port();
+        if p % 2 == 1 || p == u16::MAX {
+            continue;
+        }
+        if std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, p + 1)).is_ok() {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
+        }
+    }
+    Err(anyhow!(
+        "proxy mode: no pair of adjacent free UDP ports on loopback for the relay's {} and {}",
+        path.to,
+        Endpoint::Udp(port.saturating_add(1))
+    ))
+}
+
 /// Proxy mode's proxy for one client path: its mile's profiles (uplink,
 /// downlink), a TCP proxy for a TCP endpoint (which refuses what a byte
 /// stream cannot represent) or a datagram proxy for a UDP one. Seeds as
@@ -471,6 +569,7 @@ fn start_proxy(
     seed: u64,
     path: ClientPath,
     upstream: SocketAddr,
+    listen: SocketAddr,
 ) -> Result<AnyProxy> {
     let (first, group) = match path.from {
         Place::Publisher => (true, 0),
@@ -487,12 +586,16 @@ fn start_proxy(
     // Group 0's proxies keep the seeds of the three-host layout; group i's
     // are 4 × i further on.
     let seed = seed.wrapping_add(4 * group as u64);
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     match path.to {
         Endpoint::Tcp(_) => {
             let mile = mile_of(path.from);
             let check = |p, dir: &str| {
-                stream_profile(p).map_err(|e| anyhow!("proxy mode, {mile} {dir}: {e}"))
+                let adapted = if path.control {
+                    control_profile(p)
+                } else {
+                    stream_profile(p)
+                };
+                adapted.map_err(|e| anyhow!("proxy mode, {mile} {dir}: {e}"))
             };
             let profiles = (
                 check(&profiles.0, "uplink")?,

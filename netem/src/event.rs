@@ -49,6 +49,45 @@ impl Counters {
     pub fn dropped(&self) -> u64 {
         self.dropped_loss + self.dropped_queue + self.dropped_aqm + self.dropped_outage
     }
+
+    /// Adds `other`'s counts: two pipelines of one mile (a protocol's RTP
+    /// and RTCP ports, say) as one.
+    pub fn absorb(&mut self, other: &Counters) {
+        let Counters {
+            pushed,
+            bytes_pushed,
+            loss_met,
+            dropped_loss,
+            loss_bursts,
+            duplicated,
+            corrupted,
+            dropped_queue,
+            dropped_aqm,
+            dropped_outage,
+            reordered,
+            delivered,
+            bytes_delivered,
+            delivered_out_of_order,
+            delay_sum_ns,
+            delay_max_ns,
+        } = other;
+        self.pushed += pushed;
+        self.bytes_pushed += bytes_pushed;
+        self.loss_met += loss_met;
+        self.dropped_loss += dropped_loss;
+        self.loss_bursts += loss_bursts;
+        self.duplicated += duplicated;
+        self.corrupted += corrupted;
+        self.dropped_queue += dropped_queue;
+        self.dropped_aqm += dropped_aqm;
+        self.dropped_outage += dropped_outage;
+        self.reordered += reordered;
+        self.delivered += delivered;
+        self.bytes_delivered += bytes_delivered;
+        self.delivered_out_of_order += delivered_out_of_order;
+        self.delay_sum_ns += delay_sum_ns;
+        self.delay_max_ns = self.delay_max_ns.max(*delay_max_ns);
+    }
 }
 
 /// One decision about one packet.

@@ -55,6 +55,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             let cx = ServeCx {
                 hub: hub.clone(),
                 stop: stop_rx.clone(),
+                publisher_ports: ports.iter().map(|e| e.port()).collect(),
                 // The stream's bitrate is not known here: a scenario's default.
                 media_bps: MediaFile::default().bitrate.bits_per_sec(),
             };

@@ -32,7 +32,9 @@ use serde::Serialize;
 /// What the publisher encodes.
 #[derive(Clone, Debug)]
 pub struct PublisherArgs {
-    pub url: String,
+    /// The output: its format options and URL (`-f flv rtmp://…`, from
+    /// the protocol's [`crate::protocol::Protocol::ffmpeg_output`]).
+    pub output: Vec<String>,
     pub width: u32,
     pub height: u32,
     pub fps: f64,
@@ -56,6 +58,59 @@ const COMMON: [&str; 7] = [
 /// `rtmp://HOST:PORT/APP/KEY`.
 pub fn rtmp_url(addr: SocketAddr, app: &str, key: &str) -> String {
     format!("rtmp://{addr}/{app}/{key}")
+}
+
+/// ffmpeg's output arguments for RTMP over TCP to `url`.
+pub fn rtmp_output(url: &str) -> Vec<String> {
+    [
+        // FLV's millisecond clock.
+        "-enc_time_base:v",
+        "1:1000",
+        // Like Glass's publisher (and OBS): no Nagle. ffmpeg's default
+        // (Nagle on) holds a frame's last segment for an ACK: +25 ms median
+        // at 100 ms RTT, measured.
+        "-tcp_nodelay",
+        "1",
+        "-f",
+        "flv",
+        url,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// ffmpeg's output arguments for RTSP (ANNOUNCE/RECORD) to `url` over
+/// `transport` ("tcp": interleaved, "udp": RTP/RTCP datagrams).
+///
+/// `-start_time_realtime 1` pins the RTP muxer's NTP origin at the Unix
+/// epoch: its sender reports then map RTP time to wall-clock time the way
+/// its packets carry it (their timestamps are the capture instants in
+/// wall-clock ms, `-copyts`), so the relay reads each frame's capture
+/// instant exactly. Left to itself the muxer ties media time 0 to the
+/// moment its header was written, after the RTSP set-up: +65 to +150 ms
+/// of set-up time read as latency, measured.
+///
+/// `-fps_mode passthrough`: RTSP is a constant-frame-rate muxer to ffmpeg,
+/// which then fills a millisecond time base with duplicated frames (1 ms
+/// of RTP time a frame, measured); and the encoder's default time base
+/// (1/fps) rounds each capture instant to the frame grid (up to a frame
+/// of error, measured +8 to +24 ms).
+pub fn rtsp_output(url: &str, transport: &str) -> Vec<String> {
+    [
+        "-fps_mode",
+        "passthrough",
+        "-enc_time_base:v",
+        "1:1000",
+        "-start_time_realtime",
+        "1",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        transport,
+        url,
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// Arguments for ffmpeg publishing a paced, wall-clock-stamped test pattern
@@ -93,19 +148,10 @@ pub fn publisher_args(a: &PublisherArgs) -> Vec<String> {
             &format!("{kbps}k"),
             "-bufsize",
             &format!("{}k", kbps.div_ceil(2).max(1)),
-            "-enc_time_base:v",
-            "1:1000",
             "-copyts",
-            // Like Glass's publisher (and OBS): no Nagle. ffmpeg's default
-            // (Nagle on) holds a frame's last segment for an ACK: +25 ms median
-            // at 100 ms RTT, measured.
-            "-tcp_nodelay",
-            "1",
-            "-f",
-            "flv",
-            &a.url,
         ])
         .map(str::to_string)
+        .chain(a.output.iter().cloned())
         .collect()
 }
 
@@ -348,7 +394,7 @@ mod tests {
     #[test]
     fn publisher_command_stamps_wall_clock_and_keeps_it() {
         let a = publisher_args(&PublisherArgs {
-            url: "rtmp://198.18.0.1:1935/live/k".into(),
+            output: rtmp_output("rtmp://198.18.0.1:1935/live/k"),
             width: 640,
             height: 360,
             fps: 30.0,
@@ -365,7 +411,7 @@ mod tests {
             "-g 60",
             "-b:v 1500k",
             "-pix_fmt yuv420p",
-            "-f flv rtmp://198.18.0.1:1935/live/k",
+            "-tcp_nodelay 1 -f flv rtmp://198.18.0.1:1935/live/k",
         ] {
             assert!(line.contains(needed), "{needed} missing from {line}");
         }

@@ -85,6 +85,11 @@ pub struct ServeCx {
     /// The stream's nominal bitrate (bit/s): a protocol whose server sends
     /// with congestion control starts from it.
     pub media_bps: u64,
+    /// The port a publisher reaches each of the sockets at, in order: the
+    /// socket's own, or proxy mode's first-mile proxy in front of it. A
+    /// protocol that names its ports to clients (RTSP's `server_port`)
+    /// names these, so the client's datagrams take the impaired path.
+    pub publisher_ports: Vec<u16>,
 }
 
 /// A protocol's statistics: its section of the relay's, or of one client
@@ -204,6 +209,22 @@ pub trait Protocol: Sync {
             )),
             None => Ok((scheme, Vec::new())),
         }
+    }
+    /// The relay endpoints a client of `uri` reaches (`to`, the scheme's,
+    /// first) and whether each carries control only (see
+    /// [`crate::topology::ClientPath::control`]). By default just `to`.
+    fn client_endpoints(&self, _uri: &uri::StreamUri, to: Endpoint) -> Vec<(Endpoint, bool)> {
+        vec![(to, false)]
+    }
+    /// ffmpeg's output arguments to publish `uri` to the relay at `at`
+    /// (`-f flv rtmp://…`) and the transport they use, as results name it
+    /// ("tcp", "rtsp/udp"); None if ffmpeg cannot publish it.
+    fn ffmpeg_output(
+        &self,
+        _uri: &uri::StreamUri,
+        _at: std::net::SocketAddr,
+    ) -> Option<(Vec<String>, &'static str)> {
+        None
     }
     /// The key of its table in a `[[protocols]]` entry ("quic", "udp").
     fn table_key(&self) -> &'static str;

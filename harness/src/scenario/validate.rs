@@ -305,12 +305,6 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
         );
     }
     let key = publisher_uri.key.clone();
-    if p.publisher == PublisherKind::Ffmpeg && publisher_uri.scheme != "rtmp" {
-        return bad(
-            format!("{field}.uri"),
-            "ffmpeg publishes RTMP over TCP only: use an rtmp:// URI",
-        );
-    }
     let routed = |u: &StreamUri, at: &str| {
         crate::protocol::route(u)
             .map(|(p, _)| p)
@@ -318,6 +312,15 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
     };
     let publishes_with = routed(&publisher_uri, "uri")?;
     let plays_with = routed(&player_uri, "player_uri")?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    if p.publisher == PublisherKind::Ffmpeg
+        && publishes_with.ffmpeg_output(&publisher_uri, any).is_none()
+    {
+        return bad(
+            format!("{field}.uri"),
+            "ffmpeg publishes RTMP over TCP (rtmp://) or RTSP (rtsp://, ?transport=udp) only",
+        );
+    }
     if let Some(why) = plays_with.no_player() {
         return bad(format!("{field}.player_uri"), why);
     }

@@ -97,6 +97,40 @@ pub fn stream_profile(p: &Profile) -> Result<Profile, String> {
     Ok(p)
 }
 
+/// A profile for a control connection beside a protocol's datagrams (RTSP's
+/// TCP session while its RTP goes over UDP): delay, jitter, rate and holding
+/// outages as [`stream_profile`] keeps them, and the packet effects a byte
+/// stream cannot show (loss, duplication, corruption, reordering, CoDel's
+/// and outages' drops) left out. The datagrams, which the protocol's
+/// figures are about, get the whole profile from their own proxy.
+pub fn control_profile(p: &Profile) -> Result<Profile, String> {
+    let mut p = p.clone();
+    p.loss = None;
+    p.duplicate = None;
+    p.corrupt = None;
+    p.reorder = None;
+    if let Some(b) = &mut p.bottleneck
+        && matches!(b.spec.aqm, Aqm::CoDel { .. })
+    {
+        b.spec.aqm = Aqm::DropTail;
+    }
+    p.timeline.retain_mut(|c| match &mut c.change {
+        Change::Loss(_) | Change::Duplicate(_) | Change::Corrupt(_) | Change::Reorder(_) => false,
+        Change::OutageStart(m) => {
+            *m = OutageMode::Hold;
+            true
+        }
+        Change::Bottleneck(b) => {
+            if matches!(b.aqm, Aqm::CoDel { .. }) {
+                b.aqm = Aqm::DropTail;
+            }
+            true
+        }
+        _ => true,
+    });
+    stream_profile(&p)
+}
+
 #[derive(Clone, Debug)]
 pub struct TcpProxyConfig {
     pub listen: SocketAddr,

@@ -54,6 +54,19 @@ pub struct UdpProxyStats {
     pub send_errors: u64,
 }
 
+impl UdpProxyStats {
+    /// Adds `other`'s counts: the proxies of one mile (a protocol's RTP
+    /// and RTCP ports) as one.
+    pub fn absorb(&mut self, other: &UdpProxyStats) {
+        self.uplink.absorb(&other.uplink);
+        self.downlink.absorb(&other.downlink);
+        self.clients += other.clients;
+        self.oversized += other.oversized;
+        self.refused_clients += other.refused_clients;
+        self.send_errors += other.send_errors;
+    }
+}
+
 /// A datagram and the client it belongs to.
 #[derive(Clone, Debug)]
 struct Datagram {

@@ -68,6 +68,18 @@ impl Protocol for Rtmp {
         ]
     }
 
+    /// RTMP over TCP (rtmp://); ffmpeg has no RTMP over QUIC.
+    fn ffmpeg_output(
+        &self,
+        uri: &super::uri::StreamUri,
+        at: std::net::SocketAddr,
+    ) -> Option<(Vec<String>, &'static str)> {
+        (uri.scheme == "rtmp").then(|| {
+            let url = crate::interop::ffmpeg::rtmp_url(at, &uri.app, &uri.key);
+            (crate::interop::ffmpeg::rtmp_output(&url), "tcp")
+        })
+    }
+
     /// `transport=quic` (rtmp:// only; rtmpq:// is QUIC) and
     /// `mapping=stream|frames` (QUIC only); kept: `mapping=frames`.
     fn uri_options(

@@ -1,8 +1,9 @@
-//! Glass's RTSP publisher: RECORD over TCP-interleaved RTP, as a camera or
-//! ffmpeg's RTSP muxer does it. It ANNOUNCEs an H.264 track (and an AAC one
-//! when the source has audio) whose `sprop-parameter-sets` come from the
-//! source's AVC configuration, sets each up on interleaved channels 0-1 and
-//! 2-3, RECORDs, then sends each frame as RTP: a video frame's NAL units
+//! Glass's RTSP publisher: RECORD, as a camera or ffmpeg's RTSP muxer does
+//! it. It ANNOUNCEs an H.264 track and an AAC one whose
+//! `sprop-parameter-sets` come from the source's AVC configuration, sets
+//! each up (TCP: interleaved channels 0-1 and 2-3; UDP: a pair of ports of
+//! the publisher's host per track, sending to the `server_port` the relay
+//! answers), RECORDs, then sends each frame as RTP: a video frame's NAL units
 //! (with the parameter sets before a key frame, as encoders repeat them, so
 //! the ingest knows the key frames) in single-NAL or FU-A packets, an audio
 //! frame as one AAC-hbr unit. Glass's frames keep their Glass header inside
@@ -21,7 +22,7 @@ use netem::adapters::tcpinfo::{set_congestion, tcp_info};
 use netem::time::Clock;
 use rtsp_types::{Message, ParseError, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::rtp::RtpPacket;
 use super::{aac, h264};
@@ -51,9 +52,23 @@ pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     s.set_nodelay(true)?;
     let sock = TcpStream::from_std(s)?;
     let url = format!("rtsp://server:{}/{}/{}", to.port(), cx.uri.app, cx.uri.key);
+    // UDP: an RTP and an RTCP port per track on the publisher's host.
+    let udp = if super::over_udp(cx.uri) {
+        let mut socks = Vec::new();
+        for _ in 0..4 {
+            let s = cx.topo.udp_socket(cx.place)?;
+            s.set_nonblocking(true)?;
+            socks.push(UdpSocket::from_std(s)?);
+        }
+        Some(socks)
+    } else {
+        None
+    };
+    let transport = if udp.is_some() { "udp" } else { "tcp" };
     Ok(Dialed {
         session: Box::new(RtspPublisher {
             sock,
+            udp,
             url,
             clock: cx.clock,
             cseq: 0,
@@ -62,8 +77,8 @@ pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
         report: TransportReport {
             role: cx.role.as_str(),
             uri: cx.uri.to_string(),
-            requested: "tcp".into(),
-            used: "rtsp/tcp".into(),
+            requested: transport.into(),
+            used: format!("rtsp/{transport}"),
             fallback: None,
             handshake_ms: None,
         },
@@ -73,10 +88,29 @@ pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
 
 struct RtspPublisher {
     sock: TcpStream,
+    /// UDP transport: per track its RTP and RTCP sockets, in order
+    /// (video RTP, video RTCP, audio RTP, audio RTCP).
+    udp: Option<Vec<UdpSocket>>,
     url: String,
     clock: Clock,
     cseq: u32,
     inbuf: Vec<u8>,
+}
+
+/// What a reply said that the publisher uses.
+#[derive(Default)]
+struct Reply {
+    /// The `Session` header's identifier.
+    session: String,
+    /// The `server_port` of a SETUP's `Transport` (RTP, RTCP).
+    server_port: Option<(u16, Option<u16>)>,
+}
+
+/// How the publisher's packets reach the relay.
+enum MediaPath<'a> {
+    Interleaved,
+    /// Each track's RTP socket and the relay's RTP address it sends to.
+    Udp(Vec<(&'a UdpSocket, std::net::SocketAddr)>),
 }
 
 impl Session for RtspPublisher {
@@ -109,7 +143,7 @@ impl RtspPublisher {
         url: &str,
         headers: &[String],
         body: &str,
-    ) -> Result<String> {
+    ) -> Result<Reply> {
         self.cseq += 1;
         let mut text = format!(
             "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: Glass\r\n",
@@ -142,7 +176,19 @@ impl RtspPublisher {
                     let session = r
                         .header(&rtsp_types::headers::SESSION)
                         .map(|v| v.as_str().split(';').next().unwrap_or_default().to_string());
-                    return Ok(session.unwrap_or_default());
+                    let server_port = match r.typed_header::<rtsp_types::headers::Transports>() {
+                        Ok(Some(ts)) => ts.iter().find_map(|t| match t {
+                            rtsp_types::headers::transport::Transport::Rtp(rtp) => {
+                                rtp.params.server_port
+                            }
+                            _ => None,
+                        }),
+                        _ => None,
+                    };
+                    return Ok(Reply {
+                        session: session.unwrap_or_default(),
+                        server_port,
+                    });
                 }
                 Ok((_, used)) => {
                     self.inbuf.drain(..used);
@@ -174,24 +220,41 @@ impl RtspPublisher {
         let description = sdp(&url, &source_for_config())?;
         self.request("ANNOUNCE", &url, &[], &description).await?;
         steps.done("rtsp_announce");
-        let session = self
-            .request(
-                "SETUP",
-                &format!("{url}/streamid=0"),
-                &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record".into()],
-                "",
-            )
-            .await?;
-        self.request(
-            "SETUP",
-            &format!("{url}/streamid=1"),
-            &[
-                "Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record".into(),
-                format!("Session: {session}"),
-            ],
-            "",
-        )
-        .await?;
+        // A SETUP per track: interleaved channels 2i-(2i+1), or the track's
+        // pair of UDP ports.
+        let mut session = String::new();
+        let mut relay_rtp = Vec::new();
+        for track in 0..2usize {
+            let transport = match &self.udp {
+                None => format!(
+                    "Transport: RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
+                    2 * track,
+                    2 * track + 1
+                ),
+                Some(socks) => format!(
+                    "Transport: RTP/AVP;unicast;client_port={}-{};mode=record",
+                    socks[2 * track].local_addr()?.port(),
+                    socks[2 * track + 1].local_addr()?.port()
+                ),
+            };
+            let mut headers = vec![transport];
+            if !session.is_empty() {
+                headers.push(format!("Session: {session}"));
+            }
+            let reply = self
+                .request("SETUP", &format!("{url}/streamid={track}"), &headers, "")
+                .await?;
+            session = reply.session;
+            if self.udp.is_some() {
+                // The relay's address as this connection reaches it, and
+                // the port it named: in proxy mode a proxy's, so the
+                // datagrams take the impaired path.
+                let (port, _) = reply.server_port.ok_or_else(|| {
+                    anyhow!("RTSP SETUP: the relay's reply names no server_port")
+                })?;
+                relay_rtp.push(std::net::SocketAddr::new(self.sock.peer_addr()?.ip(), port));
+            }
+        }
         steps.done("rtsp_setup");
         self.request("RECORD", &url, &[format!("Session: {session}")], "")
             .await?;
@@ -206,6 +269,22 @@ impl RtspPublisher {
         };
         steps.record(&mut stats);
         let mut rtp = RtpWriter::default();
+        let path = match &self.udp {
+            None => MediaPath::Interleaved,
+            Some(socks) => MediaPath::Udp(
+                relay_rtp
+                    .iter()
+                    .enumerate()
+                    .map(|(track, &to)| (&socks[2 * track], to))
+                    .collect(),
+            ),
+        };
+        stats.transport = match path {
+            MediaPath::Interleaved => "rtsp/tcp",
+            MediaPath::Udp(_) => "rtsp/udp",
+        }
+        .into();
+        let mut packets = Vec::new();
         let headers = source.sequence_headers();
         let config = headers
             .iter()
@@ -221,7 +300,7 @@ impl RtspPublisher {
             if now >= end {
                 break;
             }
-            let mut out = Vec::new();
+            packets.clear();
             while let Some(m) = source.poll_message(now) {
                 if m.video {
                     stats.video_frames_sent += 1;
@@ -230,16 +309,33 @@ impl RtspPublisher {
                     stats.audio_frames_sent += 1;
                 }
                 stats.count_bits(m.capture - start, m.data.len() as u64);
-                rtp.frame(&m, config.as_ref(), &mut out);
+                rtp.frame(&m, config.as_ref(), &mut packets);
                 stats.note_sent(m.seq, clock);
             }
-            stats.bytes_sent += out.len() as u64;
-            self.sock.write_all(&out).await?;
+            match &path {
+                MediaPath::Interleaved => {
+                    let out = interleave(&packets);
+                    stats.bytes_sent += out.len() as u64;
+                    self.sock.write_all(&out).await?;
+                }
+                MediaPath::Udp(to) => {
+                    for (track, packet) in &packets {
+                        let (sock, at) = to[*track];
+                        // A datagram the host cannot send is lost, as on
+                        // the wire: RTP has no retransmission.
+                        if sock.send_to(packet, at).await.is_ok() {
+                            stats.bytes_sent += packet.len() as u64;
+                        }
+                    }
+                }
+            }
         }
+        drop(path);
         if let Ok(info) = tcp_info(&self.sock) {
             stats.tcp = info;
         }
         // TEARDOWN, best effort: the relay ends the session either way.
+        let session = session.clone();
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(1),
             self.request("TEARDOWN", &url, &[format!("Session: {session}")], ""),
@@ -331,15 +427,33 @@ fn nal_units(body: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// Numbers RTP packets per track and frames them for TCP interleaving.
+/// `packets` framed for TCP interleaving: `$`, the track's RTP channel
+/// (2 × track), the length, the packet.
+fn interleave(packets: &[(usize, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packets.iter().map(|(_, p)| p.len() + 4).sum());
+    for (track, packet) in packets {
+        out.push(b'$');
+        out.push(2 * *track as u8);
+        out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+        out.extend_from_slice(packet);
+    }
+    out
+}
+
+/// Numbers RTP packets per track.
 #[derive(Default)]
 struct RtpWriter {
     sequence: [u16; 2],
 }
 
 impl RtpWriter {
-    /// `m` as interleaved RTP packets appended to `out`.
-    fn frame(&mut self, m: &MediaMessage, config: Option<&(Vec<u8>, Vec<u8>)>, out: &mut Vec<u8>) {
+    /// `m` as RTP packets of its track, appended to `out`.
+    fn frame(
+        &mut self,
+        m: &MediaMessage,
+        config: Option<&(Vec<u8>, Vec<u8>)>,
+        out: &mut Vec<(usize, Vec<u8>)>,
+    ) {
         if crate::media::tag::is_sequence_header(&m.data, m.video)
             || !crate::media::tag::is_frame(&m.data)
         {
@@ -380,10 +494,7 @@ impl RtpWriter {
             }
             .write(&mut packet);
             self.sequence[track] = self.sequence[track].wrapping_add(1);
-            out.push(b'$');
-            out.push(2 * track as u8);
-            out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
-            out.extend_from_slice(&packet);
+            out.push((track, packet));
         }
     }
 }
@@ -419,12 +530,13 @@ mod tests {
         {
             now = source.poll_timeout().max(now);
             while let Some(m) = source.poll_message(now) {
-                let mut bytes = Vec::new();
-                w.frame(&m, config.as_ref(), &mut bytes);
+                let mut packets = Vec::new();
+                w.frame(&m, config.as_ref(), &mut packets);
                 if m.video {
                     sent.push(m.data.clone());
                 }
                 // Split the interleaved stream back into packets.
+                let bytes = interleave(&packets);
                 let mut rest = &bytes[..];
                 while rest.len() >= 4 {
                     let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));

@@ -36,6 +36,8 @@ pub struct TrackStats {
     pub control: String,
     /// "h264" or "aac".
     pub codec: &'static str,
+    /// "tcp" (interleaved) or "udp"; "" if never set up.
+    pub transport: &'static str,
     pub rtp_packets: u64,
     /// Cumulative RTP packets lost (RFC 3550: expected − received).
     pub rtp_lost: u64,
@@ -51,6 +53,10 @@ pub struct TrackStats {
     pub undecodable: u64,
     /// Whether a sender report tied the timestamps to the wall clock.
     pub wall_clock: bool,
+    /// UDP: packets the reorder buffer put back in order, and gaps it gave
+    /// up on when its wait ran out.
+    pub reorder_put_back: u64,
+    pub reorder_gaps_given_up: u64,
 }
 
 enum Depacketizer {
@@ -114,6 +120,11 @@ impl TrackIngest {
             config_sent: false,
             broken: false,
         }
+    }
+
+    /// The RTP payload type the track was announced with.
+    pub fn payload_type(&self) -> u8 {
+        self.track.payload_type
     }
 
     /// An RTCP packet (compound); a sender report updates the clock.

@@ -1,17 +1,19 @@
-//! RTSP push ingest (issue #14, in progress): publishers (ffmpeg, OBS, an
-//! IP camera) ANNOUNCE and RECORD H.264 and AAC over TCP-interleaved RTP
-//! into the relay, which plays it out over every other protocol (RTMP,
-//! RTMP over QUIC, Glass's UDP protocol).
+//! RTSP push ingest: publishers (ffmpeg, OBS, an IP camera) ANNOUNCE and
+//! RECORD H.264 and AAC as RTP, interleaved on the RTSP connection
+//! (`rtsp://…`) or over UDP (`rtsp://…?transport=udp`), into the relay,
+//! which plays it out over every other protocol (RTMP, RTMP over QUIC,
+//! Glass's UDP protocol).
 //!
 //! The sans-IO parts: the session state machine (`session`), the
 //! ANNOUNCE's tracks (`sdp`), RTP and its sequence tracking (`rtp`), the
-//! H.264 and AAC depacketizers and packetizers (`h264`, `aac`), and the
-//! ingest that turns a track's packets into the hub's media with
-//! wall-clock timestamps from RTCP sender reports (`ingest`); the tokio
-//! edge is `server`; Glass's own publisher is `client`. Not built yet:
-//! UDP transport, RTCP receiver reports, authentication beyond the key,
-//! ffmpeg as an RTSP publisher in scenarios (its RTCP ties media time to
-//! the wall clock only as well as its set-up time allows).
+//! H.264 and AAC depacketizers and packetizers (`h264`, `aac`), the UDP
+//! datagrams' routing to sessions (`udp`), the UDP path's reorder buffer
+//! (`reorder`), and the ingest that turns a track's packets into the hub's
+//! media with wall-clock timestamps from RTCP sender reports (`ingest`);
+//! the tokio edge is `server`; Glass's own publisher is `client`. Not
+//! built: RTCP receiver reports (nothing here adapts to them: a publisher
+//! has no retransmission), Digest/Basic authentication (the stream key in
+//! the path is the credential, as for RTMP).
 
 pub mod aac;
 pub mod client;
@@ -19,8 +21,10 @@ pub mod h264;
 pub mod ingest;
 pub mod rtp;
 pub mod sdp;
+pub mod reorder;
 pub mod server;
 pub mod session;
+pub mod udp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,22 +42,37 @@ pub use server::RtspServerStats;
 
 /// RTSP's well-known port.
 pub const RTSP_PORT: u16 = 554;
+/// The relay's RTP and RTCP ports for the UDP transport (Darwin Streaming
+/// Server's range starts here): every session's datagrams arrive on them.
+pub const RTP_PORT: u16 = 6970;
+pub const RTCP_PORT: u16 = 6971;
+const ENDPOINTS: [Endpoint; 3] = [
+    Endpoint::Tcp(RTSP_PORT),
+    Endpoint::Udp(RTP_PORT),
+    Endpoint::Udp(RTCP_PORT),
+];
 
 /// RTSP push ingest.
 pub struct Rtsp;
 
-/// `rtsp = { timeout }`: the relay's RTSP settings.
+/// `rtsp = { timeout, jitter_buffer }`: the relay's RTSP settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtspTable {
-    /// A session silent this long ends (RFC 2326: 60 s).
+    /// A session silent this long ends (RFC 2326: 60 s); media over UDP
+    /// counts as a sign of life.
     pub timeout: HumanDuration,
+    /// The UDP path's reorder buffer: after a missing RTP packet, how long
+    /// the packets behind it wait for it before it is given up (0 s: no
+    /// reordering; packets out of order are then lost to the depacketizer).
+    pub jitter_buffer: HumanDuration,
 }
 
 impl Default for RtspTable {
     fn default() -> Self {
         RtspTable {
             timeout: HumanDuration(Duration::from_secs(60)),
+            jitter_buffer: HumanDuration(Duration::from_millis(50)),
         }
     }
 }
@@ -70,15 +89,70 @@ impl Protocol for Rtsp {
     }
 
     fn endpoints(&self) -> &'static [Endpoint] {
-        &[Endpoint::Tcp(RTSP_PORT)]
+        &ENDPOINTS
     }
 
     fn schemes(&self) -> &'static [Scheme] {
         &[Scheme {
             name: "rtsp",
             endpoint: 0,
-            what: "RTSP push (ANNOUNCE/RECORD, TCP-interleaved; H.264, AAC): publish only, e.g. ffmpeg -f rtsp -rtsp_transport tcp",
+            what: "RTSP push (ANNOUNCE/RECORD; H.264, AAC), RTP interleaved or over UDP (?transport=udp): \
+                   publish only, e.g. ffmpeg -f rtsp -rtsp_transport tcp|udp",
         }]
+    }
+
+    /// `transport=tcp|udp`; kept: `transport=udp`.
+    fn uri_options(
+        &self,
+        scheme: &'static str,
+        query: &[(String, String)],
+    ) -> Result<super::UriOptions, String> {
+        let mut udp = false;
+        for (k, v) in query {
+            match (k.as_str(), v.as_str()) {
+                ("transport", "tcp") => udp = false,
+                ("transport", "udp") => udp = true,
+                ("transport", v) => {
+                    return Err(format!("transport must be one of tcp, udp, not \"{v}\""));
+                }
+                (k, _) => {
+                    return Err(format!(
+                        "unknown query parameter \"{k}\" (rtsp:// knows transport; its settings \
+                         are the scenario's `rtsp` table)"
+                    ));
+                }
+            }
+        }
+        let options = if udp {
+            vec![("transport".to_string(), "udp".to_string())]
+        } else {
+            Vec::new()
+        };
+        Ok((scheme, options))
+    }
+
+    /// Over UDP: the RTSP connection carries control only, and the RTP and
+    /// RTCP ports carry the media.
+    fn client_endpoints(&self, uri: &super::uri::StreamUri, to: Endpoint) -> Vec<(Endpoint, bool)> {
+        if over_udp(uri) {
+            vec![(to, true), (ENDPOINTS[1], false), (ENDPOINTS[2], false)]
+        } else {
+            vec![(to, false)]
+        }
+    }
+
+    fn ffmpeg_output(
+        &self,
+        uri: &super::uri::StreamUri,
+        at: std::net::SocketAddr,
+    ) -> Option<(Vec<String>, &'static str)> {
+        let url = format!("rtsp://{at}/{}/{}", uri.app, uri.key);
+        let (transport, used) = if over_udp(uri) {
+            ("udp", "rtsp/udp")
+        } else {
+            ("tcp", "rtsp/tcp")
+        };
+        Some((crate::interop::ffmpeg::rtsp_output(&url, transport), used))
     }
 
     fn table_key(&self) -> &'static str {
@@ -99,6 +173,12 @@ impl Protocol for Rtsp {
                 "between 1 s and 1 h",
             ));
         }
+        if t.jitter_buffer.get() > Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                format!("{at}.jitter_buffer"),
+                "between 0 s and 2 s",
+            ));
+        }
         Ok(Box::new(t))
     }
 
@@ -115,18 +195,37 @@ impl Protocol for Rtsp {
         settings: &Settings,
         cx: ServeCx,
     ) -> anyhow::Result<ServerTask> {
-        let Some(Bound::Tcp(listener)) = socks.into_iter().next() else {
-            anyhow::bail!("RTSP serves on one TCP socket");
+        let mut socks = socks.into_iter();
+        let (Some(Bound::Tcp(listener)), Some(Bound::Udp(rtp)), Some(Bound::Udp(rtcp))) =
+            (socks.next(), socks.next(), socks.next())
+        else {
+            anyhow::bail!("RTSP serves on a TCP socket and two UDP sockets (RTP, RTCP)");
         };
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let udp = |s: std::net::UdpSocket| {
+            s.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(s)
+        };
+        let ports = match cx.publisher_ports.as_slice() {
+            [_, rtp, rtcp, ..] => (*rtp, *rtcp),
+            _ => (rtp.local_addr()?.port(), rtcp.local_addr()?.port()),
+        };
+        let udp = server::UdpSide {
+            rtp: udp(rtp)?,
+            rtcp: udp(rtcp)?,
+            ports,
+        };
         let table = settings.table::<RtspTable>().cloned().unwrap_or_default();
-        let limits = session::Limits {
-            timeout: table.timeout.get(),
-            ..session::Limits::default()
+        let config = server::Config {
+            limits: session::Limits {
+                timeout: table.timeout.get(),
+                ..session::Limits::default()
+            },
+            jitter_buffer: table.jitter_buffer.get(),
         };
         let stats = Arc::new(Mutex::new(RtspServerStats::default()));
-        let task = server::serve(listener, cx.hub, limits, cx.stop, stats.clone());
+        let task = server::serve(listener, Some(udp), cx.hub, config, cx.stop, stats.clone());
         Ok(tokio::spawn(async move {
             task.await;
             Box::new(stats.lock().map(|s| s.clone()).unwrap_or_default()) as Box<dyn Stats>
@@ -136,4 +235,9 @@ impl Protocol for Rtsp {
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
         Box::pin(client::dial(cx, to))
     }
+}
+
+/// Whether `uri` asks for RTP over UDP (`?transport=udp`).
+pub fn over_udp(uri: &super::uri::StreamUri) -> bool {
+    uri.options.iter().any(|(k, v)| k == "transport" && v == "udp")
 }

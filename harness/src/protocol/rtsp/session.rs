@@ -8,11 +8,15 @@
 //! [`super::sdp`].
 //!
 //! RECORD flow (RFC 2326 appendix A): OPTIONS, ANNOUNCE with the SDP (the
-//! stream key in the URL path, checked), a SETUP per track (TCP-interleaved
-//! channels), RECORD, then `$`-framed RTP and RTCP until TEARDOWN.
+//! stream key in the URL path, checked), a SETUP per track, RECORD, then
+//! media until TEARDOWN. A track's transport is TCP-interleaved (`$`-framed
+//! RTP and RTCP on this connection, passed on as events) or UDP
+//! (`client_port=`; the reply names the relay's `server_port`, and the
+//! datagrams arrive at the I/O edge's UDP sockets, not here).
 //! GET_PARAMETER and SET_PARAMETER keep the session alive. Every reply
 //! echoes the request's CSeq. Wrong session: 454; wrong state: 455;
-//! a transport other than TCP-interleaved: 461 (UDP comes later).
+//! a transport the relay does not take (multicast, UDP when it has no UDP
+//! ports): 461.
 //! Anything that is not RTSP, or a message past the limits, ends the
 //! session with the reason.
 
@@ -67,8 +71,9 @@ pub enum Event {
         key: String,
         tracks: Vec<Track>,
     },
-    /// RECORD accepted: media follows.
-    Recording,
+    /// RECORD accepted: media follows, over each track's transport (None:
+    /// a track not set up, whose media is not expected).
+    Recording { transports: Vec<Option<Transport>> },
     /// An interleaved RTP packet of track `track` (index into the tracks).
     Rtp { track: usize, packet: Vec<u8> },
     /// An interleaved RTCP packet of track `track`.
@@ -77,11 +82,21 @@ pub enum Event {
     Closed { reason: String },
 }
 
-/// A track as set up: its interleaved channels (RTP, RTCP).
+/// How a track's RTP and RTCP travel.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `$`-framed on the RTSP connection, on these channels.
+    Interleaved { rtp: u8, rtcp: u8 },
+    /// Datagrams from these ports of the client's host to the relay's
+    /// UDP ports.
+    Udp { client_rtp: u16, client_rtcp: u16 },
+}
+
+/// A track and, once set up, its transport.
 #[derive(Clone, Debug)]
 struct SetUp {
     track: Track,
-    channels: Option<(u8, u8)>,
+    transport: Option<Transport>,
 }
 
 /// One RTSP publisher's session.
@@ -96,6 +111,9 @@ pub struct ServerSession {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     tracks: Vec<SetUp>,
+    /// The relay's RTP and RTCP ports as the client reaches them (None:
+    /// UDP transport refused).
+    server_ports: Option<(u16, u16)>,
     last_heard: Time,
     /// Interleaved frames before RECORD or on no track's channel.
     pub stray_frames: u64,
@@ -103,11 +121,13 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// A session with identifier `id` (the `Session` header) that admits
-    /// only `stream_key`.
+    /// only `stream_key`; UDP transport is offered when the relay has
+    /// `server_ports` (RTP, RTCP) for it.
     pub fn new(
         id: impl Into<String>,
         stream_key: impl Into<String>,
         limits: Limits,
+        server_ports: Option<(u16, u16)>,
         now: Time,
     ) -> Self {
         ServerSession {
@@ -119,6 +139,7 @@ impl ServerSession {
             out: VecDeque::new(),
             events: VecDeque::new(),
             tracks: Vec::new(),
+            server_ports,
             last_heard: now,
             stray_frames: 0,
         }
@@ -164,6 +185,11 @@ impl ServerSession {
         }
     }
 
+    /// Media arrived outside the connection (UDP): the client is alive.
+    pub fn keep_alive(&mut self, now: Time) {
+        self.last_heard = self.last_heard.max(now);
+    }
+
     /// The next bytes to send to the client.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.out.pop_front()
@@ -202,7 +228,9 @@ impl ServerSession {
             Message::Data(d) => {
                 let channel = d.channel_id();
                 let found = self.tracks.iter().enumerate().find_map(|(i, t)| {
-                    let (rtp, rtcp) = t.channels?;
+                    let Some(Transport::Interleaved { rtp, rtcp }) = t.transport else {
+                        return None;
+                    };
                     (channel == rtp)
                         .then_some((i, true))
                         .or((channel == rtcp).then_some((i, false)))
@@ -250,7 +278,8 @@ impl ServerSession {
             Method::Record => match self.state {
                 State::Ready => {
                     self.state = State::Recording;
-                    self.events.push_back(Event::Recording);
+                    let transports = self.tracks.iter().map(|t| t.transport).collect();
+                    self.events.push_back(Event::Recording { transports });
                     self.reply(cseq, StatusCode::Ok, &[self.session_header()])
                 }
                 _ => self.reply(cseq, StatusCode::MethodNotValidInThisState, &[]),
@@ -303,7 +332,7 @@ impl ServerSession {
             .cloned()
             .map(|track| SetUp {
                 track,
-                channels: None,
+                transport: None,
             })
             .collect();
         self.state = State::Announced;
@@ -326,43 +355,76 @@ impl ServerSession {
         }) else {
             return self.reply(cseq, StatusCode::NotFound, &[]);
         };
-        let channels = match r.typed_header::<Transports>() {
-            Ok(Some(ts)) => ts.iter().find_map(|t| match t {
-                rtsp_types::headers::transport::Transport::Rtp(rtp)
-                    if rtp.lower_transport
-                        == Some(rtsp_types::headers::transport::RtpLowerTransport::Tcp) =>
-                {
-                    let (a, b) = rtp.params.interleaved?;
-                    Some((a, b.unwrap_or(a.wrapping_add(1))))
-                }
-                _ => None,
-            }),
-            _ => None,
+        let offered = match r.typed_header::<Transports>() {
+            Ok(Some(ts)) => ts,
+            _ => return self.reply(cseq, StatusCode::UnsupportedTransport, &[]),
         };
-        let Some((rtp, rtcp)) = channels else {
+        // The first transport offered that the relay takes.
+        let Some(transport) = offered.iter().find_map(|t| self.acceptable(t)) else {
             return self.reply(cseq, StatusCode::UnsupportedTransport, &[]);
         };
-        let taken = self.tracks.iter().enumerate().any(|(j, t)| {
-            j != i
-                && t.channels
-                    .is_some_and(|(a, b)| [a, b].contains(&rtp) || [a, b].contains(&rtcp))
-        });
-        if taken || rtp == rtcp {
-            return self.reply(cseq, StatusCode::UnsupportedTransport, &[]);
+        if let Transport::Interleaved { rtp, rtcp } = transport {
+            let taken = self.tracks.iter().enumerate().any(|(j, t)| {
+                j != i
+                    && matches!(t.transport, Some(Transport::Interleaved { rtp: a, rtcp: b })
+                        if [a, b].contains(&rtp) || [a, b].contains(&rtcp))
+            });
+            if taken || rtp == rtcp {
+                return self.reply(cseq, StatusCode::UnsupportedTransport, &[]);
+            }
         }
-        self.tracks[i].channels = Some((rtp, rtcp));
+        self.tracks[i].transport = Some(transport);
         self.state = State::Ready;
+        let answer = match transport {
+            Transport::Interleaved { rtp, rtcp } => {
+                format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record")
+            }
+            Transport::Udp {
+                client_rtp,
+                client_rtcp,
+            } => {
+                let (srtp, srtcp) = self.server_ports.unwrap_or_default();
+                format!(
+                    "RTP/AVP/UDP;unicast;client_port={client_rtp}-{client_rtcp};\
+                     server_port={srtp}-{srtcp};mode=record"
+                )
+            }
+        };
         self.reply(
             cseq,
             StatusCode::Ok,
-            &[
-                (
-                    headers::TRANSPORT,
-                    format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record"),
-                ),
-                self.session_header(),
-            ],
+            &[(headers::TRANSPORT, answer), self.session_header()],
         )
+    }
+
+    /// `t` as a transport the relay takes: RTP over TCP-interleaved, or
+    /// unicast RTP over UDP with the client's ports (when the relay has UDP
+    /// ports). Multicast and other profiles are not taken.
+    fn acceptable(&self, t: &rtsp_types::headers::transport::Transport) -> Option<Transport> {
+        use rtsp_types::headers::transport::{RtpLowerTransport, Transport as T};
+        let T::Rtp(rtp) = t else { return None };
+        let p = &rtp.params;
+        if p.multicast {
+            return None;
+        }
+        match rtp.lower_transport {
+            Some(RtpLowerTransport::Tcp) => {
+                let (a, b) = p.interleaved?;
+                Some(Transport::Interleaved {
+                    rtp: a,
+                    rtcp: b.unwrap_or(a.wrapping_add(1)),
+                })
+            }
+            None | Some(RtpLowerTransport::Udp) => {
+                self.server_ports?;
+                let (a, b) = p.client_port?;
+                Some(Transport::Udp {
+                    client_rtp: a,
+                    client_rtcp: b.unwrap_or(a.wrapping_add(1)),
+                })
+            }
+            Some(_) => None,
+        }
     }
 
     fn session_header(&self) -> (headers::HeaderName, String) {
@@ -399,7 +461,13 @@ mod tests {
     const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QADazZQUH7ARAAAAMAEAAAAwPA8UKZYA==,aOvjyyLA\r\na=control:streamid=0\r\nm=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\na=fmtp:97 profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3; config=1190\r\na=control:streamid=1\r\n";
 
     fn session() -> ServerSession {
-        ServerSession::new("7e57", "glass", Limits::default(), Time::ZERO)
+        ServerSession::new(
+            "7e57",
+            "glass",
+            Limits::default(),
+            Some((6970, 6971)),
+            Time::ZERO,
+        )
     }
 
     fn request(method: &str, url: &str, cseq: u32, headers: &[&str], body: &str) -> Vec<u8> {
@@ -472,7 +540,13 @@ mod tests {
             (app.as_str(), key.as_str(), tracks.len()),
             ("live", "glass", 2)
         );
-        assert_eq!(s.poll_event(), Some(Event::Recording));
+        let interleaved = |rtp, rtcp| Some(Transport::Interleaved { rtp, rtcp });
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Recording {
+                transports: vec![interleaved(0, 1), interleaved(2, 3)]
+            })
+        );
         // RTP on channel 0 (video), RTCP on 3 (audio), and a frame split
         // over two reads.
         let mut frames = vec![b'$', 0, 0, 3, 1, 2, 3, b'$', 3, 0, 1, 9];
@@ -520,11 +594,11 @@ mod tests {
             exchange(&mut s, &request("ANNOUNCE", URL, 4, &[], SDP)).0,
             200
         );
-        let udp = "Transport: RTP/AVP/UDP;unicast;client_port=5000-5001;mode=record";
+        let multicast = "Transport: RTP/AVP/UDP;multicast;port=5000-5001;mode=record";
         assert_eq!(
             exchange(
                 &mut s,
-                &request("SETUP", &format!("{URL}/streamid=0"), 5, &[udp], "")
+                &request("SETUP", &format!("{URL}/streamid=0"), 5, &[multicast], "")
             )
             .0,
             461
@@ -550,6 +624,53 @@ mod tests {
         while let Some(e) = s.poll_event() {
             assert!(!matches!(e, Event::Rtp { .. }));
         }
+    }
+
+    #[test]
+    fn udp_setups_answer_the_relays_ports_and_media_keeps_the_session_alive() {
+        let mut s = session();
+        exchange(&mut s, &request("ANNOUNCE", URL, 1, &[], SDP));
+        // ffmpeg's offer: RTP/AVP/UDP with a client port pair.
+        let udp = "Transport: RTP/AVP/UDP;unicast;client_port=5000-5001;mode=record";
+        let (code, text) = exchange(
+            &mut s,
+            &request("SETUP", &format!("{URL}/streamid=0"), 2, &[udp], ""),
+        );
+        assert_eq!(code, 200, "{text}");
+        assert!(
+            text.contains("client_port=5000-5001;server_port=6970-6971"),
+            "{text}"
+        );
+        let (code, _) = exchange(
+            &mut s,
+            &request("RECORD", URL, 3, &["Session: 7e57"], ""),
+        );
+        assert_eq!(code, 200);
+        let _ = s.poll_event();
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Recording {
+                transports: vec![
+                    Some(Transport::Udp {
+                        client_rtp: 5000,
+                        client_rtcp: 5001
+                    }),
+                    None
+                ]
+            })
+        );
+        // The connection is silent while datagrams flow: they keep it on.
+        s.keep_alive(Time::from_secs_f64(50.0));
+        s.handle_timeout(Time::from_secs_f64(70.0));
+        assert_eq!(s.state(), State::Recording);
+        // A relay without UDP ports refuses UDP.
+        let mut s = ServerSession::new("7e57", "glass", Limits::default(), None, Time::ZERO);
+        exchange(&mut s, &request("ANNOUNCE", URL, 1, &[], SDP));
+        let (code, _) = exchange(
+            &mut s,
+            &request("SETUP", &format!("{URL}/streamid=0"), 2, &[udp], ""),
+        );
+        assert_eq!(code, 461);
     }
 
     #[test]
