@@ -30,6 +30,27 @@ fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
     let rtsp = format!("rtsp://127.0.0.1:{}/live/cam", 554 + offset);
     let rtmp = format!("rtmp://127.0.0.1:{}/live/cam", 1935 + offset);
     assert!(listing.contains(&rtsp), "{listing}");
+    // Two bad clients first: one sends garbage, one stalls mid-request.
+    // Neither stops the publisher's session.
+    let port = 554 + offset;
+    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut garbage,
+        b"\x16\x03\x01\x02\x00 not RTSP at all\r\n\r\n",
+    )
+    .unwrap();
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut stalled,
+        b"OPTIONS rtsp://127.0.0.1/live/cam RTSP/1.0\r\nCSe",
+    )
+    .unwrap();
+    // The garbage's connection is closed.
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(garbage.read(&mut buf).unwrap_or(0), 0);
 
     // 6 s of a 320×240 test pattern at 30 fps (a key frame a second) and
     // a 48 kHz tone, in real time.
@@ -126,8 +147,22 @@ fn ffmpeg_publishes_rtsp_and_ffprobe_reads_it_back_over_rtmp() {
     let at = rest.find("protocols: ").expect("the protocols' statistics") + "protocols: ".len();
     let stats: serde_json::Value =
         serde_json::from_str(rest[at..].lines().next().unwrap()).unwrap();
-    let session = &stats["rtsp"][0];
-    eprintln!("{session}");
+    let sessions = stats["rtsp"].as_array().unwrap();
+    eprintln!("{sessions:?}");
+    let ended = |s: &serde_json::Value| s["ended"].as_str().unwrap_or_default().to_string();
+    assert!(
+        sessions.iter().any(|s| ended(s).starts_with("not RTSP")),
+        "{sessions:?}"
+    );
+    assert!(
+        sessions.iter().any(|s| ended(s) == "the relay stopped"),
+        "{sessions:?}"
+    );
+    drop(stalled);
+    let session = sessions
+        .iter()
+        .find(|s| s["recorded"] == true)
+        .expect("the publisher's session");
     assert_eq!(session["recorded"], true);
     assert_eq!(session["ended"], "TEARDOWN");
     let video = &session["tracks"][0];
@@ -309,8 +344,16 @@ fn ffmpeg_over_rtsp_udp_loses_exactly_what_the_engine_drops() {
         // report or two, a packet of the idle RTSP connection, and a last
         // RTP packet after which nothing came to show the gap.
         let extra = up.dropped_loss as i64 - video.rtp_lost as i64;
-        assert!((0..=4).contains(&extra), "{} drops, {} RTP lost", up.dropped_loss, video.rtp_lost);
-        assert!(video.damaged > 0 && video.undecodable >= video.damaged, "{video:?}");
+        assert!(
+            (0..=4).contains(&extra),
+            "{} drops, {} RTP lost",
+            up.dropped_loss,
+            video.rtp_lost
+        );
+        assert!(
+            video.damaged > 0 && video.undecodable >= video.damaged,
+            "{video:?}"
+        );
     }
 }
 
@@ -331,9 +374,18 @@ fn publish_90_frames(url: &str, transport: &str) -> std::process::ExitStatus {
 /// (`-f framecrc`), until it ends or 15 s pass.
 fn read_packets(args: &[&str], input: &str) -> std::process::Child {
     Command::new("timeout")
-        .args(["15", "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args([
+            "15",
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+        ])
         .args(args)
-        .args(["-i", input, "-map", "0:v", "-c", "copy", "-f", "framecrc", "-"])
+        .args([
+            "-i", input, "-map", "0:v", "-c", "copy", "-f", "framecrc", "-",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
@@ -353,7 +405,10 @@ fn packets(child: std::process::Child) -> Vec<(f64, u64)> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            Some((f.get(2)?.parse::<f64>().ok()? * 1e3 / tb, f.get(4)?.parse().ok()?))
+            Some((
+                f.get(2)?.parse::<f64>().ok()? * 1e3 / tb,
+                f.get(4)?.parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -409,6 +464,78 @@ fn glass_recovers_the_frames_ffmpegs_own_rtsp_server_recovers() {
         for (k, (o, t)) in ours.iter().zip(&theirs).enumerate().skip(1) {
             let (o, t) = (o.0 - ours[1].0, t.0 - theirs[1].0);
             assert!((o - t).abs() <= 1.0, "picture {k}: {o} ms vs {t} ms");
+        }
+    }
+}
+
+/// A scenario whose relay asks RTSP publishers for `scheme` credentials
+/// (cam / pw), published by `publisher` with `userinfo` in its URI.
+fn with_auth(scheme: &str, publisher: &str, userinfo: &str) -> Scenario {
+    Scenario::from_toml(
+        "rtsp-auth.toml",
+        &format!(
+            r#"
+name = "rtsp-auth"
+duration = "5s"
+warmup = "2s"
+[media]
+resolution = "320x240"
+[[networks]]
+name = "clean"
+first_mile = {{ profile = "delay 10ms" }}
+[[protocols]]
+kind = "rtsp"
+publisher = "{publisher}"
+uri = "rtsp://{userinfo}server/live/glass"
+rtsp = {{ auth = {{ scheme = "{scheme}", user = "cam", password = "pw" }} }}
+"#
+        ),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a scenario's only run in proxy mode (no privileges needed).
+fn try_run(s: &Scenario) -> anyhow::Result<harness::runner::RunResult> {
+    harness::runner::run_one(
+        &common::runtime(),
+        s,
+        &s.networks[0],
+        &s.protocols[0],
+        0,
+        Mode::Proxy,
+        &|_| {},
+    )
+}
+
+#[test]
+fn publishers_give_basic_and_digest_credentials_and_wrong_ones_are_refused_with_the_reason() {
+    let _serial = common::serial();
+    for scheme in ["digest", "basic"] {
+        let r = try_run(&with_auth(scheme, "glass", "cam:pw@")).unwrap();
+        assert!(r.player.frames_displayed > 50, "{scheme}: {:?}", r.player);
+        for (userinfo, why) in [
+            ("cam:guess@", "refused the credentials (401)"),
+            ("", "asks for credentials (401)"),
+        ] {
+            let e = try_run(&with_auth(scheme, "glass", userinfo))
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(e.contains(why), "{scheme} {userinfo:?}: {e}");
+        }
+    }
+    // ffmpeg answers Glass's challenges with its own Digest and Basic.
+    if common::have_ffmpeg() {
+        for scheme in ["digest", "basic"] {
+            let r = try_run(&with_auth(scheme, "ffmpeg", "cam:pw@")).unwrap();
+            let rtsp = r
+                .relay
+                .server::<harness::protocol::rtsp::RtspServerStats>()
+                .expect("RTSP's statistics");
+            eprintln!("ffmpeg with {scheme}: {:?}", rtsp.rtsp);
+            assert!(rtsp.rtsp.iter().any(|s| s.recorded), "{scheme}: {rtsp:?}");
+            assert!(r.player.frames_displayed > 30, "{scheme}: {:?}", r.player);
         }
     }
 }

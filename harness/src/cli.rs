@@ -39,8 +39,8 @@ pub enum Command {
     /// out as RTMP, on a clean network and with 2 % loss + 40 ms delay on
     /// the first mile. Link mode needs root or user namespaces; without
     /// them `--mode auto` falls back to proxy mode and says so (RTMP and
-    /// RTSP over TCP then refuse loss; QUIC and the UDP protocol get
-    /// datagram proxies, loss included). The table
+    /// RTSP over TCP then refuse loss; QUIC, the UDP protocol and RTSP's
+    /// RTP over UDP get datagram proxies, loss included). The table
     /// shows set-up (connect, startup) apart from the steady state (frames
     /// after the warm-up), latency at equal smoothness (G2G at the smallest
     /// buffer that keeps stalls ≤ 1 %), stale refreshes, and G2G by hop.
@@ -104,7 +104,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub public: bool,
     /// Added to every protocol's default port (RTMP TCP and QUIC 1935, the
-    /// UDP protocol 5000, RTSP 554), to run beside another server or
+    /// UDP protocol 5000, RTSP 554 and its RTP/RTCP 6970-6971), to run beside another server or
     /// without root (ports below 1024).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
@@ -194,7 +194,8 @@ pub struct RunArgs {
     /// and the packet-level engine: kernel TCP sees real loss; needs root or
     /// user namespaces), `proxy` (proxies on loopback: for TCP endpoints,
     /// RTMP and RTSP, delay, jitter and rate only, networks with loss refused; for the UDP
-    /// protocol and RTMP over QUIC a datagram proxy, loss included), or `auto` (link
+    /// protocol, RTMP over QUIC and RTSP's RTP over UDP a datagram proxy, loss included,
+    /// and RTSP's control connection beside it delay and rate only), or `auto` (link
     /// when possible, else proxy).
     #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
     pub mode: crate::topology::Mode,

@@ -513,11 +513,11 @@ pub fn graph_of(network: &Network) -> Result<Graph> {
 }
 
 /// Where proxy mode's proxy for `path` listens. RTP's convention (RFC
-/// 3550): RTCP is the RTP port + 1, and clients send there whatever port
-/// the server names for RTCP (ffmpeg does). So a UDP endpoint whose port
-/// + 1 is another endpoint of the same host's paths gets an even port
-/// whose next one is free, and that endpoint's proxy gets the next one.
-/// Any other proxy listens on any port.
+/// 3550): RTCP is the RTP port plus one, and clients send there whatever
+/// port the server names for RTCP (ffmpeg does). So a UDP endpoint whose
+/// port plus one is another endpoint of the same host's paths gets an even
+/// port whose next one is free, and that endpoint's proxy gets the next
+/// one. Any other proxy listens on any port.
 fn pair_port(paths: &[ClientPath], path: ClientPath, started: &[MileProxy]) -> Result<SocketAddr> {
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let Endpoint::Udp(port) = path.to else {

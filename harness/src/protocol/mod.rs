@@ -210,6 +210,10 @@ pub trait Protocol: Sync {
             None => Ok((scheme, Vec::new())),
         }
     }
+    /// Whether its URIs may carry `user:password@` (RTSP's credentials).
+    fn takes_credentials(&self) -> bool {
+        false
+    }
     /// The relay endpoints a client of `uri` reaches (`to`, the scheme's,
     /// first) and whether each carries control only (see
     /// [`crate::topology::ClientPath::control`]). By default just `to`.

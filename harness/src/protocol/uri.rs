@@ -28,6 +28,9 @@ pub struct StreamUri {
     /// The protocol's options from the query, as it normalized them
     /// (`mapping=frames`), in order.
     pub options: Vec<(String, String)>,
+    /// `user:password@` before the host, for a protocol that takes
+    /// credentials (RTSP); shown without the password.
+    pub credentials: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +93,19 @@ impl StreamUri {
             .and_then(|s| protocol.endpoints().get(s.endpoint))
             .map_or(0, |e| e.port());
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, authority) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                if !protocol.takes_credentials() {
+                    return Err(UriError::Query {
+                        uri: uri.into(),
+                        why: format!("{written}:// takes no user:password@"),
+                    });
+                }
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((user.to_string(), password.to_string())), host)
+            }
+            None => (None, authority),
+        };
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (
                 h,
@@ -120,6 +136,7 @@ impl StreamUri {
             app: (*app).into(),
             key: (*key).into(),
             options,
+            credentials,
         })
     }
 
@@ -134,9 +151,13 @@ impl StreamUri {
 
 impl fmt::Display for StreamUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = match &self.credentials {
+            Some((user, _)) => format!("{user}@"),
+            None => String::new(),
+        };
         write!(
             f,
-            "{}://{}:{}/{}/{}",
+            "{}://{user}{}:{}/{}/{}",
             self.scheme, self.host, self.port, self.app, self.key
         )?;
         for (i, (k, v)) in self.options.iter().enumerate() {

@@ -20,12 +20,12 @@ use base64::Engine as _;
 use netem::Time;
 use netem::adapters::tcpinfo::{set_congestion, tcp_info};
 use netem::time::Clock;
-use rtsp_types::{Message, ParseError, StatusCode};
+use rtsp_types::{Message, ParseError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::rtp::RtpPacket;
-use super::{aac, h264};
+use super::{aac, auth, h264};
 use crate::media::player::Player;
 use crate::media::source::{Message as MediaMessage, Source};
 use crate::protocol::{
@@ -73,6 +73,8 @@ pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
             clock: cx.clock,
             cseq: 0,
             inbuf: Vec::new(),
+            credentials: cx.uri.credentials.clone(),
+            challenge: None,
         }),
         report: TransportReport {
             role: cx.role.as_str(),
@@ -95,6 +97,9 @@ struct RtspPublisher {
     clock: Clock,
     cseq: u32,
     inbuf: Vec<u8>,
+    /// The URI's `user:password@`, and the relay's latest challenge.
+    credentials: Option<(String, String)>,
+    challenge: Option<String>,
 }
 
 /// What a reply said that the publisher uses.
@@ -136,7 +141,8 @@ impl Session for RtspPublisher {
 
 impl RtspPublisher {
     /// Sends one request and waits for its reply; a status other than 200
-    /// is an error naming it.
+    /// is an error saying why. A 401 is answered once with the URI's
+    /// credentials.
     async fn request(
         &mut self,
         method: &str,
@@ -144,6 +150,44 @@ impl RtspPublisher {
         headers: &[String],
         body: &str,
     ) -> Result<Reply> {
+        let mut answered = false;
+        loop {
+            let authorization = match (&self.credentials, &self.challenge) {
+                (Some((user, password)), Some(c)) => auth::answer(user, password, c, method, url),
+                _ => None,
+            };
+            let mut all = headers.to_vec();
+            all.extend(authorization.map(|a| format!("Authorization: {a}")));
+            let (status, challenge, reply) = self.exchange(method, url, &all, body).await?;
+            match status {
+                200 => return Ok(reply),
+                401 if !answered && self.credentials.is_some() && challenge.is_some() => {
+                    self.challenge = challenge;
+                    answered = true;
+                }
+                401 if self.credentials.is_none() => bail!(
+                    "RTSP {method}: the relay asks for credentials (401): give them in the \
+                     URI, rtsp://USER:PASSWORD@server/…"
+                ),
+                401 => bail!("RTSP {method}: the relay refused the credentials (401)"),
+                403 => bail!(
+                    "RTSP {method}: the relay refused the stream (403): it accepts one stream \
+                     key, and not this one"
+                ),
+                code => bail!("RTSP {method}: the relay answered {code}"),
+            }
+        }
+    }
+
+    /// One request and its reply: the status, a 401's challenge, and what
+    /// a 200 said.
+    async fn exchange(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[String],
+        body: &str,
+    ) -> Result<(u16, Option<String>, Reply)> {
         self.cseq += 1;
         let mut text = format!(
             "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: Glass\r\n",
@@ -167,12 +211,9 @@ impl RtspPublisher {
             match Message::<Vec<u8>>::parse(&self.inbuf) {
                 Ok((Message::Response(r), used)) => {
                     self.inbuf.drain(..used);
-                    if r.status() != StatusCode::Ok {
-                        bail!(
-                            "RTSP {method}: the relay answered {}",
-                            u16::from(r.status())
-                        );
-                    }
+                    let challenge = r
+                        .header(&rtsp_types::headers::WWW_AUTHENTICATE)
+                        .map(|v| v.as_str().to_string());
                     let session = r
                         .header(&rtsp_types::headers::SESSION)
                         .map(|v| v.as_str().split(';').next().unwrap_or_default().to_string());
@@ -185,10 +226,11 @@ impl RtspPublisher {
                         }),
                         _ => None,
                     };
-                    return Ok(Reply {
+                    let reply = Reply {
                         session: session.unwrap_or_default(),
                         server_port,
-                    });
+                    };
+                    return Ok((u16::from(r.status()), challenge, reply));
                 }
                 Ok((_, used)) => {
                     self.inbuf.drain(..used);
@@ -249,9 +291,9 @@ impl RtspPublisher {
                 // The relay's address as this connection reaches it, and
                 // the port it named: in proxy mode a proxy's, so the
                 // datagrams take the impaired path.
-                let (port, _) = reply.server_port.ok_or_else(|| {
-                    anyhow!("RTSP SETUP: the relay's reply names no server_port")
-                })?;
+                let (port, _) = reply
+                    .server_port
+                    .ok_or_else(|| anyhow!("RTSP SETUP: the relay's reply names no server_port"))?;
                 relay_rtp.push(std::net::SocketAddr::new(self.sock.peer_addr()?.ip(), port));
             }
         }

@@ -10,18 +10,20 @@
 //! datagrams' routing to sessions (`udp`), the UDP path's reorder buffer
 //! (`reorder`), and the ingest that turns a track's packets into the hub's
 //! media with wall-clock timestamps from RTCP sender reports (`ingest`);
-//! the tokio edge is `server`; Glass's own publisher is `client`. Not
-//! built: RTCP receiver reports (nothing here adapts to them: a publisher
-//! has no retransmission), Digest/Basic authentication (the stream key in
-//! the path is the credential, as for RTMP).
+//! the tokio edge is `server`; Glass's own publisher is `client`; Basic
+//! and Digest credentials are `auth`. Not built: RTCP receiver reports
+//! (nothing here would act on them: an RTSP publisher has no
+//! retransmission).
 
 pub mod aac;
+pub mod auth;
 pub mod client;
 pub mod h264;
 pub mod ingest;
+pub mod reorder;
 pub mod rtp;
 pub mod sdp;
-pub mod reorder;
+pub mod section;
 pub mod server;
 pub mod session;
 pub mod udp;
@@ -55,7 +57,7 @@ const ENDPOINTS: [Endpoint; 3] = [
 /// RTSP push ingest.
 pub struct Rtsp;
 
-/// `rtsp = { timeout, jitter_buffer }`: the relay's RTSP settings.
+/// `rtsp = { timeout, jitter_buffer, auth }`: the relay's RTSP settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtspTable {
@@ -66,6 +68,9 @@ pub struct RtspTable {
     /// the packets behind it wait for it before it is given up (0 s: no
     /// reordering; packets out of order are then lost to the depacketizer).
     pub jitter_buffer: HumanDuration,
+    /// Credentials every publisher must give (Basic or Digest); none by
+    /// default (the stream key in the path is checked either way).
+    pub auth: Option<auth::Credentials>,
 }
 
 impl Default for RtspTable {
@@ -73,6 +78,7 @@ impl Default for RtspTable {
         RtspTable {
             timeout: HumanDuration(Duration::from_secs(60)),
             jitter_buffer: HumanDuration(Duration::from_millis(50)),
+            auth: None,
         }
     }
 }
@@ -99,6 +105,12 @@ impl Protocol for Rtsp {
             what: "RTSP push (ANNOUNCE/RECORD; H.264, AAC), RTP interleaved or over UDP (?transport=udp): \
                    publish only, e.g. ffmpeg -f rtsp -rtsp_transport tcp|udp",
         }]
+    }
+
+    /// `rtsp://user:password@server/…`: the publisher's credentials when
+    /// the relay asks (`rtsp.auth`).
+    fn takes_credentials(&self) -> bool {
+        true
     }
 
     /// `transport=tcp|udp`; kept: `transport=udp`.
@@ -146,7 +158,11 @@ impl Protocol for Rtsp {
         uri: &super::uri::StreamUri,
         at: std::net::SocketAddr,
     ) -> Option<(Vec<String>, &'static str)> {
-        let url = format!("rtsp://{at}/{}/{}", uri.app, uri.key);
+        let user = match &uri.credentials {
+            Some((user, password)) => format!("{user}:{password}@"),
+            None => String::new(),
+        };
+        let url = format!("rtsp://{user}{at}/{}/{}", uri.app, uri.key);
         let (transport, used) = if over_udp(uri) {
             ("udp", "rtsp/udp")
         } else {
@@ -172,6 +188,9 @@ impl Protocol for Rtsp {
                 format!("{at}.timeout"),
                 "between 1 s and 1 h",
             ));
+        }
+        if let Some(why) = t.auth.as_ref().and_then(auth::Credentials::problem) {
+            return Err(ConfigError::invalid(format!("{at}.auth"), why));
         }
         if t.jitter_buffer.get() > Duration::from_secs(2) {
             return Err(ConfigError::invalid(
@@ -223,6 +242,7 @@ impl Protocol for Rtsp {
                 ..session::Limits::default()
             },
             jitter_buffer: table.jitter_buffer.get(),
+            auth: table.auth.clone(),
         };
         let stats = Arc::new(Mutex::new(RtspServerStats::default()));
         let task = server::serve(listener, Some(udp), cx.hub, config, cx.stop, stats.clone());
@@ -235,9 +255,19 @@ impl Protocol for Rtsp {
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
         Box::pin(client::dial(cx, to))
     }
+
+    fn run_section(&self, cx: &super::RunCx) -> Option<Box<dyn Stats>> {
+        Some(Box::new(section::section(cx)))
+    }
+
+    fn summary(&self, records: &[crate::output::records::RunRecord]) -> String {
+        section::ingest_table(records)
+    }
 }
 
 /// Whether `uri` asks for RTP over UDP (`?transport=udp`).
 pub fn over_udp(uri: &super::uri::StreamUri) -> bool {
-    uri.options.iter().any(|(k, v)| k == "transport" && v == "udp")
+    uri.options
+        .iter()
+        .any(|(k, v)| k == "transport" && v == "udp")
 }

@@ -34,8 +34,8 @@ pub struct Reorder {
     next: Option<u64>,
     /// Waiting packets by extended sequence number, with their arrival.
     held: BTreeMap<u64, (Time, Vec<u8>)>,
-    /// Packets that waited for a gap that then filled (reordered ones put
-    /// back in order).
+    /// Packets that waited for a missing one that then came (reordered
+    /// ones put back in order); not those released when a gap was given up.
     pub put_back: u64,
     /// Gaps given up when the wait ran out.
     pub gaps_given_up: u64,
@@ -74,7 +74,8 @@ impl Reorder {
         } else if ahead == 0 {
             out.push(packet);
             self.next = Some(next + 1);
-            self.release_run(out);
+            // What waited for this packet was put back in order.
+            self.release_run(out, true);
         } else {
             if self.held.len() >= MAX_HELD {
                 self.give_up(out);
@@ -109,7 +110,7 @@ impl Reorder {
         };
         self.gaps_given_up += 1;
         self.next = Some(first);
-        self.release_run(out);
+        self.release_run(out, false);
     }
 
     /// Releases everything waiting, gaps and all.
@@ -119,12 +120,13 @@ impl Reorder {
         }
     }
 
-    /// Releases the waiting packets that now follow in order.
-    fn release_run(&mut self, out: &mut Vec<Vec<u8>>) {
+    /// Releases the waiting packets that now follow in order (`reordered`:
+    /// because the packet they waited for came).
+    fn release_run(&mut self, out: &mut Vec<Vec<u8>>, reordered: bool) {
         let Some(mut next) = self.next else { return };
         while let Some((_, p)) = self.held.remove(&next) {
             out.push(p);
-            self.put_back += 1;
+            self.put_back += u64::from(reordered);
             next += 1;
         }
         self.next = Some(next);
@@ -151,6 +153,7 @@ mod tests {
             r.push(s, vec![s as u8], ms(0), &mut out);
         }
         assert_eq!(seqs(&out), [1, 2, 3, 4, 5]);
+        assert_eq!(r.put_back, 1);
         assert_eq!(r.poll_timeout(), None);
         assert_eq!(r.gaps_given_up, 0);
     }
@@ -172,7 +175,7 @@ mod tests {
         r.push(11, vec![11], ms(60), &mut out);
         r.push(14, vec![14], ms(60), &mut out);
         assert_eq!(seqs(&out), [10, 12, 13, 11, 14]);
-        assert_eq!(r.gaps_given_up, 1);
+        assert_eq!((r.gaps_given_up, r.put_back), (1, 0));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+use super::auth::Credentials;
 use super::ingest::{TrackIngest, TrackStats};
 use super::reorder::Reorder;
 use super::rtp::RtpPacket;
@@ -77,11 +78,13 @@ pub struct UdpSide {
 }
 
 /// How sessions run.
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub limits: Limits,
     /// The UDP path's reorder buffer wait.
     pub jitter_buffer: Duration,
+    /// Credentials publishers must give.
+    pub auth: Option<Credentials>,
 }
 
 /// Where the datagram receiver hands a session its datagrams.
@@ -108,7 +111,12 @@ pub async fn serve(
     let routes: Routes = Arc::new(Mutex::new(UdpRoutes::default()));
     let mut sessions = tokio::task::JoinSet::new();
     if let Some(u) = udp {
-        sessions.spawn(receive_datagrams(u, routes.clone(), stop.clone(), stats.clone()));
+        sessions.spawn(receive_datagrams(
+            u,
+            routes.clone(),
+            stop.clone(),
+            stats.clone(),
+        ));
     }
     let mut next_id: u64 = 0;
     loop {
@@ -130,7 +138,7 @@ pub async fn serve(
                     number: next_id,
                     peer,
                     hub: hub.clone(),
-                    config,
+                    config: config.clone(),
                     server_ports,
                     routes: routes.clone(),
                 };
@@ -234,7 +242,8 @@ impl Tracks {
 
     /// A datagram's RTP packet through its track's reorder buffer.
     fn rtp_datagram(&mut self, hub: &Hub, track: usize, packet: Vec<u8>, now: Time) {
-        let (Some(ingest), Some(reorder)) = (self.ingest.get_mut(track), self.reorder.get_mut(track))
+        let (Some(ingest), Some(reorder)) =
+            (self.ingest.get_mut(track), self.reorder.get_mut(track))
         else {
             return;
         };
@@ -286,7 +295,8 @@ impl SessionEdge {
             limits,
             self.server_ports,
             now(),
-        );
+        )
+        .with_auth(self.config.auth.clone());
         let (tx, mut rx) = mpsc::channel::<Delivery<()>>(SESSION_QUEUE);
         let inbox = Inbox {
             tx,

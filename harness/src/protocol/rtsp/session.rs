@@ -27,6 +27,7 @@ use netem::Time;
 use rtsp_types::headers::{self, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Version};
 
+use super::auth::Credentials;
 use super::sdp::{self, Track};
 
 /// Bounds a client cannot push past.
@@ -114,6 +115,8 @@ pub struct ServerSession {
     /// The relay's RTP and RTCP ports as the client reaches them (None:
     /// UDP transport refused).
     server_ports: Option<(u16, u16)>,
+    /// The credentials every request but OPTIONS must prove, if any.
+    auth: Option<Credentials>,
     last_heard: Time,
     /// Interleaved frames before RECORD or on no track's channel.
     pub stray_frames: u64,
@@ -140,9 +143,17 @@ impl ServerSession {
             events: VecDeque::new(),
             tracks: Vec::new(),
             server_ports,
+            auth: None,
             last_heard: now,
             stray_frames: 0,
         }
+    }
+
+    /// Requires `credentials` of every request but OPTIONS (401 with a
+    /// challenge otherwise; the session's identifier is the Digest nonce).
+    pub fn with_auth(mut self, credentials: Option<Credentials>) -> Self {
+        self.auth = credentials;
+        self
     }
 
     pub fn state(&self) -> State {
@@ -262,6 +273,21 @@ impl ServerSession {
             && s.as_str().split(';').next().map(str::trim) != Some(self.id.as_str())
         {
             return self.reply(cseq, StatusCode::SessionNotFound, &[]);
+        }
+        if *r.method() != Method::Options
+            && let Some(auth) = &self.auth
+            && !auth.verify(
+                r.header(&headers::AUTHORIZATION).map(|v| v.as_str()),
+                r.method().into(),
+                &self.id,
+            )
+        {
+            let challenge = auth.challenge(&self.id);
+            return self.reply(
+                cseq,
+                StatusCode::Unauthorized,
+                &[(headers::WWW_AUTHENTICATE, challenge)],
+            );
         }
         match r.method() {
             Method::Options => self.reply(
@@ -641,10 +667,7 @@ mod tests {
             text.contains("client_port=5000-5001;server_port=6970-6971"),
             "{text}"
         );
-        let (code, _) = exchange(
-            &mut s,
-            &request("RECORD", URL, 3, &["Session: 7e57"], ""),
-        );
+        let (code, _) = exchange(&mut s, &request("RECORD", URL, 3, &["Session: 7e57"], ""));
         assert_eq!(code, 200);
         let _ = s.poll_event();
         assert_eq!(
@@ -671,6 +694,40 @@ mod tests {
             &request("SETUP", &format!("{URL}/streamid=0"), 2, &[udp], ""),
         );
         assert_eq!(code, 461);
+    }
+
+    #[test]
+    fn credentials_are_asked_for_and_checked() {
+        use super::super::auth::{AuthScheme, answer};
+        let creds = Credentials {
+            scheme: AuthScheme::Digest,
+            user: "cam".into(),
+            password: "pw".into(),
+        };
+        let mut s = session().with_auth(Some(creds));
+        assert_eq!(
+            exchange(&mut s, &request("OPTIONS", URL, 1, &[], "")).0,
+            200
+        );
+        let (code, text) = exchange(&mut s, &request("ANNOUNCE", URL, 2, &[], SDP));
+        assert_eq!(code, 401);
+        let challenge = text
+            .lines()
+            .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
+            .expect("a challenge");
+        let wrong = answer("cam", "guess", challenge, "ANNOUNCE", URL).unwrap();
+        let header = format!("Authorization: {wrong}");
+        assert_eq!(
+            exchange(&mut s, &request("ANNOUNCE", URL, 3, &[&header], SDP)).0,
+            401
+        );
+        let right = answer("cam", "pw", challenge, "ANNOUNCE", URL).unwrap();
+        let header = format!("Authorization: {right}");
+        assert_eq!(
+            exchange(&mut s, &request("ANNOUNCE", URL, 4, &[&header], SDP)).0,
+            200
+        );
+        assert_eq!(s.state(), State::Announced);
     }
 
     #[test]

@@ -128,9 +128,7 @@ impl<R: Clone> UdpRoutes<R> {
         let Some((i, latched)) = found else {
             match port {
                 Port::Rtcp if rtcp_ssrc(packet).is_some() => {
-                    if self.pending.len() == MAX_PENDING
-                        && self.pending.pop_front().is_some()
-                    {
+                    if self.pending.len() == MAX_PENDING && self.pending.pop_front().is_some() {
                         self.stray += 1;
                     }
                     self.pending.push_back((from, packet.to_vec()));
@@ -265,7 +263,10 @@ mod tests {
         let d = r.route(Port::Rtcp, at([198, 18, 1, 1], 5001), &sr(8));
         assert_eq!((d[0].to, d[0].port), ("video", Port::Rtcp));
         // Another host's datagrams go nowhere.
-        assert!(r.route(Port::Rtp, at([198, 18, 9, 9], 5000), &rtp(96, 8)).is_empty());
+        assert!(
+            r.route(Port::Rtp, at([198, 18, 9, 9], 5000), &rtp(96, 8))
+                .is_empty()
+        );
         assert_eq!(r.stray, 1);
     }
 
@@ -289,7 +290,10 @@ mod tests {
         assert_eq!(r.route(Port::Rtp, v_rtp, &rtp(96, 0xaa))[0].to, "video");
         assert_eq!(r.route(Port::Rtcp, v_rtcp, &sr(0xaa))[0].to, "video");
         // A report for no known SSRC waits; a session's end drops its routes.
-        assert!(r.route(Port::Rtcp, at([198, 18, 1, 1], 1), &sr(0xcc)).is_empty());
+        assert!(
+            r.route(Port::Rtcp, at([198, 18, 1, 1], 1), &sr(0xcc))
+                .is_empty()
+        );
         r.remove_session(1);
         assert!(r.is_empty());
         assert!(r.route(Port::Rtp, v_rtp, &rtp(96, 0xaa)).is_empty());
