@@ -539,3 +539,62 @@ fn publishers_give_basic_and_digest_credentials_and_wrong_ones_are_refused_with_
         }
     }
 }
+
+/// The gateway: Glass's RTSP publisher replays a recording (its own
+/// parameter sets in-band) over RTP/UDP, and the relay plays it out over
+/// Glass's UDP protocol and RTMP over QUIC to Glass's player, and over RTMP
+/// to ffmpeg, which decodes every picture.
+#[test]
+fn a_replayed_recording_pushed_over_rtsp_udp_plays_over_the_other_protocols() {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return;
+    }
+    for player_uri in ["gudp://server/live/glass", "rtmpq://server/live/glass"] {
+        let text = format!(
+            r#"
+name = "rtsp-gateway"
+duration = "6s"
+[media]
+bitrate = "800kbit/s"
+fps = 30
+gop = 60
+resolution = "640x360"
+audio = true
+encode_delay = "0ms"
+flv = "media/testsrc-640x360.flv"
+[[networks]]
+name = "first mile +50ms"
+first_mile = {{ uplink = "delay 50ms" }}
+[[protocols]]
+kind = "rtsp"
+uri = "rtsp://server/live/glass?transport=udp"
+player_uri = "{player_uri}"
+ffmpeg_player = true
+player = {{ target_delay = "500ms", refresh = "1ms" }}
+"#
+        );
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios"));
+        let s = Scenario::from_toml("t", &text, Some(dir)).unwrap_or_else(|e| panic!("{e}"));
+        let r = common::run_link(&s);
+        let p = &r.player;
+        let ffmpeg = r.ffmpeg[0].clone();
+        eprintln!(
+            "RTSP/UDP → {player_uri}: replayed {} video / {} audio; shown {} of {}, undecodable {}; G2G p50 {} ms; ffmpeg over RTMP decoded {}",
+            r.publisher.video_frames_sent,
+            r.publisher.audio_frames_sent,
+            p.frames_displayed,
+            r.frames_expected,
+            p.dropped_undecodable,
+            p.g2g_p50_ms,
+            ffmpeg.frames
+        );
+        assert_eq!(r.transport(), "rtsp/udp");
+        assert!(r.frames_lost() <= 1 && p.frames_displayed > 100, "{p:?}");
+        assert!(p.audio_frames_received > 150, "{p:?}");
+        assert_eq!(p.dropped_undecodable, 0);
+        // The file's timestamps: the 50 ms first mile + the 500 ms buffer.
+        assert!(p.g2g_p50_ms > 549.0 && p.g2g_p50_ms < 558.0, "{p:?}");
+        assert!(ffmpeg.frames + 5 >= p.frames_received, "{ffmpeg:?}");
+    }
+}

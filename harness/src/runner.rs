@@ -829,7 +829,8 @@ fn start_servers(
 }
 
 /// What an ffmpeg publisher did, from its own report and the relay's view
-/// (its capture instants come from the RTMP timestamps the relay received).
+/// (its capture instants come from the timestamps the relay received, the
+/// frames it published and those its ingest left out).
 fn ffmpeg_publisher_stats(
     report: FfmpegReport,
     started: Option<Time>,
@@ -843,12 +844,17 @@ fn ffmpeg_publisher_stats(
         started_at: started,
         ..PublisherStats::default()
     };
-    p.video_captures = relay
+    // What the relay published and what its ingest had to leave out (a
+    // picture damaged on the first mile): every frame that reached it.
+    let mut captures: Vec<Time> = relay
         .hub
         .published_video_timestamps
         .iter()
+        .chain(&relay.hub.withheld_video_timestamps)
         .map(|&ts| wall.capture(ts, end))
         .collect();
+    captures.sort();
+    p.video_captures = captures;
     if p.video_captures.is_empty() {
         return Err(anyhow!(
             "ffmpeg published nothing; its last errors: {}",

@@ -38,6 +38,13 @@ pub struct HubStats {
     /// Media timestamps of the video frames published (not configuration).
     #[serde(skip)]
     pub published_video_timestamps: Vec<u32>,
+    /// Media timestamps of video frames an ingest received but could not
+    /// publish (an RTSP picture damaged by a lost packet, or undecodable
+    /// after one): sent by the publisher, never on the hub. With the
+    /// published ones they are what an outside publisher sent (ffmpeg's
+    /// captures), so a frame lost on the first mile counts as lost.
+    #[serde(skip)]
+    pub withheld_video_timestamps: Vec<u32>,
     /// Players disconnected because they fell too far behind.
     pub slow_players_dropped: u64,
     /// Per video frame (by sequence number): when an ingest handed it to
@@ -207,6 +214,12 @@ impl Hub {
             st.streams.entry(key.to_string()).or_default().players += 1;
         });
         Ok(Subscription { catch_up, rx })
+    }
+
+    /// A video frame with media timestamp `ts` that an ingest received on
+    /// `key` but could not publish (see `withheld_video_timestamps`).
+    pub fn withhold(&self, _key: &str, ts: u32) {
+        self.with_stats(|st| st.withheld_video_timestamps.push(ts));
     }
 
     /// A publisher's message on `key`: counted, cached when it is the

@@ -10,8 +10,11 @@
 //! their NAL unit, so G2G is measured exactly as over RTMP.
 //!
 //! RTP timestamps are the frames' media timestamps (ms) on the 90 kHz and
-//! 48 kHz clocks; no RTCP is sent (the player reads capture instants from
-//! the frames).
+//! 48 kHz clocks. An RTCP sender report per track, at its first frame and
+//! every 5 s, ties that clock to the wall clock at the frames' capture, as
+//! a camera's does: the relay then stamps what it publishes with wall-clock
+//! time, which is how a replayed recording's G2G is read (Glass's synthetic
+//! frames carry their capture instants inside).
 
 use std::time::Instant;
 
@@ -114,7 +117,8 @@ struct Reply {
 /// How the publisher's packets reach the relay.
 enum MediaPath<'a> {
     Interleaved,
-    /// Each track's RTP socket and the relay's RTP address it sends to.
+    /// By channel (2 × track for RTP, + 1 for RTCP): the socket and the
+    /// relay's address it sends to.
     Udp(Vec<(&'a UdpSocket, std::net::SocketAddr)>),
 }
 
@@ -265,7 +269,8 @@ impl RtspPublisher {
         // A SETUP per track: interleaved channels 2i-(2i+1), or the track's
         // pair of UDP ports.
         let mut session = String::new();
-        let mut relay_rtp = Vec::new();
+        // Per track: the relay's RTP and RTCP addresses.
+        let mut relay_ports = Vec::new();
         for track in 0..2usize {
             let transport = match &self.udp {
                 None => format!(
@@ -291,10 +296,14 @@ impl RtspPublisher {
                 // The relay's address as this connection reaches it, and
                 // the port it named: in proxy mode a proxy's, so the
                 // datagrams take the impaired path.
-                let (port, _) = reply
+                let (port, rtcp) = reply
                     .server_port
                     .ok_or_else(|| anyhow!("RTSP SETUP: the relay's reply names no server_port"))?;
-                relay_rtp.push(std::net::SocketAddr::new(self.sock.peer_addr()?.ip(), port));
+                let ip = self.sock.peer_addr()?.ip();
+                relay_ports.push((
+                    std::net::SocketAddr::new(ip, port),
+                    std::net::SocketAddr::new(ip, rtcp.unwrap_or(port.wrapping_add(1))),
+                ));
             }
         }
         steps.done("rtsp_setup");
@@ -314,10 +323,12 @@ impl RtspPublisher {
         let path = match &self.udp {
             None => MediaPath::Interleaved,
             Some(socks) => MediaPath::Udp(
-                relay_rtp
+                relay_ports
                     .iter()
                     .enumerate()
-                    .map(|(track, &to)| (&socks[2 * track], to))
+                    .flat_map(|(track, &(rtp, rtcp))| {
+                        [(&socks[2 * track], rtp), (&socks[2 * track + 1], rtcp)]
+                    })
                     .collect(),
             ),
         };
@@ -351,6 +362,12 @@ impl RtspPublisher {
                     stats.audio_frames_sent += 1;
                 }
                 stats.count_bits(m.capture - start, m.data.len() as u64);
+                // The wall-clock instant of the frame's capture.
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+                    - (now - m.capture).as_secs_f64() * 1e3;
+                rtp.sender_report(&m, now, unix_ms, &mut packets);
                 rtp.frame(&m, config.as_ref(), &mut packets);
                 stats.note_sent(m.seq, clock);
             }
@@ -361,8 +378,8 @@ impl RtspPublisher {
                     self.sock.write_all(&out).await?;
                 }
                 MediaPath::Udp(to) => {
-                    for (track, packet) in &packets {
-                        let (sock, at) = to[*track];
+                    for (channel, packet) in &packets {
+                        let (sock, at) = to[*channel];
                         // A datagram the host cannot send is lost, as on
                         // the wire: RTP has no retransmission.
                         if sock.send_to(packet, at).await.is_ok() {
@@ -469,27 +486,73 @@ fn nal_units(body: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// `packets` framed for TCP interleaving: `$`, the track's RTP channel
-/// (2 × track), the length, the packet.
+/// `packets` framed for TCP interleaving: `$`, the channel (2 × track for
+/// RTP, + 1 for RTCP), the length, the packet.
 fn interleave(packets: &[(usize, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(packets.iter().map(|(_, p)| p.len() + 4).sum());
-    for (track, packet) in packets {
+    for (channel, packet) in packets {
         out.push(b'$');
-        out.push(2 * *track as u8);
+        out.push(*channel as u8);
         out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
         out.extend_from_slice(packet);
     }
     out
 }
 
-/// Numbers RTP packets per track.
+/// Seconds between the NTP epoch (1900) and the Unix epoch.
+const NTP_UNIX_OFFSET: f64 = 2_208_988_800.0;
+/// How often each track's sender report goes out.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Numbers RTP packets per track, counts them for the sender reports.
 #[derive(Default)]
 struct RtpWriter {
     sequence: [u16; 2],
+    packets: [u32; 2],
+    octets: [u32; 2],
+    last_report: [Option<Time>; 2],
+}
+
+/// A message's track and RTP timestamp.
+fn track_and_time(m: &MediaMessage) -> (usize, u32) {
+    if m.video {
+        (0, m.timestamp.wrapping_mul(90))
+    } else {
+        (1, m.timestamp.wrapping_mul(AUDIO_RATE / 1000))
+    }
 }
 
 impl RtpWriter {
-    /// `m` as RTP packets of its track, appended to `out`.
+    /// An RTCP sender report on `m`'s track (channel 2 × track + 1), at its
+    /// first frame and every [`REPORT_EVERY`]: `m`'s RTP time is
+    /// `unix_ms`, its capture's wall-clock instant.
+    fn sender_report(
+        &mut self,
+        m: &MediaMessage,
+        now: Time,
+        unix_ms: f64,
+        out: &mut Vec<(usize, Vec<u8>)>,
+    ) {
+        let (track, rtp) = track_and_time(m);
+        if self.last_report[track].is_some_and(|t| now < t + REPORT_EVERY) {
+            return;
+        }
+        self.last_report[track] = Some(now);
+        let ntp = unix_ms / 1e3 + NTP_UNIX_OFFSET;
+        let secs = ntp.floor();
+        let frac = ((ntp - secs) * 4_294_967_296.0) as u32;
+        let mut b = vec![0x80, 200, 0, 6];
+        b.extend_from_slice(&(0x6c61_0000 + track as u32).to_be_bytes());
+        b.extend_from_slice(&(secs as u32).to_be_bytes());
+        b.extend_from_slice(&frac.to_be_bytes());
+        b.extend_from_slice(&rtp.to_be_bytes());
+        b.extend_from_slice(&self.packets[track].to_be_bytes());
+        b.extend_from_slice(&self.octets[track].to_be_bytes());
+        out.push((2 * track + 1, b));
+    }
+
+    /// `m` as RTP packets of its track (channel 2 × track), appended to
+    /// `out`.
     fn frame(
         &mut self,
         m: &MediaMessage,
@@ -501,27 +564,18 @@ impl RtpWriter {
         {
             return; // the SDP carries the configuration
         }
-        let (track, pt, timestamp, payloads) = if m.video {
+        let (track, timestamp) = track_and_time(m);
+        let (pt, payloads) = if m.video {
             let mut nals = nal_units(&m.data);
             if crate::media::tag::is_key_frame(&m.data)
                 && let Some((sps, pps)) = config
             {
                 nals.splice(0..0, [sps.as_slice(), pps.as_slice()]);
             }
-            (
-                0,
-                VIDEO_PT,
-                m.timestamp.wrapping_mul(90),
-                h264::packetize(nals, MTU),
-            )
+            (VIDEO_PT, h264::packetize(nals, MTU))
         } else {
             let frame = m.data.get(2..).unwrap_or_default();
-            (
-                1,
-                AUDIO_PT,
-                m.timestamp.wrapping_mul(AUDIO_RATE / 1000),
-                aac::packetize(frame, MTU),
-            )
+            (AUDIO_PT, aac::packetize(frame, MTU))
         };
         let n = payloads.len();
         for (i, payload) in payloads.iter().enumerate() {
@@ -536,7 +590,9 @@ impl RtpWriter {
             }
             .write(&mut packet);
             self.sequence[track] = self.sequence[track].wrapping_add(1);
-            out.push((track, packet));
+            self.packets[track] = self.packets[track].wrapping_add(1);
+            self.octets[track] = self.octets[track].wrapping_add(payload.len() as u32);
+            out.push((2 * track, packet));
         }
     }
 }
@@ -573,6 +629,7 @@ mod tests {
             now = source.poll_timeout().max(now);
             while let Some(m) = source.poll_message(now) {
                 let mut packets = Vec::new();
+                w.sender_report(&m, now, 1.7e12 + now.as_secs_f64() * 1e3, &mut packets);
                 w.frame(&m, config.as_ref(), &mut packets);
                 if m.video {
                     sent.push(m.data.clone());
@@ -583,7 +640,11 @@ mod tests {
                 while rest.len() >= 4 {
                     let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
                     let t = usize::from(rest[1] / 2);
-                    got.extend(ingest[t].rtp(&rest[4..4 + len]));
+                    if rest[1] % 2 == 0 {
+                        got.extend(ingest[t].rtp(&rest[4..4 + len]));
+                    } else {
+                        ingest[t].rtcp(&rest[4..4 + len]);
+                    }
                     rest = &rest[4 + len..];
                 }
             }
@@ -601,5 +662,14 @@ mod tests {
         }
         assert!(video.iter().any(|m| m.is_key_frame()));
         assert!(crate::media::source::unpack(video[1].as_av().unwrap().1, true).is_some());
+        // The sender reports put the frames on the wall clock given.
+        assert!(
+            ingest
+                .iter()
+                .all(|t| t.stats.wall_clock && t.stats.rtcp_packets >= 1)
+        );
+        let wall = (1.7e12 as u64 % (1 << 32)) as u32;
+        let first = video[0].as_av().unwrap().2;
+        assert!(first.wrapping_sub(wall) < 10_000, "{first} vs {wall}");
     }
 }

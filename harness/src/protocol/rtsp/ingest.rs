@@ -88,6 +88,9 @@ pub struct TrackIngest {
     config_sent: bool,
     /// A picture was lost: skip until the next key frame.
     broken: bool,
+    /// Timestamps (ms) of the pictures left out since the last
+    /// [`TrackIngest::take_withheld`].
+    withheld: Vec<u32>,
     pub stats: TrackStats,
 }
 
@@ -119,6 +122,7 @@ impl TrackIngest {
             config,
             config_sent: false,
             broken: false,
+            withheld: Vec::new(),
         }
     }
 
@@ -188,6 +192,8 @@ impl TrackIngest {
             self.stats.damaged += 1;
             self.stats.undecodable += 1;
             self.broken = true;
+            let ms = self.ms(au.timestamp);
+            self.withheld.push(ms);
             return;
         }
         // A key frame: an IDR slice, or parameter sets ahead of the picture
@@ -196,6 +202,8 @@ impl TrackIngest {
         let key = au.is_key() || au.nals.iter().any(|n| h264::nal_type(n) == NAL_SPS);
         if self.broken && !key {
             self.stats.undecodable += 1;
+            let ms = self.ms(au.timestamp);
+            self.withheld.push(ms);
             return;
         }
         self.broken = false;
@@ -233,6 +241,12 @@ impl TrackIngest {
             out.push(Media::av(video, c.clone(), ms));
             self.config_sent = true;
         }
+    }
+
+    /// The timestamps (ms, as published media would carry) of the pictures
+    /// left out since the last call: damaged or undecodable.
+    pub fn take_withheld(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.withheld)
     }
 
     /// An RTP timestamp in ms (see the module's doc).
@@ -387,6 +401,7 @@ mod tests {
             (t.stats.damaged, t.stats.undecodable, t.stats.rtp_lost),
             (1, 2, 1)
         );
+        assert_eq!(t.take_withheld(), [33, 67], "their media times");
         // No report: media time from the first picture.
         assert!(!t.stats.wall_clock);
         assert_eq!(out.last().unwrap().as_av().unwrap().2, 100);

@@ -224,8 +224,13 @@ struct Tracks {
 }
 
 impl Tracks {
-    fn publish(&self, hub: &Hub, media: Vec<Media>) {
-        publish(hub, self.claimed.as_deref(), media);
+    /// An RTP packet of `track` into its ingest, and what came of it onto
+    /// the hub.
+    fn rtp(&mut self, hub: &Hub, track: usize, packet: &[u8]) {
+        if let Some(ingest) = self.ingest.get_mut(track) {
+            let media = ingest.rtp(packet);
+            publish(hub, self.claimed.as_deref(), media, ingest);
+        }
     }
 
     /// A datagram for one of the tracks.
@@ -242,9 +247,7 @@ impl Tracks {
 
     /// A datagram's RTP packet through its track's reorder buffer.
     fn rtp_datagram(&mut self, hub: &Hub, track: usize, packet: Vec<u8>, now: Time) {
-        let (Some(ingest), Some(reorder)) =
-            (self.ingest.get_mut(track), self.reorder.get_mut(track))
-        else {
+        let Some(reorder) = self.reorder.get_mut(track) else {
             return;
         };
         let mut ready = Vec::new();
@@ -253,7 +256,7 @@ impl Tracks {
             Err(_) => ready.push(packet), // the ingest counts it
         }
         for p in ready {
-            publish(hub, self.claimed.as_deref(), ingest.rtp(&p));
+            self.rtp(hub, track, &p);
         }
     }
 
@@ -267,16 +270,20 @@ impl Tracks {
             let mut ready = Vec::new();
             self.reorder[i].handle_timeout(now, &mut ready);
             for p in ready {
-                let media = self.ingest[i].rtp(&p);
-                self.publish(hub, media);
+                self.rtp(hub, i, &p);
             }
         }
     }
 }
 
-/// Media of the stream `key` claimed (None: not recording) onto the hub.
-fn publish(hub: &Hub, key: Option<&str>, media: Vec<Media>) {
+/// Media of the stream `key` claimed (None: not recording) onto the hub,
+/// and the pictures the track's ingest had to leave out.
+fn publish(hub: &Hub, key: Option<&str>, media: Vec<Media>, ingest: &mut TrackIngest) {
+    let withheld = ingest.take_withheld();
     if let Some(key) = key {
+        for ts in withheld {
+            hub.withhold(key, ts);
+        }
         for m in media {
             let _ = hub.publish(key, m);
         }
@@ -341,12 +348,7 @@ impl SessionEdge {
                             break 'run why;
                         }
                     }
-                    Event::Rtp { track, packet } => {
-                        if let Some(t) = tracks.ingest.get_mut(track) {
-                            let media = t.rtp(&packet);
-                            tracks.publish(&self.hub, media);
-                        }
-                    }
+                    Event::Rtp { track, packet } => tracks.rtp(&self.hub, track, &packet),
                     Event::Rtcp { track, packet } => {
                         if let Some(t) = tracks.ingest.get_mut(track) {
                             t.rtcp(&packet);
