@@ -685,7 +685,7 @@ fn camera(
 }
 
 /// ffmpeg's arguments to publish its test pattern at the scenario's media
-/// settings to `url`.
+/// settings with `output` (the protocol's format options and URL).
 fn ffmpeg_publisher_args(scenario: &Scenario, output: Vec<String>) -> Result<Vec<String>> {
     let (width, height) = ffmpeg::parse_resolution(&scenario.resolution)
         .ok_or_else(|| anyhow!("media.resolution is not WIDTHxHEIGHT"))?;
