@@ -49,6 +49,19 @@ fn second_of_packets() -> Vec<Vec<u8>> {
     out
 }
 
+/// A fresh ingest of an H.264 track (payload type 96).
+fn video_track() -> TrackIngest {
+    TrackIngest::new(Track {
+        control: "streamid=0".into(),
+        payload_type: 96,
+        clock_rate: 90_000,
+        codec: Codec::H264 {
+            sps: vec![0x67, 0x42, 0xc0, 0x1e],
+            pps: vec![0x68, 0xce],
+        },
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let packets = second_of_packets();
     let mut g = c.benchmark_group("rtsp");
@@ -67,15 +80,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("track_ingest", |b| {
         b.iter(|| {
-            let mut t = TrackIngest::new(Track {
-                control: "streamid=0".into(),
-                payload_type: 96,
-                clock_rate: 90_000,
-                codec: Codec::H264 {
-                    sps: vec![0x67, 0x42, 0xc0, 0x1e],
-                    pps: vec![0x68, 0xce],
-                },
-            });
+            let mut t = video_track();
             packets.iter().map(|p| t.rtp(p).len()).sum::<usize>()
         })
     });
@@ -96,21 +101,14 @@ fn bench(c: &mut Criterion) {
             };
             routes.add(expect, ()).expect("a route");
             let mut reorder = Reorder::new(std::time::Duration::from_millis(50));
-            let mut t = TrackIngest::new(Track {
-                control: "streamid=0".into(),
-                payload_type: 96,
-                clock_rate: 90_000,
-                codec: Codec::H264 {
-                    sps: vec![0x67, 0x42, 0xc0, 0x1e],
-                    pps: vec![0x68, 0xce],
-                },
-            });
+            let mut t = video_track();
             let mut units = 0;
             let mut ready = Vec::new();
             for p in &swapped {
                 for d in routes.route(Port::Rtp, from, p) {
-                    let seq = u16::from_be_bytes([d.packet[2], d.packet[3]]);
-                    reorder.push(seq, d.packet, netem::Time::ZERO, &mut ready);
+                    let packet = d.datagram.packet;
+                    let seq = u16::from_be_bytes([packet[2], packet[3]]);
+                    reorder.push(seq, packet, netem::Time::ZERO, &mut ready);
                 }
                 for p in ready.drain(..) {
                     units += t.rtp(&p).len();

@@ -394,7 +394,6 @@ impl RtspPublisher {
             stats.tcp = info;
         }
         // TEARDOWN, best effort: the relay ends the session either way.
-        let session = session.clone();
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(1),
             self.request("TEARDOWN", &url, &[format!("Session: {session}")], ""),
@@ -499,8 +498,6 @@ fn interleave(packets: &[(usize, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// Seconds between the NTP epoch (1900) and the Unix epoch.
-const NTP_UNIX_OFFSET: f64 = 2_208_988_800.0;
 /// How often each track's sender report goes out.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -538,7 +535,7 @@ impl RtpWriter {
             return;
         }
         self.last_report[track] = Some(now);
-        let ntp = unix_ms / 1e3 + NTP_UNIX_OFFSET;
+        let ntp = unix_ms / 1e3 + super::ingest::NTP_UNIX_OFFSET as f64;
         let secs = ntp.floor();
         let frac = ((ntp - secs) * 4_294_967_296.0) as u32;
         let mut b = vec![0x80, 200, 0, 6];

@@ -28,7 +28,7 @@ use super::sdp::{Codec, Track};
 use crate::relay::Media;
 
 /// Seconds between the NTP epoch (1900) and the Unix epoch.
-const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+pub const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// What one track of an ingest counted.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -24,7 +24,7 @@ use super::ingest::{TrackIngest, TrackStats};
 use super::reorder::Reorder;
 use super::rtp::RtpPacket;
 use super::session::{Event, Limits, ServerSession, Transport};
-use super::udp::{Delivery, Expect, Port, UdpRoutes};
+use super::udp::{Datagram, Delivery, Expect, Port, UdpRoutes};
 use crate::relay::{Hub, Media};
 
 /// At most this many sessions at once; more connections are closed.
@@ -90,7 +90,7 @@ pub struct Config {
 /// Where the datagram receiver hands a session its datagrams.
 #[derive(Clone)]
 struct Inbox {
-    tx: mpsc::Sender<Delivery<()>>,
+    tx: mpsc::Sender<Datagram>,
     /// Datagrams dropped because the queue was full.
     overflow: Arc<AtomicU64>,
 }
@@ -179,22 +179,10 @@ async fn receive_datagrams(
             Ok(mut r) => r.route(port, from, &buf[..n]),
             Err(_) => break,
         };
-        for d in deliveries {
-            let Delivery {
-                to,
-                track,
-                port,
-                packet,
-            } = d;
+        for Delivery { to, datagram } in deliveries {
             // A full queue drops the datagram; the session counts its
             // packets as lost through their sequence numbers.
-            let queued = to.tx.try_send(Delivery {
-                to: (),
-                track,
-                port,
-                packet,
-            });
-            if queued.is_err() {
+            if to.tx.try_send(datagram).is_err() {
                 to.overflow.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -219,8 +207,6 @@ struct Tracks {
     ingest: Vec<TrackIngest>,
     reorder: Vec<Reorder>,
     claimed: Option<String>,
-    /// Whether any track's media comes over UDP.
-    transports_udp: bool,
 }
 
 impl Tracks {
@@ -234,7 +220,7 @@ impl Tracks {
     }
 
     /// A datagram for one of the tracks.
-    fn datagram(&mut self, hub: &Hub, d: Delivery<()>, now: Time) {
+    fn datagram(&mut self, hub: &Hub, d: Datagram, now: Time) {
         match d.port {
             Port::Rtp => self.rtp_datagram(hub, d.track, d.packet, now),
             Port::Rtcp => {
@@ -304,7 +290,7 @@ impl SessionEdge {
             now(),
         )
         .with_auth(self.config.auth.clone());
-        let (tx, mut rx) = mpsc::channel::<Delivery<()>>(SESSION_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Datagram>(SESSION_QUEUE);
         let inbox = Inbox {
             tx,
             overflow: Arc::new(AtomicU64::new(0)),
@@ -313,7 +299,6 @@ impl SessionEdge {
             ingest: Vec::new(),
             reorder: Vec::new(),
             claimed: None,
-            transports_udp: false,
         };
         let mut recorded = false;
         let mut out = SessionStats::default();
@@ -383,7 +368,7 @@ impl SessionEdge {
         };
         // A publisher sends its last datagrams just before its TEARDOWN,
         // which can overtake them: what comes within a moment still counts.
-        if tracks.transports_udp {
+        if tracks.ingest.iter().any(|t| t.stats.transport == "udp") {
             while let Ok(Some(d)) = tokio::time::timeout(UDP_STRAGGLERS, rx.recv()).await {
                 tracks.datagram(&self.hub, d, now());
             }
@@ -439,7 +424,6 @@ impl SessionEdge {
                 client_rtcp,
             }) = *t
             {
-                tracks.transports_udp = true;
                 routes
                     .add(
                         Expect {

@@ -43,13 +43,19 @@ pub struct Expect {
     pub payload_type: u8,
 }
 
-/// A datagram for a session's track.
+/// A datagram for one track of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery<R> {
-    pub to: R,
+pub struct Datagram {
     pub track: usize,
     pub port: Port,
     pub packet: Vec<u8>,
+}
+
+/// A datagram and the session it goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery<R> {
+    pub to: R,
+    pub datagram: Datagram,
 }
 
 struct Route<R> {
@@ -137,13 +143,7 @@ impl<R: Clone> UdpRoutes<R> {
             }
             return Vec::new();
         };
-        let r = &self.routes[i];
-        let mut out = vec![Delivery {
-            to: r.to.clone(),
-            track: r.expect.track,
-            port,
-            packet: packet.to_vec(),
-        }];
+        let mut out = vec![self.routes[i].deliver(port, packet.to_vec())];
         if latched && port == Port::Rtp {
             // RTCP that waited for this SSRC.
             let mut waiting = std::mem::take(&mut self.pending);
@@ -154,12 +154,7 @@ impl<R: Clone> UdpRoutes<R> {
                     && r.rtcp_from.is_none_or(|f| f == *src);
                 if mine {
                     r.rtcp_from = Some(*src);
-                    out.push(Delivery {
-                        to: r.to.clone(),
-                        track: r.expect.track,
-                        port: Port::Rtcp,
-                        packet: p.clone(),
-                    });
+                    out.push(r.deliver(Port::Rtcp, p.clone()));
                 }
                 !mine
             });
@@ -168,48 +163,83 @@ impl<R: Clone> UdpRoutes<R> {
         out
     }
 
-    /// The route of an RTP datagram and whether it latched just now.
+    /// The route of an RTP datagram and whether it latched just now: the
+    /// port the client declared, else the first open track of its payload
+    /// type (the oldest session first).
     fn route_rtp(&mut self, from: SocketAddr, packet: &[u8]) -> Option<(usize, bool)> {
-        if let Some(i) = self.routes.iter().position(|r| r.rtp_from == Some(from)) {
-            return Some((i, false));
+        let p = super::rtp::RtpPacket::parse(packet).ok();
+        let found = self.find(
+            from,
+            |r| r.rtp_from,
+            |r| r.expect.client_ports.0,
+            |r| {
+                p.as_ref()
+                    .is_some_and(|p| r.expect.payload_type == p.payload_type)
+            },
+        )?;
+        if found.1 && p.is_none() {
+            return None; // only RTP latches a route
         }
-        let p = super::rtp::RtpPacket::parse(packet).ok()?;
-        let open = |r: &Route<R>| r.rtp_from.is_none() && r.expect.client_ip == from.ip();
-        // The port the client declared, else the first open track of its
-        // payload type (the oldest session first).
-        let i = self
-            .routes
-            .iter()
-            .position(|r| open(r) && r.expect.client_ports.0 == from.port())
-            .or_else(|| {
-                self.routes
-                    .iter()
-                    .position(|r| open(r) && r.expect.payload_type == p.payload_type)
-            })?;
-        let r = &mut self.routes[i];
-        r.rtp_from = Some(from);
-        r.ssrc = Some(p.ssrc);
-        Some((i, true))
+        if let (i, true) = found {
+            let r = &mut self.routes[i];
+            r.rtp_from = Some(from);
+            r.ssrc = p.map(|p| p.ssrc);
+        }
+        Some(found)
     }
 
-    /// The route of an RTCP datagram and whether it latched just now.
+    /// The route of an RTCP datagram and whether it latched just now: the
+    /// port the client declared, else the track whose RTP SSRC sent it.
     fn route_rtcp(&mut self, from: SocketAddr, packet: &[u8]) -> Option<(usize, bool)> {
-        if let Some(i) = self.routes.iter().position(|r| r.rtcp_from == Some(from)) {
+        let ssrc = rtcp_ssrc(packet);
+        let found = self.find(
+            from,
+            |r| r.rtcp_from,
+            |r| r.expect.client_ports.1,
+            |r| ssrc.is_some() && r.ssrc == ssrc,
+        )?;
+        if found.1 && ssrc.is_none() {
+            return None; // only RTCP latches a route
+        }
+        if let (i, true) = found {
+            self.routes[i].rtcp_from = Some(from);
+        }
+        Some(found)
+    }
+
+    /// The route a datagram from `from` belongs to: the one latched onto
+    /// it (`latched`), else an open one from the client's IP whose declared
+    /// port (`declared`) it came from, else an open one that `fits` it;
+    /// with whether it is new.
+    fn find(
+        &self,
+        from: SocketAddr,
+        latched: impl Fn(&Route<R>) -> Option<SocketAddr>,
+        declared: impl Fn(&Route<R>) -> u16,
+        fits: impl Fn(&Route<R>) -> bool,
+    ) -> Option<(usize, bool)> {
+        if let Some(i) = self.routes.iter().position(|r| latched(r) == Some(from)) {
             return Some((i, false));
         }
-        let ssrc = rtcp_ssrc(packet)?;
-        let open = |r: &Route<R>| r.rtcp_from.is_none() && r.expect.client_ip == from.ip();
-        let i = self
-            .routes
+        let open = |r: &Route<R>| latched(r).is_none() && r.expect.client_ip == from.ip();
+        self.routes
             .iter()
-            .position(|r| open(r) && r.expect.client_ports.1 == from.port())
-            .or_else(|| {
-                self.routes
-                    .iter()
-                    .position(|r| open(r) && r.ssrc == Some(ssrc))
-            })?;
-        self.routes[i].rtcp_from = Some(from);
-        Some((i, true))
+            .position(|r| open(r) && declared(r) == from.port())
+            .or_else(|| self.routes.iter().position(|r| open(r) && fits(r)))
+            .map(|i| (i, true))
+    }
+}
+
+impl<R: Clone> Route<R> {
+    fn deliver(&self, port: Port, packet: Vec<u8>) -> Delivery<R> {
+        Delivery {
+            to: self.to.clone(),
+            datagram: Datagram {
+                track: self.expect.track,
+                port,
+                packet,
+            },
+        }
     }
 }
 
@@ -259,9 +289,9 @@ mod tests {
         r.add(expect(1, 0, (5000, 5001), 96), "video").unwrap();
         r.add(expect(1, 1, (5002, 5003), 97), "audio").unwrap();
         let d = r.route(Port::Rtp, at([198, 18, 1, 1], 5002), &rtp(97, 9));
-        assert_eq!((d[0].to, d[0].track), ("audio", 1));
+        assert_eq!((d[0].to, d[0].datagram.track), ("audio", 1));
         let d = r.route(Port::Rtcp, at([198, 18, 1, 1], 5001), &sr(8));
-        assert_eq!((d[0].to, d[0].port), ("video", Port::Rtcp));
+        assert_eq!((d[0].to, d[0].datagram.port), ("video", Port::Rtcp));
         // Another host's datagrams go nowhere.
         assert!(
             r.route(Port::Rtp, at([198, 18, 9, 9], 5000), &rtp(96, 8))
@@ -284,7 +314,7 @@ mod tests {
         assert!(r.route(Port::Rtcp, v_rtcp, &sr(0xaa)).is_empty());
         let d = r.route(Port::Rtp, v_rtp, &rtp(96, 0xaa));
         assert_eq!(d.len(), 2, "the RTP packet and the report that waited");
-        assert_eq!((d[1].to, d[1].port), ("video", Port::Rtcp));
+        assert_eq!((d[1].to, d[1].datagram.port), ("video", Port::Rtcp));
         assert_eq!(r.route(Port::Rtp, a_rtp, &rtp(97, 0xbb))[0].to, "audio");
         // Latched: the same sources keep their tracks.
         assert_eq!(r.route(Port::Rtp, v_rtp, &rtp(96, 0xaa))[0].to, "video");
