@@ -84,6 +84,10 @@ pub enum Command {
     /// Benchmarks of Glass itself.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Sweeps beyond one machine: plan the runs, run each index where you
+    /// like, merge (`glass report merge`).
+    #[command(subcommand)]
+    Sweep(SweepCommand),
     /// Glass's relay on its own: every protocol's server side on this
     /// machine's ports (loopback unless --public), so your own publisher or
     /// player (OBS, ffmpeg, a browser, your app) can use it, directly or
@@ -201,8 +205,20 @@ pub struct RunArgs {
     pub mode: crate::topology::Mode,
     /// Carry on an interrupted run (or sweep) in --output DIR: runs that
     /// finished there are kept, the others run.
-    #[arg(long, requires = "output")]
+    #[arg(long, requires = "output", conflicts_with = "plan")]
     pub resume: bool,
+    /// Run one index of a sweep plan (`glass sweep plan`) into
+    /// DIR/runs/INDEX/ (results.json, frames.csv, seconds.csv, then
+    /// manifest.json). The plan gives the scenario and the mode; an index
+    /// that finished is kept (exit 0), one that was interrupted or failed
+    /// is run again. Exit 1 when the run failed.
+    #[arg(long, value_name = "FILE", requires_all = ["index", "output"], conflicts_with_all = ["scenario", "mode"])]
+    pub plan: Option<PathBuf>,
+    /// With --plan: the index to run, or `auto`: the first of
+    /// GLASS_SWEEP_INDEX, JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs),
+    /// SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX.
+    #[arg(long, value_name = "N|auto", requires = "plan")]
+    pub index: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -349,7 +365,68 @@ pub struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReportArgs {
     /// A results directory (written by `glass run`).
-    pub results: PathBuf,
+    #[arg(required = true)]
+    pub results: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Merge the indices of a sweep plan, run apart (`glass run --plan P
+    /// --index N --output DIR`, on a cluster or in a loop), into one results
+    /// directory: results.json, frames.csv, seconds.csv and the report, as
+    /// one `glass run` of the whole scenario writes them. Every index of the
+    /// plan must be there exactly once: the missing and duplicated ones are
+    /// named, and nothing is written. Failed runs are kept as failed runs.
+    ///
+    /// Example: glass report merge out-node1 out-node2 --out merged
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Directories holding finished indices: a `--output DIR` of
+    /// `glass run --plan` (its runs/N/), or one runs/N/ itself.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged results go.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Write the scenario's runs as a numbered plan (index → sweep point,
+    /// network, protocol, repeat, seed; the scenario's text and SHA-256),
+    /// so each index can run on its own machine: a Kubernetes Indexed Job,
+    /// a Slurm array, or a loop. The same scenario gives the same plan.
+    ///
+    /// Then: glass run --plan plan.json --index auto --output DIR (per
+    /// index), and glass report merge DIR… --out MERGED. Templates and a
+    /// guide: deploy/README.md.
+    ///
+    /// Example: glass sweep plan scenarios/protocol-map.toml --mode link --fallback proxy --out plan.json
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A scenario file; default: the quickstart.
+    pub scenario: Option<PathBuf>,
+    /// Where to write the plan.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The mode every index runs in (`auto`: each index picks link mode
+    /// where it can create namespaces, else proxy mode).
+    #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
+    pub mode: crate::topology::Mode,
+    /// With `--mode link`: where link mode cannot work (a pod without
+    /// CAP_NET_ADMIN, user namespaces restricted), run in this mode instead
+    /// (and say so in the run's manifest) rather than fail. Only `proxy`.
+    #[arg(long, value_enum)]
+    pub fallback: Option<crate::topology::Mode>,
 }

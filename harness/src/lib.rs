@@ -13,6 +13,7 @@ pub mod g2g;
 pub mod interop;
 pub mod media;
 pub mod output;
+pub mod plan;
 pub mod protocol;
 pub mod publisher;
 pub mod relay;

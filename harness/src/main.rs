@@ -46,7 +46,13 @@ fn main() -> ExitCode {
 
     let result = match &cli.command {
         Command::Profile(cmd) => harness::commands::profile::run(cmd).map(|()| 0),
+        Command::Run(args) if args.plan.is_some() => {
+            harness::commands::sweep::run_index(args).map(i32::from)
+        }
         Command::Run(args) => harness::commands::run::run(args).map(|_| 0),
+        Command::Sweep(harness::cli::SweepCommand::Plan(args)) => {
+            harness::commands::sweep::plan(args).map(|()| 0)
+        }
         Command::Check(args) => harness::commands::check::run(args),
         Command::Compare(args) => harness::commands::check::compare(args).map(|()| 0),
         Command::Report(args) => harness::commands::report::run(args).map(|()| 0),

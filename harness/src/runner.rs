@@ -257,6 +257,13 @@ pub fn run_one(
 /// player group (each on its own last mile), all on one relay. Returns a
 /// result per group, in the network's order; `progress` gets the elapsed
 /// fraction.
+/// The root of a run's seeds: the scenario's seed, the network's name and
+/// the repeat (not the protocol: every protocol over a network meets the
+/// same random sequences). Sweep plans list it per run.
+pub fn run_seeds(seed: u64, network: &Network, repeat: u32) -> SeedTree {
+    SeedTree::new(seed).child(&network.name).repeat(repeat)
+}
+
 pub fn run_groups(
     rt: &tokio::runtime::Runtime,
     scenario: &Scenario,
@@ -269,9 +276,7 @@ pub fn run_groups(
     // The same seeds for every protocol over a network (per repeat): the
     // link's impairment decisions and the encoder's frame sizes come from
     // the same random sequences, so protocols are compared on equal terms.
-    let seeds = SeedTree::new(scenario.seed)
-        .child(&network.name)
-        .repeat(repeat);
+    let seeds = run_seeds(scenario.seed, network, repeat);
     let uses_ffmpeg = protocol.publisher == PublisherKind::Ffmpeg || protocol.ffmpeg_player;
     if uses_ffmpeg {
         ffmpeg::check_installed()?;

@@ -23,13 +23,13 @@ use netem::adapters::proxy_tcp::{
     TcpProxy, TcpProxyConfig, TcpProxyStats, control_profile, stream_profile,
 };
 use netem::adapters::proxy_udp::{MAX_DATAGRAM, UdpProxy, UdpProxyConfig, UdpProxyStats};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Bound, Endpoint};
 use crate::scenario::Network;
 
 /// How a run reaches its network (`glass run --mode`).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The packet-level link when namespaces can be created, else proxy mode.
@@ -47,8 +47,8 @@ impl Mode {
     /// `Auto` made concrete: whether this process can create a namespace.
     pub fn resolve(self) -> Mode {
         match self {
-            Mode::Auto => match netem::adapters::netns::NetNs::new("probe") {
-                Ok(_) => Mode::Link,
+            Mode::Auto => match link_available() {
+                Ok(()) => Mode::Link,
                 Err(e) => {
                     eprintln!(
                         "glass: cannot create network namespaces ({e}); running in proxy mode: \
@@ -59,6 +59,24 @@ impl Mode {
             },
             m => m,
         }
+    }
+}
+
+/// Whether this process can create network namespaces (link mode), and
+/// why not (no root and no user namespaces, a container without
+/// CAP_NET_ADMIN, Ubuntu's AppArmor restriction on unprivileged user
+/// namespaces, …).
+pub fn link_available() -> std::io::Result<()> {
+    netem::adapters::netns::NetNs::new("probe").map(|_| ())
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Link => "link",
+            Mode::Proxy => "proxy",
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod gate;
 pub mod html;
+pub mod merge;
 pub mod plots;
 pub mod profile_check;
 pub mod results;

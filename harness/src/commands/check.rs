@@ -38,6 +38,8 @@ pub fn run(args: &GateArgs) -> Result<i32> {
             output: args.output.clone(),
             mode: args.mode,
             resume: false,
+            plan: None,
+            index: None,
         })?
     };
     let results = load_results(&dir)?;

@@ -18,7 +18,8 @@ use crate::output::records::{RunRecord, budgets, previous_runs, topology_part, w
 use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
 use crate::output::tables::{cross_table, hops_table, net, table};
 use crate::runner::run_groups;
-use crate::scenario::{QUICKSTART, Scenario, SweepPoint};
+use crate::scenario::{Network, Protocol, QUICKSTART, Scenario, SweepPoint};
+use crate::topology::Mode;
 
 /// Runs the scenario; returns the results directory.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
@@ -110,51 +111,17 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             repeat + 1
         ));
         let base = (i * 1000) as u64;
-        let outcome = run_groups(&rt, scenario, network, protocol, *repeat, mode, &|f| {
-            bar.set_position(base + (f * 1000.0) as u64)
-        });
+        let done = run_job(
+            &rt,
+            (point, network, protocol, *repeat),
+            mode,
+            (&mut frames_csv, &mut seconds_csv),
+            &|f| bar.set_position(base + (f * 1000.0) as u64),
+            &|e| bar.suspend(|| eprintln!("{e}")),
+        )?;
         bar.set_position(base + 1000);
-        // A result per player group, or the failure for each.
-        let per_group: Vec<_> = match outcome {
-            Ok(results) => results
-                .into_iter()
-                .enumerate()
-                .map(|(g, r)| (g, ("ok", None), Some(r)))
-                .collect(),
-            Err(e) => {
-                bar.suspend(|| {
-                    eprintln!(
-                        "glass: {} over {} failed: {e:#}",
-                        protocol.name, network.name
-                    )
-                });
-                (0..network.groups.len())
-                    .map(|g| (g, ("failed", Some(format!("{e:#}"))), None))
-                    .collect()
-            }
-        };
-        for (group, status, result) in per_group {
-            let view = network.for_group(group);
-            if let Some(r) = &result {
-                write_series(
-                    &mut frames_csv,
-                    &mut seconds_csv,
-                    &label,
-                    &view.name,
-                    &protocol.name,
-                    *repeat,
-                    r,
-                    scenario.duration,
-                )?;
-            }
-            records.push(record_of(
-                point,
-                (network, group),
-                &protocol.name,
-                *repeat,
-                status,
-                result,
-            ));
+        for (record, view) in done {
+            records.push(record);
             record_networks.push(view);
         }
         // On disk before the next run starts.
@@ -168,6 +135,69 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         Err(e) => eprintln!("glass: the report could not be written: {e:#}"),
     }
     Ok(out_dir)
+}
+
+/// One job of a run: a protocol over a network (every player group of
+/// it), one repeat, at one sweep point.
+pub type Job<'a> = (&'a SweepPoint, &'a Network, &'a Protocol, u32);
+
+/// Runs one job; appends its frames and seconds to the CSVs and returns a
+/// record per player group (failed ones too: a run that fails is a result,
+/// reported through `warn`), each with the network as its group saw it.
+pub fn run_job(
+    rt: &tokio::runtime::Runtime,
+    (point, network, protocol, repeat): Job,
+    mode: Mode,
+    (frames_csv, seconds_csv): (&mut impl std::io::Write, &mut impl std::io::Write),
+    progress: &(dyn Fn(f64) + Sync),
+    warn: &dyn Fn(String),
+) -> Result<Vec<(RunRecord, Network)>> {
+    let scenario = &point.scenario;
+    let label = point.label();
+    let outcome = run_groups(rt, scenario, network, protocol, repeat, mode, progress);
+    // A result per player group, or the failure for each.
+    let per_group: Vec<_> = match outcome {
+        Ok(results) => results
+            .into_iter()
+            .enumerate()
+            .map(|(g, r)| (g, ("ok", None), Some(r)))
+            .collect(),
+        Err(e) => {
+            warn(format!(
+                "glass: {} over {} failed: {e:#}",
+                protocol.name, network.name
+            ));
+            (0..network.groups.len())
+                .map(|g| (g, ("failed", Some(format!("{e:#}"))), None))
+                .collect()
+        }
+    };
+    let mut out = Vec::new();
+    for (group, status, result) in per_group {
+        let view = network.for_group(group);
+        if let Some(r) = &result {
+            write_series(
+                frames_csv,
+                seconds_csv,
+                &label,
+                &view.name,
+                &protocol.name,
+                repeat,
+                r,
+                scenario.duration,
+            )?;
+        }
+        let record = record_of(
+            point,
+            (network, group),
+            &protocol.name,
+            repeat,
+            status,
+            result,
+        );
+        out.push((record, view));
+    }
+    Ok(out)
 }
 
 /// One run's record: where it ran, what was asked, what it measured.
@@ -217,7 +247,7 @@ fn record_of(
 
 /// The tables, the transports' fallbacks, the impairment asked against
 /// realised, and the budgets exceeded.
-fn print_summary<'a>(
+pub(crate) fn print_summary<'a>(
     records: &[RunRecord],
     networks: impl Iterator<Item = &'a crate::scenario::Network>,
 ) {
