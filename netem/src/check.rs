@@ -418,7 +418,19 @@ fn wilson(k: f64, n: f64) -> [f64; 2] {
     let p = k / n;
     let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
     let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    // At k = 0 (or n) the bound is 0 (or 1) exactly; rounding would leave
+    // it a hair above, and "0 % asked, 0 % got" would read as outside.
+    let lo = if k <= 0.0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if k >= n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    [lo, hi]
 }
 
 /// What a live run's direction did against what `profile` asked.
@@ -612,5 +624,8 @@ mod tests {
             (lo - 0.0552).abs() < 5e-4 && (hi - 0.1744).abs() < 5e-4,
             "{lo} {hi}"
         );
+        // No events: the interval starts at 0 exactly (0 % asked is inside).
+        assert_eq!(wilson(0.0, 2254.0)[0], 0.0);
+        assert_eq!(wilson(50.0, 50.0)[1], 1.0);
     }
 }

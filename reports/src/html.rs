@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::plots::{self, Chart, Line, PlotError};
+use crate::decision::{self, NumericAxis, Outcome};
+use crate::plots::{self, Cell, Chart, Fill, Heatmap, Line, PlotError};
 use crate::results::{self, Results, ResultsError, Run};
 use crate::stats::summarize;
 
@@ -158,9 +159,11 @@ pub fn write_report(dir: &Path, extra: &[&dyn ReportFigures]) -> Result<PathBuf>
         cases: &cases,
         protocols: &protocols,
     };
+    let budget = decision::stall_budget(&results.scenario.budgets);
+    decision_figures(&data, budget, &mut figures)?;
     cdf_figures(&data, &mut figures)?;
-    time_figures(&data, &mut figures)?;
     sweep_figures(&data, &mut figures)?;
+    time_figures(&data, &mut figures)?;
     recovery_figures(&data, &mut figures)?;
     for e in extra {
         for (name, chart) in e.figures(runs) {
@@ -168,7 +171,8 @@ pub fn write_report(dir: &Path, extra: &[&dyn ReportFigures]) -> Result<PathBuf>
         }
     }
 
-    let html = page(&results, &figures.saved)?;
+    let verdicts = verdicts(&data, budget);
+    let html = page(&results, &verdicts, &figures.saved)?;
     let out = dir.join("report.html");
     std::fs::write(&out, html).map_err(|source| ReportError::Write {
         path: out.clone(),
@@ -189,17 +193,32 @@ struct Data<'a> {
     protocols: &'a [String],
 }
 
-/// The figures saved so far (title, SVG path) and where they go.
+/// The figures saved so far (title, SVG path, whether it is one of many
+/// small multiples) and where they go.
 struct Figures {
     dir: PathBuf,
-    saved: Vec<(String, PathBuf)>,
+    saved: Vec<(String, PathBuf, bool)>,
 }
 
 impl Figures {
-    /// Saves `chart` as plots/NAME.svg and .png.
+    /// Saves `chart` as plots/NAME.svg and .png, full width.
     fn add(&mut self, name: &str, chart: Chart) -> Result<()> {
         let (svg, _png) = plots::save(&chart, &self.dir.join(name))?;
-        self.saved.push((chart.title.clone(), svg));
+        self.saved.push((chart.title.clone(), svg, false));
+        Ok(())
+    }
+
+    /// Saves a per-run chart, shown side by side with the others.
+    fn add_small(&mut self, name: &str, chart: Chart) -> Result<()> {
+        let (svg, _png) = plots::save(&chart, &self.dir.join(name))?;
+        self.saved.push((chart.title.clone(), svg, true));
+        Ok(())
+    }
+
+    /// Saves heat-map panels as plots/NAME.svg and .png, full width.
+    fn add_panels(&mut self, name: &str, title: &str, panels: &[Heatmap]) -> Result<()> {
+        let (svg, _png) = plots::save_panels(title, panels, 3, &self.dir.join(name))?;
+        self.saved.push((title.to_string(), svg, false));
         Ok(())
     }
 }
@@ -239,6 +258,7 @@ fn cdf_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                 y_label: "fraction of frames shown".into(),
                 lines,
                 y_range: Some((0.0, 1.02)),
+                legend_lower_right: true,
                 ..Chart::default()
             },
         )?;
@@ -296,7 +316,7 @@ fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                 .flat_map(|r| &r.events)
                 .map(|e| (e.at_ms / 1e3, e.what.clone()))
                 .collect();
-            figures.add(
+            figures.add_small(
                 &format!("time-{i}-{j}"),
                 Chart {
                     title: format!("G2G over time — {p}, {}", case_title(point, network)),
@@ -346,7 +366,7 @@ fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                     });
                 }
             }
-            figures.add(
+            figures.add_small(
                 &format!("bitrate-{i}-{j}"),
                 Chart {
                     title: format!("Bitrate — {p}, {}", case_title(point, network)),
@@ -389,6 +409,26 @@ fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
             }
             v
         };
+        // A sweep of one numeric axis is drawn on a numeric x axis (its
+        // values' spacing kept); others by point, in the order they ran.
+        let axis = decision::numeric_axes(runs).filter(|a| a.len() == 1);
+        let xs: Vec<f64> = match &axis {
+            Some(a) => points
+                .iter()
+                .map(|p| {
+                    runs.iter()
+                        .find(|r| &r.point == p)
+                        .and_then(|r| r.sweep.get(&a[0].key))
+                        .and_then(|v| decision::number_of(v))
+                        .map_or(f64::NAN, |(x, _)| x)
+                })
+                .collect(),
+            None => (0..points.len()).map(|i| i as f64).collect(),
+        };
+        let (x_label, x_ticks) = match &axis {
+            Some(a) => (a[0].label(), Vec::new()),
+            None => ("sweep point".to_string(), points.clone()),
+        };
         for (k, network) in networks.iter().enumerate() {
             for (metric, unit, scale) in [
                 ("g2g_p99_ms", "G2G p99 (ms)", 1.0),
@@ -401,7 +441,8 @@ fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                             label: proto.clone(),
                             ..Line::default()
                         };
-                        for (x, point) in points.iter().enumerate() {
+                        for (i, point) in points.iter().enumerate() {
+                            let x = xs[i];
                             let v: Vec<f64> = runs
                                 .iter()
                                 .filter(|r| {
@@ -416,10 +457,12 @@ fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                                 continue;
                             }
                             let s = summarize(&v);
-                            line.points.push((x as f64, s.mean));
+                            line.points.push((x, s.mean));
                             let ci = s.ci95.unwrap_or(0.0);
-                            line.band.push((x as f64, s.mean - ci, s.mean + ci));
+                            line.band.push((x, s.mean - ci, s.mean + ci));
                         }
+                        line.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        line.band.sort_by(|a, b| a.0.total_cmp(&b.0));
                         line
                     })
                     .collect();
@@ -427,14 +470,279 @@ fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                     &format!("sweep-{k}-{metric}"),
                     Chart {
                         title: format!("{unit} across the sweep — {network} (mean, 95 % interval)"),
-                        x_label: "sweep point".into(),
+                        x_label: x_label.clone(),
                         y_label: unit.into(),
                         lines,
-                        x_ticks: points.clone(),
+                        x_ticks: x_ticks.clone(),
                         ..Chart::default()
                     },
                 )?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The opening verdict: a line per case (point × network), or per network
+/// a count of the cells each protocol wins when a sweep has many points.
+fn verdicts(data: &Data, budget: f64) -> Vec<String> {
+    let Data {
+        runs,
+        cases,
+        protocols,
+        ..
+    } = *data;
+    let outcome = |point: &str, network: &str| {
+        let cands = decision::candidates(
+            runs.iter()
+                .filter(move |r| r.point == point && r.network == network),
+            protocols,
+        );
+        (decision::decide(&cands, budget), cands)
+    };
+    const MAX_LINES: usize = 12;
+    if cases.len() <= MAX_LINES {
+        return cases
+            .iter()
+            .filter_map(|(point, network)| {
+                let (o, cands) = outcome(point, network);
+                if cands.is_empty() {
+                    return None;
+                }
+                let p99 = |p: &str| {
+                    cands
+                        .iter()
+                        .find(|c| c.protocol == p)
+                        .map_or(f64::NAN, |c| c.g2g_p99_ms.mean)
+                };
+                let n = cands.iter().map(|c| c.g2g_p99_ms.n).min().unwrap_or(0);
+                let line = match &o {
+                    Outcome::Best {
+                        protocol,
+                        runner_up: Some((other, by)),
+                    } => format!(
+                        "<b>{}</b> — G2G p99 {:.0} ms, {by:.0} ms lower than {} ({})",
+                        esc(protocol),
+                        p99(protocol),
+                        esc(other),
+                        if n >= 2 {
+                            "the 95 % intervals tell them apart"
+                        } else {
+                            "one repeat: no interval, more than the 1 % noise threshold"
+                        }
+                    ),
+                    Outcome::Best { protocol, .. } => format!(
+                        "<b>{}</b> — G2G p99 {:.0} ms, the only protocol within the stall budget",
+                        esc(protocol),
+                        p99(protocol)
+                    ),
+                    Outcome::Tie(ps) => format!(
+                        "<b>tie</b>: {} — G2G p99 {} ms; {}",
+                        esc(&ps.join(" ≈ ")),
+                        ps.iter()
+                            .map(|p| format!("{:.0}", p99(p)))
+                            .collect::<Vec<_>>()
+                            .join(" / "),
+                        if n >= 2 {
+                            "the 95 % intervals cannot tell them apart"
+                        } else {
+                            "one repeat: within the 1 % noise threshold"
+                        }
+                    ),
+                    Outcome::NoneWithinBudget => {
+                        let least = cands
+                            .iter()
+                            .min_by(|a, b| a.stall_ratio.mean.total_cmp(&b.stall_ratio.mean));
+                        format!(
+                            "<b>none</b> kept its stalls within the budget{}",
+                            least.map_or(String::new(), |c| format!(
+                                " (fewest: {} at {:.1} %)",
+                                esc(&c.protocol),
+                                c.stall_ratio.mean * 100.0
+                            ))
+                        )
+                    }
+                };
+                Some(format!("{}: {line}", esc(&case_title(point, network))))
+            })
+            .collect();
+    }
+    let mut networks: Vec<&String> = Vec::new();
+    for (_, n) in cases {
+        if !networks.contains(&n) {
+            networks.push(n);
+        }
+    }
+    networks
+        .into_iter()
+        .map(|network| {
+            let mut wins: BTreeMap<String, usize> = BTreeMap::new();
+            let mut cells = 0;
+            for (point, _) in cases.iter().filter(|(_, n)| n == network) {
+                cells += 1;
+                let key = match outcome(point, network).0 {
+                    Outcome::Best { protocol, .. } => protocol,
+                    Outcome::Tie(_) => "a tie".into(),
+                    Outcome::NoneWithinBudget => "none within budget".into(),
+                };
+                *wins.entry(key).or_default() += 1;
+            }
+            let mut by: Vec<(String, usize)> = wins.into_iter().collect();
+            by.sort_by(|a, b| b.1.cmp(&a.1));
+            format!(
+                "{}, {cells} sweep points: {} (the decision map below shows where)",
+                esc(network),
+                by.iter()
+                    .map(|(p, k)| format!("<b>{}</b> best in {k}", esc(p)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    .replace("<b>a tie</b> best in", "a tie in")
+                    .replace("<b>none within budget</b> best in", "none within budget in")
+            )
+        })
+        .collect()
+}
+
+/// A two-axis numeric sweep: per network, the decision map (which protocol
+/// wins each cell, `decision`'s rule) and heat maps of G2G p99 and stall
+/// ratio, a panel per protocol on one colour scale.
+fn decision_figures(data: &Data, budget: f64, figures: &mut Figures) -> Result<()> {
+    let Data {
+        runs,
+        cases,
+        protocols,
+        ..
+    } = *data;
+    let Some(axes) = decision::numeric_axes(runs) else {
+        return Ok(());
+    };
+    let [ya, xa]: [NumericAxis; 2] = match axes.try_into() {
+        Ok(a) => a,
+        Err(_) => return Ok(()),
+    };
+    let ticks = |a: &NumericAxis| -> Vec<String> { a.values.iter().map(|v| v.0.clone()).collect() };
+    let mut networks: Vec<&String> = Vec::new();
+    for (_, n) in cases {
+        if !networks.contains(&n) {
+            networks.push(n);
+        }
+    }
+    for (k, network) in networks.into_iter().enumerate() {
+        // Each cell's runs, by its coordinates.
+        let (xa, ya) = (&xa, &ya);
+        let cell_runs = move |x: usize, y: usize| {
+            let (xv, yv) = (&xa.values[x].0, &ya.values[y].0);
+            runs.iter().filter(move |r| {
+                &r.network == network
+                    && r.sweep.get(&xa.key) == Some(xv)
+                    && r.sweep.get(&ya.key) == Some(yv)
+            })
+        };
+        let grid: Vec<(usize, usize)> = (0..xa.values.len())
+            .flat_map(|x| (0..ya.values.len()).map(move |y| (x, y)))
+            .collect();
+        let mut map = Heatmap {
+            title: "lowest G2G p99 within the stall budget (hatched grey: a tie)".into(),
+            x_label: xa.label(),
+            y_label: ya.label(),
+            x_ticks: ticks(xa),
+            y_ticks: ticks(ya),
+            cells: Vec::new(),
+        };
+        for &(x, y) in &grid {
+            let cands = decision::candidates(cell_runs(x, y), protocols);
+            if cands.is_empty() {
+                continue;
+            }
+            let o = decision::decide(&cands, budget);
+            let fill = match &o {
+                Outcome::Best { protocol, .. } => {
+                    Fill::Series(protocols.iter().position(|p| p == protocol).unwrap_or(0))
+                }
+                Outcome::Tie(_) => Fill::Tie,
+                Outcome::NoneWithinBudget => Fill::Empty,
+            };
+            map.cells.push(Cell {
+                x,
+                y,
+                fill,
+                text: o.short(),
+            });
+        }
+        figures.add_panels(
+            &format!("decision-{k}"),
+            &format!(
+                "Decision map — {network} (stalls ≤ {:.1} %)",
+                budget * 100.0
+            ),
+            &[map],
+        )?;
+        for (metric, title, scale, unit) in [
+            ("g2g_p99_ms", "G2G p99", 1.0, "ms"),
+            ("stall_ratio", "stall ratio", 100.0, "%"),
+        ] {
+            // (protocol, x, y) → the mean over repeats.
+            let mut means: BTreeMap<(usize, usize, usize), f64> = BTreeMap::new();
+            for (i, p) in protocols.iter().enumerate() {
+                for &(x, y) in &grid {
+                    let v: Vec<f64> = cell_runs(x, y)
+                        .filter(|r| &r.protocol == p)
+                        .filter_map(|r| r.player()?.metric(metric))
+                        .map(|v| v * scale)
+                        .collect();
+                    if !v.is_empty() {
+                        means.insert((i, x, y), v.iter().sum::<f64>() / v.len() as f64);
+                    }
+                }
+            }
+            // One scale over every panel (log for latency spanning 10×).
+            let (lo, hi) = means
+                .values()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let log = lo > 0.0 && hi / lo >= 10.0;
+            let t = |v: f64| {
+                if hi <= lo {
+                    0.0
+                } else if log {
+                    (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+                } else {
+                    (v - lo) / (hi - lo)
+                }
+            };
+            let panels: Vec<Heatmap> = protocols
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Heatmap {
+                    title: p.clone(),
+                    x_label: xa.label(),
+                    y_label: ya.label(),
+                    x_ticks: ticks(xa),
+                    y_ticks: ticks(ya),
+                    cells: means
+                        .range((i, 0, 0)..(i + 1, 0, 0))
+                        .map(|(&(_, x, y), &v)| Cell {
+                            x,
+                            y,
+                            fill: Fill::Scale(t(v)),
+                            text: if unit == "%" {
+                                format!("{v:.1} %")
+                            } else {
+                                format!("{v:.0}")
+                            },
+                        })
+                        .collect(),
+                })
+                .collect();
+            figures.add_panels(
+                &format!("map-{k}-{metric}"),
+                &format!(
+                    "{title} ({unit}) — {network}, mean over repeats (darker is lower{})",
+                    if log { "; log colour scale" } else { "" }
+                ),
+                &panels,
+            )?;
         }
     }
     Ok(())
@@ -572,7 +880,11 @@ fn links_table(h: &mut String, runs: &[Run]) {
     h.push_str("</table>");
 }
 
-fn page(results: &Results, figures: &[(String, PathBuf)]) -> Result<String> {
+fn page(
+    results: &Results,
+    verdicts: &[String],
+    figures: &[(String, PathBuf, bool)],
+) -> Result<String> {
     let s = &results.scenario;
     let runs = &results.runs;
     let mut h = String::new();
@@ -582,7 +894,8 @@ fn page(results: &Results, figures: &[(String, PathBuf)]) -> Result<String> {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
          body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}\
          td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
-         .fail{{color:#b00}}figure{{margin:1.5em 0}}svg{{max-width:100%;height:auto}}code{{font-size:12px}}</style></head><body>",
+         .fail{{color:#b00}}figure{{margin:1.5em 0}}svg{{max-width:100%;height:auto}}code{{font-size:12px}}\
+         .grid{{display:grid;grid-template-columns:1fr 1fr;gap:0 1em}}.grid figure{{margin:.5em 0}}.verdict li{{margin:.2em 0}}</style></head><body>",
         esc(&title)
     );
     let _ = write!(h, "<h1>{}</h1>", esc(&title));
@@ -604,6 +917,17 @@ fn page(results: &Results, figures: &[(String, PathBuf)]) -> Result<String> {
         esc(&results.glass_version),
         esc(&results.schema)
     );
+    if !verdicts.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Verdict</h2><p>Per network: the protocol with the lowest G2G p99 among those whose stall ratio is within the budget ({:.1} %), by how much, and whether the 95 % intervals over repeats tell the best two apart.</p><ul class=\"verdict\">",
+            decision::stall_budget(&s.budgets) * 100.0
+        );
+        for v in verdicts {
+            let _ = write!(h, "<li>{v}</li>");
+        }
+        h.push_str("</ul>");
+    }
     h.push_str("<h2>Comparison</h2><p>Steady state: frames captured after the warm-up (start-up is the connect and startup columns). \
         Smooth at ≤ 1 %: the run's arrivals replayed through the player at the smallest playout buffer that keeps stalls ≤ 1 % — compare protocols on this, not only at one fixed buffer. \
         Stale: share of display refreshes showing an overdue picture.</p>\
@@ -671,7 +995,17 @@ fn page(results: &Results, figures: &[(String, PathBuf)]) -> Result<String> {
         }
     }
     h.push_str("</ul><h2>Plots</h2>");
-    for (title, svg) in figures {
+    // Per-run charts side by side (small multiples), the others full width.
+    let mut in_grid = false;
+    for (title, svg, small) in figures {
+        if *small != in_grid {
+            h.push_str(if *small {
+                "<div class=\"grid\">"
+            } else {
+                "</div>"
+            });
+            in_grid = *small;
+        }
         let text = std::fs::read_to_string(svg).map_err(|source| ReportError::Read {
             path: svg.clone(),
             source,
@@ -682,6 +1016,9 @@ fn page(results: &Results, figures: &[(String, PathBuf)]) -> Result<String> {
             "<figure>{body}<figcaption>{}</figcaption></figure>",
             esc(title)
         );
+    }
+    if in_grid {
+        h.push_str("</div>");
     }
     h.push_str("</body></html>\n");
     Ok(h)

@@ -81,7 +81,9 @@ fn display_value(v: &toml::Value) -> String {
 impl Scenario {
     /// A scenario file's sweep points (one point, with no coordinates, when
     /// it has no `[sweep]` table). `[sweep]` maps field paths to lists of
-    /// values; the points are their product, in the order written.
+    /// values, or names an axis that sets several fields to each value
+    /// (`one_way_delay = { set = [UP, DOWN], values = ["10ms", "50ms"] }`:
+    /// an RTT axis); the points are their product, in the order written.
     pub fn sweep_from_file(path: &Path) -> Result<Vec<SweepPoint>> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
@@ -114,19 +116,43 @@ impl Scenario {
                 "a table of field = [values]",
             )));
         };
-        let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
+        // Each axis: its name (the coordinate's key), the fields it sets,
+        // and its values.
+        let mut axes: Vec<(String, Vec<String>, Vec<toml::Value>)> = Vec::new();
         for (k, v) in sweep {
+            let bad = |what: &str| located(ConfigError::invalid(format!("sweep.{k}"), what));
             match v {
-                toml::Value::Array(vals) if !vals.is_empty() => axes.push((k, vals)),
+                toml::Value::Array(vals) if !vals.is_empty() => {
+                    axes.push((k.clone(), vec![k], vals))
+                }
+                toml::Value::Table(mut t) => {
+                    const WHAT: &str =
+                        "a named axis: { set = [\"field.path\", …], values = [v, …] }";
+                    let set: Vec<String> = match t.remove("set") {
+                        Some(toml::Value::Array(paths)) if !paths.is_empty() => paths
+                            .into_iter()
+                            .map(|p| p.as_str().map(str::to_string))
+                            .collect::<Option<_>>()
+                            .ok_or_else(|| bad(WHAT))?,
+                        _ => return Err(bad(WHAT)),
+                    };
+                    let vals = match t.remove("values") {
+                        Some(toml::Value::Array(vals)) if !vals.is_empty() => vals,
+                        _ => return Err(bad(WHAT)),
+                    };
+                    if let Some(other) = t.keys().next() {
+                        return Err(bad(&format!("unknown key \"{other}\" ({WHAT})")));
+                    }
+                    axes.push((k, set, vals));
+                }
                 _ => {
-                    return Err(located(ConfigError::invalid(
-                        format!("sweep.{k}"),
-                        "a non-empty list of values",
-                    )));
+                    return Err(bad(
+                        "a non-empty list of values, or a named axis { set, values }",
+                    ));
                 }
             }
         }
-        let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+        let total: usize = axes.iter().map(|(_, _, v)| v.len()).product();
         if total > SWEEP_MAX_POINTS {
             return Err(located(ConfigError::invalid(
                 "sweep",
@@ -140,14 +166,16 @@ impl Scenario {
             let mut rest = n;
             // The last axis varies fastest.
             let mut chosen = vec![0; axes.len()];
-            for (i, (_, vals)) in axes.iter().enumerate().rev() {
+            for (i, (_, _, vals)) in axes.iter().enumerate().rev() {
                 chosen[i] = rest % vals.len();
                 rest /= vals.len();
             }
-            for ((path, vals), &c) in axes.iter().zip(&chosen) {
-                set_path(&mut value, path, vals[c].clone())
-                    .map_err(|e| located(ConfigError::invalid(format!("sweep.{path}"), e)))?;
-                coords.insert(path.clone(), display_value(&vals[c]));
+            for ((name, paths, vals), &c) in axes.iter().zip(&chosen) {
+                for path in paths {
+                    set_path(&mut value, path, vals[c].clone())
+                        .map_err(|e| located(ConfigError::invalid(format!("sweep.{name}"), e)))?;
+                }
+                coords.insert(name.clone(), display_value(&vals[c]));
             }
             let file: ScenarioFile = value.try_into().map_err(|e: toml::de::Error| {
                 ConfigError::invalid("sweep", format!("{origin}, point {coords:?}: {e}"))
