@@ -588,7 +588,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                 *wins.entry(key).or_default() += 1;
             }
             let mut by: Vec<(String, usize)> = wins.into_iter().collect();
-            by.sort_by(|a, b| b.1.cmp(&a.1));
+            by.sort_by_key(|w| std::cmp::Reverse(w.1));
             format!(
                 "{}, {cells} sweep points: {} (the decision map below shows where)",
                 esc(network),

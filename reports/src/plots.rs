@@ -142,10 +142,19 @@ impl Chart {
             return (-0.3, self.x_ticks.len() as f64 - 0.7);
         }
         let (lo, hi) = self.x_extent();
-        if lo.is_finite() && hi >= lo {
-            padded(lo, hi)
+        if !(lo.is_finite() && hi >= lo) {
+            return (0.0, 1.0);
+        }
+        let (lo, hi) = padded(lo, hi);
+        // A margin, so that a line at the smallest x is not drawn on the
+        // axis itself (a range from 0 keeps its 0).
+        if self.log_x() {
+            (lo / 1.08, hi * 1.04)
+        } else if lo > 0.0 {
+            let m = 0.03 * (hi - lo);
+            ((lo - m).max(0.0), hi + m)
         } else {
-            (0.0, 1.0)
+            (lo, hi)
         }
     }
 

@@ -328,6 +328,56 @@ kind = "rtmp"
 }
 
 #[test]
+fn a_named_axis_sets_several_fields_to_each_value() {
+    // An RTT axis: one value for both directions' delay.
+    let text = r#"
+name = "map"
+duration = "5s"
+[[networks]]
+name = "n"
+[networks.first_mile.uplink]
+delay = { base = "10ms" }
+loss = { model = "bernoulli", rate = "0%" }
+[networks.first_mile.downlink]
+delay = { base = "10ms" }
+[[protocols]]
+kind = "rtmp"
+[sweep]
+loss = { set = ["networks.n.first_mile.uplink.loss.rate"], values = ["0%", "5%"] }
+rtt_half = { set = ["networks.n.first_mile.uplink.delay.base", "networks.n.first_mile.downlink.delay.base"], values = ["10ms", "150ms"] }
+"#;
+    let points = Scenario::sweep_from_toml("s.toml", text, None).unwrap();
+    assert_eq!(points.len(), 4);
+    let last = &points[3];
+    assert_eq!(last.label(), "loss=5%, rtt_half=150ms");
+    let n = &last.scenario.networks[0];
+    assert_eq!(
+        n.described[0],
+        "delay.base=150ms loss.model=bernoulli loss.rate=5%"
+    );
+    assert_eq!(n.described[1], "delay.base=150ms");
+    // Malformed named axes name the axis.
+    for (bad, needle) in [
+        ("loss = { values = [\"1%\"] }", "sweep.loss"),
+        ("loss = { set = [], values = [\"1%\"] }", "sweep.loss"),
+        (
+            "loss = { set = [\"media.fps\"], values = [30], step = 1 }",
+            "unknown key \"step\"",
+        ),
+        ("loss = 3", "a non-empty list of values"),
+    ] {
+        let t = text.replace(
+            "loss = { set = [\"networks.n.first_mile.uplink.loss.rate\"], values = [\"0%\", \"5%\"] }",
+            bad,
+        );
+        let e = Scenario::sweep_from_toml("s.toml", &t, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn the_common_protocol_keys_are_the_entry_fields() {
     let entry = r#"
 name = "n"

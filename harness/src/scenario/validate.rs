@@ -223,13 +223,44 @@ impl LinkFile {
                     }
                     Some(DirectionFile::Table(t)) => Ok((
                         t.validate(base_dir).map_err(|e| e.within(field))?,
-                        "table".into(),
+                        describe_table(t),
                     )),
                 }
             };
         let (up, du) = side(&self.uplink, true, "uplink")?;
         let (down, dd) = side(&self.downlink, false, "downlink")?;
         Ok((up, down, du, dd))
+    }
+}
+
+/// A profile written as a table, as one line for tables and reports:
+/// `delay.base=150ms loss.model=bernoulli loss.rate=5%`.
+fn describe_table(t: &netem::config::ProfileConfig) -> String {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, x, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push(format!("{prefix}={s}")),
+            serde_json::Value::Null => {}
+            other => out.push(format!("{prefix}={other}")),
+        }
+    }
+    let mut parts = Vec::new();
+    if let Ok(v) = serde_json::to_value(t) {
+        flatten("", &v, &mut parts);
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(" ")
     }
 }
 
