@@ -30,11 +30,12 @@ dd if=/dev/urandom of="$work/munge/munge.key" bs=1024 count=1 status=none
 chmod 400 "$work/munge/munge.key"
 munged --foreground --force --key-file="$work/munge/munge.key" \
   --socket="$work/munge/munge.socket" --pid-file="$work/munge/munged.pid" \
-  --log-file="$work/log/munged.log" --seed-file="$work/munge/seed" &
+  --log-file="$work/log/munged.log" --seed-file="$work/munge/seed" 2>/dev/null &
 pids+=($!)
 
 host=$(hostname -s)
 cpus=$(nproc)
+mem=$(awk '/MemTotal/ {print int($2 / 1024) - 512}' /proc/meminfo)
 export SLURM_CONF="$work/slurm.conf"
 cat > "$SLURM_CONF" <<CONF
 ClusterName=glass-smoke
@@ -59,13 +60,13 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 MpiDefault=none
-NodeName=$host CPUs=$cpus State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=glass Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 sleep 1
-slurmctld -D -i &
+slurmctld -D -i 2>"$work/log/slurmctld.err" &
 pids+=($!)
-slurmd -D &
+slurmd -D 2>"$work/log/slurmd.err" &
 pids+=($!)
 for _ in $(seq 30); do sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mixed' && break; sleep 1; done
 sinfo

@@ -311,3 +311,42 @@ fn plan_options_and_indices_are_checked_with_the_reason() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_batch_templates_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Both Kubernetes Jobs against the Job schema, unknown fields refused.
+    let manifests = [
+        root.join("deploy/k8s/glass-sweep-link.yaml"),
+        root.join("deploy/k8s/glass-sweep-proxy.yaml"),
+    ];
+    for m in &manifests {
+        let text = std::fs::read_to_string(m).unwrap();
+        assert!(
+            text.contains("completionMode: Indexed")
+                && text.contains("\"--index\", \"auto\"")
+                && text.contains("backoffLimitPerIndex"),
+            "{}",
+            m.display()
+        );
+    }
+    match Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&manifests)
+        .output()
+    {
+        Ok(o) => assert!(o.status.success(), "{}", text(&o)),
+        Err(_) => netem::adapters::skip::skip(
+            "no kubernetes-validate (pip install kubernetes-validate; .ci/run does)",
+        ),
+    }
+    // The Slurm scripts parse.
+    for script in ["deploy/slurm/glass-sweep.sbatch", "ci/slurm-smoke.sh"] {
+        let o = Command::new("bash")
+            .arg("-n")
+            .arg(root.join(script))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", text(&o));
+    }
+}

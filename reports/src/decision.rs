@@ -2,8 +2,10 @@
 //! cell of a two-axis sweep (the decision map).
 //!
 //! The rule, stated once: among the protocols whose mean stall ratio is
-//! within the budget (the scenario's `stall_ratio` budget, else 1 %), the
-//! one with the lowest mean G2G p99 wins. It wins outright only if its
+//! within the budget (the scenario's `stall_ratio` budget, else 1 %) and
+//! whose player showed frames in every repeat, the one with the lowest mean
+//! G2G p99 wins. (A player that never started has no stalls and no G2G to
+//! speak of: its stall ratio reads 0 and its p99 0 ms, so it must not win.) It wins outright only if its
 //! 95 % interval and the runner-up's tell them apart (`stats::differs`:
 //! the difference of the means exceeds √(a² + b²) of the half-widths; with
 //! one repeat, 1 % of the best's p99, at least 1 ms); otherwise the cell
@@ -22,8 +24,11 @@ pub const DEFAULT_STALL_BUDGET: f64 = 0.01;
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub protocol: String,
+    /// Over the repeats whose player showed frames.
     pub g2g_p99_ms: Summary,
     pub stall_ratio: Summary,
+    /// Repeats whose player never showed a frame.
+    pub never_played: usize,
 }
 
 /// A cell's outcome.
@@ -60,7 +65,7 @@ impl Outcome {
 pub fn decide(cands: &[Candidate], stall_budget: f64) -> Outcome {
     let mut ok: Vec<&Candidate> = cands
         .iter()
-        .filter(|c| c.g2g_p99_ms.n > 0 && c.stall_ratio.mean <= stall_budget)
+        .filter(|c| c.never_played == 0 && c.g2g_p99_ms.n > 0 && c.stall_ratio.mean <= stall_budget)
         .collect();
     ok.sort_by(|a, b| a.g2g_p99_ms.mean.total_cmp(&b.g2g_p99_ms.mean));
     let Some(best) = ok.first() else {
@@ -111,16 +116,20 @@ pub fn candidates<'a>(
     protocols
         .iter()
         .filter_map(|p| {
-            let mine = runs.clone().filter(|r| &r.protocol == p);
-            let g: Vec<f64> = mine
+            let mine: Vec<&crate::results::Player> = runs
                 .clone()
-                .filter_map(|r| Some(r.player()?.g2g_p99_ms))
+                .filter(|r| &r.protocol == p)
+                .filter_map(|r| r.player())
                 .collect();
-            let s: Vec<f64> = mine.filter_map(|r| Some(r.player()?.stall_ratio)).collect();
-            (!g.is_empty()).then(|| Candidate {
+            let played: Vec<&&crate::results::Player> =
+                mine.iter().filter(|x| x.frames_displayed > 0).collect();
+            let g: Vec<f64> = played.iter().map(|x| x.g2g_p99_ms).collect();
+            let s: Vec<f64> = played.iter().map(|x| x.stall_ratio).collect();
+            (!mine.is_empty()).then(|| Candidate {
                 protocol: p.clone(),
                 g2g_p99_ms: summarize(&g),
                 stall_ratio: summarize(&s),
+                never_played: mine.len() - played.len(),
             })
         })
         .collect()
@@ -217,6 +226,7 @@ mod tests {
             protocol: p.into(),
             g2g_p99_ms: summarize(g),
             stall_ratio: summarize(s),
+            never_played: 0,
         }
     }
 
@@ -242,6 +252,14 @@ mod tests {
             Outcome::Tie(vec!["a".into(), "d".into()])
         );
         assert_eq!(decide(&[c], 0.02), Outcome::NoneWithinBudget);
+        // A player that never started (0 ms, no stalls) does not win.
+        let silent = Candidate {
+            never_played: 1,
+            ..cand("silent", &[0.0, 0.0], &[0.0, 0.0])
+        };
+        assert!(
+            matches!(decide(&[silent, b], 0.02), Outcome::Best { protocol, .. } if protocol == "b")
+        );
     }
 
     #[test]

@@ -515,7 +515,16 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                         .find(|c| c.protocol == p)
                         .map_or(f64::NAN, |c| c.g2g_p99_ms.mean)
                 };
-                let n = cands.iter().map(|c| c.g2g_p99_ms.n).min().unwrap_or(0);
+                // Repeats behind the comparison that decided (best and
+                // runner-up, or the tied ones).
+                let n_of = |names: &[&String]| {
+                    cands
+                        .iter()
+                        .filter(|c| names.contains(&&c.protocol))
+                        .map(|c| c.g2g_p99_ms.n)
+                        .min()
+                        .unwrap_or(0)
+                };
                 let line = match &o {
                     Outcome::Best {
                         protocol,
@@ -525,7 +534,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                         esc(protocol),
                         p99(protocol),
                         esc(other),
-                        if n >= 2 {
+                        if n_of(&[protocol, other]) >= 2 {
                             "the 95 % intervals tell them apart"
                         } else {
                             "one repeat: no interval, more than the 1 % noise threshold"
@@ -543,7 +552,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                             .map(|p| format!("{:.0}", p99(p)))
                             .collect::<Vec<_>>()
                             .join(" / "),
-                        if n >= 2 {
+                        if n_of(&ps.iter().collect::<Vec<_>>()) >= 2 {
                             "the 95 % intervals cannot tell them apart"
                         } else {
                             "one repeat: within the 1 % noise threshold"
@@ -552,6 +561,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                     Outcome::NoneWithinBudget => {
                         let least = cands
                             .iter()
+                            .filter(|c| c.never_played == 0)
                             .min_by(|a, b| a.stall_ratio.mean.total_cmp(&b.stall_ratio.mean));
                         format!(
                             "<b>none</b> kept its stalls within the budget{}",
@@ -683,15 +693,25 @@ fn decision_figures(data: &Data, budget: f64, figures: &mut Figures) -> Result<(
         ] {
             // (protocol, x, y) → the mean over repeats.
             let mut means: BTreeMap<(usize, usize, usize), f64> = BTreeMap::new();
+            let mut silent: Vec<(usize, usize, usize)> = Vec::new();
             for (i, p) in protocols.iter().enumerate() {
                 for &(x, y) in &grid {
-                    let v: Vec<f64> = cell_runs(x, y)
+                    // Players that never showed a frame have no G2G and no
+                    // stalls to average: such a cell says so instead.
+                    let players: Vec<_> = cell_runs(x, y)
                         .filter(|r| &r.protocol == p)
-                        .filter_map(|r| r.player()?.metric(metric))
+                        .filter_map(|r| r.player())
+                        .collect();
+                    let v: Vec<f64> = players
+                        .iter()
+                        .filter(|pl| pl.frames_displayed > 0)
+                        .filter_map(|pl| pl.metric(metric))
                         .map(|v| v * scale)
                         .collect();
                     if !v.is_empty() {
                         means.insert((i, x, y), v.iter().sum::<f64>() / v.len() as f64);
+                    } else if !players.is_empty() {
+                        silent.push((i, x, y));
                     }
                 }
             }
@@ -732,6 +752,12 @@ fn decision_figures(data: &Data, budget: f64, figures: &mut Figures) -> Result<(
                                 format!("{v:.0}")
                             },
                         })
+                        .chain(silent.iter().filter(|c| c.0 == i).map(|&(_, x, y)| Cell {
+                            x,
+                            y,
+                            fill: Fill::Empty,
+                            text: "never played".into(),
+                        }))
                         .collect(),
                 })
                 .collect();
