@@ -94,7 +94,7 @@ fn overlapping_results(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
     let run = |p: &str, p50: f64, p99: f64| {
         format!(
-            r#"{{"network":"n","protocol":"{p}","repeat":0,"status":"ok","result":{{"player":{{"g2g_p50_ms":{p50},"g2g_p99_ms":{p99},"stall_ratio":0.0,"startup_delay_ms":null}}}}}}"#
+            r#"{{"network":"n","protocol":"{p}","repeat":0,"status":"ok","result":{{"player":{{"g2g_p50_ms":{p50},"g2g_p99_ms":{p99},"stall_ratio":0.0,"startup_delay_ms":null,"frames_displayed":300}}}}}}"#
         )
     };
     std::fs::write(

@@ -34,6 +34,14 @@ fn glass(args: &[&str], env: &[(&str, String)]) -> Output {
     c.output().unwrap()
 }
 
+/// `glass run --plan PLAN --index INDEX --output OUT`.
+fn run_index(plan: &str, index: &str, out: &str) -> Output {
+    glass(
+        &["run", "--plan", plan, "--index", index, "--output", out],
+        &[],
+    )
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -92,18 +100,7 @@ fn indices_run_apart_and_merged_equal_a_sequential_run() {
                             &[(var, i.to_string())],
                         )
                     } else {
-                        glass(
-                            &[
-                                "run",
-                                "--plan",
-                                &plan,
-                                "--index",
-                                &i.to_string(),
-                                "--output",
-                                &out,
-                            ],
-                            &[],
-                        )
+                        run_index(&plan, &i.to_string(), &out)
                     };
                     assert!(o.status.success(), "index {i}: {}", text(&o));
                 })
@@ -115,18 +112,7 @@ fn indices_run_apart_and_merged_equal_a_sequential_run() {
     }
 
     // A finished index is kept; an interrupted one (no manifest) is redone.
-    let o = glass(
-        &[
-            "run",
-            "--plan",
-            &s(&plan),
-            "--index",
-            "3",
-            "--output",
-            &s(&out),
-        ],
-        &[],
-    );
+    let o = run_index(&s(&plan), "3", &s(&out));
     assert!(text(&o).contains("finished before"), "{}", text(&o));
     std::fs::remove_file(out.join("runs/5/manifest.json")).unwrap();
     std::fs::write(out.join("runs/5/frames.csv"), "half a file").unwrap();
@@ -137,18 +123,7 @@ fn indices_run_apart_and_merged_equal_a_sequential_run() {
         "the merge names the missing index: {}",
         text(&o)
     );
-    let o = glass(
-        &[
-            "run",
-            "--plan",
-            &s(&plan),
-            "--index",
-            "5",
-            "--output",
-            &s(&out),
-        ],
-        &[],
-    );
+    let o = run_index(&s(&plan), "5", &s(&out));
     assert!(o.status.success() && !text(&o).contains("finished before"));
     assert!(
         std::fs::read_to_string(out.join("runs/5/frames.csv"))
@@ -292,18 +267,7 @@ fn plan_options_and_indices_are_checked_with_the_reason() {
         .unwrap()
         .replace("delay 70ms", "delay 80ms");
     std::fs::write(&plan, edited).unwrap();
-    let o = glass(
-        &[
-            "run",
-            "--plan",
-            plan.to_str().unwrap(),
-            "--index",
-            "0",
-            "--output",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = run_index(plan.to_str().unwrap(), "0", dir.to_str().unwrap());
     assert!(
         text(&o).contains("does not match its sha256"),
         "{}",

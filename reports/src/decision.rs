@@ -282,6 +282,7 @@ mod tests {
             }
         }
         let share = f64::from(ties) / f64::from(cells);
+        eprintln!("A/A: a tie in {:.1} % of {cells} cells", share * 100.0);
         assert!(share >= 0.95, "A/A ties in {:.1} % of cells", share * 100.0);
     }
 
