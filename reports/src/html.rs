@@ -541,9 +541,14 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                         }
                     ),
                     Outcome::Best { protocol, .. } => format!(
-                        "<b>{}</b> — G2G p99 {:.0} ms, the only protocol within the stall budget",
+                        "<b>{}</b> — G2G p99 {:.0} ms, {}",
                         esc(protocol),
-                        p99(protocol)
+                        p99(protocol),
+                        if cands.len() == 1 {
+                            "the only protocol run"
+                        } else {
+                            "the only protocol within the stall budget"
+                        }
                     ),
                     Outcome::Tie(ps) => format!(
                         "<b>tie</b>: {} — G2G p99 {} ms; {}",
@@ -564,7 +569,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
                             .filter(|c| c.never_played == 0)
                             .min_by(|a, b| a.stall_ratio.mean.total_cmp(&b.stall_ratio.mean));
                         format!(
-                            "<b>none</b> kept its stalls within the budget{}",
+                            "<b>none</b> within the budget: stalls over it, or a repeat whose player never showed a frame{}",
                             least.map_or(String::new(), |c| format!(
                                 " (fewest: {} at {:.1} %)",
                                 esc(&c.protocol),
