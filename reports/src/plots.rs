@@ -286,8 +286,14 @@ where
                 String::new()
             }
         } else if log {
-            // Log ticks: each with the decimals its own size needs.
-            tick_text(*x, *x)
+            // Log ticks: 1, 2 and 5 × 10ⁿ only (3, 4, 6… crowd each other
+            // near each decade), each with the decimals its size needs.
+            let m = x / 10f64.powf(x.log10().floor());
+            if [1.0, 2.0, 5.0, 10.0].iter().any(|k| (m - k).abs() < 1e-6) {
+                tick_text(*x, *x)
+            } else {
+                String::new()
+            }
         } else {
             tick_text(*x, x_span)
         }
