@@ -62,10 +62,12 @@ pub enum Command {
     /// over repeats must separate them and the delta must exceed a noise
     /// threshold of 1 % (at least 1 ms); one repeat cannot tell.
     Compare(CompareArgs),
-    /// An HTML report of a results directory: the scenario, the impairment
-    /// asked and realised, the comparison table and plots (inline SVG, no
-    /// network fetches; SVG and PNG also in DIR/plots). `glass run` writes
-    /// it at the end.
+    /// An HTML report of a results directory: a verdict per network, the
+    /// scenario, the impairment asked and realised, the comparison table and
+    /// plots (inline SVG, no network fetches; SVG and PNG also in
+    /// DIR/plots), with a decision map for a sweep of two numeric axes.
+    /// `glass run` writes it at the end; `glass report merge` merges a
+    /// sweep's indices run apart.
     Report(ReportArgs),
     /// Run any program behind an impaired link (like mahimahi's mm-link).
     ///
@@ -376,8 +378,10 @@ pub struct ReportArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
-    /// Merge the indices of a sweep plan, run apart (`glass run --plan P
-    /// --index N --output DIR`, on a cluster or in a loop), into one results
+    /// Merge a sweep's indices, run apart, into one results directory.
+    ///
+    /// The indices of a plan run apart (`glass run --plan P --index N
+    /// --output DIR`, on a cluster or in a loop) become one results
     /// directory: results.json, frames.csv, seconds.csv and the report, as
     /// one `glass run` of the whole scenario writes them. Every index of the
     /// plan must be there exactly once: the missing and duplicated ones are
