@@ -73,23 +73,7 @@ sinfo
 
 scenario=${1:-}
 if [ -z "$scenario" ]; then
-  scenario="$work/sweep.toml"
-  cat > "$scenario" <<'TOML'
-name = "slurm-smoke"
-duration = "2s"
-repeat = 2
-[[networks]]
-name = "first mile"
-first_mile = { uplink = "delay 10ms" }
-[[protocols]]
-kind = "rtmp"
-player = { target_delay = "300ms", refresh = "1ms" }
-[[protocols]]
-kind = "udp"
-player = { target_delay = "300ms", refresh = "1ms" }
-[sweep]
-"networks.first mile.first_mile.uplink" = ["delay 10ms", "delay 40ms", "delay 70ms"]
-TOML
+  scenario="$here/tests/fixtures/plan-sweep.toml"
   mode=proxy
 else
   mode=${GLASS_MODE:-auto}

@@ -8,22 +8,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SCENARIO: &str = r#"
-name = "plan"
-duration = "2s"
-repeat = 2
-[[networks]]
-name = "first mile"
-first_mile = { uplink = "delay 10ms" }
-[[protocols]]
-kind = "rtmp"
-player = { target_delay = "300ms", refresh = "1ms" }
-[[protocols]]
-kind = "udp"
-player = { target_delay = "300ms", refresh = "1ms" }
-[sweep]
-"networks.first mile.first_mile.uplink" = ["delay 10ms", "delay 40ms", "delay 70ms"]
-"#;
+/// The sweep every test here plans: 12 runs (3 points × 2 protocols × 2
+/// repeats of 2 s); ci/slurm-smoke.sh runs it on Slurm.
+const SCENARIO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/plan-sweep.toml"
+);
+
+/// A fresh temporary directory for one test.
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glass-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 fn glass(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_glass"));
@@ -56,10 +53,8 @@ fn json(p: &Path) -> serde_json::Value {
 
 #[test]
 fn indices_run_apart_and_merged_equal_a_sequential_run() {
-    let dir = std::env::temp_dir().join(format!("glass-sweep-plan-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("s.toml");
-    std::fs::write(&file, SCENARIO).unwrap();
+    let dir = temp("sweep-plan");
+    let file = PathBuf::from(SCENARIO);
     let s = |p: &PathBuf| p.to_str().unwrap().to_string();
     let (plan, out, merged, seq) = (
         dir.join("plan.json"),
@@ -190,10 +185,8 @@ fn indices_run_apart_and_merged_equal_a_sequential_run() {
 
 #[test]
 fn plan_options_and_indices_are_checked_with_the_reason() {
-    let dir = std::env::temp_dir().join(format!("glass-sweep-plan-opts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("s.toml");
-    std::fs::write(&file, SCENARIO).unwrap();
+    let dir = temp("sweep-plan-opts");
+    let file = PathBuf::from(SCENARIO);
     let plan = dir.join("plan.json");
     let plan_with = |mode: &str, fallback: &str| {
         glass(

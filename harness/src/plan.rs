@@ -191,10 +191,8 @@ pub fn resolve_index(arg: &str, total: usize) -> Result<usize> {
         else {
             bail!("--index auto: none of {} is set", VARS.join(", "));
         };
-        (
-            v,
-            format!("{var}={}", std::env::var(var).unwrap_or_default()),
-        )
+        let from = format!("{var}={v}");
+        (v, from)
     } else {
         (arg.to_string(), format!("--index {arg}"))
     };

@@ -139,24 +139,17 @@ pub fn write_report(dir: &Path, extra: &[&dyn ReportFigures]) -> Result<PathBuf>
         saved: Vec::new(),
     };
 
-    // Cases in the order they ran.
-    let mut cases: Vec<Key> = Vec::new();
-    let mut protocols: Vec<String> = Vec::new();
-    for r in runs {
-        let k = (r.point.clone(), r.network.clone());
-        if !cases.contains(&k) {
-            cases.push(k);
-        }
-        if !protocols.contains(&r.protocol) {
-            protocols.push(r.protocol.clone());
-        }
-    }
+    // Cases, networks and protocols in the order they ran.
+    let cases: Vec<Key> = distinct(runs.iter().map(|r| (r.point.clone(), r.network.clone())));
+    let networks: Vec<String> = distinct(cases.iter().map(|c| c.1.clone()));
+    let protocols: Vec<String> = distinct(runs.iter().map(|r| r.protocol.clone()));
 
     let data = Data {
         runs,
         frames: &frames,
         seconds: &seconds,
         cases: &cases,
+        networks: &networks,
         protocols: &protocols,
     };
     let budget = decision::stall_budget(&results.scenario.budgets);
@@ -181,6 +174,17 @@ pub fn write_report(dir: &Path, extra: &[&dyn ReportFigures]) -> Result<PathBuf>
     Ok(out)
 }
 
+/// The items of `it` without repeats, in first-seen order.
+fn distinct<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = Vec::new();
+    for x in it {
+        if !v.contains(&x) {
+            v.push(x);
+        }
+    }
+    v
+}
+
 /// What the report's figures are drawn from.
 #[derive(Clone, Copy)]
 struct Data<'a> {
@@ -189,6 +193,8 @@ struct Data<'a> {
     seconds: &'a [SecondRow],
     /// (point, network) in the order they ran.
     cases: &'a [Key],
+    /// The cases' networks, in the order they ran.
+    networks: &'a [String],
     /// Protocols in the order they ran.
     protocols: &'a [String],
 }
@@ -274,6 +280,7 @@ fn time_figures(data: &Data, figures: &mut Figures) -> Result<()> {
         seconds,
         cases,
         protocols,
+        ..
     } = *data;
     let mut n_time = 0;
     for (i, (point, network)) in cases.iter().enumerate() {
@@ -387,28 +394,12 @@ fn sweep_figures(data: &Data, figures: &mut Figures) -> Result<()> {
     let Data {
         runs,
         cases,
+        networks,
         protocols,
         ..
     } = *data;
-    let points: Vec<String> = {
-        let mut v: Vec<String> = Vec::new();
-        for (p, _) in cases {
-            if !v.contains(p) {
-                v.push(p.clone());
-            }
-        }
-        v
-    };
+    let points: Vec<String> = distinct(cases.iter().map(|c| c.0.clone()));
     if points.len() > 1 {
-        let networks: Vec<String> = {
-            let mut v: Vec<String> = Vec::new();
-            for (_, n) in cases {
-                if !v.contains(n) {
-                    v.push(n.clone());
-                }
-            }
-            v
-        };
         // A sweep of one numeric axis is drawn on a numeric x axis (its
         // values' spacing kept); others by point, in the order they ran.
         let axis = decision::numeric_axes(runs).filter(|a| a.len() == 1);
@@ -489,6 +480,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
     let Data {
         runs,
         cases,
+        networks,
         protocols,
         ..
     } = *data;
@@ -582,14 +574,8 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
             })
             .collect();
     }
-    let mut networks: Vec<&String> = Vec::new();
-    for (_, n) in cases {
-        if !networks.contains(&n) {
-            networks.push(n);
-        }
-    }
     networks
-        .into_iter()
+        .iter()
         .map(|network| {
             let mut wins: BTreeMap<String, usize> = BTreeMap::new();
             let mut cells = 0;
@@ -624,7 +610,7 @@ fn verdicts(data: &Data, budget: f64) -> Vec<String> {
 fn decision_figures(data: &Data, budget: f64, figures: &mut Figures) -> Result<()> {
     let Data {
         runs,
-        cases,
+        networks,
         protocols,
         ..
     } = *data;
@@ -636,13 +622,7 @@ fn decision_figures(data: &Data, budget: f64, figures: &mut Figures) -> Result<(
         Err(_) => return Ok(()),
     };
     let ticks = |a: &NumericAxis| -> Vec<String> { a.values.iter().map(|v| v.0.clone()).collect() };
-    let mut networks: Vec<&String> = Vec::new();
-    for (_, n) in cases {
-        if !networks.contains(&n) {
-            networks.push(n);
-        }
-    }
-    for (k, network) in networks.into_iter().enumerate() {
+    for (k, network) in networks.iter().enumerate() {
         // Each cell's runs, by its coordinates.
         let (xa, ya) = (&xa, &ya);
         let cell_runs = move |x: usize, y: usize| {
