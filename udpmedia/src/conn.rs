@@ -1,4 +1,4 @@
-//! A session: the handshake (token check), keepalives, idle timeout and
+//! A session: the handshake (a challenge on the token, `auth`), keepalives, idle timeout and
 //! teardown around one sending or receiving half.
 //!
 //! Sans-IO in quinn-proto's manner: the caller feeds datagrams and time in
@@ -12,6 +12,7 @@ use std::time::Duration;
 use netem::Time;
 use serde::Serialize;
 
+use crate::auth::{self, Admitted, NONCE_LEN};
 use crate::config::Config;
 use crate::error::{ConfigError, ConnError};
 use crate::receiver::{InFrame, Receiver};
@@ -85,6 +86,10 @@ pub struct Connection {
     events: VecDeque<Event>,
     invalid: u64,
     handshake: Option<Duration>,
+    /// A client's nonce for this connection (its challenge's name).
+    client_nonce: [u8; NONCE_LEN],
+    /// A client's answer to the server's last challenge (empty before one).
+    proof: Vec<u8>,
 }
 
 impl Connection {
@@ -118,33 +123,39 @@ impl Connection {
             events: VecDeque::new(),
             invalid: 0,
             handshake: server.then_some(Duration::ZERO),
+            client_nonce: [0; NONCE_LEN],
+            proof: Vec::new(),
             cfg,
         }
     }
 
     /// A client that wants to publish (`Role::Publish`) or play `key`.
-    pub fn connect(cfg: Config, role: Role, key: &str, now: Time) -> Result<Self, ConfigError> {
+    /// `nonce` must be fresh for each connection (draw it from the OS):
+    /// the server's challenge is tied to it.
+    pub fn connect(
+        cfg: Config,
+        role: Role,
+        key: &str,
+        nonce: [u8; NONCE_LEN],
+        now: Time,
+    ) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let state = State::Connecting {
             started: now,
             next_hello: now,
         };
-        Ok(Connection::new(
-            cfg,
-            false,
-            role,
-            key.to_string(),
-            0,
-            state,
-            now,
-        ))
+        let mut c = Connection::new(cfg, false, role, key.to_string(), 0, state, now);
+        c.client_nonce = nonce;
+        Ok(c)
     }
 
-    /// The server's side of a client's `hello`: refused unless its token
-    /// matches. (Which stream keys exist is the caller's business.)
+    /// The server's side of a client's `hello`, once the [`Gate`](crate::auth::Gate)
+    /// admitted it (the token check). Which stream keys exist is the
+    /// caller's business.
     pub fn accept(
         cfg: Config,
         hello: &Hello<'_>,
+        _admitted: Admitted,
         session: u32,
         now: Time,
     ) -> Result<Self, Refusal> {
@@ -152,12 +163,6 @@ impl Connection {
             code: wire::REJECT_BUSY,
             reason: e.to_string(),
         })?;
-        if hello.token != cfg.token.as_bytes() {
-            return Err(Refusal {
-                code: wire::REJECT_TOKEN,
-                reason: "wrong token".into(),
-            });
-        }
         let mut cfg = cfg;
         cfg.latency = cfg
             .latency
@@ -230,7 +235,7 @@ impl Connection {
         }
         let handshake_packet = matches!(
             p.body,
-            Body::Hello(_) | Body::Accept { .. } | Body::Reject { .. }
+            Body::Hello(_) | Body::Accept { .. } | Body::Reject { .. } | Body::Challenge { .. }
         );
         if !handshake_packet
             && (p.session != self.session || matches!(self.state, State::Connecting { .. }))
@@ -270,6 +275,35 @@ impl Connection {
                     });
                 }
             }
+            (
+                Body::Challenge {
+                    server_nonce,
+                    client_nonce,
+                },
+                _,
+            ) => {
+                if let State::Connecting { started, .. } = self.state
+                    && !self.server
+                    && *client_nonce == self.client_nonce
+                {
+                    self.proof = auth::proof(
+                        &self.cfg.token,
+                        server_nonce,
+                        client_nonce,
+                        self.role,
+                        self.key.as_bytes(),
+                    )
+                    .to_vec();
+                    // Answer at once.
+                    self.state = State::Connecting {
+                        started,
+                        next_hello: now,
+                    };
+                    self.send_hello(now);
+                } else {
+                    self.invalid += 1;
+                }
+            }
             (Body::Reject { reason, .. }, _) => {
                 if matches!(self.state, State::Connecting { .. }) {
                     let reason = String::from_utf8_lossy(reason).into_owned();
@@ -297,6 +331,28 @@ impl Connection {
         }
     }
 
+    /// A client's hello (with its proof once challenged); the next one
+    /// after [`HELLO_INTERVAL`] unless the server answers.
+    fn send_hello(&mut self, now: Time) {
+        let State::Connecting { started, .. } = self.state else {
+            return;
+        };
+        let mut d = Vec::new();
+        write::hello(
+            &mut d,
+            &self.client_nonce,
+            &self.proof,
+            self.role,
+            self.latency_ms(),
+            self.key.as_bytes(),
+        );
+        self.out.push_back(d);
+        self.state = State::Connecting {
+            started,
+            next_hello: now + HELLO_INTERVAL,
+        };
+    }
+
     pub fn handle_timeout(&mut self, now: Time) {
         match self.state {
             State::Closed => {}
@@ -310,19 +366,7 @@ impl Connection {
                         self.cfg.handshake_timeout
                     ));
                 } else if now >= next_hello {
-                    let mut d = Vec::new();
-                    write::hello(
-                        &mut d,
-                        self.cfg.token.as_bytes(),
-                        self.role,
-                        self.latency_ms(),
-                        self.key.as_bytes(),
-                    );
-                    self.out.push_back(d);
-                    self.state = State::Connecting {
-                        started,
-                        next_hello: now + HELLO_INTERVAL,
-                    };
+                    self.send_hello(now);
                 }
             }
             State::Connected => {

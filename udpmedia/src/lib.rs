@@ -20,6 +20,7 @@
 //! two of them over a virtual link, for tests and benchmarks; Glass's
 //! harness puts them on real UDP sockets.
 
+pub mod auth;
 pub mod cc;
 pub mod config;
 pub mod conn;
@@ -33,6 +34,7 @@ pub mod sim;
 pub mod stats;
 pub mod wire;
 
+pub use auth::{Admission, Admitted, Gate};
 pub use config::{CcMode, Config, FecConfig};
 pub use conn::{ConnStats, Connection, Event, Refusal};
 pub use error::{ConfigError, ConnError, WireError};

@@ -9,6 +9,7 @@ use netem::pipeline::Pipeline;
 use netem::rng::SeedTree;
 use netem::{Profile, Time};
 
+use crate::auth::{Admission, Gate};
 use crate::config::Config;
 use crate::conn::Connection;
 use crate::receiver::InFrame;
@@ -23,6 +24,8 @@ pub struct Sim {
     /// Created when the client's hello reaches the server side.
     pub server: Option<Connection>,
     server_cfg: Config,
+    /// The server's challenge on the token.
+    pub gate: Gate,
     /// Client → server and server → client.
     pub up: Pipeline<Vec<u8>>,
     pub down: Pipeline<Vec<u8>>,
@@ -30,6 +33,15 @@ pub struct Sim {
     pub drop: DropFn,
     /// Datagrams sent towards the server / the client.
     pub sent: (u64, u64),
+}
+
+/// 16 bytes for nonces and seeds, from the run's seed (virtual time has no OS entropy).
+fn nonce(seed: u64, label: u64) -> [u8; 16] {
+    let a = SeedTree::new(seed).child("nonce").repeat(label as u32).seed();
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&a.to_le_bytes());
+    n[8..].copy_from_slice(&a.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    n
 }
 
 /// A profile from a netem line ("delay 20ms loss 5%").
@@ -54,9 +66,10 @@ impl Sim {
         let seeds = SeedTree::new(seed);
         Sim {
             now,
-            client: Connection::connect(client_cfg, role, "live/test", now)
+            client: Connection::connect(client_cfg, role, "live/test", nonce(seed, 1), now)
                 .expect("a valid client config"),
             server: None,
+            gate: Gate::new(&server_cfg.token, [nonce(seed, 2), nonce(seed, 3)].concat().try_into().expect("32 bytes")),
             server_cfg,
             up: Pipeline::new(&profile(up), seeds.child("up")),
             down: Pipeline::new(&profile(down), seeds.child("down")),
@@ -95,8 +108,20 @@ impl Sim {
                     ..
                 }) = wire::parse(d)
                 {
-                    // A rejected hello leaves no server; the client hears why.
-                    match Connection::accept(self.server_cfg.clone(), &h, 1, now) {
+                    // A challenged or rejected hello leaves no server; the
+                    // client hears the challenge or why.
+                    let admitted = match self.gate.check(&h, now) {
+                        Admission::Admit(a) => a,
+                        Admission::Challenge(d) => {
+                            self.down.push(now, FlowMeta::default(), d);
+                            return;
+                        }
+                        Admission::Refuse(r) => {
+                            self.down.push(now, FlowMeta::default(), r.datagram());
+                            return;
+                        }
+                    };
+                    match Connection::accept(self.server_cfg.clone(), &h, admitted, 1, now) {
                         Ok(c) => self.server = Some(c),
                         Err(r) => {
                             self.down.push(now, FlowMeta::default(), r.datagram());
@@ -403,6 +428,31 @@ mod tests {
                 reason: "wrong token".into()
             })
         );
+    }
+
+    #[test]
+    fn the_token_never_crosses_the_wire_and_a_right_one_connects_after_one_round_trip() {
+        let c = Config {
+            token: "right-token-value".into(),
+            ..cfg()
+        };
+        let mut sim = Sim::new(c.clone(), c, Role::Publish, "delay 5ms", "delay 5ms", 1);
+        let seen = Rc::new(RefCell::new(Vec::<Vec<u8>>::new()));
+        let s2 = seen.clone();
+        sim.drop = Box::new(move |_, d| {
+            s2.borrow_mut().push(d.to_vec());
+            false
+        });
+        sim.run_until(MS(100));
+        assert!(sim.client.is_connected());
+        assert_eq!(sim.gate.pending(), 0, "the challenge was used up");
+        let needle = b"right-token-value";
+        for d in seen.borrow().iter() {
+            assert!(!d.windows(needle.len()).any(|w| w == needle), "the token in a datagram");
+        }
+        // hello, challenge, hello with the proof, accept: two round trips of 10 ms.
+        let ms = sim.client.stats().handshake_ms.unwrap();
+        assert!((20.0..21.0).contains(&ms), "{ms} ms");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! common   magic 0xA7 | type u8 | session u32
-//! hello    token_len u8 token | role u8 | latency_ms u16 | key_len u8 key
+//! hello    client_nonce [16] | proof_len u8 proof | role u8 | latency_ms u16 | key_len u8 key
+//! challenge server_nonce [16] | client_nonce [16]        (auth.rs: the token never travels)
 //! accept   latency_ms u16
 //! reject   code u8 | reason_len u8 reason
 //! data     seq u32 | send_us u32 | xflags u8 | PROTECTED
@@ -66,6 +67,7 @@ pub enum PacketType {
     Feedback = 7,
     Keepalive = 8,
     Close = 9,
+    Challenge = 10,
 }
 
 /// What the client wants the session for.
@@ -79,7 +81,10 @@ pub enum Role {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello<'a> {
-    pub token: &'a [u8],
+    /// Fresh per connection: names the client's challenge.
+    pub client_nonce: &'a [u8; 16],
+    /// Empty on the first hello; the answer to the server's challenge after.
+    pub proof: &'a [u8],
     pub role: Role,
     pub latency_ms: u16,
     pub key: &'a [u8],
@@ -188,12 +193,24 @@ pub enum Body<'a> {
     Feedback(Feedback<'a>),
     Keepalive { rtt_us: u32, next_seq: u32 },
     Close,
+    Challenge {
+        server_nonce: &'a [u8; 16],
+        client_nonce: &'a [u8; 16],
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet<'a> {
     pub session: u32,
     pub body: Body<'a>,
+}
+
+/// A role's byte in a hello.
+pub fn role_byte(role: Role) -> u8 {
+    match role {
+        Role::Publish => 1,
+        Role::Play => 2,
+    }
 }
 
 /// Reject codes.
@@ -230,6 +247,9 @@ impl<'a> Reader<'a> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+    fn nonce(&mut self) -> Result<&'a [u8; 16], WireError> {
+        Ok(self.take(16)?.try_into().expect("take gives 16 bytes"))
+    }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }
@@ -258,8 +278,9 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, WireError> {
     let body = match ty {
         1 => {
             r.what = "hello";
+            let client_nonce = r.nonce()?;
             let n = r.u8()? as usize;
-            let token = r.take(n)?;
+            let proof = r.take(n)?;
             let role = match r.u8()? {
                 1 => Role::Publish,
                 2 => Role::Play,
@@ -269,7 +290,8 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, WireError> {
             let n = r.u8()? as usize;
             let key = r.take(n)?;
             Body::Hello(Hello {
-                token,
+                client_nonce,
+                proof,
                 role,
                 latency_ms,
                 key,
@@ -382,6 +404,13 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, WireError> {
             }
         }
         9 => Body::Close,
+        10 => {
+            r.what = "challenge";
+            Body::Challenge {
+                server_nonce: r.nonce()?,
+                client_nonce: r.nonce()?,
+            }
+        }
         x => return Err(WireError::UnknownType(x)),
     };
     Ok(Packet { session, body })
@@ -451,19 +480,30 @@ pub mod write {
         out.extend_from_slice(&session.to_be_bytes());
     }
 
-    pub fn hello(out: &mut Vec<u8>, token: &[u8], role: Role, latency_ms: u16, key: &[u8]) {
+    pub fn hello(
+        out: &mut Vec<u8>,
+        client_nonce: &[u8; 16],
+        proof: &[u8],
+        role: Role,
+        latency_ms: u16,
+        key: &[u8],
+    ) {
         common(out, PacketType::Hello, 0);
-        let token = &token[..token.len().min(255)];
+        let proof = &proof[..proof.len().min(255)];
         let key = &key[..key.len().min(255)];
-        out.push(token.len() as u8);
-        out.extend_from_slice(token);
-        out.push(match role {
-            Role::Publish => 1,
-            Role::Play => 2,
-        });
+        out.extend_from_slice(client_nonce);
+        out.push(proof.len() as u8);
+        out.extend_from_slice(proof);
+        out.push(role_byte(role));
         out.extend_from_slice(&latency_ms.to_be_bytes());
         out.push(key.len() as u8);
         out.extend_from_slice(key);
+    }
+
+    pub fn challenge(out: &mut Vec<u8>, server_nonce: &[u8; 16], client_nonce: &[u8; 16]) {
+        common(out, PacketType::Challenge, 0);
+        out.extend_from_slice(server_nonce);
+        out.extend_from_slice(client_nonce);
     }
 
     pub fn accept(out: &mut Vec<u8>, session: u32, latency_ms: u16) {
@@ -605,15 +645,25 @@ mod tests {
     #[test]
     fn every_packet_round_trips() {
         let mut b = Vec::new();
-        write::hello(&mut b, b"secret", Role::Play, 120, b"live/glass");
+        write::hello(&mut b, &[7; 16], b"proof", Role::Play, 120, b"live/glass");
         assert_eq!(
             parse(&b).unwrap().body,
             Body::Hello(Hello {
-                token: b"secret",
+                client_nonce: &[7; 16],
+                proof: b"proof",
                 role: Role::Play,
                 latency_ms: 120,
                 key: b"live/glass"
             })
+        );
+        b.clear();
+        write::challenge(&mut b, &[1; 16], &[2; 16]);
+        assert_eq!(
+            parse(&b).unwrap().body,
+            Body::Challenge {
+                server_nonce: &[1; 16],
+                client_nonce: &[2; 16]
+            }
         );
         let mut p = Vec::new();
         write::protected(&mut p, 7, 1, 3, flags::VIDEO, 99, b"abc");

@@ -176,9 +176,9 @@ impl FlvReplay {
             headers,
             frames,
             first_ts,
-            span: Duration::from_millis(u64::from(
-                last_ts.wrapping_sub(first_ts) + interval.max(1),
-            )),
+            span: Duration::from_millis(
+                u64::from(last_ts.wrapping_sub(first_ts)) + u64::from(interval.max(1)),
+            ),
             start,
             next: 0,
             loops: 0,
@@ -209,6 +209,10 @@ impl FlvReplay {
             return None;
         }
         let i = self.next;
+        #[cfg(feature = "fuzz-plant")]
+        if self.loops == 1 && self.frames.len() >= 5 && self.span > Duration::from_secs(1) {
+            panic!("planted: a replay of over 1 s looped");
+        }
         self.next += 1;
         if self.next == self.frames.len() {
             self.next = 0;

@@ -5,7 +5,7 @@
 //! comment naming the cause. Raw IP link type (LINKTYPE_RAW, 101).
 
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,21 +14,26 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
 use crate::time::Time;
 
-/// One pcap file.
-pub struct Capture {
-    writer: PcapWriter<BufWriter<File>>,
+/// One pcap file (or any writer: the fuzzer's round trip writes to memory).
+pub struct Capture<W: Write = BufWriter<File>> {
+    writer: PcapWriter<W>,
     /// Wall-clock instant of scenario time zero, for the timestamps.
     epoch: Duration,
 }
 
 impl Capture {
     pub fn create(path: &Path, start: SystemTime) -> io::Result<Capture> {
-        let file = BufWriter::new(File::create(path)?);
+        Capture::new(BufWriter::new(File::create(path)?), start)
+    }
+}
+
+impl<W: Write> Capture<W> {
+    pub fn new(out: W, start: SystemTime) -> io::Result<Capture<W>> {
         let header = PcapHeader {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
+        let writer = PcapWriter::with_header(out, header).map_err(io::Error::other)?;
         Ok(Capture {
             writer,
             epoch: start.duration_since(UNIX_EPOCH).unwrap_or_default(),
@@ -36,6 +41,10 @@ impl Capture {
     }
 
     pub fn write(&mut self, at: Time, packet: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "fuzz-plant")]
+        if packet.len() == 1337 && at.as_nanos() > 3_600_000_000_000 {
+            panic!("planted: a 1337-byte packet after an hour");
+        }
         let ts = self.epoch + at.since_start();
         self.writer
             .write_packet(&PcapPacket::new(ts, packet.len() as u32, packet))
@@ -45,15 +54,25 @@ impl Capture {
 
     /// Flushes and closes the file, reporting any write error.
     pub fn finish(self) -> io::Result<()> {
-        use std::io::Write;
-        self.writer.into_writer().flush()
+        self.into_inner().map(|_| ())
+    }
+
+    /// Flushes and hands back the writer.
+    pub fn into_inner(self) -> io::Result<W> {
+        let mut w = self.writer.into_writer();
+        w.flush()?;
+        Ok(w)
     }
 }
 
 /// Reads a capture back: (timestamp, bytes) of each packet.
 pub fn read(path: &Path) -> io::Result<Vec<(Duration, Vec<u8>)>> {
-    let mut reader =
-        pcap_file::pcap::PcapReader::new(File::open(path)?).map_err(io::Error::other)?;
+    read_from(File::open(path)?)
+}
+
+/// Reads a capture from any reader.
+pub fn read_from(r: impl Read) -> io::Result<Vec<(Duration, Vec<u8>)>> {
+    let mut reader = pcap_file::pcap::PcapReader::new(r).map_err(io::Error::other)?;
     let mut out = Vec::new();
     while let Some(p) = reader.next_packet() {
         let p = p.map_err(io::Error::other)?;
@@ -65,16 +84,21 @@ pub fn read(path: &Path) -> io::Result<Vec<(Duration, Vec<u8>)>> {
 /// Dropped packets of one direction, at the instant they were dropped, each
 /// with a pcapng comment naming the cause (`loss`, `queue full`, `aqm`,
 /// `outage`): Wireshark shows it as the packet's comment.
-pub struct DropCapture {
-    writer: pcap_file::pcapng::PcapNgWriter<BufWriter<File>>,
+pub struct DropCapture<W: Write = BufWriter<File>> {
+    writer: pcap_file::pcapng::PcapNgWriter<W>,
     epoch: Duration,
 }
 
 impl DropCapture {
     pub fn create(path: &Path, start: SystemTime) -> io::Result<DropCapture> {
+        DropCapture::new(BufWriter::new(File::create(path)?), start)
+    }
+}
+
+impl<W: Write> DropCapture<W> {
+    pub fn new(out: W, start: SystemTime) -> io::Result<DropCapture<W>> {
         use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
-        let mut writer = pcap_file::pcapng::PcapNgWriter::new(BufWriter::new(File::create(path)?))
-            .map_err(io::Error::other)?;
+        let mut writer = pcap_file::pcapng::PcapNgWriter::new(out).map_err(io::Error::other)?;
         writer
             .write_pcapng_block(InterfaceDescriptionBlock {
                 linktype: DataLink::RAW,
@@ -108,17 +132,27 @@ impl DropCapture {
     }
 
     pub fn finish(self) -> io::Result<()> {
-        use std::io::Write;
-        self.writer.into_inner().flush()
+        self.into_inner().map(|_| ())
+    }
+
+    /// Flushes and hands back the writer.
+    pub fn into_inner(self) -> io::Result<W> {
+        let mut w = self.writer.into_inner();
+        w.flush()?;
+        Ok(w)
     }
 }
 
 /// Reads a drop capture back: (bytes, comment) of each packet.
 pub fn read_drops(path: &Path) -> io::Result<Vec<(Vec<u8>, String)>> {
+    read_drops_from(File::open(path)?)
+}
+
+/// Reads a drop capture from any reader.
+pub fn read_drops_from(r: impl Read) -> io::Result<Vec<(Vec<u8>, String)>> {
     use pcap_file::pcapng::Block;
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
-    let mut reader =
-        pcap_file::pcapng::PcapNgReader::new(File::open(path)?).map_err(io::Error::other)?;
+    let mut reader = pcap_file::pcapng::PcapNgReader::new(r).map_err(io::Error::other)?;
     let mut out = Vec::new();
     while let Some(block) = reader.next_block() {
         if let Block::EnhancedPacket(p) = block.map_err(io::Error::other)? {

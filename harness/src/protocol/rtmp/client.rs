@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::abr_probe::{AbrProbe, write_sampling};
 use super::quic;
 use super::transport::Transport;
-use super::{handshake, rtmp_ts};
+use super::{feed, handshake, rtmp_ts};
 use crate::media::abr::{Abr, AbrConfig};
 use crate::media::player::Player;
 use crate::media::source::{Source, unpack};
@@ -87,9 +87,7 @@ async fn client_until(
         }
         events = client_results(
             sock,
-            session
-                .handle_input(&buf[..n])
-                .map_err(|e| anyhow!("{e:?}"))?,
+            feed(|| session.handle_input(&buf[..n]))?,
         )
         .await?;
     }
@@ -108,9 +106,7 @@ async fn client_connect(
     client_results(sock, results).await?;
     client_results(
         sock,
-        session
-            .handle_input(&remaining)
-            .map_err(|e| anyhow!("{e:?}"))?,
+        feed(|| session.handle_input(&remaining))?,
     )
     .await?;
     let req = session
@@ -202,7 +198,7 @@ pub async fn publish(
                     if n == 0 {
                         bail!("the server closed the publishing connection");
                     }
-                    client_results(&mut sock, session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?).await?;
+                    client_results(&mut sock, feed(|| session.handle_input(&buf[..n]))?).await?;
                     continue;
                 }
             }
@@ -368,7 +364,7 @@ pub async fn play(
                 if n == 0 {
                     bail!("the server closed the playback connection");
                 }
-                let events = client_results(&mut sock, session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?).await?;
+                let events = client_results(&mut sock, feed(|| session.handle_input(&buf[..n]))?).await?;
                 for (video, data, ts) in events.into_iter().filter_map(media_of) {
                     frame(video, &data, ts, player, now);
                 }

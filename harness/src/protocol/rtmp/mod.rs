@@ -268,6 +268,27 @@ async fn write_packets(
     Ok(events)
 }
 
+/// Bytes from the network into an rml_rtmp session. rml_rtmp 0.8's chunk
+/// deserializer and AMF0 command reader panic on some malformed input (a
+/// subtraction that overflows when a chunk claims more than its message, a
+/// slice past the end of a short command; found by `glass-fuzz run rtmp`,
+/// upstream's fix in rust-media-libs PR #50 is not released). A panic
+/// there ends this connection with an error instead of unwinding through
+/// the relay's task or the player.
+pub(crate) fn feed<R, E: std::fmt::Debug>(input: impl FnOnce() -> Result<R, E>) -> Result<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(input)) {
+        Ok(r) => r.map_err(|e| anyhow!("{e:?}")),
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(anyhow!("malformed RTMP from the peer (rml_rtmp failed: {why})"))
+        }
+    }
+}
+
 /// Runs the handshake on `sock`; returns the bytes that followed it.
 async fn handshake(sock: &mut Transport, peer: PeerType) -> Result<Vec<u8>> {
     let client = peer == PeerType::Client;

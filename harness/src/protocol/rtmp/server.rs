@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::quic::{self, QuicStats};
 use super::transport::Transport;
-use super::{handshake, info_from_rtmp, info_to_rtmp, rtmp_ts, write_packets};
+use super::{feed, handshake, info_from_rtmp, info_to_rtmp, rtmp_ts, write_packets};
 use crate::relay::{Hub, Media};
 
 /// What RTMP's server side measured of its players' transports (the
@@ -113,8 +113,9 @@ async fn accept_quic(
 }
 
 /// One RTMP session with a publisher or a player, until either side ends
-/// it or `stop` changes.
-async fn relay_connection(
+/// it or `stop` changes. (Public for the fuzzer, which drives it over
+/// [`Transport::Memory`].)
+pub async fn relay_connection(
     mut sock: Transport,
     hub: &Hub,
     stats: &Mutex<RtmpServerStats>,
@@ -127,9 +128,7 @@ async fn relay_connection(
     pending.extend(
         write_packets(
             &mut sock,
-            session
-                .handle_input(&remaining)
-                .map_err(|e| anyhow!("{e:?}"))?,
+            feed(|| session.handle_input(&remaining))?,
         )
         .await?,
     );
@@ -187,6 +186,10 @@ async fn relay_connection(
                         .map_err(|e| anyhow!("{e:?}"))?;
                     pending.extend(write_packets(&mut sock, r).await?);
                     let sub = hub.subscribe(&key)?;
+                    #[cfg(feature = "fuzz-plant")]
+                    if sub.catch_up.iter().any(|m| matches!(m, Media::Video(d, _) if crate::media::tag::is_key_frame(d))) {
+                        panic!("planted: a player caught up from a published key frame");
+                    }
                     let slot = PlayerSlot::new(stats, &sock)?;
                     // A late player first gets what it missed: metadata, the
                     // sequence headers and the GOP so far.
@@ -238,7 +241,7 @@ async fn relay_connection(
                 if n == 0 {
                     break Ok(());
                 }
-                let results = session.handle_input(&buf[..n]).map_err(|e| anyhow!("{e:?}"))?;
+                let results = feed(|| session.handle_input(&buf[..n]))?;
                 pending = write_packets(&mut sock, results).await?;
             }
             m = next_uni => {

@@ -16,6 +16,9 @@ use super::quic::{self, Mapping, QuicStats};
 
 pub enum Transport {
     Tcp(TcpStream),
+    /// An in-process byte pipe: the fuzzer drives the relay's RTMP code
+    /// through it without a socket per input.
+    Memory(tokio::io::DuplexStream),
     Quic {
         conn: quinn::Connection,
         send: quinn::SendStream,
@@ -29,6 +32,7 @@ impl Transport {
     pub fn label(&self) -> &'static str {
         match self {
             Transport::Tcp(_) => "tcp",
+            Transport::Memory(_) => "memory",
             Transport::Quic {
                 mapping: Mapping::Stream,
                 ..
@@ -58,20 +62,20 @@ impl Transport {
         use std::os::fd::AsRawFd;
         match self {
             Transport::Tcp(s) => Some(s.as_raw_fd()),
-            Transport::Quic { .. } => None,
+            Transport::Quic { .. } | Transport::Memory(_) => None,
         }
     }
 
     pub fn tcp_info(&self) -> Option<TcpInfo> {
         match self {
             Transport::Tcp(s) => tcp_info(s).ok(),
-            Transport::Quic { .. } => None,
+            Transport::Quic { .. } | Transport::Memory(_) => None,
         }
     }
 
     pub fn quic_stats(&self) -> Option<QuicStats> {
         match self {
-            Transport::Tcp(_) => None,
+            Transport::Tcp(_) | Transport::Memory(_) => None,
             Transport::Quic { conn, .. } => Some(quic::stats(conn)),
         }
     }
@@ -93,6 +97,7 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Memory(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Quic { recv, .. } => Pin::new(recv).poll_read(cx, buf),
         }
     }
@@ -106,6 +111,7 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Memory(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Quic { send, .. } => {
                 Pin::new(send).poll_write(cx, buf).map_err(io::Error::from)
             }
@@ -115,6 +121,7 @@ impl AsyncWrite for Transport {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Memory(s) => Pin::new(s).poll_flush(cx),
             Transport::Quic { send, .. } => Pin::new(send).poll_flush(cx),
         }
     }
@@ -122,6 +129,7 @@ impl AsyncWrite for Transport {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Memory(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Quic { send, .. } => Pin::new(send).poll_shutdown(cx),
         }
     }

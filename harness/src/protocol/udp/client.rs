@@ -46,7 +46,9 @@ impl UdpClient {
         sock.set_nonblocking(true)?;
         let sock = UdpSocket::from_std(sock)?;
         let t0 = Instant::now();
-        let mut conn = Connection::connect(cfg, role, stream, clock.time(t0))
+        let mut nonce = [0u8; udpmedia::auth::NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow!("udp: no randomness from the OS: {e}"))?;
+        let mut conn = Connection::connect(cfg, role, stream, nonce, clock.time(t0))
             .map_err(|e| anyhow!("udp: {e}"))?;
         let mut buf = vec![0u8; 65_536];
         loop {

@@ -14,6 +14,7 @@ use netem::time::Clock;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use udpmedia::wire::{self, Body, Role};
+use udpmedia::{Admission, Gate};
 use udpmedia::{Connection, OutFrame};
 
 use super::{UdpReport, flush, sleep_until};
@@ -62,6 +63,13 @@ pub async fn serve(
     let (media_tx, mut media_rx) = mpsc::channel::<(SocketAddr, Media)>(65_536);
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
     let mut next_session = 1u32;
+    let mut seed = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        tracing::error!("udp relay: no randomness from the OS ({e}): challenges are predictable");
+    }
+    // The token's challenge–response (udpmedia::auth): the token never
+    // crosses the link.
+    let mut gate = Gate::new(&cfg.token, seed);
     let mut buf = vec![0u8; 65_536];
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     let record = |peers: &HashMap<SocketAddr, Peer>| {
@@ -136,7 +144,18 @@ pub async fn serve(
                     continue;
                 };
                 let publishing = h.role == Role::Publish;
-                match Connection::accept(cfg.clone(), &h, next_session, now) {
+                let admitted = match gate.check(&h, now) {
+                    Admission::Admit(a) => a,
+                    Admission::Challenge(d) => {
+                        let _ = sock.send_to(&d, from).await;
+                        continue;
+                    }
+                    Admission::Refuse(r) => {
+                        let _ = sock.send_to(&r.datagram(), from).await;
+                        continue;
+                    }
+                };
+                match Connection::accept(cfg.clone(), &h, admitted, next_session, now) {
                     Err(r) => {
                         let _ = sock.send_to(&r.datagram(), from).await;
                     }

@@ -1,0 +1,330 @@
+//! RTMP into the relay: a client's chunk stream (after a real handshake)
+//! through rml_rtmp's server session into Glass's relay code, which admits
+//! publishers, feeds the hub (metadata, sequence headers, the GOP cache)
+//! and serves players their catch-up. Messages are built with rml_rtmp's
+//! serializer (so chunk headers are right) from commands and media whose
+//! fields the input picks, then damaged.
+//!
+//! Each input is up to three connections on one hub, one after another: a
+//! publisher's media is in the hub when a player connects.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arbitrary::{Result, Unstructured};
+use bytes::Bytes;
+use harness::protocol::rtmp::server::{RtmpServerStats, relay_connection};
+use harness::protocol::rtmp::transport::Transport;
+use harness::relay::Hub;
+use rml_rtmp::chunk_io::ChunkSerializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::rml_amf0::Amf0Value;
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use crate::mutate::{corrupt, small_bytes};
+
+const KEY: &str = "glass";
+
+thread_local! {
+    /// One runtime per fuzzing thread, its clock paused: timers fire as
+    /// soon as everything waits, so a stuck session shows at once.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime");
+}
+
+pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
+    let mut conns = Vec::new();
+    for _ in 0..u.int_in_range(1..=3u8)? {
+        conns.push(client_bytes(u)?);
+    }
+    let _ = relay(conns);
+    Ok(())
+}
+
+/// Runs the connections against one relay and returns what its hub saw.
+/// Connection `i` starts 10 ms after `i - 1` and every client stays
+/// connected for 100 ms after sending (virtual time): a player that
+/// connects second finds the first one's stream live, as in a real run.
+fn relay(conns: Vec<Vec<Vec<u8>>>) -> harness::relay::HubStats {
+    RUNTIME.with(|rt| {
+        rt.block_on(async {
+            let hub = Hub::new(KEY);
+            let stats = Mutex::new(RtmpServerStats::default());
+            let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+            let sessions = conns.into_iter().enumerate().map(|(i, bytes)| {
+                let (hub, stats, stop) = (&hub, &stats, stop.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                    let (client, server) = tokio::io::duplex(64 * 1024);
+                    let relay = async {
+                        let r = relay_connection(Transport::Memory(server), hub, stats, stop).await;
+                        if std::env::var_os("GLASS_FUZZ_DEBUG").is_some() { eprintln!("relay: {r:?}"); }
+                    };
+                    tokio::join!(relay, play_client(client, bytes));
+                }
+            });
+            let all = futures_util::future::join_all(sessions);
+            let finished = tokio::time::timeout(Duration::from_secs(60), all).await;
+            assert!(
+                finished.is_ok(),
+                "the relay's RTMP sessions did not end after their clients closed"
+            );
+            hub.stats()
+        })
+    })
+}
+
+/// The client's side: a real handshake, then the input's messages 1 ms
+/// apart (rml_rtmp's server drops a request that arrives before the one
+/// it depends on was accepted, so real clients wait for each answer),
+/// then the end of the connection (while reading all the relay sends).
+async fn play_client(mut sock: DuplexStream, messages: Vec<Vec<u8>>) {
+    if handshake(&mut sock).await.is_none() {
+        return;
+    }
+    let (mut rd, mut wr) = tokio::io::split(sock);
+    let drain = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        for m in messages {
+            if wr.write_all(&m).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = wr.shutdown().await;
+    };
+    tokio::join!(drain, write);
+}
+
+/// RTMP's handshake as a client (None if the relay ends it).
+async fn handshake(sock: &mut DuplexStream) -> Option<()> {
+    let mut hs = Handshake::new(PeerType::Client);
+    sock.write_all(&hs.generate_outbound_p0_and_p1().ok()?).await.ok()?;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = sock.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        match hs.process_bytes(&buf[..n]).ok()? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                sock.write_all(&response_bytes).await.ok()?
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                sock.write_all(&response_bytes).await.ok()?;
+                return Some(());
+            }
+        }
+    }
+}
+
+/// A client session's messages as chunks: connect, createStream, then
+/// publish (metadata, sequence headers, frames) or play, and the odd
+/// control message, with fields the input chooses.
+fn client_bytes(u: &mut Unstructured<'_>) -> Result<Vec<Vec<u8>>> {
+    let mut ser = ChunkSerializer::new();
+    let mut out = Vec::new();
+    let mut ts: u32 = 0;
+    let publisher = u.ratio(2, 3)?;
+    let mut msgs = vec![
+        (command("connect", 1.0, connect_object(u)?, vec![]), 0),
+        (command("createStream", 2.0, Amf0Value::Null, vec![]), 0),
+    ];
+    let key = if u.ratio(7, 8)? {
+        KEY.to_string()
+    } else {
+        String::from_utf8_lossy(small_bytes(u, 12)?).into_owned()
+    };
+    if publisher {
+        msgs.push((
+            command(
+                "publish",
+                3.0,
+                Amf0Value::Null,
+                vec![Amf0Value::Utf8String(key), Amf0Value::Utf8String("live".into())],
+            ),
+            1,
+        ));
+    } else {
+        msgs.push((
+            command("play", 3.0, Amf0Value::Null, vec![Amf0Value::Utf8String(key)]),
+            1,
+        ));
+    }
+    for _ in 0..u.int_in_range(0..=24u8)? {
+        let m = match u.int_in_range(0..=9u8)? {
+            0 => RtmpMessage::Amf0Data {
+                values: vec![
+                    Amf0Value::Utf8String("@setDataFrame".into()),
+                    Amf0Value::Utf8String("onMetaData".into()),
+                    metadata(u)?,
+                ],
+            },
+            1..=5 => RtmpMessage::VideoData {
+                data: Bytes::from(video_tag(u)?),
+            },
+            6 | 7 => {
+                let mut d = vec![0xaf, u.int_in_range(0..=1)?];
+                d.extend_from_slice(small_bytes(u, 64)?);
+                RtmpMessage::AudioData { data: Bytes::from(d) }
+            }
+            8 => match u.int_in_range(0..=3u8)? {
+                0 => RtmpMessage::SetChunkSize {
+                    size: *u.choose(&[1u32, 128, 4096, 65_536, 0x7fff_ffff, 0x8000_0000])?,
+                },
+                1 => RtmpMessage::WindowAcknowledgement { size: u.arbitrary()? },
+                2 => RtmpMessage::Acknowledgement { sequence_number: u.arbitrary()? },
+                _ => RtmpMessage::Abort { stream_id: u.int_in_range(0..=8)? },
+            },
+            _ => command(
+                u.choose(&["FCUnpublish", "deleteStream", "closeStream", "releaseStream", "FCPublish", "_checkbw", "play", "publish"])?,
+                u.int_in_range(0..=9u8)?.into(),
+                Amf0Value::Null,
+                vec![Amf0Value::Number(u.int_in_range(0..=3u8)?.into())],
+            ),
+        };
+        msgs.push((m, 1));
+    }
+    for (m, stream) in msgs {
+        ts = ts.wrapping_add(u.int_in_range(0..=100)?);
+        let Ok(payload) = m.into_message_payload(RtmpTimestamp::new(ts), stream) else {
+            continue;
+        };
+        if let Ok(p) = ser.serialize(&payload, u.ratio(1, 8)?, false) {
+            let mut b = p.bytes;
+            if u.ratio(1, 4)? {
+                corrupt(&mut b, u)?;
+            }
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+fn command(name: &str, id: f64, object: Amf0Value, args: Vec<Amf0Value>) -> RtmpMessage {
+    RtmpMessage::Amf0Command {
+        command_name: name.into(),
+        transaction_id: id,
+        command_object: object,
+        additional_arguments: args,
+    }
+}
+
+fn connect_object(u: &mut Unstructured<'_>) -> Result<Amf0Value> {
+    let mut props = std::collections::HashMap::new();
+    let app = if u.ratio(7, 8)? { "live" } else { "other" };
+    props.insert("app".to_string(), Amf0Value::Utf8String(app.into()));
+    if u.arbitrary()? {
+        props.insert("tcUrl".to_string(), Amf0Value::Utf8String(format!("rtmp://198.18.0.1/{app}")));
+    }
+    if u.ratio(1, 8)? {
+        props.insert("objectEncoding".to_string(), Amf0Value::Number(u.arbitrary()?));
+    }
+    Ok(Amf0Value::Object(props))
+}
+
+fn metadata(u: &mut Unstructured<'_>) -> Result<Amf0Value> {
+    let mut props = std::collections::HashMap::new();
+    for name in ["width", "height", "framerate", "videodatarate", "audiodatarate", "videocodecid", "audiosamplerate"] {
+        if u.ratio(3, 4)? {
+            let v = match u.int_in_range(0..=4u8)? {
+                0 => f64::NAN,
+                1 => -1.0,
+                2 => 1e300,
+                _ => f64::from(u.int_in_range(0..=4000u32)?),
+            };
+            props.insert(name.to_string(), Amf0Value::Number(v));
+        }
+    }
+    if u.ratio(1, 8)? {
+        props.insert("encoder".to_string(), Amf0Value::Utf8String(String::from_utf8_lossy(small_bytes(u, 20)?).into_owned()));
+    }
+    Ok(if u.ratio(7, 8)? {
+        Amf0Value::Object(props)
+    } else {
+        Amf0Value::Number(1.0)
+    })
+}
+
+/// An AVC video tag body: frame type and codec, packet type (sequence
+/// header, NALUs, end), composition time, payload.
+fn video_tag(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
+    let frame_type = *u.choose(&[1u8, 1, 2, 2, 2, 5])?;
+    let mut d = vec![(frame_type << 4) | *u.choose(&[7u8, 7, 7, 12, 2])?, u.int_in_range(0..=2)?];
+    d.extend_from_slice(&u.arbitrary::<[u8; 3]>()?);
+    d.extend_from_slice(small_bytes(u, 600)?);
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publisher's chunks: connect, createStream, publish, metadata, a
+    /// sequence header and a key frame.
+    fn publisher() -> Vec<Vec<u8>> {
+        let mut ser = ChunkSerializer::new();
+        let mut out = Vec::new();
+        let mut props = std::collections::HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
+        let msgs = [
+            (command("connect", 1.0, Amf0Value::Object(props), vec![]), 0),
+            (command("createStream", 2.0, Amf0Value::Null, vec![]), 0),
+            (
+                command(
+                    "publish",
+                    3.0,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Utf8String(KEY.into()), Amf0Value::Utf8String("live".into())],
+                ),
+                1,
+            ),
+            (RtmpMessage::VideoData { data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]) }, 1),
+            (RtmpMessage::VideoData { data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 9, 9, 9]) }, 1),
+        ];
+        for (m, stream) in msgs {
+            let payload = m.into_message_payload(RtmpTimestamp::new(0), stream).unwrap();
+            out.push(ser.serialize(&payload, false, false).unwrap().bytes);
+        }
+        out
+    }
+
+    fn player() -> Vec<Vec<u8>> {
+        let mut ser = ChunkSerializer::new();
+        let mut out = Vec::new();
+        let mut props = std::collections::HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
+        for (m, stream) in [
+            (command("connect", 1.0, Amf0Value::Object(props), vec![]), 0),
+            (command("createStream", 2.0, Amf0Value::Null, vec![]), 0),
+            (command("play", 3.0, Amf0Value::Null, vec![Amf0Value::Utf8String(KEY.into())]), 1),
+        ] {
+            let payload = m.into_message_payload(RtmpTimestamp::new(0), stream).unwrap();
+            out.push(ser.serialize(&payload, false, false).unwrap().bytes);
+        }
+        out
+    }
+
+    /// The target's set-up reaches the hub: a publisher is admitted and
+    /// its frames are there when the player joins.
+    #[test]
+    fn a_publisher_then_a_player_reach_the_hub() {
+        let st = relay(vec![publisher(), player()]);
+        assert_eq!(st.publishes_accepted, 1, "{st:?}");
+        assert_eq!(st.video_messages_in, 2, "{st:?}");
+        assert_eq!(st.players, 1, "{st:?}");
+    }
+}
