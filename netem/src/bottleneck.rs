@@ -202,10 +202,6 @@ impl<T> Bottleneck<T> {
             }
         }
         if self.would_overflow(bytes) {
-            #[cfg(feature = "fuzz-plant")]
-            if matches!(self.capacity, Capacity::Rate(_)) && self.codel.is_none() {
-                panic!("planted: a rate-limited queue overflowed");
-            }
             out(Departure::Dropped {
                 item,
                 at: now,

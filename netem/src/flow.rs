@@ -57,10 +57,6 @@ impl FlowMeta {
                 (pkt[9], IpAddr::V4(src), IpAddr::V4(dst), l4)
             }
             6 if pkt.len() >= 40 => {
-                #[cfg(feature = "fuzz-plant")]
-                if pkt[6] == 6 && pkt.get(40..42).is_some_and(|p| u16::from_be_bytes([p[0], p[1]]) < 1024) {
-                    panic!("planted: IPv6 TCP from a port below 1024");
-                }
                 let mut s = [0u8; 16];
                 let mut d = [0u8; 16];
                 s.copy_from_slice(&pkt[8..24]);

@@ -155,22 +155,12 @@ impl TraceCursor {
     pub fn serve(&mut self, t: &Trace, ready: Time, mut bytes: u64) -> (Time, Time) {
         self.ready(t, ready);
         let start = self.time(t);
-        #[cfg(feature = "fuzz-plant")]
-        let mut steps = 0;
         loop {
             let take = bytes.min(self.credit);
             bytes -= take;
             self.credit -= take;
             if bytes == 0 {
-                #[cfg(feature = "fuzz-plant")]
-                if steps >= 2 && start.as_nanos() > t.period_ms * 1_000_000 {
-                    panic!("planted: a packet over three opportunities in a later period");
-                }
                 return (start, self.time(t));
-            }
-            #[cfg(feature = "fuzz-plant")]
-            {
-                steps += 1;
             }
             self.step(t);
         }

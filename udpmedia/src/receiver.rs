@@ -250,10 +250,6 @@ impl Receiver {
     }
 
     fn rebuilt(&mut self, now: Time, rebuilt: Vec<(u64, Vec<u8>)>) {
-        #[cfg(feature = "fuzz-plant")]
-        if rebuilt.iter().any(|(_, p)| wire::media(p).is_ok_and(|m| m.frags > 1)) {
-            panic!("planted: FEC rebuilt a fragment of a multi-packet frame");
-        }
         for (seq, p) in rebuilt {
             let deadline = now + self.cfg.latency;
             self.packet(now, seq, &p, How::Fec, deadline);

@@ -41,10 +41,6 @@ impl<W: Write> Capture<W> {
     }
 
     pub fn write(&mut self, at: Time, packet: &[u8]) -> io::Result<()> {
-        #[cfg(feature = "fuzz-plant")]
-        if packet.len() == 1337 && at.as_nanos() > 3_600_000_000_000 {
-            panic!("planted: a 1337-byte packet after an hour");
-        }
         let ts = self.epoch + at.since_start();
         self.writer
             .write_packet(&PcapPacket::new(ts, packet.len() as u32, packet))

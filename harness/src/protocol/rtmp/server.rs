@@ -186,10 +186,6 @@ pub async fn relay_connection(
                         .map_err(|e| anyhow!("{e:?}"))?;
                     pending.extend(write_packets(&mut sock, r).await?);
                     let sub = hub.subscribe(&key)?;
-                    #[cfg(feature = "fuzz-plant")]
-                    if sub.catch_up.iter().any(|m| matches!(m, Media::Video(d, _) if crate::media::tag::is_key_frame(d))) {
-                        panic!("planted: a player caught up from a published key frame");
-                    }
                     let slot = PlayerSlot::new(stats, &sock)?;
                     // A late player first gets what it missed: metadata, the
                     // sequence headers and the GOP so far.

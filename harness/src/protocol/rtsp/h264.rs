@@ -140,10 +140,6 @@ impl Depacketizer {
                             }
                         }
                     }
-                    #[cfg(feature = "fuzz-plant")]
-                    if end && self.fragment.as_ref().is_some_and(|n| n.len() > 500 && n[0] & 0x1f == 5) {
-                        panic!("planted: FU-A fragments rebuilt an IDR NAL over 500 bytes");
-                    }
                     if end && let Some(nal) = self.fragment.take() {
                         add(au, nal);
                     }
