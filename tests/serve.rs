@@ -110,9 +110,13 @@ fn glass_serve_relays_rtmp_to_the_udp_protocol_and_reports_on_ctrl_c() {
     out.read_to_string(&mut rest).unwrap();
     assert!(status.success(), "{status}\n{rest}");
     assert!(
-        rest.contains("stream live/k: 1 publish(es) accepted, 0 refused; 1 player(s)"),
-        "{rest}"
+        rest.contains(&format!(
+            "stream live/{}: 1 publish(es) accepted, 0 refused; 1 player(s)",
+            harness::redact::key("k")
+        )),
+        "the stream, its key redacted: {rest}"
     );
+    assert!(!rest.contains("live/k:"), "the stream key in clear: {rest}");
     assert!(
         rest.contains("\"relay-egress\""),
         "the UDP side's sessions: {rest}"

@@ -85,7 +85,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Replay { target, file } => {
             let t = find(&target)?;
-            let input = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let input =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             t.run_once(&input);
             println!("{}: {} bytes ran without a panic", t.name, input.len());
             Ok(ExitCode::SUCCESS)

@@ -16,6 +16,7 @@ pub mod output;
 pub mod plan;
 pub mod protocol;
 pub mod publisher;
+pub mod redact;
 pub mod relay;
 pub mod runner;
 pub mod runtime;

@@ -583,7 +583,7 @@ async fn sessions(
                 .ok_or_else(|| anyhow!("ffmpeg cannot publish {uri}"))?;
             clients.publisher = Some(TransportReport {
                 role: Role::Publisher.as_str(),
-                uri: uri.to_string(),
+                uri: crate::redact::uris(&uri.to_string()),
                 requested: used.into(),
                 used: used.into(),
                 fallback: None,

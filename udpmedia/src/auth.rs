@@ -133,7 +133,13 @@ impl Gate {
             // Expired, or used already (a replay): ask again.
             return self.challenge(hello.client_nonce, now);
         };
-        let m = mac(&self.token, &server_nonce, hello.client_nonce, hello.role, hello.key);
+        let m = mac(
+            &self.token,
+            &server_nonce,
+            hello.client_nonce,
+            hello.role,
+            hello.key,
+        );
         if hello.proof.len() == PROOF_LEN && m.verify_truncated_left(hello.proof).is_ok() {
             Admission::Admit(Admitted(()))
         } else {
@@ -151,7 +157,11 @@ impl Gate {
         prf.update(&self.counter.to_le_bytes());
         let mut server_nonce = [0u8; NONCE_LEN];
         server_nonce.copy_from_slice(&prf.finalize().into_bytes()[..NONCE_LEN]);
-        if self.issued.insert(*client_nonce, (server_nonce, now)).is_none() {
+        if self
+            .issued
+            .insert(*client_nonce, (server_nonce, now))
+            .is_none()
+        {
             self.order.push_back(*client_nonce);
         }
         while self.issued.len() > MAX_CHALLENGES {
@@ -224,12 +234,18 @@ mod tests {
         let n = [1u8; 16];
         let sn = challenged(gate.check(&hello(&n, b""), Time::ZERO), &n);
         let p = proof("s3cret", &sn, &n, Role::Publish, KEY);
-        assert!(matches!(gate.check(&hello(&n, &p), Time::ZERO), Admission::Admit(_)));
+        assert!(matches!(
+            gate.check(&hello(&n, &p), Time::ZERO),
+            Admission::Admit(_)
+        ));
         // The same hello captured off the wire and sent again: a new
         // challenge with a different nonce, which the old proof does not answer.
         let sn2 = challenged(gate.check(&hello(&n, &p), Time::ZERO), &n);
         assert_ne!(sn, sn2);
-        assert!(matches!(gate.check(&hello(&n, &p), Time::ZERO), Admission::Refuse(_)));
+        assert!(matches!(
+            gate.check(&hello(&n, &p), Time::ZERO),
+            Admission::Refuse(_)
+        ));
         assert_eq!(gate.refused, 1);
     }
 
@@ -242,15 +258,24 @@ mod tests {
         let Admission::Refuse(r) = gate.check(&hello(&n, &p), Time::ZERO) else {
             panic!("admitted a wrong token")
         };
-        assert_eq!((r.code, r.reason.as_str()), (wire::REJECT_TOKEN, "wrong token"));
+        assert_eq!(
+            (r.code, r.reason.as_str()),
+            (wire::REJECT_TOKEN, "wrong token")
+        );
         // The proof covers role and stream key: a man in the middle cannot
         // turn a player's proof into a publisher's, or change the key.
         let sn = challenged(gate.check(&hello(&n, b""), Time::ZERO), &n);
         let p = proof("s3cret", &sn, &n, Role::Play, KEY);
-        assert!(matches!(gate.check(&hello(&n, &p), Time::ZERO), Admission::Refuse(_)));
+        assert!(matches!(
+            gate.check(&hello(&n, &p), Time::ZERO),
+            Admission::Refuse(_)
+        ));
         let sn = challenged(gate.check(&hello(&n, b""), Time::ZERO), &n);
         let p = proof("s3cret", &sn, &n, Role::Publish, b"live/other");
-        assert!(matches!(gate.check(&hello(&n, &p), Time::ZERO), Admission::Refuse(_)));
+        assert!(matches!(
+            gate.check(&hello(&n, &p), Time::ZERO),
+            Admission::Refuse(_)
+        ));
     }
 
     #[test]
@@ -274,6 +299,9 @@ mod tests {
     #[test]
     fn no_token_admits_without_a_challenge() {
         let mut gate = Gate::new("", [0; 32]);
-        assert!(matches!(gate.check(&hello(&[4; 16], b""), Time::ZERO), Admission::Admit(_)));
+        assert!(matches!(
+            gate.check(&hello(&[4; 16], b""), Time::ZERO),
+            Admission::Admit(_)
+        ));
     }
 }

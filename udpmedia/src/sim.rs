@@ -37,10 +37,17 @@ pub struct Sim {
 
 /// 16 bytes for nonces and seeds, from the run's seed (virtual time has no OS entropy).
 fn nonce(seed: u64, label: u64) -> [u8; 16] {
-    let a = SeedTree::new(seed).child("nonce").repeat(label as u32).seed();
+    let a = SeedTree::new(seed)
+        .child("nonce")
+        .repeat(label as u32)
+        .seed();
     let mut n = [0u8; 16];
     n[..8].copy_from_slice(&a.to_le_bytes());
-    n[8..].copy_from_slice(&a.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    n[8..].copy_from_slice(
+        &a.rotate_left(29)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .to_le_bytes(),
+    );
     n
 }
 
@@ -69,7 +76,13 @@ impl Sim {
             client: Connection::connect(client_cfg, role, "live/test", nonce(seed, 1), now)
                 .expect("a valid client config"),
             server: None,
-            gate: Gate::new(&server_cfg.token, [nonce(seed, 2), nonce(seed, 3)].concat().try_into().expect("32 bytes")),
+            gate: Gate::new(
+                &server_cfg.token,
+                [nonce(seed, 2), nonce(seed, 3)]
+                    .concat()
+                    .try_into()
+                    .expect("32 bytes"),
+            ),
             server_cfg,
             up: Pipeline::new(&profile(up), seeds.child("up")),
             down: Pipeline::new(&profile(down), seeds.child("down")),
@@ -448,7 +461,10 @@ mod tests {
         assert_eq!(sim.gate.pending(), 0, "the challenge was used up");
         let needle = b"right-token-value";
         for d in seen.borrow().iter() {
-            assert!(!d.windows(needle.len()).any(|w| w == needle), "the token in a datagram");
+            assert!(
+                !d.windows(needle.len()).any(|w| w == needle),
+                "the token in a datagram"
+            );
         }
         // hello, challenge, hello with the proof, accept: two round trips of 10 ms.
         let ms = sim.client.stats().handshake_ms.unwrap();

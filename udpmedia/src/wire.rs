@@ -185,13 +185,21 @@ impl<'a> Feedback<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body<'a> {
     Hello(Hello<'a>),
-    Accept { latency_ms: u16 },
-    Reject { code: u8, reason: &'a [u8] },
+    Accept {
+        latency_ms: u16,
+    },
+    Reject {
+        code: u8,
+        reason: &'a [u8],
+    },
     Data(Data<'a>),
     Fec(Fec<'a>),
     Nack(Vec<NackEntry>),
     Feedback(Feedback<'a>),
-    Keepalive { rtt_us: u32, next_seq: u32 },
+    Keepalive {
+        rtt_us: u32,
+        next_seq: u32,
+    },
     Close,
     Challenge {
         server_nonce: &'a [u8; 16],

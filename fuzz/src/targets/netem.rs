@@ -14,9 +14,15 @@ use netem::{FlowMeta, Pipeline, Profile, SeedTree, Time};
 
 use crate::mutate::{corrupt, small_bytes};
 
-const TIMES: &[&str] = &["0ms", "1ms", "5ms", "40ms", "100ms", "2s", "500us", "1000", "-1ms", "1e9s", "x"];
-const PCTS: &[&str] = &["0%", "0.1%", "1%", "5%", "30%", "99.9%", "100%", "101%", "-1%", "1", "nan%"];
-const RATES: &[&str] = &["1kbit", "100kbit", "1mbit", "5mbit", "1gbit", "1mbps", "0bit", "100", "x"];
+const TIMES: &[&str] = &[
+    "0ms", "1ms", "5ms", "40ms", "100ms", "2s", "500us", "1000", "-1ms", "1e9s", "x",
+];
+const PCTS: &[&str] = &[
+    "0%", "0.1%", "1%", "5%", "30%", "99.9%", "100%", "101%", "-1%", "1", "nan%",
+];
+const RATES: &[&str] = &[
+    "1kbit", "100kbit", "1mbit", "5mbit", "1gbit", "1mbps", "0bit", "100", "x",
+];
 const DISTS: &[&str] = &["normal", "pareto", "paretonormal", "uniform", "exp", ""];
 
 /// A netem line built from clauses with the arguments each takes (so most
@@ -49,7 +55,11 @@ pub fn netem_line(u: &mut Unstructured<'_>) -> Result<()> {
             },
             3 | 4 => format!("rate {}", u.choose(RATES)?),
             5 => format!("limit {}", u.int_in_range(0..=20u32)?),
-            6 => format!("{} {}", u.choose(&["duplicate", "corrupt"])?, u.choose(PCTS)?),
+            6 => format!(
+                "{} {}",
+                u.choose(&["duplicate", "corrupt"])?,
+                u.choose(PCTS)?
+            ),
             7 => {
                 let mut c = format!("reorder {}", u.choose(PCTS)?);
                 if u.arbitrary()? {
@@ -57,7 +67,9 @@ pub fn netem_line(u: &mut Unstructured<'_>) -> Result<()> {
                 }
                 c
             }
-            _ => u.choose(&["slot 1ms", "ecn", "seed 7", "drop 1%", "latency 5ms"])?.to_string(),
+            _ => u
+                .choose(&["slot 1ms", "ecn", "seed 7", "drop 1%", "latency 5ms"])?
+                .to_string(),
         };
         line.push_str(&clause);
         line.push(' ');

@@ -12,7 +12,8 @@ use netem::adapters::capture::{self, Capture, DropCapture};
 use crate::mutate::small_bytes;
 
 pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_micros(u.int_in_range(0..=4_000_000_000_000_000)?);
+    let start =
+        SystemTime::UNIX_EPOCH + Duration::from_micros(u.int_in_range(0..=4_000_000_000_000_000)?);
     let mut packets = Vec::new();
     let mut at: u64 = 0;
     for _ in 0..u.int_in_range(0..=32u8)? {
@@ -40,14 +41,19 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
 
     let back = capture::read_from(&pcap[..]).expect("Glass's pcap reads back");
     assert_eq!(back.len(), packets.len(), "pcap packet count");
-    let epoch = start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let epoch = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     for ((ts, data), (t, d, _)) in back.iter().zip(&packets) {
         assert_eq!(data, d, "pcap packet bytes");
         // pcap keeps microseconds (or nanoseconds with that magic): the
         // instant comes back to within one microsecond.
         let want = epoch + t.since_start();
         let diff = if *ts > want { *ts - want } else { want - *ts };
-        assert!(diff < Duration::from_micros(1), "pcap timestamp {ts:?} vs {want:?}");
+        assert!(
+            diff < Duration::from_micros(1),
+            "pcap timestamp {ts:?} vs {want:?}"
+        );
     }
     let back = capture::read_drops_from(&pcapng[..]).expect("Glass's pcapng reads back");
     assert_eq!(back.len(), packets.len(), "pcapng packet count");

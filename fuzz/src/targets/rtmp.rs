@@ -63,7 +63,9 @@ fn relay(conns: Vec<Vec<Vec<u8>>>) -> harness::relay::HubStats {
                     let (client, server) = tokio::io::duplex(64 * 1024);
                     let relay = async {
                         let r = relay_connection(Transport::Memory(server), hub, stats, stop).await;
-                        if std::env::var_os("GLASS_FUZZ_DEBUG").is_some() { eprintln!("relay: {r:?}"); }
+                        if std::env::var_os("GLASS_FUZZ_DEBUG").is_some() {
+                            eprintln!("relay: {r:?}");
+                        }
                     };
                     tokio::join!(relay, play_client(client, bytes));
                 }
@@ -112,7 +114,9 @@ async fn play_client(mut sock: DuplexStream, messages: Vec<Vec<u8>>) {
 /// RTMP's handshake as a client (None if the relay ends it).
 async fn handshake(sock: &mut DuplexStream) -> Option<()> {
     let mut hs = Handshake::new(PeerType::Client);
-    sock.write_all(&hs.generate_outbound_p0_and_p1().ok()?).await.ok()?;
+    sock.write_all(&hs.generate_outbound_p0_and_p1().ok()?)
+        .await
+        .ok()?;
     let mut buf = vec![0u8; 8192];
     loop {
         let n = sock.read(&mut buf).await.ok()?;
@@ -154,13 +158,21 @@ fn client_bytes(u: &mut Unstructured<'_>) -> Result<Vec<Vec<u8>>> {
                 "publish",
                 3.0,
                 Amf0Value::Null,
-                vec![Amf0Value::Utf8String(key), Amf0Value::Utf8String("live".into())],
+                vec![
+                    Amf0Value::Utf8String(key),
+                    Amf0Value::Utf8String("live".into()),
+                ],
             ),
             1,
         ));
     } else {
         msgs.push((
-            command("play", 3.0, Amf0Value::Null, vec![Amf0Value::Utf8String(key)]),
+            command(
+                "play",
+                3.0,
+                Amf0Value::Null,
+                vec![Amf0Value::Utf8String(key)],
+            ),
             1,
         ));
     }
@@ -179,18 +191,35 @@ fn client_bytes(u: &mut Unstructured<'_>) -> Result<Vec<Vec<u8>>> {
             6 | 7 => {
                 let mut d = vec![0xaf, u.int_in_range(0..=1)?];
                 d.extend_from_slice(small_bytes(u, 64)?);
-                RtmpMessage::AudioData { data: Bytes::from(d) }
+                RtmpMessage::AudioData {
+                    data: Bytes::from(d),
+                }
             }
             8 => match u.int_in_range(0..=3u8)? {
                 0 => RtmpMessage::SetChunkSize {
                     size: *u.choose(&[1u32, 128, 4096, 65_536, 0x7fff_ffff, 0x8000_0000])?,
                 },
-                1 => RtmpMessage::WindowAcknowledgement { size: u.arbitrary()? },
-                2 => RtmpMessage::Acknowledgement { sequence_number: u.arbitrary()? },
-                _ => RtmpMessage::Abort { stream_id: u.int_in_range(0..=8)? },
+                1 => RtmpMessage::WindowAcknowledgement {
+                    size: u.arbitrary()?,
+                },
+                2 => RtmpMessage::Acknowledgement {
+                    sequence_number: u.arbitrary()?,
+                },
+                _ => RtmpMessage::Abort {
+                    stream_id: u.int_in_range(0..=8)?,
+                },
             },
             _ => command(
-                u.choose(&["FCUnpublish", "deleteStream", "closeStream", "releaseStream", "FCPublish", "_checkbw", "play", "publish"])?,
+                u.choose(&[
+                    "FCUnpublish",
+                    "deleteStream",
+                    "closeStream",
+                    "releaseStream",
+                    "FCPublish",
+                    "_checkbw",
+                    "play",
+                    "publish",
+                ])?,
                 u.int_in_range(0..=9u8)?.into(),
                 Amf0Value::Null,
                 vec![Amf0Value::Number(u.int_in_range(0..=3u8)?.into())],
@@ -228,17 +257,31 @@ fn connect_object(u: &mut Unstructured<'_>) -> Result<Amf0Value> {
     let app = if u.ratio(7, 8)? { "live" } else { "other" };
     props.insert("app".to_string(), Amf0Value::Utf8String(app.into()));
     if u.arbitrary()? {
-        props.insert("tcUrl".to_string(), Amf0Value::Utf8String(format!("rtmp://198.18.0.1/{app}")));
+        props.insert(
+            "tcUrl".to_string(),
+            Amf0Value::Utf8String(format!("rtmp://198.18.0.1/{app}")),
+        );
     }
     if u.ratio(1, 8)? {
-        props.insert("objectEncoding".to_string(), Amf0Value::Number(u.arbitrary()?));
+        props.insert(
+            "objectEncoding".to_string(),
+            Amf0Value::Number(u.arbitrary()?),
+        );
     }
     Ok(Amf0Value::Object(props))
 }
 
 fn metadata(u: &mut Unstructured<'_>) -> Result<Amf0Value> {
     let mut props = std::collections::HashMap::new();
-    for name in ["width", "height", "framerate", "videodatarate", "audiodatarate", "videocodecid", "audiosamplerate"] {
+    for name in [
+        "width",
+        "height",
+        "framerate",
+        "videodatarate",
+        "audiodatarate",
+        "videocodecid",
+        "audiosamplerate",
+    ] {
         if u.ratio(3, 4)? {
             let v = match u.int_in_range(0..=4u8)? {
                 0 => f64::NAN,
@@ -250,7 +293,10 @@ fn metadata(u: &mut Unstructured<'_>) -> Result<Amf0Value> {
         }
     }
     if u.ratio(1, 8)? {
-        props.insert("encoder".to_string(), Amf0Value::Utf8String(String::from_utf8_lossy(small_bytes(u, 20)?).into_owned()));
+        props.insert(
+            "encoder".to_string(),
+            Amf0Value::Utf8String(String::from_utf8_lossy(small_bytes(u, 20)?).into_owned()),
+        );
     }
     Ok(if u.ratio(7, 8)? {
         Amf0Value::Object(props)
@@ -263,7 +309,10 @@ fn metadata(u: &mut Unstructured<'_>) -> Result<Amf0Value> {
 /// header, NALUs, end), composition time, payload.
 fn video_tag(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
     let frame_type = *u.choose(&[1u8, 1, 2, 2, 2, 5])?;
-    let mut d = vec![(frame_type << 4) | *u.choose(&[7u8, 7, 7, 12, 2])?, u.int_in_range(0..=2)?];
+    let mut d = vec![
+        (frame_type << 4) | *u.choose(&[7u8, 7, 7, 12, 2])?,
+        u.int_in_range(0..=2)?,
+    ];
     d.extend_from_slice(&u.arbitrary::<[u8; 3]>()?);
     d.extend_from_slice(small_bytes(u, 600)?);
     Ok(d)
@@ -288,15 +337,30 @@ mod tests {
                     "publish",
                     3.0,
                     Amf0Value::Null,
-                    vec![Amf0Value::Utf8String(KEY.into()), Amf0Value::Utf8String("live".into())],
+                    vec![
+                        Amf0Value::Utf8String(KEY.into()),
+                        Amf0Value::Utf8String("live".into()),
+                    ],
                 ),
                 1,
             ),
-            (RtmpMessage::VideoData { data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]) }, 1),
-            (RtmpMessage::VideoData { data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 9, 9, 9]) }, 1),
+            (
+                RtmpMessage::VideoData {
+                    data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]),
+                },
+                1,
+            ),
+            (
+                RtmpMessage::VideoData {
+                    data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 9, 9, 9]),
+                },
+                1,
+            ),
         ];
         for (m, stream) in msgs {
-            let payload = m.into_message_payload(RtmpTimestamp::new(0), stream).unwrap();
+            let payload = m
+                .into_message_payload(RtmpTimestamp::new(0), stream)
+                .unwrap();
             out.push(ser.serialize(&payload, false, false).unwrap().bytes);
         }
         out
@@ -310,9 +374,19 @@ mod tests {
         for (m, stream) in [
             (command("connect", 1.0, Amf0Value::Object(props), vec![]), 0),
             (command("createStream", 2.0, Amf0Value::Null, vec![]), 0),
-            (command("play", 3.0, Amf0Value::Null, vec![Amf0Value::Utf8String(KEY.into())]), 1),
+            (
+                command(
+                    "play",
+                    3.0,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Utf8String(KEY.into())],
+                ),
+                1,
+            ),
         ] {
-            let payload = m.into_message_payload(RtmpTimestamp::new(0), stream).unwrap();
+            let payload = m
+                .into_message_payload(RtmpTimestamp::new(0), stream)
+                .unwrap();
             out.push(ser.serialize(&payload, false, false).unwrap().bytes);
         }
         out

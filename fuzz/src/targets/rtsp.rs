@@ -57,10 +57,20 @@ pub fn session(u: &mut Unstructured<'_>) -> Result<()> {
         let (method, url) = match pick {
             0 => ("OPTIONS", URL.to_string()),
             1 => ("ANNOUNCE", URL.to_string()),
-            2 | 3 => ("SETUP", format!("{URL}/streamid={}", u.int_in_range(0..=2u8)?)),
+            2 | 3 => (
+                "SETUP",
+                format!("{URL}/streamid={}", u.int_in_range(0..=2u8)?),
+            ),
             4 => ("RECORD", URL.to_string()),
             7 => (
-                *u.choose(&["GET_PARAMETER", "SET_PARAMETER", "TEARDOWN", "PLAY", "DESCRIBE", "PAUSE"])?,
+                *u.choose(&[
+                    "GET_PARAMETER",
+                    "SET_PARAMETER",
+                    "TEARDOWN",
+                    "PLAY",
+                    "DESCRIBE",
+                    "PAUSE",
+                ])?,
                 URL.to_string(),
             ),
             _ => ("", String::new()),
@@ -92,8 +102,16 @@ pub fn session(u: &mut Unstructured<'_>) -> Result<()> {
             2 | 3 => {
                 let i = u.int_in_range(0..=2u8)?;
                 let transport = match u.int_in_range(0..=3u8)? {
-                    0 | 1 => format!("RTP/AVP/TCP;unicast;interleaved={}-{};mode=record", 2 * i, 2 * i + 1),
-                    2 => format!("RTP/AVP;unicast;client_port={}-{};mode=record", u.arbitrary::<u16>()?, u.arbitrary::<u16>()?),
+                    0 | 1 => format!(
+                        "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
+                        2 * i,
+                        2 * i + 1
+                    ),
+                    2 => format!(
+                        "RTP/AVP;unicast;client_port={}-{};mode=record",
+                        u.arbitrary::<u16>()?,
+                        u.arbitrary::<u16>()?
+                    ),
                     _ => String::from_utf8_lossy(small_bytes(u, 40)?).into_owned(),
                 };
                 headers.push(format!("Transport: {transport}"));
@@ -145,7 +163,9 @@ fn request(
         } else {
             u.int_in_range(0..=body.len() * 2)?
         };
-        s.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {len}\r\n"));
+        s.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {len}\r\n"
+        ));
     }
     s.push_str("\r\n");
     s.push_str(body);
@@ -216,7 +236,11 @@ pub fn sdp(u: &mut Unstructured<'_>) -> Result<()> {
 /// the input says) and an H.264 (single NAL, STAP-A, FU-A) or AAC-hbr
 /// payload.
 fn rtp_packet(u: &mut Unstructured<'_>, pt: u8) -> Result<Vec<u8>> {
-    let cc = if u.ratio(1, 8)? { u.int_in_range(0..=15u8)? } else { 0 };
+    let cc = if u.ratio(1, 8)? {
+        u.int_in_range(0..=15u8)?
+    } else {
+        0
+    };
     let ext = u.ratio(1, 8)?;
     let pad = u.ratio(1, 8)?;
     let marker = u.arbitrary::<bool>()?;
@@ -254,7 +278,11 @@ fn payload(u: &mut Unstructured<'_>, pt: u8, p: &mut Vec<u8>) -> Result<()> {
         let mut frames = Vec::new();
         for _ in 0..n {
             let f = small_bytes(u, 300)?;
-            let size = if u.ratio(7, 8)? { f.len() as u16 } else { u.arbitrary()? };
+            let size = if u.ratio(7, 8)? {
+                f.len() as u16
+            } else {
+                u.arbitrary()?
+            };
             p.extend_from_slice(&((size << 3) | u.int_in_range(0..=7u16)?).to_be_bytes());
             frames.extend_from_slice(f);
         }
@@ -270,7 +298,11 @@ fn payload(u: &mut Unstructured<'_>, pt: u8, p: &mut Vec<u8>) -> Result<()> {
             p.push(24); // STAP-A
             for _ in 0..u.int_in_range(0..=4u8)? {
                 let nal = small_bytes(u, 100)?;
-                let len = if u.ratio(7, 8)? { nal.len() as u16 } else { u.arbitrary()? };
+                let len = if u.ratio(7, 8)? {
+                    nal.len() as u16
+                } else {
+                    u.arbitrary()?
+                };
                 p.extend_from_slice(&len.to_be_bytes());
                 p.extend_from_slice(nal);
             }
@@ -299,7 +331,11 @@ pub fn rtp(u: &mut Unstructured<'_>) -> Result<()> {
         index_length: u.int_in_range(0..=8)?,
         index_delta_length: u.int_in_range(0..=8)?,
     };
-    let mut audio = aac::Depacketizer::new(if u.ratio(3, 4)? { aac::HbrParams::default() } else { params });
+    let mut audio = aac::Depacketizer::new(if u.ratio(3, 4)? {
+        aac::HbrParams::default()
+    } else {
+        params
+    });
     let mut seq: u16 = u.arbitrary()?;
     let mut now = Time::ZERO;
     let mut ready = Vec::new();
@@ -310,7 +346,8 @@ pub fn rtp(u: &mut Unstructured<'_>) -> Result<()> {
         seq = if u.ratio(7, 8)? {
             seq.wrapping_add(1)
         } else {
-            seq.wrapping_add(u.int_in_range(0..=3)?).wrapping_sub(u.int_in_range(0..=1)?)
+            seq.wrapping_add(u.int_in_range(0..=3)?)
+                .wrapping_sub(u.int_in_range(0..=1)?)
         };
         if p.len() >= 4 {
             p[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -320,8 +357,13 @@ pub fn rtp(u: &mut Unstructured<'_>) -> Result<()> {
         reorder.handle_timeout(now, &mut ready);
         reorder.push(seq, p, now, &mut ready);
         for p in ready.drain(..) {
-            let Ok(rtp) = RtpPacket::parse(&p) else { continue };
-            let gap = !matches!(tracker.push(rtp.sequence), harness::protocol::rtsp::rtp::Arrival::InOrder);
+            let Ok(rtp) = RtpPacket::parse(&p) else {
+                continue;
+            };
+            let gap = !matches!(
+                tracker.push(rtp.sequence),
+                harness::protocol::rtsp::rtp::Arrival::InOrder
+            );
             if rtp.payload_type == 97 {
                 let _ = audio.push(&rtp, gap);
             } else {

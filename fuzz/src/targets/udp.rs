@@ -26,7 +26,11 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
     }
 
     let cfg = config(u)?;
-    let role = if u.arbitrary()? { Role::Publish } else { Role::Play };
+    let role = if u.arbitrary()? {
+        Role::Publish
+    } else {
+        Role::Play
+    };
     let session = 7;
     let mut now = Time::ZERO;
     let nonce: [u8; 16] = u.arbitrary()?;
@@ -55,7 +59,11 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
         if u.ratio(3, 4)? {
             let mut d = Vec::new();
             let server_nonce: [u8; 16] = u.arbitrary()?;
-            let echoed = if u.ratio(7, 8)? { nonce } else { u.arbitrary()? };
+            let echoed = if u.ratio(7, 8)? {
+                nonce
+            } else {
+                u.arbitrary()?
+            };
             write::challenge(&mut d, &server_nonce, &echoed);
             corrupt(&mut d, u)?;
             c.handle_datagram(now, &d);
@@ -155,7 +163,11 @@ fn datagram(
             let frags = u.int_in_range(1..=4)?;
             let frag = u.int_in_range(0..=frags)?;
             let mut flags = 0;
-            for (bit, p) in [(wire::flags::VIDEO, 2), (wire::flags::KEY, 4), (wire::flags::RED, 4)] {
+            for (bit, p) in [
+                (wire::flags::VIDEO, 2),
+                (wire::flags::KEY, 4),
+                (wire::flags::RED, 4),
+            ] {
                 if u.ratio(1, p)? {
                     flags |= bit;
                 }
@@ -189,7 +201,11 @@ fn datagram(
             write::data(d, session, *seq, u.arbitrary()?, xflags, &protected);
         }
         4 | 5 => {
-            let scheme = *u.choose(&[FecScheme::XorRow, FecScheme::XorColumn, FecScheme::ReedSolomon])?;
+            let scheme = *u.choose(&[
+                FecScheme::XorRow,
+                FecScheme::XorColumn,
+                FecScheme::ReedSolomon,
+            ])?;
             let count = u.int_in_range(1..=12)?;
             let total = u.int_in_range(1..=4)?;
             let payload = small_bytes(u, 1300)?;
@@ -238,14 +254,26 @@ fn datagram(
             let base = seq.wrapping_sub(u.int_in_range(0..=64)?);
             write::feedback(d, session, base, u.arbitrary()?, &arrivals);
         }
-        8 => write::keepalive(d, session, u.arbitrary()?, seq.wrapping_add(u.int_in_range(0..=8)?)),
+        8 => write::keepalive(
+            d,
+            session,
+            u.arbitrary()?,
+            seq.wrapping_add(u.int_in_range(0..=8)?),
+        ),
         _ => match u.int_in_range(0..=3u8)? {
             0 => write::close(d, session),
             1 => write::accept(d, session, u.arbitrary()?),
             2 => write::reject(d, u.arbitrary()?, "fuzz"),
             _ => {
                 let nonce: [u8; 16] = u.arbitrary()?;
-                write::hello(d, &nonce, small_bytes(u, 20)?, Role::Play, u.arbitrary()?, KEY.as_bytes())
+                write::hello(
+                    d,
+                    &nonce,
+                    small_bytes(u, 20)?,
+                    Role::Play,
+                    u.arbitrary()?,
+                    KEY.as_bytes(),
+                )
             }
         },
     }
@@ -264,11 +292,26 @@ fn gate(
     let mut gate = Gate::new(TOKEN, u.arbitrary()?);
     let mut now = now;
     for _ in 0..u.int_in_range(0..=6u8)? {
-        let n: [u8; 16] = if u.arbitrary()? { *nonce } else { u.arbitrary()? };
+        let n: [u8; 16] = if u.arbitrary()? {
+            *nonce
+        } else {
+            u.arbitrary()?
+        };
         let mut d = Vec::new();
-        write::hello(&mut d, &n, small_bytes(u, 20)?, role, u.arbitrary()?, KEY.as_bytes());
+        write::hello(
+            &mut d,
+            &n,
+            small_bytes(u, 20)?,
+            role,
+            u.arbitrary()?,
+            KEY.as_bytes(),
+        );
         corrupt(&mut d, u)?;
-        if let Ok(wire::Packet { body: wire::Body::Hello(h), .. }) = wire::parse(&d) {
+        if let Ok(wire::Packet {
+            body: wire::Body::Hello(h),
+            ..
+        }) = wire::parse(&d)
+        {
             let _ = gate.check(&h, now);
         }
         now = now + Duration::from_secs(u.int_in_range(0..=12)?);
@@ -283,12 +326,19 @@ fn gate(
     let Admission::Challenge(c) = gate.check(&first, now) else {
         return Ok(None);
     };
-    let Ok(wire::Packet { body: wire::Body::Challenge { server_nonce, .. }, .. }) = wire::parse(&c) else {
+    let Ok(wire::Packet {
+        body: wire::Body::Challenge { server_nonce, .. },
+        ..
+    }) = wire::parse(&c)
+    else {
         return Ok(None);
     };
     let token = if u.ratio(15, 16)? { TOKEN } else { "guess" };
     let proof = udpmedia::auth::proof(token, server_nonce, nonce, role, KEY.as_bytes());
-    let hello = wire::Hello { proof: &proof, ..first };
+    let hello = wire::Hello {
+        proof: &proof,
+        ..first
+    };
     Ok(match gate.check(&hello, now) {
         Admission::Admit(a) => Some(a),
         _ => None,

@@ -139,7 +139,8 @@ fn summary(st: &HubStats) -> String {
     for (key, c) in &st.streams {
         let _ = writeln!(
             s,
-            "stream {APP}/{key}: {} publish(es) accepted, {} refused; {} player(s); {} video and {} audio messages in ({:.1} MB)",
+            "stream {APP}/{}: {} publish(es) accepted, {} refused; {} player(s); {} video and {} audio messages in ({:.1} MB)",
+            crate::redact::key(key),
             c.publishes_accepted,
             c.publishes_refused,
             c.players,

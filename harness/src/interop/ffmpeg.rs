@@ -238,7 +238,7 @@ impl Ffmpeg {
     /// Starts `cmd` (from [`crate::topology::Topology::command`], so it runs
     /// in the right namespace) with `args`.
     pub fn spawn(role: &'static str, mut cmd: Command, args: Vec<String>) -> Result<Ffmpeg> {
-        let command = format!("ffmpeg {}", args.join(" "));
+        let command = crate::redact::uris(&format!("ffmpeg {}", args.join(" ")));
         let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
@@ -272,7 +272,7 @@ impl Ffmpeg {
                     if s.errors.len() == KEEP_ERRORS {
                         s.errors.pop_front();
                     }
-                    s.errors.push_back(line);
+                    s.errors.push_back(crate::redact::uris(&line));
                 }
             }));
         }

@@ -85,11 +85,7 @@ async fn client_until(
         if n == 0 {
             bail!("the server closed the connection (wrong stream key?)");
         }
-        events = client_results(
-            sock,
-            feed(|| session.handle_input(&buf[..n]))?,
-        )
-        .await?;
+        events = client_results(sock, feed(|| session.handle_input(&buf[..n]))?).await?;
     }
 }
 
@@ -104,11 +100,7 @@ async fn client_connect(
     let (mut session, results) =
         ClientSession::new(ClientSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
     client_results(sock, results).await?;
-    client_results(
-        sock,
-        feed(|| session.handle_input(&remaining))?,
-    )
-    .await?;
+    client_results(sock, feed(|| session.handle_input(&remaining))?).await?;
     let req = session
         .request_connection(APP.to_string())
         .map_err(|e| anyhow!("{e:?}"))?;

@@ -284,7 +284,9 @@ pub(crate) fn feed<R, E: std::fmt::Debug>(input: impl FnOnce() -> Result<R, E>) 
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(anyhow!("malformed RTMP from the peer (rml_rtmp failed: {why})"))
+            Err(anyhow!(
+                "malformed RTMP from the peer (rml_rtmp failed: {why})"
+            ))
         }
     }
 }

@@ -125,13 +125,7 @@ pub async fn relay_connection(
     let (mut session, results) =
         ServerSession::new(ServerSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
     let mut pending = write_packets(&mut sock, results).await?;
-    pending.extend(
-        write_packets(
-            &mut sock,
-            feed(|| session.handle_input(&remaining))?,
-        )
-        .await?,
-    );
+    pending.extend(write_packets(&mut sock, feed(|| session.handle_input(&remaining))?).await?);
     let mut publishing: Option<String> = None;
     let mut playing: Option<(u32, mpsc::Receiver<Media>, PlayerSlot)> = None;
     // Frames-mapping player: messages sent on their own streams, in order.
@@ -164,7 +158,7 @@ pub async fn relay_connection(
                             )
                             .map_err(|e| anyhow!("{e:?}"))?;
                         write_packets(&mut sock, r).await?;
-                        bail!("refused a publish on \"{key}\"");
+                        bail!("refused a publish on \"{}\"", crate::redact::key(&key));
                     }
                     publishing = Some(key);
                     if let Some(conn) = sock.frames_conn() {

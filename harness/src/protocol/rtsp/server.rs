@@ -326,7 +326,10 @@ impl SessionEdge {
                             Ok(true) => recorded = true,
                             _ => {
                                 tracks.claimed = None;
-                                break 'run format!("stream \"{key}\" is already published");
+                                break 'run format!(
+                                    "stream \"{}\" is already published",
+                                    crate::redact::key(&key)
+                                );
                             }
                         }
                         if let Err(why) = self.route(&transports, &mut tracks, &inbox) {

@@ -322,7 +322,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     .with_context(|| format!("{}: {}", cx.role.as_str(), cx.uri))?;
     let report = TransportReport {
         role: cx.role.as_str(),
-        uri: cx.uri.to_string(),
+        uri: crate::redact::uris(&cx.uri.to_string()),
         requested: "udp".into(),
         used: "udp".into(),
         fallback: None,

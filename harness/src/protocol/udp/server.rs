@@ -140,7 +140,7 @@ pub async fn serve(
                 let key = String::from_utf8_lossy(h.key).into_owned();
                 let refuse = |reason: &str| udpmedia::Refusal { code: wire::REJECT_KEY, reason: reason.into() };
                 let Some(stream) = key.strip_prefix(&format!("{APP}/")).map(str::to_string) else {
-                    let _ = sock.send_to(&refuse(&format!("unknown application in \"{key}\"")).datagram(), from).await;
+                    let _ = sock.send_to(&refuse(&format!("unknown application in \"{}\"", crate::redact::app_key(&key))).datagram(), from).await;
                     continue;
                 };
                 let publishing = h.role == Role::Publish;
