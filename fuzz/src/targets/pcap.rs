@@ -49,7 +49,7 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
         // pcap keeps microseconds (or nanoseconds with that magic): the
         // instant comes back to within one microsecond.
         let want = epoch + t.since_start();
-        let diff = if *ts > want { *ts - want } else { want - *ts };
+        let diff = ts.abs_diff(want);
         assert!(
             diff < Duration::from_micros(1),
             "pcap timestamp {ts:?} vs {want:?}"

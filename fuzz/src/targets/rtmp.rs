@@ -42,73 +42,99 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
     for _ in 0..u.int_in_range(1..=3u8)? {
         conns.push(client_bytes(u)?);
     }
-    let _ = relay(conns);
+    let clients = conns.into_iter().map(Client::new).collect();
+    let _ = relay(clients);
     Ok(())
 }
 
-/// Runs the connections against one relay and returns what its hub saw.
-/// Connection `i` starts 10 ms after `i - 1` and every client stays
-/// connected for 100 ms after sending (virtual time): a player that
-/// connects second finds the first one's stream live, as in a real run.
-fn relay(conns: Vec<Vec<Vec<u8>>>) -> harness::relay::HubStats {
+/// One client connection of a run against the relay.
+struct Client {
+    /// Its messages, sent 1 ms apart after the handshake.
+    messages: Vec<Vec<u8>>,
+    /// Whether it reads what the relay sends (a player that stops reading
+    /// pushes back on the relay).
+    reads: bool,
+    /// How long it stays connected after its last message.
+    hold: Duration,
+}
+
+impl Client {
+    fn new(messages: Vec<Vec<u8>>) -> Client {
+        Client {
+            messages,
+            reads: true,
+            hold: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Runs the clients against one relay and returns what its hub saw and
+/// the bytes each client read. Client `i` connects 10 ms after `i - 1`
+/// (virtual time): a player that connects second finds the first one's
+/// stream live, as in a real run.
+fn relay(clients: Vec<Client>) -> (harness::relay::HubStats, Vec<u64>) {
     RUNTIME.with(|rt| {
         rt.block_on(async {
             let hub = Hub::new(KEY);
             let stats = Mutex::new(RtmpServerStats::default());
             let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-            let sessions = conns.into_iter().enumerate().map(|(i, bytes)| {
+            let sessions = clients.into_iter().enumerate().map(|(i, client)| {
                 let (hub, stats, stop) = (&hub, &stats, stop.clone());
                 async move {
                     tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                    let (client, server) = tokio::io::duplex(64 * 1024);
+                    let (sock, server) = tokio::io::duplex(64 * 1024);
                     let relay = async {
                         let r = relay_connection(Transport::Memory(server), hub, stats, stop).await;
                         if std::env::var_os("GLASS_FUZZ_DEBUG").is_some() {
                             eprintln!("relay: {r:?}");
                         }
                     };
-                    tokio::join!(relay, play_client(client, bytes));
+                    tokio::join!(relay, play_client(sock, client)).1
                 }
             });
             let all = futures_util::future::join_all(sessions);
             let finished = tokio::time::timeout(Duration::from_secs(60), all).await;
-            assert!(
-                finished.is_ok(),
-                "the relay's RTMP sessions did not end after their clients closed"
-            );
-            hub.stats()
+            let Ok(read) = finished else {
+                panic!("the relay's RTMP sessions did not end after their clients closed")
+            };
+            (hub.stats(), read)
         })
     })
 }
 
-/// The client's side: a real handshake, then the input's messages 1 ms
-/// apart (rml_rtmp's server drops a request that arrives before the one
-/// it depends on was accepted, so real clients wait for each answer),
-/// then the end of the connection (while reading all the relay sends).
-async fn play_client(mut sock: DuplexStream, messages: Vec<Vec<u8>>) {
+/// The client's side: a real handshake, then its messages 1 ms apart
+/// (rml_rtmp's server drops a request that arrives before the one it
+/// depends on was accepted, so real clients wait for each answer), then
+/// the end of the connection. Reads all the relay sends (unless the
+/// client does not read) and returns how many bytes that was.
+async fn play_client(mut sock: DuplexStream, client: Client) -> u64 {
     if handshake(&mut sock).await.is_none() {
-        return;
+        return 0;
     }
     let (mut rd, mut wr) = tokio::io::split(sock);
+    let reads = client.reads;
     let drain = async move {
+        let mut total = 0;
         let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = rd.read(&mut buf).await {
+        while reads && let Ok(n) = rd.read(&mut buf).await {
             if n == 0 {
                 break;
             }
+            total += n as u64;
         }
+        total
     };
     let write = async move {
-        for m in messages {
+        for m in client.messages {
             if wr.write_all(&m).await.is_err() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(client.hold).await;
         let _ = wr.shutdown().await;
     };
-    tokio::join!(drain, write);
+    tokio::join!(drain, write).0
 }
 
 /// RTMP's handshake as a client (None if the relay ends it).
@@ -322,9 +348,9 @@ fn video_tag(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A publisher's chunks: connect, createStream, publish, metadata, a
-    /// sequence header and a key frame.
-    fn publisher() -> Vec<Vec<u8>> {
+    /// A publisher's chunks: connect, createStream, publish, a sequence
+    /// header and a key frame, then `frames` more frames of 1 KB.
+    fn publisher_of(frames: usize) -> Vec<Vec<u8>> {
         let mut ser = ChunkSerializer::new();
         let mut out = Vec::new();
         let mut props = std::collections::HashMap::new();
@@ -357,13 +383,23 @@ mod tests {
                 1,
             ),
         ];
-        for (m, stream) in msgs {
+        let mut frame = vec![0x27, 1, 0, 0, 0];
+        frame.resize(1024, 7);
+        let more = (0..frames).map(|_| {
+            let data = Bytes::from(frame.clone());
+            (RtmpMessage::VideoData { data }, 1)
+        });
+        for (m, stream) in msgs.into_iter().chain(more) {
             let payload = m
                 .into_message_payload(RtmpTimestamp::new(0), stream)
                 .unwrap();
             out.push(ser.serialize(&payload, false, false).unwrap().bytes);
         }
         out
+    }
+
+    fn publisher() -> Vec<Vec<u8>> {
+        publisher_of(0)
     }
 
     fn player() -> Vec<Vec<u8>> {
@@ -396,9 +432,39 @@ mod tests {
     /// its frames are there when the player joins.
     #[test]
     fn a_publisher_then_a_player_reach_the_hub() {
-        let st = relay(vec![publisher(), player()]);
+        let (st, _) = relay(vec![Client::new(publisher()), Client::new(player())]);
         assert_eq!(st.publishes_accepted, 1, "{st:?}");
         assert_eq!(st.video_messages_in, 2, "{st:?}");
         assert_eq!(st.players, 1, "{st:?}");
+    }
+
+    /// Back-pressure: a player that stops reading fills its connection and
+    /// then its queue on the hub, and neither the publisher nor the player
+    /// beside it notices. 400 frames of 1 KB (six times the pipe's 64 KiB).
+    #[test]
+    fn a_player_that_stops_reading_stalls_neither_the_publisher_nor_other_players() {
+        let hold = Duration::from_millis(600);
+        let stuck = Client {
+            messages: player(),
+            reads: false,
+            hold,
+        };
+        let reader = Client {
+            hold,
+            ..Client::new(player())
+        };
+        let (st, read) = relay(vec![Client::new(publisher_of(400)), stuck, reader]);
+        assert_eq!(st.publishes_accepted, 1, "{st:?}");
+        assert_eq!(st.players, 2, "{st:?}");
+        // Every frame reached the hub: the publisher was never held up.
+        assert_eq!(st.video_messages_in, 402, "{st:?}");
+        // The reading player got every frame (400 KB and their headers);
+        // the stuck one read nothing after its handshake.
+        assert!(
+            read[2] > 400 * 1024,
+            "the reading player got {} bytes",
+            read[2]
+        );
+        assert_eq!(read[1], 0);
     }
 }
