@@ -348,54 +348,56 @@ fn video_tag(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A publisher's chunks: connect, createStream, publish, a sequence
-    /// header and a key frame, then `frames` more frames of 1 KB.
-    fn publisher_of(frames: usize) -> Vec<Vec<u8>> {
+    /// Each message as its chunks (one serializer: the chunk headers of
+    /// a session).
+    fn chunks(msgs: impl IntoIterator<Item = (RtmpMessage, u32)>) -> Vec<Vec<u8>> {
         let mut ser = ChunkSerializer::new();
-        let mut out = Vec::new();
+        msgs.into_iter()
+            .map(|(m, stream)| {
+                let payload = m
+                    .into_message_payload(RtmpTimestamp::new(0), stream)
+                    .unwrap();
+                ser.serialize(&payload, false, false).unwrap().bytes
+            })
+            .collect()
+    }
+
+    /// connect and createStream, then `command` on stream 1 with `args`.
+    fn session(command_name: &str, args: &[&str]) -> Vec<(RtmpMessage, u32)> {
         let mut props = std::collections::HashMap::new();
         props.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
-        let msgs = [
+        let args = args
+            .iter()
+            .map(|a| Amf0Value::Utf8String(a.to_string()))
+            .collect();
+        vec![
             (command("connect", 1.0, Amf0Value::Object(props), vec![]), 0),
             (command("createStream", 2.0, Amf0Value::Null, vec![]), 0),
-            (
-                command(
-                    "publish",
-                    3.0,
-                    Amf0Value::Null,
-                    vec![
-                        Amf0Value::Utf8String(KEY.into()),
-                        Amf0Value::Utf8String("live".into()),
-                    ],
-                ),
-                1,
-            ),
+            (command(command_name, 3.0, Amf0Value::Null, args), 1),
+        ]
+    }
+
+    /// A publisher's chunks: the session, a sequence header and a key
+    /// frame, then `frames` more frames of 1 KB.
+    fn publisher_of(frames: usize) -> Vec<Vec<u8>> {
+        let video = |d: Vec<u8>| {
             (
                 RtmpMessage::VideoData {
-                    data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]),
+                    data: Bytes::from(d),
                 },
                 1,
-            ),
-            (
-                RtmpMessage::VideoData {
-                    data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 9, 9, 9]),
-                },
-                1,
-            ),
-        ];
+            )
+        };
         let mut frame = vec![0x27, 1, 0, 0, 0];
         frame.resize(1024, 7);
-        let more = (0..frames).map(|_| {
-            let data = Bytes::from(frame.clone());
-            (RtmpMessage::VideoData { data }, 1)
-        });
-        for (m, stream) in msgs.into_iter().chain(more) {
-            let payload = m
-                .into_message_payload(RtmpTimestamp::new(0), stream)
-                .unwrap();
-            out.push(ser.serialize(&payload, false, false).unwrap().bytes);
-        }
-        out
+        let msgs = session("publish", &[KEY, "live"])
+            .into_iter()
+            .chain([
+                video(vec![0x17, 0, 0, 0, 0, 1, 2]),
+                video(vec![0x17, 1, 0, 0, 0, 9, 9, 9]),
+            ])
+            .chain((0..frames).map(|_| video(frame.clone())));
+        chunks(msgs)
     }
 
     fn publisher() -> Vec<Vec<u8>> {
@@ -403,29 +405,7 @@ mod tests {
     }
 
     fn player() -> Vec<Vec<u8>> {
-        let mut ser = ChunkSerializer::new();
-        let mut out = Vec::new();
-        let mut props = std::collections::HashMap::new();
-        props.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
-        for (m, stream) in [
-            (command("connect", 1.0, Amf0Value::Object(props), vec![]), 0),
-            (command("createStream", 2.0, Amf0Value::Null, vec![]), 0),
-            (
-                command(
-                    "play",
-                    3.0,
-                    Amf0Value::Null,
-                    vec![Amf0Value::Utf8String(KEY.into())],
-                ),
-                1,
-            ),
-        ] {
-            let payload = m
-                .into_message_payload(RtmpTimestamp::new(0), stream)
-                .unwrap();
-            out.push(ser.serialize(&payload, false, false).unwrap().bytes);
-        }
-        out
+        chunks(session("play", &[KEY]))
     }
 
     /// The target's set-up reaches the hub: a publisher is admitted and
