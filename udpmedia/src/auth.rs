@@ -151,7 +151,19 @@ impl Gate {
         }
     }
 
+    /// The challenge for `client_nonce`: the one outstanding if there is
+    /// one (a client repeats its hello every 200 ms until an answer comes:
+    /// on a link with a longer round trip a new nonce per hello would make
+    /// its proof of the first one arrive stale, and be refused), else a
+    /// fresh one.
     fn challenge(&mut self, client_nonce: &[u8; NONCE_LEN], now: Time) -> Admission {
+        if let Some((server_nonce, at)) = self.issued.get(client_nonce)
+            && now.saturating_since(*at) < CHALLENGE_LIFETIME
+        {
+            let mut d = Vec::new();
+            write::challenge(&mut d, server_nonce, client_nonce);
+            return Admission::Challenge(d);
+        }
         self.counter += 1;
         let mut prf = self.prf.clone();
         prf.update(&self.counter.to_le_bytes());
@@ -247,6 +259,21 @@ mod tests {
             Admission::Refuse(_)
         ));
         assert_eq!(gate.refused, 1);
+    }
+
+    #[test]
+    fn a_repeated_hello_gets_the_same_challenge_so_a_slow_link_still_connects() {
+        let mut gate = Gate::new("s3cret", [9; 32]);
+        let n = [5u8; 16];
+        // Hellos at 0 and 200 ms cross the first challenge on a long link.
+        let sn = challenged(gate.check(&hello(&n, b""), Time::ZERO), &n);
+        let again = challenged(gate.check(&hello(&n, b""), Time::from_millis(200)), &n);
+        assert_eq!(sn, again);
+        let p = proof("s3cret", &sn, &n, Role::Publish, KEY);
+        assert!(matches!(
+            gate.check(&hello(&n, &p), Time::from_millis(300)),
+            Admission::Admit(_)
+        ));
     }
 
     #[test]

@@ -472,6 +472,21 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_over_a_round_trip_longer_than_the_hello_interval_connects() {
+        // 600 ms RTT: the client repeats its hello twice before the first
+        // challenge comes back (the CI's g2g test found this refused).
+        let c = Config {
+            token: "t".into(),
+            ..cfg()
+        };
+        let mut sim = Sim::new(c.clone(), c, Role::Play, "delay 300ms", "delay 300ms", 1);
+        sim.run_until(MS(3000));
+        assert!(sim.client.is_connected(), "{:?}", sim.client.poll_event());
+        let ms = sim.client.stats().handshake_ms.unwrap();
+        assert!((1200.0..1201.0).contains(&ms), "{ms} ms");
+    }
+
+    #[test]
     fn a_silent_server_times_the_client_out() {
         let mut sim = Sim::new(cfg(), cfg(), Role::Play, "loss 100%", "delay 1ms", 1);
         sim.run_until(MS(5000));
