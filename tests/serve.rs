@@ -36,7 +36,7 @@ fn glass_serve_relays_rtmp_to_the_udp_protocol_and_reports_on_ctrl_c() {
     let end = Time::from_millis(3000);
     let shown = rt.block_on(async {
         let clock = Clock::new(Instant::now());
-        // The settings `glass serve` uses: a scenario's defaults (token "glass").
+        // The settings `glass serve` uses: a scenario's defaults (no token).
         let defaults = harness::scenario::Protocol::defaults();
         let mut player = Player::new(defaults.player.clone(), Time::ZERO);
         player.set_ordered(false);

@@ -116,7 +116,7 @@ impl Protocol for Udp {
         &[Scheme {
             name: "gudp",
             endpoint: 0,
-            what: "Glass's UDP protocol (NACK, FEC, RED, congestion control): publish and play; token \"glass\"",
+            what: "Glass's UDP protocol (NACK, FEC, RED, congestion control): publish and play; an optional token, checked by a challenge",
         }]
     }
 
