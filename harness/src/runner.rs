@@ -583,7 +583,7 @@ async fn sessions(
                 .ok_or_else(|| anyhow!("ffmpeg cannot publish {uri}"))?;
             clients.publisher = Some(TransportReport {
                 role: Role::Publisher.as_str(),
-                uri: crate::redact::uris(&uri.to_string()),
+                uri: uri.redacted(),
                 requested: used.into(),
                 used: used.into(),
                 fallback: None,

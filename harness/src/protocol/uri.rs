@@ -48,6 +48,12 @@ pub enum UriError {
 }
 
 impl StreamUri {
+    /// The URI as results and logs show it: the stream key as a
+    /// fingerprint, secret query values hidden (`crate::redact`).
+    pub fn redacted(&self) -> String {
+        crate::redact::uris(&self.to_string())
+    }
+
     pub fn parse(uri: &str) -> Result<StreamUri, UriError> {
         let u = uri.trim();
         let known = || {

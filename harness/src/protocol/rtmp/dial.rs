@@ -67,7 +67,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     };
     let mut report = TransportReport {
         role,
-        uri: crate::redact::uris(&cx.uri.to_string()),
+        uri: cx.uri.redacted(),
         requested: match (cx.uri.scheme, mapping) {
             ("rtmpq", quic::Mapping::Frames) => "quic/frames".into(),
             ("rtmpq", quic::Mapping::Stream) => "quic/stream".into(),

@@ -81,7 +81,7 @@ pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
         }),
         report: TransportReport {
             role: cx.role.as_str(),
-            uri: crate::redact::uris(&cx.uri.to_string()),
+            uri: cx.uri.redacted(),
             requested: transport.into(),
             used: format!("rtsp/{transport}"),
             fallback: None,

@@ -322,7 +322,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     .with_context(|| format!("{}: {}", cx.role.as_str(), cx.uri))?;
     let report = TransportReport {
         role: cx.role.as_str(),
-        uri: crate::redact::uris(&cx.uri.to_string()),
+        uri: cx.uri.redacted(),
         requested: "udp".into(),
         used: "udp".into(),
         fallback: None,
