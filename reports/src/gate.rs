@@ -48,6 +48,20 @@ pub struct Tolerance {
     pub absolute_ms: f64,
     /// Floor for ratios (stall ratio).
     pub absolute_ratio: f64,
+    /// Floor for the startup delay. It includes connection set-up through
+    /// the kernel and the async runtime, whose cost on a shared machine
+    /// varies by tens of milliseconds from run to run and only upwards
+    /// (measured on the 2-core reference machine: clean RTMP 337–358 ms
+    /// within one gate run; a CI run right after the test suite: +22 and
+    /// +30 ms on the two RTMP cases, nothing on the G2G metrics). Three
+    /// repeats under-estimate that noise, so it gets its own floor; latency
+    /// added to the media path still fails the G2G metrics at 5 ms.
+    #[serde(default = "default_startup_ms")]
+    pub absolute_startup_ms: f64,
+}
+
+fn default_startup_ms() -> f64 {
+    50.0
 }
 
 impl Default for Tolerance {
@@ -56,13 +70,16 @@ impl Default for Tolerance {
             relative: 0.10,
             absolute_ms: 5.0,
             absolute_ratio: 0.005,
+            absolute_startup_ms: default_startup_ms(),
         }
     }
 }
 
 impl Tolerance {
     fn allowed(&self, metric: &str, base: f64) -> f64 {
-        let floor = if metric.ends_with("_ms") {
+        let floor = if metric == "startup_delay_ms" {
+            self.absolute_startup_ms
+        } else if metric.ends_with("_ms") {
             self.absolute_ms
         } else {
             self.absolute_ratio
@@ -486,6 +503,10 @@ mod tests {
     use super::*;
 
     fn results(p50s: &[f64], budget: Option<f64>) -> Results {
+        with_startup(p50s, budget, 600.0)
+    }
+
+    fn with_startup(p50s: &[f64], budget: Option<f64>, startup: f64) -> Results {
         let runs = p50s
             .iter()
             .enumerate()
@@ -493,7 +514,7 @@ mod tests {
                 serde_json::json!({
                     "network": "clean", "protocol": "rtmp", "repeat": i, "status": "ok", "error": null,
                     "budgets": budget.map(|l| vec![serde_json::json!({"budget": "g2g_p50_ms", "limit": l, "value": p, "within": p <= l})]).unwrap_or_default(),
-                    "result": {"player": {"g2g_p50_ms": p, "g2g_p99_ms": p + 10.0, "stall_ratio": 0.0, "startup_delay_ms": 600.0}}
+                    "result": {"player": {"g2g_p50_ms": p, "g2g_p99_ms": p + 10.0, "stall_ratio": 0.0, "startup_delay_ms": startup}}
                 })
             })
             .collect::<Vec<_>>();
@@ -530,6 +551,30 @@ mod tests {
         // Improvements pass.
         let better = check(&results(&[430.0, 432.0, 431.0], None), Some(&base), "out");
         assert!(better.passed() && render_text(&better).contains("improved"));
+    }
+
+    #[test]
+    fn startup_delay_has_its_own_floor() {
+        let p = [530.0, 532.0, 531.0];
+        let base = baseline_from(&with_startup(&p, None, 340.0), Tolerance::default());
+        let verdict = |startup| {
+            let v = check(&with_startup(&p, None, startup), Some(&base), "out");
+            v.findings
+                .iter()
+                .find(|f| f.name == "startup_delay_ms")
+                .map(|f| f.passed)
+                .unwrap()
+        };
+        // Connection set-up on a busy machine (+30 ms): noise.
+        assert!(verdict(370.0));
+        // +60 ms: more than set-up noise, a regression.
+        assert!(!verdict(400.0));
+        // A baseline written before the floor existed reads with it.
+        let old: Tolerance = serde_json::from_str(
+            r#"{"relative": 0.03, "absolute_ms": 5.0, "absolute_ratio": 0.005}"#,
+        )
+        .unwrap();
+        assert_eq!(old.absolute_startup_ms, 50.0);
     }
 
     #[test]
