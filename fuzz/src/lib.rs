@@ -202,14 +202,7 @@ fn name_hash(name: &str) -> u64 {
 
 /// This process's resident set in KiB (0 where /proc is not there).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    harness::procstat::rss_kib()
 }
 
 /// A duration in the form a summary prints.

@@ -90,6 +90,18 @@ pub enum Command {
     /// like, merge (`glass report merge`).
     #[command(subcommand)]
     Sweep(SweepCommand),
+    /// Repeat a scenario's runs for hours in one process and watch it for
+    /// leaks: resident memory, open file descriptors and threads are sampled
+    /// every 10 s (and after each run); after the first quarter (warm-up) a
+    /// least-squares trend per series says whether it grows. Writes
+    /// soak.csv, soak-runs.csv, soak.json, plots/ and soak.html. Exit 0: no
+    /// growth; 1: something grows; 2: an error.
+    ///
+    /// Ctrl-C ends the soak after the current run and keeps its figures; a
+    /// second Ctrl-C quits at once.
+    ///
+    /// Example: glass soak --hours 1   (the quickstart's protocols for an hour)
+    Soak(SoakArgs),
     /// Glass's relay on its own: every protocol's server side on this
     /// machine's ports (loopback unless --public), so your own publisher or
     /// player (OBS, ffmpeg, a browser, your app) can use it, directly or
@@ -99,6 +111,26 @@ pub enum Command {
     ///
     /// Example: glass serve --key mystream   then   ffmpeg -re -i in.flv -c copy -f flv rtmp://127.0.0.1:1935/live/mystream
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// A scenario file; default: the quickstart. Its networks × protocols
+    /// run in turn, over and over, each time with the next seed.
+    pub scenario: Option<PathBuf>,
+    /// How long to soak (fractions allowed: 0.1 = 6 minutes). Runs start
+    /// until then; the last one finishes.
+    #[arg(long, default_value_t = 1.0)]
+    pub hours: f64,
+    /// Interval between two samples of the process.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub sample_every: netem::units::HumanDuration,
+    /// Output directory (default: results/soak-NAME-UNIXTIME).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// How the runs cross the network (see `glass run --help`).
+    #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
+    pub mode: crate::topology::Mode,
 }
 
 #[derive(Debug, Args)]
@@ -331,7 +363,8 @@ pub struct GateArgs {
     #[arg(long, requires = "baseline")]
     pub update_baseline: bool,
     /// Relative tolerance of a new baseline (0.10: a metric may worsen by
-    /// 10 % before it counts as a regression; floors: 5 ms, 0.5 % stall).
+    /// 10 % before it counts as a regression; floors: 5 ms, 0.5 % stall,
+    /// 50 ms for the startup delay).
     #[arg(long, default_value_t = 0.10, value_name = "FRACTION")]
     pub tolerance: f64,
     /// Write the verdict as JUnit XML here.

@@ -14,6 +14,7 @@ pub mod interop;
 pub mod media;
 pub mod output;
 pub mod plan;
+pub mod procstat;
 pub mod protocol;
 pub mod publisher;
 pub mod redact;

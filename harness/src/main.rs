@@ -7,6 +7,16 @@ use clap::Parser;
 use harness::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// Whether a command running in `mode` needs namespaces: required (link),
+/// wanted (auto: it falls back to proxy mode), or not at all.
+fn link_needed(mode: harness::topology::Mode) -> Option<bool> {
+    match mode {
+        harness::topology::Mode::Proxy => None,
+        harness::topology::Mode::Link => Some(true),
+        harness::topology::Mode::Auto => Some(false),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Link mode needs namespaces: an unprivileged user enters a user namespace
@@ -14,16 +24,9 @@ fn main() -> ExitCode {
     let needs_link = match &cli.command {
         Command::Shell(_) | Command::Bench(_) => Some(true),
         // `glass run` falls back to proxy mode unless link mode was asked for.
-        Command::Check(args) if !args.is_results() => match args.mode {
-            harness::topology::Mode::Proxy => None,
-            harness::topology::Mode::Link => Some(true),
-            harness::topology::Mode::Auto => Some(false),
-        },
-        Command::Run(args) => match args.mode {
-            harness::topology::Mode::Proxy => None,
-            harness::topology::Mode::Link => Some(true),
-            harness::topology::Mode::Auto => Some(false),
-        },
+        Command::Check(args) if !args.is_results() => link_needed(args.mode),
+        Command::Run(args) => link_needed(args.mode),
+        Command::Soak(args) => link_needed(args.mode),
         _ => None,
     };
     if let Some(required) = needs_link
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Report(args) => harness::commands::report::run(args).map(|()| 0),
         Command::Shell(args) => harness::commands::shell::run(args),
         Command::Proxy(cmd) => harness::commands::proxy::run(cmd).map(|()| 0),
+        Command::Soak(args) => harness::commands::soak::run(args),
         Command::Serve(args) => harness::commands::serve::run(args).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {
             harness::commands::bench::run(args).map(|()| 0)

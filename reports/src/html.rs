@@ -38,6 +38,12 @@ pub enum ReportError {
 
 type Result<T> = std::result::Result<T, ReportError>;
 
+/// The pages' style sheet (the report's and the soak's).
+pub(crate) const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}\
+    td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}\
+    .fail{color:#b00}figure{margin:1.5em 0}svg{max-width:100%;height:auto}code{font-size:12px}\
+    .grid{display:grid;grid-template-columns:1fr 1fr;gap:0 1em}.grid figure{margin:.5em 0}.verdict li{margin:.2em 0}";
+
 /// Charts per kind are capped, so a large sweep still gives a readable page.
 const MAX_TIME_CHARTS: usize = 12;
 
@@ -80,7 +86,8 @@ fn f(rec: &csv::StringRecord, i: usize) -> Option<f64> {
     rec.get(i)?.parse().ok()
 }
 
-fn esc(s: &str) -> String {
+/// `s` as HTML text.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -902,11 +909,7 @@ fn page(
     let title = format!("Glass report — {}", s.name);
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
-         body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}\
-         td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
-         .fail{{color:#b00}}figure{{margin:1.5em 0}}svg{{max-width:100%;height:auto}}code{{font-size:12px}}\
-         .grid{{display:grid;grid-template-columns:1fr 1fr;gap:0 1em}}.grid figure{{margin:.5em 0}}.verdict li{{margin:.2em 0}}</style></head><body>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>",
         esc(&title)
     );
     let _ = write!(h, "<h1>{}</h1>", esc(&title));

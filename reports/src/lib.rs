@@ -8,4 +8,5 @@ pub mod merge;
 pub mod plots;
 pub mod profile_check;
 pub mod results;
+pub mod soak;
 pub mod stats;

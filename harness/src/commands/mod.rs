@@ -9,4 +9,5 @@ pub mod report;
 pub mod run;
 pub mod serve;
 pub mod shell;
+pub mod soak;
 pub mod sweep;

@@ -38,7 +38,8 @@ pub fn csv_file(
     Ok(f)
 }
 
-fn quote(s: &str) -> String {
+/// A CSV field, quoted (quotes inside doubled).
+pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 

@@ -183,10 +183,19 @@ async fn run(
                     let s = Arc::new(UdpSocket::bind(bind).await?);
                     s.connect(cfg.upstream).await?;
                     let (s2, tx) = (s.clone(), reply_tx.clone());
+                    // The client's reader ends with the proxy (the reply
+                    // channel closes): a reader blocked in recv would
+                    // otherwise keep its socket and task for the life of the
+                    // process (two per run in proxy mode; found by
+                    // `glass soak`).
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; MAX_DATAGRAM];
                         loop {
-                            match s2.recv(&mut buf).await {
+                            let r = tokio::select! {
+                                r = s2.recv(&mut buf) => r,
+                                () = tx.closed() => break,
+                            };
+                            match r {
                                 Ok(n) => {
                                     if tx.send(Datagram { bytes: buf[..n].to_vec(), client }).await.is_err() {
                                         break;
@@ -237,4 +246,51 @@ async fn run(
         let _ = stats_tx.send(stats.clone());
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stopped proxy closes the sockets it opened towards the upstream:
+    /// their ports can be bound again.
+    #[tokio::test]
+    async fn stopping_closes_the_upstream_sockets() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let proxy = UdpProxy::start(UdpProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: upstream.local_addr().unwrap(),
+            profiles: (Profile::default(), Profile::default()),
+            seed: 1,
+            max_datagram: MAX_DATAGRAM,
+        })
+        .await
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"hello", proxy.local_addr()).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (_, from) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            upstream.recv_from(&mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // The upstream socket listens on 0.0.0.0:port.
+        let port = from.port();
+        assert!(
+            std::net::UdpSocket::bind(("0.0.0.0", port)).is_err(),
+            "the proxy's upstream socket holds its port while it runs"
+        );
+        proxy.stop().await.unwrap();
+        let mut freed = false;
+        for _ in 0..100 {
+            if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(freed, "port {port} still held after the proxy stopped");
+    }
 }
