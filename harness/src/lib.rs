@@ -10,6 +10,7 @@ pub mod commands;
 pub mod cross;
 pub mod events;
 pub mod g2g;
+pub mod hostile;
 pub mod interop;
 pub mod media;
 pub mod output;

@@ -73,6 +73,10 @@ pub struct RunResult {
     /// The network's cross traffic, flow by flow (none: not written).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cross: Vec<crate::cross::CrossReport>,
+    /// The network's hostile clients and the process's memory under them
+    /// (none: not written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostile: Option<crate::hostile::HostileReport>,
     /// Each registered protocol's section of the run (its fields join
     /// results.json's `result` object: the UDP protocol's `udp` sessions
     /// and `recovery` per mile).
@@ -317,14 +321,26 @@ pub fn run_groups(
     }
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
     let mut clients = Clients::default();
+    let mut hostile = None;
     let run = rt.block_on(async {
-        let servers = start_servers(
+        let (servers, targets) = start_servers(
             &mut topo,
             protocol,
             &hub,
             &stop_rx,
             scenario.encoder.bitrate.bits_per_sec(),
         )?;
+        let attackers = if network.hostile.is_empty() {
+            None
+        } else {
+            Some(crate::hostile::Hostile::start(
+                &network.hostile,
+                targets,
+                &key,
+                (clock, seeds.child("hostile").seed()),
+                &topo,
+            )?)
+        };
         // Where the run is, for the message if it overruns its deadline.
         let progress_of_run = Stage::default();
         let cx = SessionCx {
@@ -348,6 +364,11 @@ pub fn run_groups(
             &progress_of_run,
         );
         let r = within_deadline(work, scenario.duration, &progress_of_run, progress).await;
+        // The attacks end before the relay does (they would count its
+        // shutdown as refusals).
+        if let Some(a) = attackers {
+            hostile = tokio::task::spawn_blocking(move || a.stop()).await.ok();
+        }
         // ffmpeg finishes while the relay still listens (else: broken pipe).
         for f in ffmpeg_publisher
             .iter_mut()
@@ -415,6 +436,7 @@ pub fn run_groups(
                 net: group_net,
                 ffmpeg: ffmpeg_reports,
                 cross: cross.clone(),
+                hostile: hostile.clone(),
             },
             scenario,
             &view,
@@ -716,6 +738,7 @@ struct Sides {
     sections: Sections,
     ffmpeg: Vec<FfmpegReport>,
     cross: Vec<crate::cross::CrossReport>,
+    hostile: Option<crate::hostile::HostileReport>,
 }
 
 /// The run's figures from what each side measured: start-up and steady
@@ -739,6 +762,7 @@ fn assemble(
         sections,
         ffmpeg: ffmpeg_reports,
         cross,
+        hostile,
     } = sides;
     let mut report = player.finish(end);
     // Start-up vs steady state: frames captured after the warm-up.
@@ -784,6 +808,7 @@ fn assemble(
         graph: net.graph,
         ffmpeg: ffmpeg_reports,
         cross,
+        hostile,
         equal_smoothness,
         hops,
         frame_hops,
@@ -805,14 +830,24 @@ fn start_servers(
     hub: &Hub,
     stop: &watch::Receiver<bool>,
     media_bps: u64,
-) -> Result<Vec<(&'static str, ServerTask)>> {
+) -> Result<(Vec<(&'static str, ServerTask)>, crate::hostile::Targets)> {
     let mut out = Vec::new();
+    let mut targets = crate::hostile::Targets::default();
     for p in REGISTRY {
         let socks = p
             .endpoints()
             .iter()
             .map(|&e| topo.bind_server(e))
             .collect::<Result<Vec<_>>>()?;
+        for (&e, sock) in p.endpoints().iter().zip(&socks) {
+            let at = crate::topology::bound_addr(sock).ok();
+            match e {
+                Endpoint::Tcp(crate::protocol::rtmp::RTMP_PORT) => targets.rtmp = at,
+                Endpoint::Tcp(crate::protocol::rtsp::RTSP_PORT) => targets.rtsp = at,
+                Endpoint::Udp(crate::protocol::udp::UDP_MEDIA_PORT) => targets.udp = at,
+                _ => {}
+            }
+        }
         let publisher_ports = p
             .endpoints()
             .iter()
@@ -830,7 +865,7 @@ fn start_servers(
             .with_context(|| format!("starting the relay's {} side", p.name()))?;
         out.push((p.name(), task));
     }
-    Ok(out)
+    Ok((out, targets))
 }
 
 /// What an ffmpeg publisher did, from its own report and the relay's view

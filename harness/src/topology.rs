@@ -225,7 +225,8 @@ fn bind_loopback(e: Endpoint) -> Result<Bound> {
     })
 }
 
-fn local_addr(b: &Bound) -> Result<SocketAddr> {
+/// Where a relay socket listens.
+pub fn bound_addr(b: &Bound) -> Result<SocketAddr> {
     Ok(match b {
         Bound::Tcp(l) => l.local_addr()?,
         Bound::Udp(s) => s.local_addr()?,
@@ -309,7 +310,7 @@ impl Topology {
                     let upstream = relay
                         .iter()
                         .find(|(e, _)| *e == path.to)
-                        .map(|(_, b)| local_addr(b))
+                        .map(|(_, b)| bound_addr(b))
                         .transpose()?
                         .ok_or_else(|| anyhow!("no relay socket for {}", path.to))?;
                     let listen = pair_port(&paths, path, &proxies)?;
@@ -407,7 +408,7 @@ impl Topology {
                 .map(|p| p.proxy.local_addr().port()),
             Carrier::Link { .. } => None,
         }
-        .or_else(|| local_addr(sock).ok().map(|a| a.port()))
+        .or_else(|| bound_addr(sock).ok().map(|a| a.port()))
         .unwrap_or(e.port())
     }
 
@@ -445,6 +446,18 @@ impl Topology {
         Ok(deep(
             self.run_at(place, || std::net::UdpSocket::bind((any, 0)))?,
         ))
+    }
+
+    /// Runs `f` on the relay's host: in the server's namespace (link mode;
+    /// threads `f` spawns stay there), or here (proxy mode).
+    pub fn run_at_server<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> Result<T> {
+        match &self.carrier {
+            Carrier::Link { link, .. } => Ok(link.namespace(Host::Server).run(f)?),
+            Carrier::Proxy { .. } => Ok(f()?),
+        }
     }
 
     /// Starts the network's cross traffic on the run's `clock` (link

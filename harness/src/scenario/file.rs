@@ -88,6 +88,9 @@ pub struct NetworkFile {
     /// Competing flows that share a mile with the media (link mode).
     #[serde(default)]
     pub cross: Vec<crate::cross::CrossFile>,
+    /// Hostile clients against the relay during the run.
+    #[serde(default)]
+    pub hostile: Vec<crate::hostile::AttackFile>,
     /// Player groups, each on its own last mile (instead of `last_mile`):
     /// one publisher feeds them all, each group's figures are reported
     /// apart.

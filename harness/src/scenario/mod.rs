@@ -72,6 +72,8 @@ pub struct Network {
     pub described: [String; 4],
     /// Competing flows on the miles (link mode).
     pub cross: Vec<crate::cross::CrossFlow>,
+    /// Hostile clients against the relay.
+    pub hostile: Vec<crate::hostile::Attack>,
     /// The player groups, each on its own last mile (at least one; without
     /// `players` in the file, one called "player" on `last_mile`).
     pub groups: Vec<PlayerGroup>,

@@ -123,6 +123,7 @@ impl ScenarioFile {
                 first_mile: LinkFile::default(),
                 last_mile: LinkFile::default(),
                 cross: Vec::new(),
+                hostile: Vec::new(),
                 players: Vec::new(),
             }]
         } else {
@@ -154,6 +155,12 @@ impl ScenarioFile {
                 .enumerate()
                 .map(|(j, c)| c.validate(&format!("{field}.cross[{j}]"), duration, &names))
                 .collect::<Result<Vec<_>>>()?;
+            let hostile = n
+                .hostile
+                .iter()
+                .enumerate()
+                .map(|(j, a)| a.validate(&format!("{field}.hostile[{j}]"), duration))
+                .collect::<Result<Vec<_>>>()?;
             let g0 = &groups[0];
             out_networks.push(Network {
                 name: n.name.clone(),
@@ -161,6 +168,7 @@ impl ScenarioFile {
                 last_mile: g0.last_mile.clone(),
                 described: [dfu, dfd, g0.described[0].clone(), g0.described[1].clone()],
                 cross,
+                hostile,
                 groups,
             });
         }

@@ -112,6 +112,11 @@ async fn accept_quic(
     }
 }
 
+/// How long a connection may take to publish or play, from its first byte:
+/// one that stops inside the handshake (half-open) or never asks for a
+/// stream would otherwise hold its task and buffers for ever.
+pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One RTMP session with a publisher or a player, until either side ends
 /// it or `stop` changes. (Public for the fuzzer, which drives it over
 /// [`Transport::Memory`].)
@@ -121,7 +126,10 @@ pub async fn relay_connection(
     stats: &Mutex<RtmpServerStats>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let remaining = handshake(&mut sock, PeerType::Server).await?;
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let remaining = tokio::time::timeout(SETUP_TIMEOUT, handshake(&mut sock, PeerType::Server))
+        .await
+        .map_err(|_| anyhow!("no RTMP handshake within {SETUP_TIMEOUT:?}"))??;
     let (mut session, results) =
         ServerSession::new(ServerSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
     let mut pending = write_packets(&mut sock, results).await?;
@@ -212,6 +220,7 @@ pub async fn relay_connection(
                 _ => {}
             }
         }
+        let set_up = publishing.is_some() || playing.is_some();
         let next_media = async {
             match &mut playing {
                 Some((_, rx, _)) => rx.recv().await,
@@ -226,6 +235,9 @@ pub async fn relay_connection(
         };
         tokio::select! {
             _ = stop.changed() => break Ok(()),
+            _ = tokio::time::sleep_until(setup_deadline), if !set_up => {
+                bail!("neither published nor played within {SETUP_TIMEOUT:?} of connecting");
+            }
             r = sock.read(&mut buf) => {
                 let n = r?;
                 if n == 0 {

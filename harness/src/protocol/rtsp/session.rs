@@ -38,6 +38,10 @@ pub struct Limits {
     pub max_message: usize,
     /// How long a session may stay silent (RFC 2326's default: 60 s).
     pub timeout: Duration,
+    /// How long one message may take from its first byte to its last: a
+    /// client that trickles a request a byte at a time (slowloris) is never
+    /// silent, and would hold one of the relay's sessions for ever.
+    pub message_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -45,6 +49,7 @@ impl Default for Limits {
         Limits {
             max_message: 4 + 65535 + 1024,
             timeout: Duration::from_secs(60),
+            message_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct ServerSession {
     /// The credentials every request but OPTIONS must prove, if any.
     auth: Option<Credentials>,
     last_heard: Time,
+    /// When the incomplete message in `inbuf` began.
+    partial_since: Option<Time>,
     /// Interleaved frames before RECORD or on no track's channel.
     pub stray_frames: u64,
 }
@@ -145,6 +152,7 @@ impl ServerSession {
             server_ports,
             auth: None,
             last_heard: now,
+            partial_since: None,
             stray_frames: 0,
         }
     }
@@ -172,6 +180,8 @@ impl ServerSession {
             match parsed {
                 Ok((message, used)) => {
                     self.inbuf.drain(..used);
+                    // What is left began with these bytes.
+                    self.partial_since = None;
                     self.handle(message);
                     if self.state == State::Closed {
                         return;
@@ -180,6 +190,8 @@ impl ServerSession {
                 Err(ParseError::Incomplete(_)) => {
                     if self.inbuf.len() > self.limits.max_message {
                         self.close(format!("a message over {} bytes", self.limits.max_message));
+                    } else if !self.inbuf.is_empty() {
+                        self.partial_since.get_or_insert(now);
                     }
                     return;
                 }
@@ -211,13 +223,25 @@ impl ServerSession {
     }
 
     /// When the session ends if the client stays silent.
+    /// (Or, mid-message, when the message's time is up.)
     pub fn poll_timeout(&self) -> Option<Time> {
-        (self.state != State::Closed).then(|| self.last_heard + self.limits.timeout)
+        let silent = self.last_heard + self.limits.timeout;
+        let partial = self.partial_since.map(|t| t + self.limits.message_timeout);
+        (self.state != State::Closed).then(|| partial.map_or(silent, |p| p.min(silent)))
     }
 
     /// Ends the session if its deadline has passed.
     pub fn handle_timeout(&mut self, now: Time) {
-        if self.poll_timeout().is_some_and(|t| now >= t) {
+        if self
+            .partial_since
+            .is_some_and(|t| now >= t + self.limits.message_timeout)
+            && self.state != State::Closed
+        {
+            self.close(format!(
+                "a message still incomplete after {} s",
+                self.limits.message_timeout.as_secs_f64()
+            ));
+        } else if self.poll_timeout().is_some_and(|t| now >= t) {
             self.close(format!(
                 "silent for {} s",
                 self.limits.timeout.as_secs_f64()
@@ -753,6 +777,36 @@ mod tests {
         assert_eq!(s.state(), State::Init);
         s.handle_timeout(Time::from_secs_f64(60.0));
         assert_eq!(s.state(), State::Closed);
+
+        // Slowloris: a request trickled a byte a second is never silent,
+        // but its time runs out 10 s after its first byte.
+        let mut s = session();
+        let request = b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for (i, b) in request.iter().enumerate().take(10) {
+            s.input(&[*b], Time::from_secs_f64(5.0 + i as f64));
+            s.handle_timeout(Time::from_secs_f64(5.0 + i as f64));
+        }
+        assert_eq!(s.poll_timeout(), Some(Time::from_secs_f64(15.0)));
+        assert!(s.poll_event().is_none());
+        s.input(&request[10..11], Time::from_secs_f64(15.0));
+        s.handle_timeout(Time::from_secs_f64(15.0));
+        let Some(Event::Closed { reason }) = s.poll_event() else {
+            panic!("not closed at 15 s")
+        };
+        assert!(reason.contains("incomplete after 10 s"), "{reason}");
+        // Requests that complete reset the clock: a client sending one
+        // request every 9 s in two halves stays.
+        let mut s = session();
+        for i in 0..5 {
+            let t = 9.0 * i as f64;
+            s.input(b"OPTIONS * RTSP/1.0\r\n", Time::from_secs_f64(t));
+            s.handle_timeout(Time::from_secs_f64(t + 8.0));
+            s.input(
+                format!("CSeq: {i}\r\n\r\n").as_bytes(),
+                Time::from_secs_f64(t + 8.0),
+            );
+        }
+        assert_ne!(s.state(), State::Closed);
     }
 
     proptest::proptest! {
