@@ -51,17 +51,28 @@ pub enum AttackKind {
     UdpJunk,
 }
 
+/// What an attack kind takes: a rate per second (its bounds), a count of
+/// connections (its bounds), an interval.
+struct Needs {
+    rate: Option<(f64, f64)>,
+    count: Option<(u32, u32)>,
+    interval: bool,
+}
+
 impl AttackKind {
-    /// What the attack takes: a rate (per second), a count of connections,
-    /// an interval; the bounds of each.
-    fn needs(self) -> (Option<(f64, f64)>, Option<(u32, u32)>, bool) {
-        match self {
+    fn needs(self) -> Needs {
+        let (rate, count, interval) = match self {
             AttackKind::ConnectFlood => (Some((1.0, 5_000.0)), None, false),
             AttackKind::HalfOpen => (None, Some((1, 4_096)), false),
             AttackKind::Slowloris => (None, Some((1, 4_096)), true),
             AttackKind::ChunkSize => (None, None, true),
             AttackKind::TakenKey => (Some((0.1, 200.0)), None, false),
             AttackKind::UdpJunk => (Some((1.0, 200_000.0)), None, false),
+        };
+        Needs {
+            rate,
+            count,
+            interval,
         }
     }
 }
@@ -103,7 +114,11 @@ impl AttackFile {
     /// Checks the attack against the run's `duration`; errors name `field`.
     pub fn validate(&self, field: &str, duration: Duration) -> Result<Attack, ConfigError> {
         let bad = |f: &str, why: String| Err(ConfigError::invalid(format!("{field}.{f}"), why));
-        let (rate, count, interval) = self.kind.needs();
+        let Needs {
+            rate,
+            count,
+            interval,
+        } = self.kind.needs();
         let name = format!("{:?}", self.kind);
         let rate = match (rate, self.rate) {
             (Some((lo, hi)), Some(r)) if (lo..=hi).contains(&r) => r,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod cross;
 pub mod events;
+pub mod faults;
 pub mod g2g;
 pub mod hostile;
 pub mod interop;

@@ -77,6 +77,9 @@ pub struct RunResult {
     /// (none: not written).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostile: Option<crate::hostile::HostileReport>,
+    /// When the relay_killed fault killed the relay (ms from the start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_killed_at_ms: Option<f64>,
     /// Each registered protocol's section of the run (its fields join
     /// results.json's `result` object: the UDP protocol's `udp` sessions
     /// and `recovery` per mile).
@@ -322,6 +325,7 @@ pub fn run_groups(
     let mut ffmpeg_publisher: Option<(Ffmpeg, Time)> = None;
     let mut clients = Clients::default();
     let mut hostile = None;
+    let mut relay_killed: Option<Duration> = None;
     let run = rt.block_on(async {
         let (servers, targets) = start_servers(
             &mut topo,
@@ -330,6 +334,19 @@ pub fn run_groups(
             &stop_rx,
             scenario.encoder.bitrate.bits_per_sec(),
         )?;
+        // The relay_killed fault: every server task (and its sessions)
+        // aborted at its instant.
+        let killer = crate::faults::relay_killed(&network.faults).map(|at| {
+            let aborts: Vec<_> = servers.iter().map(|(_, t)| t.abort_handle()).collect();
+            let when = clock.instant(Time::from_duration(at));
+            tokio::spawn(async move {
+                tokio::time::sleep_until(when.into()).await;
+                for a in aborts {
+                    a.abort();
+                }
+                at
+            })
+        });
         let attackers = if network.hostile.is_empty() {
             None
         } else {
@@ -364,6 +381,20 @@ pub fn run_groups(
             &progress_of_run,
         );
         let r = within_deadline(work, scenario.duration, &progress_of_run, progress).await;
+        if let Some(k) = killer {
+            if k.is_finished() {
+                relay_killed = k.await.ok();
+            } else {
+                k.abort();
+            }
+        }
+        let r = match (r, relay_killed) {
+            (Err(e), Some(at)) => Err(e.context(format!(
+                "the relay was killed at {:.1} s (fault relay_killed)",
+                at.as_secs_f64()
+            ))),
+            (r, _) => r,
+        };
         // The attacks end before the relay does (they would count its
         // shutdown as refusals).
         if let Some(a) = attackers {
@@ -385,6 +416,7 @@ pub fn run_groups(
         for (name, s) in servers {
             match tokio::time::timeout(Duration::from_secs(2), s).await {
                 Ok(Ok(st)) => stats.push((name, std::sync::Arc::from(st))),
+                Ok(Err(e)) if e.is_cancelled() && relay_killed.is_some() => {}
                 _ => tracing::warn!(
                     "the relay's {name} side did not stop in time; its statistics are missing"
                 ),
@@ -437,6 +469,7 @@ pub fn run_groups(
                 ffmpeg: ffmpeg_reports,
                 cross: cross.clone(),
                 hostile: hostile.clone(),
+                relay_killed,
             },
             scenario,
             &view,
@@ -739,6 +772,7 @@ struct Sides {
     ffmpeg: Vec<FfmpegReport>,
     cross: Vec<crate::cross::CrossReport>,
     hostile: Option<crate::hostile::HostileReport>,
+    relay_killed: Option<Duration>,
 }
 
 /// The run's figures from what each side measured: start-up and steady
@@ -763,6 +797,7 @@ fn assemble(
         ffmpeg: ffmpeg_reports,
         cross,
         hostile,
+        relay_killed,
     } = sides;
     let mut report = player.finish(end);
     // Start-up vs steady state: frames captured after the warm-up.
@@ -809,6 +844,7 @@ fn assemble(
         ffmpeg: ffmpeg_reports,
         cross,
         hostile,
+        relay_killed_at_ms: relay_killed.map(|d| d.as_secs_f64() * 1e3),
         equal_smoothness,
         hops,
         frame_hops,

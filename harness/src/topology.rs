@@ -290,6 +290,10 @@ impl Topology {
                  proxy mode has none",
                 network.name
             )),
+            Mode::Proxy if crate::faults::engine_stall(&network.faults).is_some() => Err(anyhow!(
+                "network \"{}\" has an engine_stall fault, which needs link mode (it acts on the link's engine)",
+                network.name
+            )),
             Mode::Proxy => {
                 let mut relay: Vec<(Endpoint, Bound)> = Vec::new();
                 let mut proxies: Vec<MileProxy> = Vec::new();
@@ -329,6 +333,7 @@ impl Topology {
                     graph,
                     GraphOptions {
                         seed,
+                        stall: crate::faults::engine_stall(&network.faults),
                         ..GraphOptions::default()
                     },
                 )

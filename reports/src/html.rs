@@ -989,6 +989,22 @@ fn page(
         );
     }
     h.push_str("</table>");
+    if runs.iter().any(|r| !r.warnings.is_empty()) {
+        h.push_str("<h2>Warnings</h2><p>Runs whose figures are suspect: read them with this in mind.</p><ul>");
+        for r in runs {
+            for w in &r.warnings {
+                let _ = write!(
+                    h,
+                    "<li class=\"fail\">{} / {} (repeat {}): {}</li>",
+                    esc(&case_title(&r.point, &r.network)),
+                    esc(&r.protocol),
+                    r.repeat + 1,
+                    esc(w)
+                );
+            }
+        }
+        h.push_str("</ul>");
+    }
     hops_table(&mut h, runs);
     links_table(&mut h, runs);
     h.push_str("<h2>Impairment: asked and realised</h2><ul>");

@@ -136,6 +136,10 @@ pub struct Run {
     pub result: Option<RunPart>,
     #[serde(default)]
     pub budgets: Vec<BudgetCheck>,
+    /// What makes this run's figures suspect (the link's engine fell
+    /// behind, …): the report marks the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Run {

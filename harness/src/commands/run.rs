@@ -195,6 +195,12 @@ pub fn run_job(
             status,
             result,
         );
+        for w in &record.warnings {
+            warn(format!(
+                "glass: {} over {}: warning: {w}",
+                protocol.name, view.name
+            ));
+        }
         out.push((record, view));
     }
     Ok(out)
@@ -240,6 +246,10 @@ fn record_of(
         budgets: result
             .as_ref()
             .map(|r| budgets(&point.scenario.budgets, r))
+            .unwrap_or_default(),
+        warnings: result
+            .as_ref()
+            .map(crate::output::records::warnings)
             .unwrap_or_default(),
         result,
     }

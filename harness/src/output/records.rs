@@ -48,6 +48,44 @@ pub struct RunRecord {
     pub topology: Option<TopologyPart>,
     pub result: Option<RunResult>,
     pub budgets: Vec<BudgetCheck>,
+    /// What makes the figures suspect ([`warnings`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// What makes a run's figures suspect: the relay killed by a fault, the
+/// link's engine released packets
+/// late (a stalled thread, an overloaded machine: `netem::adapters::link::
+/// LATE_RELEASE`), or the kernel dropped packets before the engine read
+/// them. Either way the figures from that moment measure the machine, not
+/// the network.
+pub fn warnings(r: &RunResult) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(at) = r.relay_killed_at_ms {
+        out.push(format!(
+            "the relay was killed at {:.1} s (fault relay_killed): the figures after it are the players' without a relay",
+            at / 1e3
+        ));
+    }
+    if let Some(link) = &r.link {
+        let e = &link.release_error;
+        if e.late > 0 {
+            out.push(format!(
+                "the link's engine fell behind: {} packet(s) released more than {} ms late (up to {:.0} ms, first due at {:.1} s); figures from then on measure the machine, not the network",
+                e.late,
+                netem::adapters::link::LATE_RELEASE.as_millis(),
+                e.max_us / 1e3,
+                e.first_late_at_ms.unwrap_or(0.0) / 1e3
+            ));
+        }
+        let drops: u64 = link.kernel_drops.values().sum();
+        if drops > 0 {
+            out.push(format!(
+                "the kernel dropped {drops} packet(s) before the link's engine read them (it fell behind): losses the scenario did not ask for"
+            ));
+        }
+    }
+    out
 }
 
 #[derive(Serialize)]

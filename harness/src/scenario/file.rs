@@ -91,6 +91,9 @@ pub struct NetworkFile {
     /// Hostile clients against the relay during the run.
     #[serde(default)]
     pub hostile: Vec<crate::hostile::AttackFile>,
+    /// Faults injected into the run (link mode).
+    #[serde(default)]
+    pub faults: Vec<crate::faults::FaultFile>,
     /// Player groups, each on its own last mile (instead of `last_mile`):
     /// one publisher feeds them all, each group's figures are reported
     /// apart.

@@ -74,6 +74,8 @@ pub struct Network {
     pub cross: Vec<crate::cross::CrossFlow>,
     /// Hostile clients against the relay.
     pub hostile: Vec<crate::hostile::Attack>,
+    /// Faults injected into the run (link mode).
+    pub faults: Vec<crate::faults::Fault>,
     /// The player groups, each on its own last mile (at least one; without
     /// `players` in the file, one called "player" on `last_mile`).
     pub groups: Vec<PlayerGroup>,

@@ -124,6 +124,7 @@ impl ScenarioFile {
                 last_mile: LinkFile::default(),
                 cross: Vec::new(),
                 hostile: Vec::new(),
+                faults: Vec::new(),
                 players: Vec::new(),
             }]
         } else {
@@ -161,6 +162,12 @@ impl ScenarioFile {
                 .enumerate()
                 .map(|(j, a)| a.validate(&format!("{field}.hostile[{j}]"), duration))
                 .collect::<Result<Vec<_>>>()?;
+            let faults = n
+                .faults
+                .iter()
+                .enumerate()
+                .map(|(j, f)| f.validate(&format!("{field}.faults[{j}]"), duration))
+                .collect::<Result<Vec<_>>>()?;
             let g0 = &groups[0];
             out_networks.push(Network {
                 name: n.name.clone(),
@@ -169,6 +176,7 @@ impl ScenarioFile {
                 described: [dfu, dfd, g0.described[0].clone(), g0.described[1].clone()],
                 cross,
                 hostile,
+                faults,
                 groups,
             });
         }

@@ -143,6 +143,10 @@ pub struct ReleaseError {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
+    /// Packets released more than [`LATE_RELEASE`] late.
+    pub late: u64,
+    /// When the first of them was due (ms after the link started).
+    pub first_late_at_ms: Option<f64>,
 }
 
 /// What the link did, per direction.
@@ -256,7 +260,18 @@ pub struct GraphOptions {
     pub capture_dir: Option<PathBuf>,
     /// TUN devices, veth pairs, or whichever works.
     pub backend: Backend,
+    /// Fault injection: at this instant after the start the engine thread
+    /// sleeps this long, as a busy machine would stall it. Glass's runs
+    /// use it to show that a late engine is noticed (see
+    /// [`ReleaseError::late`]), never to shape traffic.
+    pub stall: Option<(Duration, Duration)>,
 }
+
+/// A packet released later than this after its instant counts as late: the
+/// engine fell behind (a stalled thread, an overloaded machine), and
+/// figures around it measure the machine, not the network. Release error
+/// is tens of µs at p99 and a few ms at worst on a quiet machine.
+pub const LATE_RELEASE: Duration = Duration::from_millis(20);
 
 impl LinkNetwork {
     /// Builds the three-host layout's namespaces and devices and starts
@@ -268,6 +283,7 @@ impl LinkNetwork {
                 seed: cfg.seed,
                 capture_dir: cfg.capture_dir,
                 backend: cfg.backend,
+                stall: None,
             },
         )
     }
@@ -368,6 +384,9 @@ impl LinkNetwork {
             captures,
             release_error: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .map_err(io::Error::other)?,
+            late: 0,
+            first_late_at: None,
+            stall: cfg.stall,
             unroutable: 0,
             shared: stats.clone(),
         };
@@ -610,6 +629,9 @@ struct Engine {
     pool: Sender<Vec<u8>>,
     captures: Option<Vec<Captures>>,
     release_error: Histogram<u64>,
+    late: u64,
+    first_late_at: Option<Time>,
+    stall: Option<(Duration, Duration)>,
     unroutable: u64,
     shared: Arc<Mutex<GraphStats>>,
 }
@@ -618,6 +640,13 @@ impl Engine {
     fn run(mut self, stop: &AtomicBool) -> io::Result<GraphStats> {
         let mut last_publish = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if let Some((at, stall)) = self.stall
+                && self.clock.time(now).since_start() >= at
+            {
+                self.stall = None;
+                std::thread::sleep(stall);
+            }
             let deadline = self.next_deadline();
             let now = Instant::now();
             let sleep = match deadline {
@@ -729,6 +758,10 @@ impl Engine {
                 let late =
                     Instant::now().saturating_duration_since(self.clock.instant(d.released_at));
                 let _ = self.release_error.record((late.as_micros() as u64).max(1));
+                if late > LATE_RELEASE {
+                    self.late += 1;
+                    self.first_late_at.get_or_insert(d.released_at);
+                }
                 match self.ports[hop].send(&d.payload) {
                     Ok(_) => {}
                     // The receiving host's stack refused it (e.g. no route): a drop, not a failure.
@@ -766,6 +799,8 @@ impl Engine {
                 p99_us: q(0.99),
                 p999_us: q(0.999),
                 max_us: h.max() as f64,
+                late: self.late,
+                first_late_at_ms: self.first_late_at.map(|t| t.as_secs_f64() * 1e3),
             },
         };
         if let Ok(mut s) = self.shared.lock() {

@@ -48,8 +48,11 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     stats: std::sync::Arc<Mutex<RtmpServerStats>>,
 ) {
+    // Every connection is this task's: aborting it (the relay killed)
+    // ends them all, as a crashed server process would.
+    let mut conns = tokio::task::JoinSet::new();
     if let Some(ep) = quic.clone() {
-        tokio::spawn(accept_quic(ep, hub.clone(), stats.clone(), stop.clone()));
+        conns.spawn(accept_quic(ep, hub.clone(), stats.clone(), stop.clone()));
     }
     loop {
         tokio::select! {
@@ -57,9 +60,12 @@ pub async fn serve(
                 if let Some(ep) = &quic {
                     ep.close(0u32.into(), b"relay stopped");
                 }
+                // Sessions see the stop too and end with their statistics.
+                drain(&mut conns).await;
                 return;
             }
             r = listener.accept() => {
+                while conns.try_join_next().is_some() {}
                 let Ok((sock, _)) = r else { continue };
                 let _ = sock.set_nodelay(true);
                 if let Some(cc) = &congestion
@@ -68,7 +74,7 @@ pub async fn serve(
                     tracing::warn!("relay: {e}");
                 }
                 let (hub, stats, stop) = (hub.clone(), stats.clone(), stop.clone());
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = relay_connection(Transport::Tcp(sock), &hub, &stats, stop).await {
                         tracing::debug!("relay connection ended: {e:#}");
                     }
@@ -86,9 +92,11 @@ async fn accept_quic(
     stats: std::sync::Arc<Mutex<RtmpServerStats>>,
     stop: watch::Receiver<bool>,
 ) {
+    let mut conns = tokio::task::JoinSet::new();
     while let Some(incoming) = ep.accept().await {
+        while conns.try_join_next().is_some() {}
         let (hub, stats, stop) = (hub.clone(), stats.clone(), stop.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let accepted = async {
                 let conn = incoming.await?;
                 let mapping = quic::mapping_of(&conn)?;
@@ -110,6 +118,16 @@ async fn accept_quic(
             }
         });
     }
+    drain(&mut conns).await;
+}
+
+/// Waits (at most 1 s) for a stopped server's sessions to end; the rest
+/// are aborted when the set is dropped.
+async fn drain(conns: &mut tokio::task::JoinSet<()>) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// How long a connection may take to publish or play, from its first byte:
