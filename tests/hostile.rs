@@ -78,6 +78,18 @@ fn the_stream_holds_and_the_relay_sheds_hostile_clients() {
         taken.attempts >= 50 && taken.closed_by_relay == taken.attempts,
         "{h:#?}"
     );
+    // The UDP protocol's port dropped the junk as strays (a random
+    // datagram that parses as a hello is refused or challenged instead).
+    let udp = attacked
+        .relay
+        .server::<harness::protocol::udp::UdpServerStats>()
+        .unwrap();
+    let junk = by("udp_junk").attempts;
+    assert!(
+        udp.udp_stray * 10 >= junk * 9,
+        "{} strays of {junk}",
+        udp.udp_stray
+    );
     // Memory bounded: the whole process grew by less than 64 MiB.
     assert!(h.rss_kib_max < h.rss_kib_start + 64 * 1024, "{h:#?}");
     // The measured stream did not notice.

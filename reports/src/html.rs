@@ -38,6 +38,21 @@ pub enum ReportError {
 
 type Result<T> = std::result::Result<T, ReportError>;
 
+/// Appends the SVG file `svg` inline as a figure captioned `title`.
+pub(crate) fn figure(h: &mut String, svg: &Path, title: &str) -> Result<()> {
+    let text = std::fs::read_to_string(svg).map_err(|source| ReportError::Read {
+        path: svg.to_path_buf(),
+        source,
+    })?;
+    let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
+    let _ = write!(
+        h,
+        "<figure>{body}<figcaption>{}</figcaption></figure>",
+        esc(title)
+    );
+    Ok(())
+}
+
 /// The pages' style sheet (the report's and the soak's).
 pub(crate) const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}\
     td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}\
@@ -1036,16 +1051,7 @@ fn page(
             });
             in_grid = *small;
         }
-        let text = std::fs::read_to_string(svg).map_err(|source| ReportError::Read {
-            path: svg.clone(),
-            source,
-        })?;
-        let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
-        let _ = write!(
-            h,
-            "<figure>{body}<figcaption>{}</figcaption></figure>",
-            esc(title)
-        );
+        figure(&mut h, svg, title)?;
     }
     if in_grid {
         h.push_str("</div>");

@@ -476,17 +476,7 @@ pub fn write_report(
     }
     h.push_str("</table><h2>Plots</h2>");
     for (title, svg) in &svgs {
-        let text =
-            std::fs::read_to_string(svg).map_err(|source| crate::html::ReportError::Read {
-                path: svg.clone(),
-                source,
-            })?;
-        let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
-        let _ = write!(
-            h,
-            "<figure>{body}<figcaption>{}</figcaption></figure>",
-            crate::html::esc(title)
-        );
+        crate::html::figure(&mut h, svg, title)?;
     }
     let failed: Vec<&SoakRun> = runs.iter().filter(|r| r.status != "ok").collect();
     if !failed.is_empty() {

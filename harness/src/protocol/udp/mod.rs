@@ -91,6 +91,14 @@ pub struct Udp;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct UdpServerStats {
     pub udp: Vec<UdpReport>,
+    /// Datagrams from no session that were not a hello (junk, or a closed
+    /// session's stragglers): dropped unanswered.
+    pub udp_stray: u64,
+    /// Hellos answered with the token's challenge.
+    pub udp_challenges: u64,
+    /// Hellos refused (a wrong proof or key, a stream already published,
+    /// 64 sessions running).
+    pub udp_refused: u64,
 }
 
 impl Stats for UdpServerStats {
@@ -160,12 +168,12 @@ impl Protocol for Udp {
             ordered: true,
             ..client_config(&udp_table(settings), cx.media_bps)
         };
-        let reports: Arc<Mutex<Vec<UdpReport>>> = Arc::default();
+        let reports: Arc<Mutex<UdpServerStats>> = Arc::default();
         let task = serve(sock, cfg, cx.hub, cx.stop, reports.clone());
         Ok(tokio::spawn(async move {
             task.await;
-            let udp = reports.lock().map(|r| r.clone()).unwrap_or_default();
-            Box::new(UdpServerStats { udp }) as Box<dyn Stats>
+            let stats = reports.lock().map(|r| r.clone()).unwrap_or_default();
+            Box::new(stats) as Box<dyn Stats>
         }))
     }
 

@@ -57,7 +57,7 @@ pub async fn serve(
     cfg: udpmedia::Config,
     hub: Hub,
     mut stop: watch::Receiver<bool>,
-    reports: Arc<Mutex<Vec<UdpReport>>>,
+    reports: Arc<Mutex<super::UdpServerStats>>,
 ) {
     let clock = Clock::new(Instant::now());
     let (media_tx, mut media_rx) = mpsc::channel::<(SocketAddr, Media)>(65_536);
@@ -80,7 +80,7 @@ pub async fn serve(
                 } else {
                     "relay-egress"
                 };
-                st[p.slot] = UdpReport::of(role, &p.conn);
+                st.udp[p.slot] = UdpReport::of(role, &p.conn);
             }
         }
     };
@@ -133,13 +133,23 @@ pub async fn serve(
                     p.conn.handle_datagram(now, d);
                     continue;
                 }
-                let Ok(wire::Packet { body: Body::Hello(h), .. }) = wire::parse(d) else { continue };
+                let count = |f: fn(&mut super::UdpServerStats) -> &mut u64| {
+                    if let Ok(mut st) = reports.lock() {
+                        *f(&mut st) += 1;
+                    }
+                };
+                let Ok(wire::Packet { body: Body::Hello(h), .. }) = wire::parse(d) else {
+                    count(|s| &mut s.udp_stray);
+                    continue;
+                };
                 if peers.len() >= 64 {
+                    count(|s| &mut s.udp_refused);
                     continue;
                 }
                 let key = String::from_utf8_lossy(h.key).into_owned();
                 let refuse = |reason: &str| udpmedia::Refusal { code: wire::REJECT_KEY, reason: reason.into() };
                 let Some(stream) = key.strip_prefix(&format!("{APP}/")).map(str::to_string) else {
+                    count(|s| &mut s.udp_refused);
                     let _ = sock.send_to(&refuse(&format!("unknown application in \"{}\"", crate::redact::app_key(&key))).datagram(), from).await;
                     continue;
                 };
@@ -147,28 +157,32 @@ pub async fn serve(
                 let admitted = match gate.check(&h, now) {
                     Admission::Admit(a) => a,
                     Admission::Challenge(d) => {
+                        count(|s| &mut s.udp_challenges);
                         let _ = sock.send_to(&d, from).await;
                         continue;
                     }
                     Admission::Refuse(r) => {
+                        count(|s| &mut s.udp_refused);
                         let _ = sock.send_to(&r.datagram(), from).await;
                         continue;
                     }
                 };
                 match Connection::accept(cfg.clone(), &h, admitted, next_session, now) {
                     Err(r) => {
+                        count(|s| &mut s.udp_refused);
                         let _ = sock.send_to(&r.datagram(), from).await;
                     }
                     Ok(conn) => {
                         if publishing && !hub.claim(&stream).unwrap_or(false) {
+                            count(|s| &mut s.udp_refused);
                             let _ = sock.send_to(&refuse("wrong stream key, or already publishing").datagram(), from).await;
                             continue;
                         }
                         next_session = next_session.wrapping_add(1).max(1);
                         let slot = match reports.lock() {
                             Ok(mut st) => {
-                                st.push(UdpReport::default());
-                                st.len() - 1
+                                st.udp.push(UdpReport::default());
+                                st.udp.len() - 1
                             }
                             Err(_) => continue,
                         };
