@@ -66,7 +66,12 @@ pub async fn serve(
             }
             r = listener.accept() => {
                 while conns.try_join_next().is_some() {}
-                let Ok((sock, _)) = r else { continue };
+                let Ok((sock, _)) = r else {
+                    // Out of file descriptors (EMFILE) fails every accept
+                    // at once: pause rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
                 let _ = sock.set_nodelay(true);
                 if let Some(cc) = &congestion
                     && let Err(e) = set_congestion(&sock, cc)

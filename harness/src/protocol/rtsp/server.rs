@@ -122,7 +122,11 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((sock, peer)) = accepted else { continue };
+                let Ok((sock, peer)) = accepted else {
+                    // Out of file descriptors (EMFILE): pause rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 while sessions.try_join_next().is_some() {}
                 // The datagram receiver is one of the tasks.
                 if sessions.len() > MAX_SESSIONS {
