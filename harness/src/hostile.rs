@@ -203,6 +203,9 @@ pub struct AttackReport {
     /// Attempts the relay ended on its side: publishes refused, held
     /// connections it closed before the end.
     pub closed_by_relay: u64,
+    /// taken_key: publishes the relay accepted (the key was free: the
+    /// measured publisher had not claimed it yet, or had lost it).
+    pub publish_accepted: u64,
     pub bytes_sent: u64,
 }
 
@@ -223,6 +226,7 @@ struct Counts {
     connected: AtomicU64,
     failed: AtomicU64,
     closed_by_relay: AtomicU64,
+    publish_accepted: AtomicU64,
     bytes: AtomicU64,
 }
 
@@ -371,6 +375,7 @@ impl Hostile {
                     connected: c.connected.load(Ordering::Relaxed),
                     failed: c.failed.load(Ordering::Relaxed),
                     closed_by_relay: c.closed_by_relay.load(Ordering::Relaxed),
+                    publish_accepted: c.publish_accepted.load(Ordering::Relaxed),
                     bytes_sent: c.bytes.load(Ordering::Relaxed),
                 }
             })
@@ -639,8 +644,9 @@ fn taken_key(a: &Attack, to: Option<SocketAddr>, cx: &Cx) {
                         }
                     }
                     ClientSessionEvent::PublishRequestAccepted => {
-                        // The key was free: the measured publisher lost it?
-                        tracing::warn!("hostile taken_key: the relay accepted a second publisher");
+                        // The key was free (counted; the connection then
+                        // closes and frees it again).
+                        cx.add(&cx.counts.publish_accepted, 1);
                         return;
                     }
                     _ => {}

@@ -18,12 +18,15 @@ const SEEDS: &[&str] = &[
     include_str!("../../../scenarios/ffmpeg-interop.toml"),
     include_str!("../../../scenarios/first-mile-gateway.toml"),
     include_str!("../../../scenarios/flv-replay.toml"),
+    include_str!("../../../scenarios/hostile.toml"),
     include_str!("../../../scenarios/player-groups.toml"),
     include_str!("../../../scenarios/protocol-map.toml"),
     include_str!("../../../scenarios/rtmp-tcp-vs-quic.toml"),
     include_str!("../../../scenarios/rtsp-ffmpeg.toml"),
     include_str!("../../../scenarios/rtsp-vs-rtmp.toml"),
     include_str!("../../../scenarios/udp-recovery.toml"),
+    // Faults have no shipped scenario: a small one.
+    "name = \"faults\"\nduration = \"5s\"\n[[networks]]\nname = \"n\"\nfaults = [{ kind = \"engine_stall\", at = \"2s\", duration = \"200ms\" }, { kind = \"relay_killed\", at = \"4s\" }]\n[[protocols]]\nkind = \"rtmp\"\n",
 ];
 
 /// Values a key may be given: right kinds, wrong kinds, boundaries.

@@ -125,7 +125,7 @@ fn say(text: &str) {
 fn bind(ip: IpAddr, e: Endpoint) -> Result<Bound> {
     let at = SocketAddr::new(ip, e.port());
     let bound = match e {
-        Endpoint::Tcp(_) => std::net::TcpListener::bind(at).map(Bound::Tcp),
+        Endpoint::Tcp(_) => crate::topology::relay_listener(at).map(Bound::Tcp),
         Endpoint::Udp(_) => std::net::UdpSocket::bind(at).map(Bound::Udp),
     };
     bound.with_context(|| {
