@@ -436,17 +436,18 @@ fn connect_flood(a: &Attack, to: Option<SocketAddr>, cx: &Cx) {
 }
 
 /// Holds `conns` until the window ends; counts those the relay closed.
-fn hold(
-    a: &Attack,
-    conns: &mut Vec<TcpStream>,
-    cx: &Cx,
-    mut each_tick: impl FnMut(&mut TcpStream) -> bool,
-) {
-    let tick = a.interval.max(Duration::from_millis(100));
+fn hold<T>(a: &Attack, conns: &mut Vec<T>, cx: &Cx, mut each_tick: impl FnMut(&mut T) -> bool) {
+    // Held connections are looked at every `interval` (slowloris: a byte
+    // each time), or every 100 ms.
+    let tick = if a.interval.is_zero() {
+        Duration::from_millis(100)
+    } else {
+        a.interval
+    };
     let mut next = cx.now();
     while next < a.stop && cx.wait_until(next) {
         let before = conns.len();
-        conns.retain_mut(|s| each_tick(s));
+        conns.retain_mut(&mut each_tick);
         cx.add(&cx.counts.closed_by_relay, (before - conns.len()) as u64);
         next += tick;
     }
@@ -498,27 +499,20 @@ fn slowloris(a: &Attack, to: Option<SocketAddr>, cx: &Cx) {
         })
         .collect();
     let mut buf = [0u8; 4096];
-    let tick = a.interval;
-    let mut next = cx.now();
-    while next < a.stop && cx.wait_until(next) {
-        let before = conns.len();
-        conns.retain_mut(|(s, sent)| {
-            // The request line, then one header byte after another forever.
-            let byte = if *sent < REQUEST.len() {
-                REQUEST[*sent]
-            } else {
-                b"X-Slow: a\r\n"[(*sent - REQUEST.len()) % 11]
-            };
-            let ok = alive(s, &mut buf) && s.write(&[byte]).is_ok_and(|n| n == 1);
-            if ok {
-                *sent += 1;
-                cx.add(&cx.counts.bytes, 1);
-            }
-            ok
-        });
-        cx.add(&cx.counts.closed_by_relay, (before - conns.len()) as u64);
-        next += tick;
-    }
+    hold(a, &mut conns, cx, |(s, sent)| {
+        // The request line, then one header byte after another forever.
+        let byte = if *sent < REQUEST.len() {
+            REQUEST[*sent]
+        } else {
+            b"X-Slow: a\r\n"[(*sent - REQUEST.len()) % 11]
+        };
+        let ok = alive(s, &mut buf) && s.write(&[byte]).is_ok_and(|n| n == 1);
+        if ok {
+            *sent += 1;
+            cx.add(&cx.counts.bytes, 1);
+        }
+        ok
+    });
 }
 
 /// An RTMP client's handshake on a blocking socket; the bytes that came

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use netem::adapters::link::LinkDir;
 
 use crate::cli::RunArgs;
@@ -82,15 +81,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         scenario.duration.as_secs_f64(),
         out_dir.display()
     );
-    let bar = ProgressBar::new((jobs.len() * 1000) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = crate::output::progress_bar((jobs.len() * 1000) as u64);
     let mut records: Vec<RunRecord> = Vec::new();
     // The network each record ran over (a player group's view).
     let mut record_networks: Vec<crate::scenario::Network> = Vec::new();

@@ -12,11 +12,10 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use reports::soak::{Sample, SoakRun, SoakSummary};
 
 use crate::cli::SoakArgs;
@@ -93,16 +92,8 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
     let rt = crate::runtime::runtime()?;
     let shared = Arc::new(Shared::default());
     let start = Instant::now();
-    let bar = ProgressBar::new(total.as_secs());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::output::progress_bar(total.as_secs());
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if !terminal {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
 
     let sampler = {
         let shared = shared.clone();
@@ -132,7 +123,7 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
                             s.threads,
                             s.tasks
                         ));
-                        shared.samples.lock().expect("not poisoned").push(s);
+                        shared.samples.lock().unwrap_or_else(PoisonError::into_inner).push(s);
                         while next <= Instant::now() {
                             next += every;
                         }
@@ -249,7 +240,12 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
         (None, true) => "interrupted".into(),
         (None, false) => "time".into(),
     };
-    let samples = std::mem::take(&mut *shared.samples.lock().expect("not poisoned"));
+    let samples = std::mem::take(
+        &mut *shared
+            .samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
     let summary = SoakSummary::new(
         &name,
         &format!("{mode:?}").to_lowercase(),
