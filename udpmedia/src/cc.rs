@@ -340,10 +340,19 @@ impl Gcc {
                 } else {
                     self.target * 1.08f64.powf(dt)
                 };
+                // An increase stops at 1.5 × what the path was seen to
+                // carry; it never becomes a decrease (libwebrtc's
+                // `ClampBitrate`): a sender that had little to send (a
+                // session's first reports, a relay's egress between key
+                // frames) shows a low receive rate that says nothing about
+                // the path. Capping the target to it cut an egress's pacing
+                // to 1.5 × its first 100 ms and the queue behind the pacer
+                // added 55 ms to every frame for the rest of the run.
                 if let Some(r) = self.receive_bps {
-                    delay_rate = delay_rate
-                        .min(1.5 * r + 10_000.0)
-                        .max(self.target.min(1.5 * r + 10_000.0));
+                    let cap = 1.5 * r + 10_000.0;
+                    if delay_rate > self.target && delay_rate > cap {
+                        delay_rate = self.target.max(cap);
+                    }
                 }
             }
         }
@@ -438,13 +447,25 @@ mod tests {
     /// report covers 50 ms of packets sent at the current target; arrivals
     /// queue behind each other at the capacity; `loss` of them are lost.
     fn simulate(cap_bps: f64, loss_every: Option<u64>, secs: u64) -> Gcc {
+        simulate_app(cap_bps, loss_every, secs, |_| f64::INFINITY)
+    }
+
+    /// As [`simulate`], with a sender that has at most `app_bps(second)` to
+    /// send (application-limited below its target).
+    fn simulate_app(
+        cap_bps: f64,
+        loss_every: Option<u64>,
+        secs: u64,
+        app_bps: impl Fn(f64) -> f64,
+    ) -> Gcc {
         let mut gcc = Gcc::new(1_000_000.0, 100_000.0, 20_000_000.0);
         let mut queue_free_us = 0.0f64; // when the bottleneck is free again
         let mut seq = 0u64;
         let size = 1200usize;
         for report in 0..(secs * 20) {
             let start_us = report as f64 * 50_000.0;
-            let n = ((gcc.target_bps() * 0.05) / (size as f64 * 8.0)).ceil() as u64;
+            let rate = gcc.target_bps().min(app_bps(start_us / 1e6));
+            let n = ((rate * 0.05) / (size as f64 * 8.0)).ceil() as u64;
             let mut results = Vec::new();
             for i in 0..n {
                 let sent_us = start_us + i as f64 * 50_000.0 / n as f64;
@@ -490,6 +511,31 @@ mod tests {
             "target {}",
             gcc.target_bps()
         );
+    }
+
+    #[test]
+    fn a_sender_with_little_to_send_keeps_its_target() {
+        // 200 kbit/s of media for the first second (a session's start),
+        // then 900 kbit/s, on a wide clean path: nothing says the path is
+        // short, so the target never drops below its 1 Mbit/s start (it
+        // fell to 1.5 × 200 kbit/s when the increase cap also cut), and
+        // once the sender has more to send the target follows it up.
+        let gcc = simulate_app(100_000_000.0, None, 5, |s| {
+            if s < 1.0 { 200_000.0 } else { 900_000.0 }
+        });
+        let lowest = gcc
+            .samples()
+            .iter()
+            .map(|s| s.target_bps)
+            .fold(f64::INFINITY, f64::min);
+        assert!(lowest >= 1_000_000.0, "target fell to {lowest}");
+        assert!(
+            gcc.samples().iter().all(|s| s.usage != Usage::Overusing),
+            "no overuse on a clean path"
+        );
+        // Increases still stop near 1.5 × what the path carried.
+        let t = gcc.target_bps();
+        assert!(t <= 1.5 * 900_000.0 + 10_000.0 + 100_000.0, "target {t}");
     }
 
     #[test]
