@@ -97,6 +97,12 @@ pub struct Outcome {
     /// run.
     pub rss_warm_kib: u64,
     pub rss_max_kib: u64,
+    /// The same for the heap in use (glibc's count of what it handed out
+    /// and not had back; 0 where unknown): resident memory can creep while
+    /// this stays flat (the allocator keeping freed pages), and not the
+    /// other way round.
+    pub heap_warm_kib: u64,
+    pub heap_max_kib: u64,
 }
 
 impl Outcome {
@@ -126,6 +132,7 @@ pub fn fuzz(target: &Target, opts: &Options, mut progress: impl FnMut(u64)) -> O
     }));
     let warm_at = (opts.inputs / 100).max(1);
     let (mut rss_warm, mut rss_max) = (0, 0);
+    let (mut heap_warm, mut heap_max) = (0, 0);
     let mut crashes: Vec<Crash> = Vec::new();
     let mut panics = 0;
     let mut buf = Vec::with_capacity(opts.max_len);
@@ -153,14 +160,16 @@ pub fn fuzz(target: &Target, opts: &Options, mut progress: impl FnMut(u64)) -> O
         }
         if done == warm_at {
             rss_warm = rss_kib();
+            heap_warm = heap_kib();
         }
         if done % 4096 == 0 {
             rss_max = rss_max.max(rss_kib());
+            heap_max = heap_max.max(heap_kib());
             progress(done);
         }
     }
     panic::set_hook(previous_hook);
-    let rss_end = rss_kib();
+    let (rss_end, heap_end) = (rss_kib(), heap_kib());
     Outcome {
         target: target.name,
         inputs: done,
@@ -170,6 +179,8 @@ pub fn fuzz(target: &Target, opts: &Options, mut progress: impl FnMut(u64)) -> O
         seconds: t0.elapsed().as_secs_f64(),
         rss_warm_kib: if rss_warm == 0 { rss_end } else { rss_warm },
         rss_max_kib: rss_max.max(rss_end),
+        heap_warm_kib: if heap_warm == 0 { heap_end } else { heap_warm },
+        heap_max_kib: heap_max.max(heap_end),
     }
 }
 
@@ -203,6 +214,11 @@ fn name_hash(name: &str) -> u64 {
 /// This process's resident set in KiB (0 where /proc is not there).
 pub fn rss_kib() -> u64 {
     harness::procstat::rss_kib()
+}
+
+/// The heap in use in KiB (0 without glibc).
+pub fn heap_kib() -> u64 {
+    harness::procstat::heap_in_use_kib()
 }
 
 /// A duration in the form a summary prints.

@@ -152,7 +152,7 @@ fn find(name: &str) -> Result<&'static fuzz::Target> {
 /// One line per target, and each crash's input saved for `replay`.
 fn report(o: &Outcome, dir: &std::path::Path) -> Result<()> {
     println!(
-        "{:<11} {:>10} inputs in {:>8} ({:>8.0}/s)  panics {} ({} distinct)  RSS {} → max {} MiB",
+        "{:<11} {:>10} inputs in {:>8} ({:>8.0}/s)  panics {} ({} distinct)  RSS {} → max {} MiB  heap {:.1} → max {:.1} MiB",
         o.target,
         o.inputs,
         human(Duration::from_secs_f64(o.seconds)),
@@ -161,6 +161,8 @@ fn report(o: &Outcome, dir: &std::path::Path) -> Result<()> {
         o.crashes.len(),
         o.rss_warm_kib / 1024,
         o.rss_max_kib / 1024,
+        o.heap_warm_kib as f64 / 1024.0,
+        o.heap_max_kib as f64 / 1024.0,
     );
     if o.crashes.is_empty() {
         return Ok(());

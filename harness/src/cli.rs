@@ -91,8 +91,9 @@ pub enum Command {
     #[command(subcommand)]
     Sweep(SweepCommand),
     /// Repeat a scenario's runs for hours in one process and watch it for
-    /// leaks: resident memory, open file descriptors, threads and async tasks
-    /// are sampled every 10 s (and after each run); after the first quarter (warm-up) a
+    /// leaks: resident memory, heap in use (glibc's count of what it handed
+    /// out), open file descriptors, threads and async tasks are sampled every
+    /// 10 s (and after each run); after the first quarter (warm-up) a
     /// least-squares trend per series says whether it grows. Writes
     /// soak.csv, soak-runs.csv, soak.json, plots/ and soak.html. Exit 0: no
     /// growth; 1: something grows; 2: an error.

@@ -1,6 +1,6 @@
 //! This process's resident memory, open file descriptors and threads, read
-//! from /proc/self (Linux). What a soak samples, and what the fuzzer's
-//! memory bound is checked with.
+//! from /proc/self (Linux), and the heap the allocator has handed out (glibc).
+//! What a soak samples, and what the fuzzer's memory bound is checked with.
 
 use reports::soak::Sample;
 
@@ -17,10 +17,29 @@ pub fn sample() -> Sample {
     };
     Sample {
         rss_kib: field("VmRSS:"),
+        heap_kib: heap_in_use_kib(),
         threads: field("Threads:"),
         fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
         ..Sample::default()
     }
+}
+
+/// What glibc's allocator has handed out and not had back, KiB: in-use
+/// chunks of every arena (`uordblks`) plus chunks it mmapped (`hblkhd`).
+/// `mallinfo2` walks every arena under its lock: microseconds, fine every
+/// few seconds.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap_in_use_kib() -> u64 {
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct; glibc
+    // has had it since 2.33 (Debian 12 ships 2.36).
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) / 1024) as u64
+}
+
+/// Not known without glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_in_use_kib() -> u64 {
+    0
 }
 
 /// This process's resident set in KiB (0 where /proc is not there).
@@ -34,6 +53,13 @@ mod tests {
     fn reads_this_process() {
         let before = super::sample();
         assert!(before.rss_kib > 0 && before.threads >= 1 && before.fds >= 3);
+        // 64 MiB held show up in the heap (glibc).
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            let held = vec![1u8; 64 << 20];
+            let with = super::heap_in_use_kib();
+            assert!(with >= 60 * 1024, "{with} KiB with 64 MiB held");
+            drop(std::hint::black_box(held));
+        }
         // 200 files held open show up (other tests running beside this one
         // open and close a few sockets: compare with a margin).
         let files: Vec<_> = (0..200)

@@ -7,8 +7,8 @@
 //! the rest an ordinary least-squares line is fitted to each series and its
 //! slope gets a 95 % interval (Student's t on the slope's standard error).
 //! A series *grows* when the interval lies above zero **and** the fitted
-//! change over the window exceeds a practical floor (RSS: 2 % of its mean
-//! or 2 MiB; open files: 2; threads: 1; async tasks: 2): samples taken during a run see its
+//! change over the window exceeds a practical floor (RSS and heap in use:
+//! 2 % of the mean or 2 MiB; open files: 2; threads: 1; async tasks: 2): samples taken during a run see its
 //! sockets and threads, so a statistically "significant" slope of a
 //! fraction of a descriptor is noise in practice, and a leak of one socket
 //! per run is far above it.
@@ -33,6 +33,12 @@ pub struct Sample {
     /// Seconds since the soak started.
     pub t_s: f64,
     pub rss_kib: u64,
+    /// Bytes the allocator has handed out and not had back (glibc's
+    /// `mallinfo2`: in-use chunks of every arena plus mmapped ones), KiB; 0
+    /// where that is not known. Resident memory that grows while this stays
+    /// flat is the allocator keeping freed pages, not Glass keeping data.
+    #[serde(default)]
+    pub heap_kib: u64,
     pub fds: u64,
     pub threads: u64,
     /// Tasks alive in Glass's async runtime.
@@ -48,17 +54,25 @@ pub struct Sample {
 #[serde(rename_all = "snake_case")]
 pub enum Series {
     RssKib,
+    HeapKib,
     Fds,
     Threads,
     Tasks,
 }
 
 impl Series {
-    pub const ALL: [Series; 4] = [Series::RssKib, Series::Fds, Series::Threads, Series::Tasks];
+    pub const ALL: [Series; 5] = [
+        Series::RssKib,
+        Series::HeapKib,
+        Series::Fds,
+        Series::Threads,
+        Series::Tasks,
+    ];
 
     pub fn of(self, s: &Sample) -> f64 {
         match self {
             Series::RssKib => s.rss_kib as f64,
+            Series::HeapKib => s.heap_kib as f64,
             Series::Fds => s.fds as f64,
             Series::Threads => s.threads as f64,
             Series::Tasks => s.tasks as f64,
@@ -68,16 +82,22 @@ impl Series {
     pub fn label(self) -> &'static str {
         match self {
             Series::RssKib => "resident memory (KiB)",
+            Series::HeapKib => "heap in use (KiB)",
             Series::Fds => "open file descriptors",
             Series::Threads => "threads",
             Series::Tasks => "async tasks",
         }
     }
 
+    /// Read in KiB, shown in MiB.
+    pub fn is_memory(self) -> bool {
+        matches!(self, Series::RssKib | Series::HeapKib)
+    }
+
     /// The smallest change over the window that counts as growth.
     fn floor(self, mean: f64) -> f64 {
         match self {
-            Series::RssKib => (0.02 * mean).max(2048.0),
+            Series::RssKib | Series::HeapKib => (0.02 * mean).max(2048.0),
             Series::Fds => 2.0,
             Series::Threads => 1.0,
             Series::Tasks => 2.0,
@@ -293,9 +313,10 @@ impl SoakSummary {
 
 /// One trend in words.
 pub fn describe(t: &Trend) -> String {
-    let (scale, unit) = match t.series {
-        Series::RssKib => (1.0 / 1024.0, "MiB"),
-        _ => (1.0, ""),
+    let (scale, unit) = if t.series.is_memory() {
+        (1.0 / 1024.0, "MiB")
+    } else {
+        (1.0, "")
     };
     let v = |x: f64| {
         format!(
@@ -341,16 +362,12 @@ pub fn write_report(
     let mut svgs = Vec::new();
     for (i, t) in summary.trends.iter().enumerate() {
         let s = t.series;
-        let scale = if s == Series::RssKib {
-            1.0 / 1024.0
-        } else {
-            1.0
-        };
+        let scale = if s.is_memory() { 1.0 / 1024.0 } else { 1.0 };
         let pick = |x: &Sample| (x.t_s / 60.0, s.of(x) * scale);
         let chart = Chart {
             title: format!("{} over the soak", s.label().replace("(KiB)", "(MiB)")),
             x_label: "minutes".into(),
-            y_label: if s == Series::RssKib {
+            y_label: if s.is_memory() {
                 "MiB".into()
             } else {
                 "count".into()
@@ -514,6 +531,7 @@ mod tests {
                 Sample {
                     t_s,
                     rss_kib: f(t_s),
+                    heap_kib: f(t_s) / 2,
                     fds: 20 + (i % 3),
                     threads: 9 + (i % 2),
                     tasks: 30 + (i % 5),

@@ -80,12 +80,12 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
 
     let mut samples_csv = csv_file(
         &out.join("soak.csv"),
-        "t_s,rss_kib,fds,threads,tasks,runs,failed",
+        "t_s,rss_kib,heap_kib,fds,threads,tasks,runs,failed",
         false,
     )?;
     let mut runs_csv = csv_file(
         &out.join("soak-runs.csv"),
-        "index,started_s,network,protocol,status,g2g_p50_ms,g2g_p99_ms,stall_ratio,rss_kib,fds,threads,tasks,error",
+        "index,started_s,network,protocol,status,g2g_p50_ms,g2g_p99_ms,stall_ratio,rss_kib,heap_kib,fds,threads,tasks,error",
         false,
     )?;
     crate::signals::catch_interrupts();
@@ -109,16 +109,24 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
                         let s = reading(start, &shared, &handle);
                         writeln!(
                             samples_csv,
-                            "{:.1},{},{},{},{},{},{}",
-                            s.t_s, s.rss_kib, s.fds, s.threads, s.tasks, s.runs, s.failed
+                            "{:.1},{},{},{},{},{},{},{}",
+                            s.t_s,
+                            s.rss_kib,
+                            s.heap_kib,
+                            s.fds,
+                            s.threads,
+                            s.tasks,
+                            s.runs,
+                            s.failed
                         )?;
                         samples_csv.flush()?;
                         bar.set_position(s.t_s as u64);
                         bar.set_message(format!(
-                            "{} runs ({} failed); RSS {:.1} MiB, {} fds, {} threads, {} tasks",
+                            "{} runs ({} failed); RSS {:.1} MiB (heap {:.1}), {} fds, {} threads, {} tasks",
                             s.runs,
                             s.failed,
                             s.rss_kib as f64 / 1024.0,
+                            s.heap_kib as f64 / 1024.0,
                             s.fds,
                             s.threads,
                             s.tasks
@@ -198,7 +206,7 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
             let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
             writeln!(
                 runs_csv,
-                "{},{:.1},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{}",
                 run.index,
                 run.started_s,
                 quote(&run.network),
@@ -208,6 +216,7 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
                 opt(run.g2g_p99_ms),
                 opt(run.stall_ratio),
                 run.after.rss_kib,
+                run.after.heap_kib,
                 run.after.fds,
                 run.after.threads,
                 run.after.tasks,
@@ -216,13 +225,14 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
             runs_csv.flush()?;
             if !terminal {
                 eprintln!(
-                    "glass soak: {:.1} min: run {} {} / {} {}; RSS {:.1} MiB, {} fds, {} threads, {} tasks",
+                    "glass soak: {:.1} min: run {} {} / {} {}; RSS {:.1} MiB (heap {:.1}), {} fds, {} threads, {} tasks",
                     run.after.t_s / 60.0,
                     run.index,
                     run.network,
                     run.protocol,
                     run.status,
                     run.after.rss_kib as f64 / 1024.0,
+                    run.after.heap_kib as f64 / 1024.0,
                     run.after.fds,
                     run.after.threads,
                     run.after.tasks
