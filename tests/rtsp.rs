@@ -598,3 +598,43 @@ player = {{ target_delay = "500ms", refresh = "1ms" }}
         assert!(ffmpeg.frames + 5 >= p.frames_received, "{ffmpeg:?}");
     }
 }
+
+/// A publisher whose TCP connection stops draining (the first mile goes
+/// down for good 1 s in) still ends with the run: its write, blocked on a
+/// full send buffer, is abandoned at the run's end instead of holding the
+/// run until its deadline (duration + 30 s: "stuck …; not finished: the
+/// publisher", as a sweep's RTSP/TCP index at 10 % loss and 300 ms RTT
+/// once did).
+#[test]
+fn a_publisher_blocked_on_a_dead_link_ends_with_the_run() {
+    let _serial = common::serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "stuck.toml",
+        r#"
+name = "stuck"
+duration = "4s"
+[media]
+bitrate = "4Mbit/s"
+[[networks]]
+name = "first mile down at 1 s"
+first_mile = { uplink = { delay = { base = "20ms" }, timeline = [ { at = "1s", outage = "60s" } ] }, downlink = "delay 20ms" }
+[[protocols]]
+kind = "rtsp"
+uri = "rtsp://server/live/glass?transport=tcp"
+"#,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t0 = Instant::now();
+    let r = common::run_link(&s);
+    let took = t0.elapsed();
+    eprintln!(
+        "run took {took:?}; sent {} frames, shown {}",
+        r.publisher.video_frames_sent, r.player.frames_displayed
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(r.player.frames_displayed > 0 && r.player.stall_ratio > 0.3);
+}

@@ -338,6 +338,8 @@ impl RtspPublisher {
         }
         .into();
         let mut packets = Vec::new();
+        // Set when a write was abandoned mid-frame at the run's end.
+        let mut cut = false;
         let headers = source.sequence_headers();
         let config = headers
             .iter()
@@ -374,8 +376,20 @@ impl RtspPublisher {
             match &path {
                 MediaPath::Interleaved => {
                     let out = interleave(&packets);
-                    stats.bytes_sent += out.len() as u64;
-                    self.sock.write_all(&out).await?;
+                    // Blocks while TCP is backed up (later frames wait, as
+                    // in an encoder's output queue), but not past the run's
+                    // end: a connection that stopped draining would hold
+                    // the run until its deadline.
+                    tokio::select! {
+                        r = self.sock.write_all(&out) => {
+                            r?;
+                            stats.bytes_sent += out.len() as u64;
+                        }
+                        _ = tokio::time::sleep_until(clock.instant(end).into()) => {
+                            cut = true;
+                            break;
+                        }
+                    }
                 }
                 MediaPath::Udp(to) => {
                     for (channel, packet) in &packets {
@@ -393,7 +407,11 @@ impl RtspPublisher {
         if let Ok(info) = tcp_info(&self.sock) {
             stats.tcp = info;
         }
-        // TEARDOWN, best effort: the relay ends the session either way.
+        // TEARDOWN, best effort: the relay ends the session either way (and
+        // after a write cut mid-frame the relay could not read it).
+        if cut {
+            return Ok(stats);
+        }
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(1),
             self.request("TEARDOWN", &url, &[format!("Session: {session}")], ""),
