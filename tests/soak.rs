@@ -113,7 +113,7 @@ uri = "gudp://server/live/soak"
     let runs = summary["runs"].as_u64().unwrap();
     assert!((6..=8).contains(&runs), "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
-    assert_eq!(summary["trends"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["trends"].as_array().unwrap().len(), 5);
     assert!(summary["passed"].as_bool().unwrap(), "{summary}");
     // One sample every 500 ms: the soak lasted ≥ 6 × 2 s.
     let samples = std::fs::read_to_string(out.join("soak.csv")).unwrap();
@@ -122,24 +122,33 @@ uri = "gudp://server/live/soak"
     // After each run (from the second: the first loads the runtime's
     // pieces), the same number of open files: nothing of a run stays open.
     let rows = std::fs::read_to_string(&runs_csv).unwrap();
-    let column = |i: usize| -> Vec<u64> {
+    let header: Vec<&str> = rows.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| -> Vec<u64> {
+        let i = header.iter().position(|h| *h == name).unwrap();
         rows.lines()
             .skip(2)
             .map(|l| l.split(',').nth(i).unwrap().parse().unwrap())
             .collect()
     };
     assert_eq!(rows.lines().count() - 1, runs as usize);
-    let fds = column(9);
+    let fds = column("fds");
     assert!(
         fds.iter().all(|&f| f == fds[0]),
         "open files after each run: {fds:?}\n{rows}"
     );
     // And no task of a run is left in the runtime.
-    let tasks = column(11);
+    let tasks = column("tasks");
     assert!(
         tasks.iter().all(|&t| t == 0),
         "tasks after each run: {tasks:?}\n{rows}"
     );
+    // The heap in use is read (glibc) and is a few MiB, not zero.
+    let heap = column("heap_kib");
+    assert!(
+        heap.iter().all(|&h| h > 1024),
+        "heap after each run: {heap:?}"
+    );
     let page = std::fs::read_to_string(out.join("soak.html")).unwrap();
     assert!(page.contains("<svg") && page.contains("open file descriptors"));
+    assert!(page.contains("heap in use"));
 }

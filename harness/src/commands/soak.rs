@@ -5,9 +5,11 @@
 //!
 //! Everything is written as it happens (soak.csv and soak-runs.csv are
 //! flushed line by line), so a soak that is killed keeps its figures; the
-//! summary, plots and page come at the end (or after Ctrl-C). The soak keeps
-//! nothing per run in memory but a line of figures: Glass's own bookkeeping
-//! must not look like a leak.
+//! summary, plots and page come at the end (or after Ctrl-C). Glass's own
+//! bookkeeping must not look like a leak: the soak keeps a fixed-size
+//! record per run (its case by number, not its names) in space reserved at
+//! the start for as many runs as the soak can hold, so the heap it samples
+//! does not grow with the runs done.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -91,6 +93,11 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
     crate::signals::catch_interrupts();
     let rt = crate::runtime::runtime()?;
     let shared = Arc::new(Shared::default());
+    shared
+        .samples
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .reserve(((total.as_secs_f64() / every.as_secs_f64()) as usize + 16).min(1 << 20));
     let start = Instant::now();
     let bar = crate::output::progress_bar(total.as_secs());
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -162,7 +169,16 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
             })?
     };
 
-    let mut runs: Vec<SoakRun> = Vec::new();
+    // Room for every run the soak can do (each at least the scenario's
+    // duration; player groups give a record each) and every sample.
+    let most_runs = (total.as_secs_f64() / run_len.as_secs_f64().max(0.1)).ceil() as usize + 1;
+    let per_run = jobs
+        .iter()
+        .map(|(_, n, _)| n.groups.len().max(1))
+        .max()
+        .unwrap_or(1);
+    let mut runs: Vec<RunRecord> = Vec::with_capacity((most_runs * per_run).min(1 << 20));
+    let mut cases: Vec<(String, String)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
     let mut index = 0u64;
     while start.elapsed() < total && !shared.interrupted.load(Ordering::SeqCst) {
@@ -191,30 +207,38 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
                 shared.failed.fetch_add(1, Ordering::SeqCst);
             }
             let player = record.result.as_ref().map(|r| &r.player);
-            let run = SoakRun {
+            let case = match cases
+                .iter()
+                .position(|(n, p)| *n == record.network && *p == record.protocol)
+            {
+                Some(i) => i,
+                None => {
+                    cases.push((record.network.clone(), record.protocol.clone()));
+                    cases.len() - 1
+                }
+            };
+            let run = RunRecord {
                 index,
                 started_s,
-                network: record.network.clone(),
-                protocol: record.protocol.clone(),
-                status: record.status.to_string(),
-                g2g_p50_ms: player.map(|p| p.g2g_p50_ms),
-                g2g_p99_ms: player.map(|p| p.g2g_p99_ms),
-                stall_ratio: player.map(|p| p.stall_ratio),
+                case,
+                status: record.status,
+                g2g: player.map(|p| (p.g2g_p50_ms, p.g2g_p99_ms, p.stall_ratio)),
                 after: settled(start, &shared, rt.handle()),
                 error: record.error.clone(),
             };
+            let (network, protocol) = &cases[case];
             let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
             writeln!(
                 runs_csv,
                 "{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{}",
                 run.index,
                 run.started_s,
-                quote(&run.network),
-                quote(&run.protocol),
+                quote(network),
+                quote(protocol),
                 run.status,
-                opt(run.g2g_p50_ms),
-                opt(run.g2g_p99_ms),
-                opt(run.stall_ratio),
+                opt(run.g2g.map(|g| g.0)),
+                opt(run.g2g.map(|g| g.1)),
+                opt(run.g2g.map(|g| g.2)),
                 run.after.rss_kib,
                 run.after.heap_kib,
                 run.after.fds,
@@ -228,8 +252,8 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
                     "glass soak: {:.1} min: run {} {} / {} {}; RSS {:.1} MiB (heap {:.1}), {} fds, {} threads, {} tasks",
                     run.after.t_s / 60.0,
                     run.index,
-                    run.network,
-                    run.protocol,
+                    network,
+                    protocol,
                     run.status,
                     run.after.rss_kib as f64 / 1024.0,
                     run.after.heap_kib as f64 / 1024.0,
@@ -256,6 +280,21 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner),
     );
+    let runs: Vec<SoakRun> = runs
+        .into_iter()
+        .map(|r| SoakRun {
+            index: r.index,
+            started_s: r.started_s,
+            network: cases[r.case].0.clone(),
+            protocol: cases[r.case].1.clone(),
+            status: r.status.to_string(),
+            g2g_p50_ms: r.g2g.map(|g| g.0),
+            g2g_p99_ms: r.g2g.map(|g| g.1),
+            stall_ratio: r.g2g.map(|g| g.2),
+            after: r.after,
+            error: r.error,
+        })
+        .collect();
     let summary = SoakSummary::new(
         &name,
         &format!("{mode:?}").to_lowercase(),
@@ -284,6 +323,21 @@ pub fn run(args: &SoakArgs) -> Result<i32> {
         return Err(e);
     }
     Ok(if summary.passed { 0 } else { 1 })
+}
+
+/// What the soak keeps of a run while it goes on: fixed size (the case's
+/// names once in `cases`), so its own memory does not grow per run.
+struct RunRecord {
+    index: u64,
+    started_s: f64,
+    /// Index into the soak's (network, protocol) names.
+    case: usize,
+    status: &'static str,
+    /// G2G p50, p99 (ms) and stall ratio, when the run played.
+    g2g: Option<(f64, f64, f64)>,
+    after: Sample,
+    /// Only failed runs carry one.
+    error: Option<String>,
 }
 
 /// The process once the run's last tasks have ended (at most 1 s after it
