@@ -658,7 +658,7 @@ mod tests {
                     if rest[1] % 2 == 0 {
                         got.extend(ingest[t].rtp(&rest[4..4 + len]));
                     } else {
-                        ingest[t].rtcp(&rest[4..4 + len]);
+                        got.extend(ingest[t].rtcp(&rest[4..4 + len]));
                     }
                     rest = &rest[4 + len..];
                 }

@@ -11,7 +11,12 @@
 //! `-copyts`), so a player measures glass-to-glass from it
 //! (`G2gSource::RtmpTimestamp`). A track whose first frame comes before any
 //! report keeps media time from 0 for the whole session (timestamps never
-//! jump).
+//! jump). Frames completed before any report wait for one, up to
+//! [`REPORT_WAIT_MS`] of media time: a publisher sends its first report
+//! with its first packet (Glass's and ffmpeg's do), but over UDP the report
+//! comes on another port and may be read after the first frame; without
+//! the wait that track would stay on media time while the others went on
+//! the wall clock (seen once as a 3.4 s "G2G" in a loaded test run).
 //!
 //! A damaged access unit (a packet lost, a fragment broken) is not passed
 //! on, and neither is any picture after it until the next key frame: a
@@ -29,6 +34,14 @@ use crate::relay::Media;
 
 /// Seconds between the NTP epoch (1900) and the Unix epoch.
 pub const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// How much media time (ms) a track's first frames wait for a sender
+/// report before the track settles on media time from 0. A publisher that
+/// never sends one starts this much later; one that does loses nothing.
+pub const REPORT_WAIT_MS: f64 = 100.0;
+
+/// At most this many frames wait for a report (whatever their timestamps).
+const REPORT_WAIT_FRAMES: usize = 64;
 
 /// What one track of an ingest counted.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -91,6 +104,9 @@ pub struct TrackIngest {
     /// Timestamps (ms) of the pictures left out since the last
     /// [`TrackIngest::take_withheld`].
     withheld: Vec<u32>,
+    /// What came out while the clock was not fixed yet, by RTP timestamp:
+    /// a tag body, or `None` for a picture left out.
+    unstamped: Vec<(Option<Bytes>, u32)>,
     pub stats: TrackStats,
 }
 
@@ -123,6 +139,7 @@ impl TrackIngest {
             config_sent: false,
             broken: false,
             withheld: Vec::new(),
+            unstamped: Vec::new(),
         }
     }
 
@@ -131,8 +148,9 @@ impl TrackIngest {
         self.track.payload_type
     }
 
-    /// An RTCP packet (compound); a sender report updates the clock.
-    pub fn rtcp(&mut self, packet: &[u8]) {
+    /// An RTCP packet (compound); a sender report updates the clock, and
+    /// frames that waited for it come out.
+    pub fn rtcp(&mut self, packet: &[u8]) -> Vec<Media> {
         self.stats.rtcp_packets += 1;
         // SR: V=2, PT=200, at least 28 bytes.
         if packet.len() >= 28 && packet[0] >> 6 == 2 && packet[1] == 200 {
@@ -146,6 +164,7 @@ impl TrackIngest {
                 self.report = Some((rtp, unix_ms));
             }
         }
+        self.stamp()
     }
 
     /// An RTP packet; returns the media it completed, in order.
@@ -166,20 +185,49 @@ impl TrackIngest {
             return Vec::new();
         }
         let gap = matches!(arrival, Arrival::Gap(_));
-        let mut out = Vec::new();
         match &mut self.depacketizer {
             Depacketizer::H264(d) => {
                 for au in d.push(&p, gap) {
-                    self.picture(au, &mut out);
+                    self.picture(au);
                 }
             }
             Depacketizer::Aac(d) => {
                 for f in d.push(&p, gap) {
-                    let ms = self.ms(f.timestamp);
-                    self.send_config(&mut out, ms, false);
+                    self.send_config(f.timestamp);
                     self.stats.frames += 1;
-                    out.push(Media::Audio(aac_body(1, &f.data), ms));
+                    self.unstamped
+                        .push((Some(aac_body(1, &f.data)), f.timestamp));
                 }
+            }
+        }
+        self.stamp()
+    }
+
+    /// What waits for its timestamp, once the clock can be fixed: by the
+    /// first sender report, or after [`REPORT_WAIT_MS`] without one.
+    fn stamp(&mut self) -> Vec<Media> {
+        let Some(&(_, first)) = self.unstamped.first() else {
+            return Vec::new();
+        };
+        if let Clock::Unset = self.clock {
+            let last = self.unstamped.last().map_or(first, |u| u.1);
+            let waited = self.since(first, last);
+            self.clock = if self.report.is_some() {
+                Clock::Wall
+            } else if waited >= REPORT_WAIT_MS || self.unstamped.len() >= REPORT_WAIT_FRAMES {
+                Clock::Relative { rtp: first }
+            } else {
+                return Vec::new();
+            };
+            self.stats.wall_clock = matches!(self.clock, Clock::Wall);
+        }
+        let video = matches!(self.depacketizer, Depacketizer::H264(_));
+        let mut out = Vec::new();
+        for (body, rtp) in std::mem::take(&mut self.unstamped) {
+            let ms = self.ms(rtp);
+            match body {
+                Some(b) => out.push(Media::av(video, b, ms)),
+                None => self.withheld.push(ms),
             }
         }
         out
@@ -187,13 +235,12 @@ impl TrackIngest {
 
     /// A rebuilt picture: configuration first, then the frame, unless it
     /// cannot be decoded.
-    fn picture(&mut self, au: AccessUnit, out: &mut Vec<Media>) {
+    fn picture(&mut self, au: AccessUnit) {
         if au.damaged {
             self.stats.damaged += 1;
             self.stats.undecodable += 1;
             self.broken = true;
-            let ms = self.ms(au.timestamp);
-            self.withheld.push(ms);
+            self.unstamped.push((None, au.timestamp));
             return;
         }
         // A key frame: an IDR slice, or parameter sets ahead of the picture
@@ -202,8 +249,7 @@ impl TrackIngest {
         let key = au.is_key() || au.nals.iter().any(|n| h264::nal_type(n) == NAL_SPS);
         if self.broken && !key {
             self.stats.undecodable += 1;
-            let ms = self.ms(au.timestamp);
-            self.withheld.push(ms);
+            self.unstamped.push((None, au.timestamp));
             return;
         }
         self.broken = false;
@@ -217,8 +263,7 @@ impl TrackIngest {
             self.config = Some(c);
             self.config_sent = false;
         }
-        let ms = self.ms(au.timestamp);
-        self.send_config(out, ms, true);
+        self.send_config(au.timestamp);
         self.stats.frames += 1;
         // The parameter sets travel in the configuration, not the frame.
         let picture = AccessUnit {
@@ -231,14 +276,15 @@ impl TrackIngest {
         };
         let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
         body.extend_from_slice(&picture.to_avcc());
-        out.push(Media::Video(Bytes::from(body), ms));
+        self.unstamped.push((Some(Bytes::from(body)), picture.timestamp));
     }
 
-    fn send_config(&mut self, out: &mut Vec<Media>, ms: u32, video: bool) {
+    /// The decoder configuration ahead of the frame at `rtp`, once.
+    fn send_config(&mut self, rtp: u32) {
         if !self.config_sent
             && let Some(c) = &self.config
         {
-            out.push(Media::av(video, c.clone(), ms));
+            self.unstamped.push((Some(c.clone()), rtp));
             self.config_sent = true;
         }
     }
@@ -249,24 +295,25 @@ impl TrackIngest {
         std::mem::take(&mut self.withheld)
     }
 
-    /// An RTP timestamp in ms (see the module's doc).
-    fn ms(&mut self, rtp: u32) -> u32 {
-        if let Clock::Unset = self.clock {
-            self.clock = match self.report {
-                Some(_) => Clock::Wall,
-                None => Clock::Relative { rtp },
-            };
-            self.stats.wall_clock = matches!(self.clock, Clock::Wall);
-        }
+    /// Media time (ms) from RTP timestamp `base` to `rtp` (negative if
+    /// `rtp` is earlier; wrap-safe).
+    fn since(&self, base: u32, rtp: u32) -> f64 {
         let rate = f64::from(self.track.clock_rate.max(1));
-        let since = |base: u32| f64::from(rtp.wrapping_sub(base) as i32) / rate * 1e3;
+        f64::from(rtp.wrapping_sub(base) as i32) / rate * 1e3
+    }
+
+    /// An RTP timestamp in ms, once the clock is fixed (see the module's
+    /// doc).
+    fn ms(&self, rtp: u32) -> u32 {
         match self.clock {
             Clock::Wall => {
                 // The latest report: the clocks may drift over a long run.
                 let (r, unix_ms) = self.report.unwrap_or((rtp, 0.0));
-                (unix_ms + since(r)).round().rem_euclid(4_294_967_296.0) as u32
+                (unix_ms + self.since(r, rtp))
+                    .round()
+                    .rem_euclid(4_294_967_296.0) as u32
             }
-            Clock::Relative { rtp: base } => since(base).max(0.0).round() as u32,
+            Clock::Relative { rtp: base } => self.since(base, rtp).max(0.0).round() as u32,
             Clock::Unset => 0,
         }
     }
@@ -373,6 +420,48 @@ mod tests {
         assert_eq!((t.stats.frames, t.stats.rtp_lost), (2, 0));
     }
 
+    /// Over UDP the first report comes on another port and can be read
+    /// after the first picture: the picture waits for it, so the track
+    /// still goes on the wall clock. Without a report the pictures wait
+    /// [`REPORT_WAIT_MS`] of media time, then go on media time from 0.
+    #[test]
+    fn first_pictures_wait_for_a_report_that_comes_just_after_them() {
+        let mut t = video();
+        let mut seq = 0;
+        let idr = [0x65, 1];
+        let mut out = Vec::new();
+        for p in picture(&[&idr], 1000, &mut seq) {
+            out.extend(t.rtp(&p));
+        }
+        for p in picture(&[&[0x41, 2]], 4000, &mut seq) {
+            out.extend(t.rtp(&p));
+        }
+        assert!(out.is_empty(), "waiting for a report");
+        out.extend(t.rtcp(&sender_report(1000, 1_700_000_000_123)));
+        let wall = (1_700_000_000_123u64 % (1 << 32)) as u32;
+        let times: Vec<u32> = out.iter().map(|m| m.as_av().unwrap().2).collect();
+        assert_eq!(times, [wall, wall, wall + 33], "config, key, delta");
+        assert!(t.stats.wall_clock);
+
+        let mut t = video();
+        let mut out = Vec::new();
+        for (i, ts) in (0..4u32).map(|i| (i, 1000 + i * 3000)) {
+            for p in picture(&[&[if i == 0 { 0x65 } else { 0x41 }, 3]], ts, &mut seq) {
+                out.extend(t.rtp(&p));
+            }
+            // 100 ms of media time is reached at the fourth picture.
+            assert_eq!(out.is_empty(), i < 3, "picture {i}");
+        }
+        let times: Vec<u32> = out.iter().map(|m| m.as_av().unwrap().2).collect();
+        assert_eq!(times, [0, 0, 33, 67, 100]);
+        assert!(!t.stats.wall_clock);
+        // A late report does not move a track off media time.
+        t.rtcp(&sender_report(1000, 1_700_000_000_123));
+        for p in picture(&[&[0x41, 4]], 13_000, &mut seq) {
+            assert_eq!(t.rtp(&p)[0].as_av().unwrap().2, 133);
+        }
+    }
+
     #[test]
     fn a_lost_packet_drops_pictures_until_the_next_key_frame() {
         let mut t = video();
@@ -420,7 +509,9 @@ mod tests {
             },
         });
         let mut out = Vec::new();
-        for (i, ts) in [0u32, 1024].into_iter().enumerate() {
+        // Six frames: 107 ms of media time, past the wait for a report.
+        for i in 0..6u32 {
+            let ts = i * 1024;
             let payload = &aac::packetize(&[0x21, i as u8], 1400)[0];
             let mut b = Vec::new();
             RtpPacket {
@@ -434,7 +525,7 @@ mod tests {
             .write(&mut b);
             out.extend(t.rtp(&b));
         }
-        assert_eq!(out.len(), 3);
+        assert_eq!(out.len(), 7);
         assert!(out[0].is_config());
         assert_eq!(out[2].as_av().unwrap().1.as_ref(), &[0xAF, 1, 0x21, 1]);
         assert_eq!(out[2].as_av().unwrap().2, 21, "1024 samples at 48 kHz");

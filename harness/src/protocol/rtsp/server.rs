@@ -173,6 +173,9 @@ async fn receive_datagrams(
     let mut rtcp_buf = vec![0u8; 65_536];
     loop {
         let (port, got, buf) = tokio::select! {
+            // Either when both are ready (a flood on one cannot starve the
+            // other): the ingest waits for a first sender report read
+            // after the first RTP packet.
             r = udp.rtp.recv_from(&mut rtp_buf) => (Port::Rtp, r, &rtp_buf),
             r = udp.rtcp.recv_from(&mut rtcp_buf) => (Port::Rtcp, r, &rtcp_buf),
             _ = stop.changed() => break,
@@ -227,11 +230,16 @@ impl Tracks {
     fn datagram(&mut self, hub: &Hub, d: Datagram, now: Time) {
         match d.port {
             Port::Rtp => self.rtp_datagram(hub, d.track, d.packet, now),
-            Port::Rtcp => {
-                if let Some(t) = self.ingest.get_mut(d.track) {
-                    t.rtcp(&d.packet);
-                }
-            }
+            Port::Rtcp => self.rtcp(hub, d.track, &d.packet),
+        }
+    }
+
+    /// An RTCP packet of `track` into its ingest, and the frames that
+    /// waited for its sender report onto the hub.
+    fn rtcp(&mut self, hub: &Hub, track: usize, packet: &[u8]) {
+        if let Some(ingest) = self.ingest.get_mut(track) {
+            let media = ingest.rtcp(packet);
+            publish(hub, self.claimed.as_deref(), media, ingest);
         }
     }
 
@@ -341,11 +349,7 @@ impl SessionEdge {
                         }
                     }
                     Event::Rtp { track, packet } => tracks.rtp(&self.hub, track, &packet),
-                    Event::Rtcp { track, packet } => {
-                        if let Some(t) = tracks.ingest.get_mut(track) {
-                            t.rtcp(&packet);
-                        }
-                    }
+                    Event::Rtcp { track, packet } => tracks.rtcp(&self.hub, track, &packet),
                     Event::Closed { reason } => break 'run reason,
                 }
             }
