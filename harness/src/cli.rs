@@ -238,6 +238,14 @@ pub struct RunArgs {
     /// when possible, else proxy).
     #[arg(long, value_enum, default_value_t = crate::topology::Mode::Auto)]
     pub mode: crate::topology::Mode,
+    /// `virtual`: run in virtual time (as `clock = "virtual"` in the
+    /// scenario): one thread, every link an engine pipeline, every endpoint
+    /// a state machine, no sockets and no sleeping; a 60 s run takes well
+    /// under a second and a seed gives the same frames.csv byte for byte.
+    /// Glass's UDP protocol (gudp://) only so far: anything else is refused
+    /// with the reason. `real` (the default) runs as the scenario says.
+    #[arg(long, value_enum, value_name = "real|virtual", conflicts_with = "plan")]
+    pub clock: Option<crate::scenario::ClockKind>,
     /// Carry on an interrupted run (or sweep) in --output DIR: runs that
     /// finished there are kept, the others run.
     #[arg(long, requires = "output", conflicts_with = "plan")]

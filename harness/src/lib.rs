@@ -26,3 +26,4 @@ pub mod runtime;
 pub mod scenario;
 pub mod signals;
 pub mod topology;
+pub mod virtual_time;

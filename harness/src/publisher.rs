@@ -80,7 +80,11 @@ impl ConnectSteps {
 
     /// The step `step` has just finished.
     pub fn done(&mut self, step: &'static str) -> Time {
-        let now = self.clock.time(std::time::Instant::now());
+        self.done_at(step, self.clock.time(std::time::Instant::now()))
+    }
+
+    /// The step `step` finished at `now` (virtual time gives its own).
+    pub fn done_at(&mut self, step: &'static str, now: Time) -> Time {
         self.steps.push(ConnectStep {
             step,
             ms: now.saturating_since(self.last).as_secs_f64() * 1e3,
@@ -108,8 +112,13 @@ pub struct AbrReport {
 impl PublisherStats {
     /// A video frame was handed to the transport just now.
     pub fn note_sent(&mut self, seq: Option<u64>, clock: Clock) {
+        self.note_sent_at(seq, clock.time(std::time::Instant::now()));
+    }
+
+    /// [`PublisherStats::note_sent`] at `now`.
+    pub fn note_sent_at(&mut self, seq: Option<u64>, now: Time) {
         if let Some(seq) = seq {
-            self.sent.push((seq, clock.time(std::time::Instant::now())));
+            self.sent.push((seq, now));
         }
     }
 

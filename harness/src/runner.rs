@@ -485,17 +485,17 @@ pub fn run_groups(
 /// What the run's clients reported: the publisher's, then each player
 /// group's.
 #[derive(Default)]
-struct Clients {
-    publisher: Option<TransportReport>,
-    publisher_stats: Option<Box<dyn Stats>>,
-    players: Vec<TransportReport>,
-    player_stats: Vec<Option<Box<dyn Stats>>>,
+pub(crate) struct Clients {
+    pub publisher: Option<TransportReport>,
+    pub publisher_stats: Option<Box<dyn Stats>>,
+    pub players: Vec<TransportReport>,
+    pub player_stats: Vec<Option<Box<dyn Stats>>>,
 }
 
 impl Clients {
     /// How group `i`'s player and the publisher reached the relay (player
     /// first, as it dials first).
-    fn transports_of_group(&self, i: usize) -> Vec<TransportReport> {
+    pub(crate) fn transports_of_group(&self, i: usize) -> Vec<TransportReport> {
         self.players
             .get(i)
             .iter()
@@ -507,7 +507,7 @@ impl Clients {
 
     /// Each registered protocol's section of group `i`'s run, from the
     /// publisher's and that group's player's statistics.
-    fn sections_of_group(
+    pub(crate) fn sections_of_group(
         &self,
         i: usize,
         publisher: &PublisherStats,
@@ -723,7 +723,7 @@ async fn within_deadline<T>(
 /// The publisher's media source: the synthetic encoder, or a replayed FLV
 /// file. Its camera starts at `ready` (when the session can carry media) or
 /// at the run's start (a camera already running), on the display's grid.
-fn camera(
+pub(crate) fn camera(
     scenario: &Scenario,
     protocol: &Protocol,
     seeds: SeedTree,
@@ -762,23 +762,23 @@ fn ffmpeg_publisher_args(scenario: &Scenario, output: Vec<String>) -> Result<Vec
 }
 
 /// What each side of a run measured, gathered after the run.
-struct Sides {
-    player: Player,
-    publisher: PublisherStats,
-    relay: RelayReport,
-    net: GroupNetworkStats,
-    transports: Vec<TransportReport>,
-    sections: Sections,
-    ffmpeg: Vec<FfmpegReport>,
-    cross: Vec<crate::cross::CrossReport>,
-    hostile: Option<crate::hostile::HostileReport>,
-    relay_killed: Option<Duration>,
+pub(crate) struct Sides {
+    pub player: Player,
+    pub publisher: PublisherStats,
+    pub relay: RelayReport,
+    pub net: GroupNetworkStats,
+    pub transports: Vec<TransportReport>,
+    pub sections: Sections,
+    pub ffmpeg: Vec<FfmpegReport>,
+    pub cross: Vec<crate::cross::CrossReport>,
+    pub hostile: Option<crate::hostile::HostileReport>,
+    pub relay_killed: Option<Duration>,
 }
 
 /// The run's figures from what each side measured: start-up and steady
 /// state, equal smoothness, the per-hop breakdown, frames expected, ABR
 /// and recovery.
-fn assemble(
+pub(crate) fn assemble(
     sides: Sides,
     scenario: &Scenario,
     network: &Network,

@@ -37,6 +37,7 @@ pub fn run(args: &GateArgs) -> Result<i32> {
             scenario: Some(args.target.clone()),
             output: args.output.clone(),
             mode: args.mode,
+            clock: None,
             resume: false,
             plan: None,
             index: None,

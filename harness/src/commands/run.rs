@@ -17,15 +17,21 @@ use crate::output::records::{RunRecord, budgets, previous_runs, topology_part, w
 use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
 use crate::output::tables::{cross_table, hops_table, net, table};
 use crate::runner::run_groups;
-use crate::scenario::{Network, Protocol, QUICKSTART, Scenario, SweepPoint};
+use crate::scenario::{ClockKind, Network, Protocol, QUICKSTART, Scenario, SweepPoint};
 use crate::topology::Mode;
 
 /// Runs the scenario; returns the results directory.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
-    let points = match &args.scenario {
+    let mut points = match &args.scenario {
         Some(path) => Scenario::sweep_from_file(path)?,
         None => Scenario::sweep_from_toml("quickstart (built in)", QUICKSTART, None)?,
     };
+    if args.clock == Some(ClockKind::Virtual) {
+        for pt in &mut points {
+            pt.scenario.set_virtual().map_err(anyhow::Error::msg)?;
+        }
+    }
+    let virtual_time = points[0].scenario.clock == ClockKind::Virtual;
     let scenario = &points[0].scenario;
     let out_dir = args.output.clone().unwrap_or_else(|| {
         let secs = SystemTime::now()
@@ -34,7 +40,12 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         PathBuf::from("results").join(format!("{}-{secs}", scenario.name.replace(['/', ' '], "_")))
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let mode = args.mode.resolve();
+    // Virtual time crosses no real network: no mode to resolve.
+    let mode = if virtual_time {
+        args.mode
+    } else {
+        args.mode.resolve()
+    };
     let rt = crate::runtime::runtime()?;
 
     // Every point × network × protocol × repeat.
@@ -75,10 +86,11 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         );
     }
     eprintln!(
-        "glass: {} — {} run(s) of {:.0} s → {}",
+        "glass: {} — {} run(s) of {:.0} s{} → {}",
         scenario.name,
         jobs.len(),
         scenario.duration.as_secs_f64(),
+        if virtual_time { " in virtual time" } else { "" },
         out_dir.display()
     );
     let bar = crate::output::progress_bar((jobs.len() * 1000) as u64);
@@ -145,7 +157,12 @@ pub fn run_job(
 ) -> Result<Vec<(RunRecord, Network)>> {
     let scenario = &point.scenario;
     let label = point.label();
-    let outcome = run_groups(rt, scenario, network, protocol, repeat, mode, progress);
+    let outcome = match scenario.clock {
+        ClockKind::Real => run_groups(rt, scenario, network, protocol, repeat, mode, progress),
+        ClockKind::Virtual => {
+            crate::virtual_time::run_groups(scenario, network, protocol, repeat, progress)
+        }
+    };
     // A result per player group, or the failure for each.
     let per_group: Vec<_> = match outcome {
         Ok(results) => results

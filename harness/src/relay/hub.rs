@@ -226,6 +226,11 @@ impl Hub {
     /// stream's description or configuration, and fanned out to every
     /// player (dropping players that fell too far behind).
     pub fn publish(&self, key: &str, media: Media) -> Result<(), Poisoned> {
+        self.publish_at(key, media, Instant::now())
+    }
+
+    /// [`Hub::publish`] at instant `now` (virtual time gives its own).
+    pub fn publish_at(&self, key: &str, media: Media, now: Instant) -> Result<(), Poisoned> {
         if let Some((video, data, ts)) = media.as_av() {
             // Counted under one lock: the stream's messages and, for a video
             // frame, its media timestamp and (Glass's frames) when it arrived.
@@ -235,7 +240,6 @@ impl Hub {
             } else {
                 None
             };
-            let now = Instant::now();
             self.with_stats(|st| {
                 let s = st.streams.entry(key.to_string()).or_default();
                 s.bytes_in += data.len() as u64;
@@ -285,9 +289,13 @@ impl Hub {
     /// Glass header, e.g. ffmpeg's, have no sequence number and are not
     /// timed).
     pub fn note_sent(&self, m: &Media) {
+        self.note_sent_at(m, Instant::now());
+    }
+
+    /// [`Hub::note_sent`] at instant `now`.
+    pub fn note_sent_at(&self, m: &Media, now: Instant) {
         let Media::Video(data, _) = m else { return };
         let Some(h) = unpack(data, true) else { return };
-        let now = Instant::now();
         self.with_stats(|st| {
             st.hops.entry(h.seq).or_default().sent.get_or_insert(now);
         });

@@ -33,6 +33,24 @@ pub struct ScenarioFile {
     pub protocols: Vec<ProtocolFile>,
     #[serde(default)]
     pub budgets: Budgets,
+    /// "real" (the default: real sockets on the link or proxies) or
+    /// "virtual" (one thread, engine pipelines, no sockets: faster than
+    /// real time and the same bytes for a seed; Glass's UDP protocol only
+    /// so far).
+    #[serde(default)]
+    pub clock: ClockKind,
+}
+
+/// How a scenario's runs keep time.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockKind {
+    /// Real time: real sockets through the link or the proxies.
+    #[default]
+    Real,
+    /// Virtual time: every endpoint a state machine, every link an engine
+    /// pipeline, the clock jumping from one event to the next.
+    Virtual,
 }
 
 fn one() -> u64 {

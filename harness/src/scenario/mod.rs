@@ -50,6 +50,25 @@ pub struct Scenario {
     pub source: Option<PathBuf>,
     /// An FLV recording to replay instead of the synthetic encoder.
     pub replay: Option<Replay>,
+    /// Real or virtual time (`crate::virtual_time`).
+    pub clock: ClockKind,
+}
+
+impl Scenario {
+    /// Runs in virtual time from now on: refused, naming every part that
+    /// needs real time, if any does.
+    pub fn set_virtual(&mut self) -> std::result::Result<(), String> {
+        let refused = crate::virtual_time::refusals(self);
+        if !refused.is_empty() {
+            return Err(format!(
+                "\"{}\" cannot run in virtual time:\n  {}",
+                self.name,
+                refused.join("\n  ")
+            ));
+        }
+        self.clock = ClockKind::Virtual;
+        Ok(())
+    }
 }
 
 /// A recording read and checked at validation, so a bad file fails early.

@@ -196,7 +196,7 @@ impl ScenarioFile {
             }
             protocols.push(proto);
         }
-        Ok(Scenario {
+        let mut scenario = Scenario {
             name: self.name.clone(),
             description: self.description.clone(),
             duration,
@@ -210,7 +210,14 @@ impl ScenarioFile {
             budgets: self.budgets.clone(),
             source: None,
             replay,
-        })
+            clock: ClockKind::Real,
+        };
+        if self.clock == ClockKind::Virtual
+            && let Err(why) = scenario.set_virtual()
+        {
+            return bad("clock", why);
+        }
+        Ok(scenario)
     }
 }
 

@@ -276,7 +276,8 @@ impl TrackIngest {
         };
         let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
         body.extend_from_slice(&picture.to_avcc());
-        self.unstamped.push((Some(Bytes::from(body)), picture.timestamp));
+        self.unstamped
+            .push((Some(Bytes::from(body)), picture.timestamp));
     }
 
     /// The decoder configuration ahead of the frame at `rtp`, once.

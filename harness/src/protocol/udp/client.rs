@@ -8,18 +8,17 @@ use netem::Time;
 use netem::time::Clock;
 use tokio::net::UdpSocket;
 use udpmedia::wire::Role;
-use udpmedia::{Connection, Event, OutFrame};
+use udpmedia::{Connection, Event};
 
+use super::publish::Publishing;
 use super::{UdpReport, flush, sleep_until};
-use crate::media::abr::AbrSample;
 use crate::media::player::Player;
 use crate::media::source::{Source, unpack};
-use crate::media::tag;
 use crate::media::wallclock::{ForeignFrames, WallClock};
 use crate::protocol::{
     ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Session, Stats, TransportReport,
 };
-use crate::publisher::{ABR_SAMPLE, AbrReport, ConnectSteps, PublisherStats, precise_sleep_until};
+use crate::publisher::{ConnectSteps, PublisherStats, precise_sleep_until};
 
 /// A client session with the relay, connected.
 pub struct UdpClient {
@@ -151,31 +150,13 @@ impl UdpClient {
     ) -> Result<(PublisherStats, UdpReport)> {
         let clock = self.clock;
         let ready = clock.time(Instant::now());
-        let mut source = source_for(ready);
-        let start = source.camera_start();
-        let mut stats = PublisherStats {
-            started_at: Some(start),
-            transport: "udp".into(),
-            ..PublisherStats::default()
-        };
+        let mut stats = PublisherStats::default();
         steps.record(&mut stats);
-        let ceiling = source.encoder_mut().map(|e| e.target_bitrate());
-        let mut abr = ceiling.map(|_| AbrReport::default());
-        let mut next_sample = ready;
+        let mut publishing = Publishing::start(source_for(ready), stats, &mut self.conn, ready)
+            .map_err(|e| anyhow!("udp: {e}"))?;
         let mut buf = vec![0u8; 65_536];
-        for m in source.sequence_headers() {
-            let f = OutFrame {
-                video: m.video,
-                key: false,
-                timestamp: m.timestamp,
-                data: &m.data,
-            };
-            self.conn
-                .send_frame(ready, f)
-                .map_err(|e| anyhow!("udp: {e}"))?;
-        }
         loop {
-            let due = source.poll_timeout();
+            let due = publishing.poll_timeout();
             if due >= end {
                 break;
             }
@@ -184,62 +165,18 @@ impl UdpClient {
             if now >= end {
                 break;
             }
-            while let Some(m) = source.poll_message(now) {
-                if m.video {
-                    stats.video_frames_sent += 1;
-                    stats.video_captures.push(m.capture);
-                } else {
-                    stats.audio_frames_sent += 1;
-                }
-                stats.count_bits(m.capture - start, m.data.len() as u64);
-                let f = OutFrame {
-                    video: m.video,
-                    key: tag::is_key_tag(m.video, &m.data),
-                    timestamp: m.timestamp,
-                    data: &m.data,
-                };
-                self.conn
-                    .send_frame(now, f)
-                    .map_err(|e| anyhow!("udp: {e}"))?;
-                stats.note_sent(m.seq, clock);
-            }
-            let target = self.conn.sender_mut().and_then(|s| s.poll_target());
-            if let (Some(t), Some(max), Some(e)) = (target, ceiling, source.encoder_mut()) {
-                let new = (t as f64).min(max);
-                if (new - e.target_bitrate()).abs() > 1.0
-                    && let Some(a) = &mut abr
-                {
-                    a.switches += 1;
-                }
-                e.set_target_bitrate(new);
-            }
-            if now >= next_sample
-                && let (Some(a), Some(e), Some(s)) =
-                    (&mut abr, source.encoder_mut(), self.conn.sender())
-            {
-                next_sample = now + ABR_SAMPLE;
-                let target = e.target_bitrate();
-                // The send queue as time at the current rate.
-                let queued_bits = s.queued_bytes() as f64 * 8.0;
-                a.samples.push(AbrSample {
-                    at_ms: now.as_secs_f64() * 1e3,
-                    backlog_ms: queued_bits / target.max(1.0) * 1e3,
-                    target_bps: target,
-                });
-            }
+            publishing
+                .handle_timeout(now, &mut self.conn)
+                .map_err(|e| anyhow!("udp: {e}"))?;
             flush(&self.sock, &mut self.conn, self.to, clock).await;
         }
         // Let the last packets and their repairs out, then close.
         let linger = clock.time(Instant::now()) + Duration::from_millis(100);
         self.wait_until(linger, false, &mut buf).await?;
         let report = UdpReport::of("publisher", &self.conn);
+        let stats = publishing.finish(&self.conn);
         self.conn.close(clock.time(Instant::now()));
         flush(&self.sock, &mut self.conn, self.to, clock).await;
-        stats.abr = abr.filter(|_| {
-            self.conn
-                .sender()
-                .is_some_and(|s| s.media_target().is_some())
-        });
         Ok((stats, report))
     }
 
@@ -250,13 +187,7 @@ impl UdpClient {
         let mut buf = vec![0u8; 65_536];
         loop {
             let now = clock.time(Instant::now());
-            while let Some(f) = self.conn.poll_frame() {
-                let h = unpack(&f.data, f.video)
-                    .or_else(|| foreign.header(&f.data, f.video, f.timestamp, now));
-                if let Some(h) = h {
-                    player.on_frame(now, h);
-                }
-            }
+            play_frames(&mut self.conn, player, &mut foreign, now);
             if now >= end {
                 break;
             }
@@ -268,6 +199,23 @@ impl UdpClient {
         self.conn.close(clock.time(Instant::now()));
         flush(&self.sock, &mut self.conn, self.to, clock).await;
         Ok(report)
+    }
+}
+
+/// The session's complete frames into `player` at `now` (a frame without
+/// Glass's header, from ffmpeg or a replayed file, timed by `foreign`).
+pub fn play_frames(
+    conn: &mut Connection,
+    player: &mut Player,
+    foreign: &mut ForeignFrames,
+    now: Time,
+) {
+    while let Some(f) = conn.poll_frame() {
+        let h =
+            unpack(&f.data, f.video).or_else(|| foreign.header(&f.data, f.video, f.timestamp, now));
+        if let Some(h) = h {
+            player.on_frame(now, h);
+        }
     }
 }
 

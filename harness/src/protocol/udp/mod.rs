@@ -6,7 +6,9 @@
 //! these tasks only move datagrams and sleep.
 
 pub mod client;
+pub mod publish;
 pub mod recovery;
+pub mod relay;
 pub mod section;
 pub mod server;
 pub mod settings;
@@ -207,7 +209,7 @@ impl Stats for UdpReport {
 }
 
 /// The entry's `udp` table (its defaults for an entry built by hand).
-fn udp_table(settings: &Settings) -> UdpConfig {
+pub(crate) fn udp_table(settings: &Settings) -> UdpConfig {
     settings.table::<UdpConfig>().cloned().unwrap_or_default()
 }
 

@@ -1,0 +1,590 @@
+//! One run of Glass's UDP protocol in virtual time: the publisher's
+//! session and encoder, the relay, a player per group, and the network
+//! between them, stepped from one event to the next.
+//!
+//! The loop is next-event time advance over a fixed set of state machines:
+//! at each step `now` becomes the earliest instant any of them asked to be
+//! woken at (`poll_timeout`), everything due then is handled in one fixed
+//! order (network arrivals, timers, the camera, the relay, the players,
+//! then every datagram sent goes into the network), and again. A heap of
+//! events would order the same wake-ups; with a handful of components a
+//! scan is as fast and keeps each component the owner of its own timer.
+//!
+//! The run follows link mode's order: each player says hello in turn, then
+//! the publisher; its camera starts when its session is up; players play
+//! until the run's end and the publisher lingers 100 ms after it for its
+//! last repairs, as the real clients do.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use netem::Time;
+use netem::rng::SeedTree;
+use netem::time::Clock;
+use udpmedia::wire::Role;
+use udpmedia::{Connection, Event};
+
+use super::WALL_ORIGIN_MS;
+use super::net::VirtualNet;
+use crate::media::player::Player;
+use crate::media::wallclock::{ForeignFrames, WallClock};
+use crate::protocol::Stats;
+use crate::protocol::TransportReport;
+use crate::protocol::udp::client::play_frames;
+use crate::protocol::udp::publish::Publishing;
+use crate::protocol::udp::relay::UdpRelay;
+use crate::protocol::udp::{UDP_MEDIA_PORT, UdpReport, UdpServerStats, client_config, udp_table};
+use crate::publisher::{ConnectSteps, PublisherStats};
+use crate::relay::{Hub, Subscription};
+use crate::runner::{
+    Clients, G2gSource, RelayReport, RunResult, Sides, assemble, camera, run_seeds,
+};
+use crate::scenario::{Network, Protocol, Scenario};
+use crate::topology::NetworkStats;
+
+/// The publisher lingers this long after the end for its last repairs.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// Steps at one instant before the loop is declared stuck (a component
+/// that asks to be woken at `now` forever).
+const MAX_STEPS_AT_ONE_INSTANT: u32 = 100_000;
+
+/// Client ports: the publisher's, then a player's per group.
+const CLIENT_PORT: u16 = 40_000;
+
+/// A client's session: saying hello, then up.
+struct Client {
+    addr: SocketAddr,
+    conn: Connection,
+    /// When it said hello, and when the relay accepted it.
+    hello_at: Time,
+    connected_at: Option<Time>,
+}
+
+impl Client {
+    fn new(
+        addr: SocketAddr,
+        cfg: udpmedia::Config,
+        role: Role,
+        stream: &str,
+        seeds: SeedTree,
+        now: Time,
+    ) -> Result<Client> {
+        let conn = Connection::connect(cfg, role, stream, bytes16(seeds), now)
+            .map_err(|e| anyhow!("udp: {e}"))?;
+        Ok(Client {
+            addr,
+            conn,
+            hello_at: now,
+            connected_at: None,
+        })
+    }
+
+    /// Session events: connected, or why not.
+    fn events(&mut self, now: Time, who: &str) -> Result<()> {
+        while let Some(e) = self.conn.poll_event() {
+            match e {
+                Event::Connected { .. } => {
+                    self.connected_at.get_or_insert(now);
+                }
+                Event::Rejected { reason } => bail!("{who}: the relay refused: {reason}"),
+                Event::Closed { reason } => {
+                    if self.connected_at.is_none() {
+                        bail!("{who}: session closed before it was up: {reason}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, role: &'static str, uri: String) -> TransportReport {
+        TransportReport {
+            role,
+            uri,
+            requested: "udp".into(),
+            used: "udp".into(),
+            fallback: None,
+            handshake_ms: self
+                .connected_at
+                .map(|t| t.saturating_since(self.hello_at).as_secs_f64() * 1e3),
+        }
+    }
+}
+
+/// A player group's client: its session and the player model.
+struct PlayerSide {
+    client: Option<Client>,
+    player: Player,
+    foreign: ForeignFrames,
+    sub: Option<Subscription>,
+    /// The relay's address of this player (to feed its subscription).
+    report: Option<UdpReport>,
+}
+
+/// 16 bytes from a seed tree (nonces: virtual time has no OS entropy).
+fn bytes16(seeds: SeedTree) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&seeds.child("lo").seed().to_le_bytes());
+    b[8..].copy_from_slice(&seeds.child("hi").seed().to_le_bytes());
+    b
+}
+
+/// Runs `protocol` over `network` once in virtual time: a result per
+/// player group, as [`crate::runner::run_groups`] gives in link mode.
+pub fn run_groups(
+    scenario: &Scenario,
+    network: &Network,
+    protocol: &Protocol,
+    repeat: u32,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<Vec<RunResult>> {
+    let refused = super::refusals(scenario);
+    if !refused.is_empty() {
+        bail!(
+            "this scenario cannot run in virtual time:\n  {}",
+            refused.join("\n  ")
+        );
+    }
+    let seeds = run_seeds(scenario.seed, network, repeat);
+    let mut run = UdpRun::new(scenario, network, protocol, seeds)?;
+    run.run(progress)?;
+    Ok(run.finish())
+}
+
+/// The state of one virtual run.
+struct UdpRun<'a> {
+    scenario: &'a Scenario,
+    network: &'a Network,
+    protocol: &'a Protocol,
+    seeds: SeedTree,
+    /// Only an anchor for the instants the hub and hops are kept in:
+    /// scenario time maps to it and back exactly.
+    clock: Clock,
+    wall: WallClock,
+    end: Time,
+    now: Time,
+    net: VirtualNet,
+    hub: Hub,
+    relay: UdpRelay,
+    relay_addr: SocketAddr,
+    relay_stats: Arc<Mutex<UdpServerStats>>,
+    cfg: udpmedia::Config,
+    stream: String,
+    publisher: Option<Client>,
+    publisher_addr: SocketAddr,
+    publishing: Option<Publishing>,
+    published: Option<(PublisherStats, UdpReport)>,
+    players: Vec<PlayerSide>,
+    player_addrs: Vec<SocketAddr>,
+}
+
+impl<'a> UdpRun<'a> {
+    fn new(
+        scenario: &'a Scenario,
+        network: &'a Network,
+        protocol: &'a Protocol,
+        seeds: SeedTree,
+    ) -> Result<UdpRun<'a>> {
+        let clock = Clock::new(Instant::now());
+        let net = VirtualNet::new(network, seeds.child("link").seed())?;
+        let media_bps = scenario.encoder.bitrate.bits_per_sec();
+        let cfg = client_config(&udp_table(protocol), media_bps);
+        let hub = Hub::new(protocol.stream_key.clone());
+        let relay_stats: Arc<Mutex<UdpServerStats>> = Arc::default();
+        let mut gate_seed = [0u8; 32];
+        let relay_seeds = seeds.child("udp-relay");
+        gate_seed[..16].copy_from_slice(&bytes16(relay_seeds.child("a")));
+        gate_seed[16..].copy_from_slice(&bytes16(relay_seeds.child("b")));
+        // The relay orders frames for the RTMP players it may feed, as its
+        // real server does.
+        let relay_cfg = udpmedia::Config {
+            ordered: true,
+            ..cfg.clone()
+        };
+        let relay = UdpRelay::new(
+            relay_cfg,
+            hub.clone(),
+            clock,
+            gate_seed,
+            relay_stats.clone(),
+        );
+        let addr = |host: &str, port| {
+            net.addr(host, port)
+                .ok_or_else(|| anyhow!("virtual network: no host \"{host}\""))
+        };
+        let relay_addr = addr("server", UDP_MEDIA_PORT)?;
+        let publisher_addr = addr("publisher", CLIENT_PORT)?;
+        let player_addrs = network
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| addr(&g.host, CLIENT_PORT + 1 + i as u16))
+            .collect::<Result<Vec<_>>>()?;
+        let wall = WallClock::from_origin_ms(WALL_ORIGIN_MS);
+        let players = network
+            .groups
+            .iter()
+            .map(|_| {
+                let mut player = Player::new(protocol.player.clone(), Time::ZERO);
+                // Frames are released as they complete (recovered ones later).
+                player.set_ordered(false);
+                PlayerSide {
+                    client: None,
+                    player,
+                    foreign: ForeignFrames::new(wall),
+                    sub: None,
+                    report: None,
+                }
+            })
+            .collect();
+        let uri = &protocol.publisher_uri;
+        Ok(UdpRun {
+            scenario,
+            network,
+            protocol,
+            seeds,
+            clock,
+            wall,
+            end: Time::from_duration(scenario.duration),
+            now: Time::ZERO,
+            net,
+            hub,
+            relay,
+            relay_addr,
+            relay_stats,
+            cfg,
+            stream: format!("{}/{}", uri.app, uri.key),
+            publisher: None,
+            publisher_addr,
+            publishing: None,
+            published: None,
+            players,
+            player_addrs,
+        })
+    }
+
+    /// Steps the run to the end (and the publisher's linger).
+    fn run(&mut self, progress: &(dyn Fn(f64) + Sync)) -> Result<()> {
+        let stop = self.end + LINGER;
+        let mut last = Time::ZERO;
+        let mut steps_here = 0u32;
+        let mut reported = 0.0;
+        loop {
+            self.step()?;
+            let next = self.poll_timeout().unwrap_or(stop).min(stop);
+            if next <= self.now {
+                steps_here += 1;
+                if steps_here >= MAX_STEPS_AT_ONE_INSTANT {
+                    bail!(
+                        "virtual time is stuck at {:.6} s: {} keep asking to be woken then",
+                        self.now.as_secs_f64(),
+                        self.due_now().join(", ")
+                    );
+                }
+            } else {
+                steps_here = 0;
+            }
+            if self.now >= stop {
+                return Ok(());
+            }
+            self.now = next.max(self.now);
+            if self.now.saturating_since(last) >= Duration::from_millis(500) {
+                last = self.now;
+                let f = (self.now.as_secs_f64() / self.end.as_secs_f64()).min(1.0);
+                if f - reported >= 0.01 {
+                    reported = f;
+                    progress(f);
+                }
+            }
+        }
+    }
+
+    /// Everything due at `self.now`, in a fixed order.
+    fn step(&mut self) -> Result<()> {
+        let now = self.now;
+        let playing = now < self.end;
+        self.connect_next(now)?;
+        // The network: what arrived where.
+        self.net.handle_timeout(now);
+        while let Some(d) = self.net.poll_arrival(now) {
+            if d.to == self.relay_addr {
+                if let Some(sub) = self.relay.handle_datagram(now, d.from, &d.bytes)
+                    && let Some(i) = self.player_addrs.iter().position(|a| *a == d.from)
+                {
+                    self.players[i].sub = Some(sub);
+                }
+            } else if d.to == self.publisher_addr {
+                if let Some(c) = &mut self.publisher {
+                    c.conn.handle_datagram(now, &d.bytes);
+                }
+            } else if let Some(i) = self.player_addrs.iter().position(|a| *a == d.to)
+                && let Some(c) = &mut self.players[i].client
+            {
+                c.conn.handle_datagram(now, &d.bytes);
+            }
+        }
+        // Timers.
+        self.relay.handle_timeout(now);
+        if let Some(c) = &mut self.publisher {
+            c.conn.handle_timeout(now);
+            c.events(now, "publisher")?;
+        }
+        for (i, p) in self.players.iter_mut().enumerate() {
+            if let Some(c) = &mut p.client {
+                c.conn.handle_timeout(now);
+                c.events(now, &format!("player {i}"))?;
+            }
+        }
+        // The camera: starts when the session is up, stops at the end.
+        self.publish(now)?;
+        // The relay: publishers' frames into the hub, the hub out to players.
+        self.relay.pump(now);
+        for (p, addr) in self.players.iter_mut().zip(&self.player_addrs) {
+            if let Some(sub) = &mut p.sub {
+                while let Ok(m) = sub.rx.try_recv() {
+                    self.relay.send_media(now, *addr, &m);
+                }
+            }
+        }
+        // The players, until the end.
+        for (i, p) in self.players.iter_mut().enumerate() {
+            let Some(c) = &mut p.client else { continue };
+            if playing {
+                play_frames(&mut c.conn, &mut p.player, &mut p.foreign, now);
+                if p.player.poll_timeout() <= now {
+                    p.player.handle_timeout(now);
+                }
+            } else if p.report.is_none() {
+                play_frames(&mut c.conn, &mut p.player, &mut p.foreign, now);
+                p.report = Some(UdpReport::of("player", &c.conn));
+                c.conn.close(now);
+                tracing::trace!("player {i} closed at the end");
+            }
+        }
+        // Everything sent, into the network.
+        while let Some((to, d)) = self.relay.poll_transmit(now) {
+            self.net.send(now, self.relay_addr, to, d);
+        }
+        if let Some(c) = &mut self.publisher {
+            while let Some(d) = c.conn.poll_transmit(now) {
+                self.net.send(now, c.addr, self.relay_addr, d);
+            }
+        }
+        for p in &mut self.players {
+            if let Some(c) = &mut p.client {
+                while let Some(d) = c.conn.poll_transmit(now) {
+                    self.net.send(now, c.addr, self.relay_addr, d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hellos in link mode's order: each player once the one before is up,
+    /// then the publisher.
+    fn connect_next(&mut self, now: Time) -> Result<()> {
+        if now >= self.end {
+            return Ok(());
+        }
+        let up = |c: &Option<Client>| c.as_ref().is_some_and(|c| c.connected_at.is_some());
+        if let Some(i) = self.players.iter().position(|p| p.client.is_none()) {
+            if i == 0 || up(&self.players[i - 1].client) {
+                self.players[i].client = Some(Client::new(
+                    self.player_addrs[i],
+                    self.cfg.clone(),
+                    Role::Play,
+                    &self.stream,
+                    self.seeds.child("nonce").child("player").repeat(i as u32),
+                    now,
+                )?);
+            }
+            return Ok(());
+        }
+        if self.publisher.is_none() && self.players.iter().all(|p| up(&p.client)) {
+            self.publisher = Some(Client::new(
+                self.publisher_addr,
+                self.cfg.clone(),
+                Role::Publish,
+                &self.stream,
+                self.seeds.child("nonce").child("publisher"),
+                now,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The publisher's media: the camera starts when its session is up;
+    /// at the end (plus the linger) it reports and closes.
+    fn publish(&mut self, now: Time) -> Result<()> {
+        let Some(c) = &mut self.publisher else {
+            return Ok(());
+        };
+        if self.publishing.is_none()
+            && self.published.is_none()
+            && let Some(ready) = c.connected_at
+        {
+            let mut steps = ConnectSteps::new(self.clock, c.hello_at);
+            steps.done_at("udp_hello", ready);
+            let mut stats = PublisherStats::default();
+            steps.record(&mut stats);
+            let source = camera(self.scenario, self.protocol, self.seeds, self.wall, ready);
+            self.publishing = Some(
+                Publishing::start(source, stats, &mut c.conn, ready)
+                    .map_err(|e| anyhow!("publisher: udp: {e}"))?,
+            );
+        }
+        let Some(p) = &mut self.publishing else {
+            return Ok(());
+        };
+        if now < self.end {
+            if p.poll_timeout() <= now {
+                p.handle_timeout(now, &mut c.conn)
+                    .map_err(|e| anyhow!("publisher: udp: {e}"))?;
+            }
+        } else if now >= self.end + LINGER
+            && let Some(p) = self.publishing.take()
+        {
+            let report = UdpReport::of("publisher", &c.conn);
+            self.published = Some((p.finish(&c.conn), report));
+            c.conn.close(now);
+        }
+        Ok(())
+    }
+
+    /// The earliest instant anything asked to be woken at.
+    fn poll_timeout(&self) -> Option<Time> {
+        let now = self.now;
+        let mut t: Vec<Time> = Vec::new();
+        t.extend(self.net.poll_timeout());
+        t.extend(self.relay.poll_timeout(now));
+        if let Some(c) = &self.publisher {
+            t.extend(c.conn.poll_timeout(now));
+        }
+        if let Some(p) = &self.publishing
+            && now < self.end
+        {
+            t.push(p.poll_timeout().min(self.end));
+        }
+        for p in &self.players {
+            if let Some(c) = &p.client {
+                t.extend(c.conn.poll_timeout(now));
+                if now < self.end {
+                    t.push(p.player.poll_timeout().min(self.end));
+                }
+            }
+        }
+        t.push(if now < self.end {
+            self.end
+        } else {
+            self.end + LINGER
+        });
+        t.into_iter().min()
+    }
+
+    /// The components whose wake-up is `now` (for the stuck message).
+    fn due_now(&self) -> Vec<String> {
+        let now = self.now;
+        let mut out = Vec::new();
+        if self.net.poll_timeout().is_some_and(|t| t <= now) {
+            out.push("the network".to_string());
+        }
+        if self.relay.poll_timeout(now).is_some_and(|t| t <= now) {
+            out.push("the relay's UDP sessions".into());
+        }
+        if let Some(c) = &self.publisher
+            && c.conn.poll_timeout(now).is_some_and(|t| t <= now)
+        {
+            out.push("the publisher's session".into());
+        }
+        if now < self.end
+            && self
+                .publishing
+                .as_ref()
+                .is_some_and(|p| p.poll_timeout() <= now)
+        {
+            out.push("the publisher's camera".into());
+        }
+        for (i, p) in self.players.iter().enumerate() {
+            if let Some(c) = &p.client
+                && c.conn.poll_timeout(now).is_some_and(|t| t <= now)
+            {
+                out.push(format!("player {i}'s session"));
+            }
+            if now < self.end && p.player.poll_timeout() <= now {
+                out.push(format!("player {i}'s playout"));
+            }
+        }
+        out
+    }
+
+    /// The results, one per group, as link mode assembles them.
+    fn finish(mut self) -> Vec<RunResult> {
+        self.relay.close(self.now);
+        let net = NetworkStats {
+            link: Some(self.net.stats()),
+            proxies: None,
+        };
+        let stats = self
+            .relay_stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let relay = RelayReport {
+            hub: self.hub.stats(),
+            servers: vec![("udp", Arc::new(stats) as Arc<dyn Stats>)],
+        };
+        let (publisher, pub_report) = self.published.take().unwrap_or_default();
+        let uri = |u: &crate::protocol::uri::StreamUri| u.redacted();
+        let mut clients = Clients {
+            publisher: self
+                .publisher
+                .as_ref()
+                .map(|c| c.report("publisher", uri(&self.protocol.publisher_uri))),
+            publisher_stats: Some(Box::new(pub_report)),
+            ..Clients::default()
+        };
+        for p in &self.players {
+            let c = p.client.as_ref();
+            clients
+                .players
+                .extend(c.map(|c| c.report("player", uri(&self.protocol.player_uri))));
+            clients.player_stats.push(Some(
+                Box::new(p.report.clone().unwrap_or_default()) as Box<dyn Stats>
+            ));
+        }
+        let g2g_source = if self.scenario.replay.is_some() {
+            G2gSource::RtmpTimestamp
+        } else {
+            G2gSource::GlassHeader
+        };
+        let mut out = Vec::new();
+        for (i, side) in std::mem::take(&mut self.players).into_iter().enumerate() {
+            let group_net = net.for_group(self.network, i);
+            let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
+            out.push(assemble(
+                Sides {
+                    player: side.player,
+                    publisher: publisher.clone(),
+                    sections,
+                    transports: clients.transports_of_group(i),
+                    relay: relay.clone(),
+                    net: group_net,
+                    ffmpeg: Vec::new(),
+                    cross: Vec::new(),
+                    hostile: None,
+                    relay_killed: None,
+                },
+                self.scenario,
+                &self.network.for_group(i),
+                self.protocol,
+                (self.clock, self.end),
+                "virtual".into(),
+                g2g_source,
+            ));
+        }
+        out
+    }
+}
