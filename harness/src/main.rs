@@ -40,9 +40,11 @@ fn main() -> ExitCode {
     // Link mode needs namespaces: an unprivileged user enters a user namespace
     // now, while the process still has a single thread.
     let needs_link = match &cli.command {
-        Command::Shell(_) | Command::Bench(_) => Some(true),
+        Command::Shell(_) | Command::Bench(harness::cli::BenchCommand::Link(_)) => Some(true),
         // `glass run` falls back to proxy mode unless link mode was asked for.
         Command::Check(args) if !args.is_results() => link_needed(args.mode),
+        // Virtual time crosses no real network.
+        Command::Run(args) if args.clock == Some(harness::scenario::ClockKind::Virtual) => None,
         Command::Run(args) => link_needed(args.mode),
         Command::Soak(args) => link_needed(args.mode),
         _ => None,
@@ -84,6 +86,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => harness::commands::serve::run(args).map(|()| 0),
         Command::Bench(harness::cli::BenchCommand::Link(args)) => {
             harness::commands::bench::run(args).map(|()| 0)
+        }
+        Command::Bench(harness::cli::BenchCommand::Virtual(args)) => {
+            harness::commands::bench_virtual::run(args).map(|()| 0)
         }
     };
     match result {

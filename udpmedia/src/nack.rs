@@ -203,10 +203,13 @@ impl LossTracker {
         self.missing
             .values()
             .filter(|m| m.nacks < MAX_NACKS_PER_PACKET)
+            // As `due` decides: eligible, and `retry` after the last ask
+            // (a packet FEC will rebuild is made eligible later, after it
+            // was asked for once), or its deadline (expired then).
             .map(|m| {
                 match m.last_nack {
                     None => m.eligible,
-                    Some(t) => t + retry,
+                    Some(t) => (t + retry).max(m.eligible),
                 }
                 .min(m.deadline)
             })
@@ -350,6 +353,22 @@ mod tests {
             })
         );
         assert_eq!(t.arrived(MS(150), 10), None);
+    }
+
+    /// A packet asked for once, then left to FEC (made eligible `retry`
+    /// later), is not due before then: the timer says so, so a driver does
+    /// not spin (virtual time found it stuck at one instant).
+    #[test]
+    fn a_packet_left_to_fec_after_an_ask_wakes_when_eligible_again() {
+        let retry = Duration::from_millis(30);
+        let mut t = LossTracker::default();
+        t.gap(MS(0), 5, 6, Duration::ZERO, MS(500));
+        assert_eq!(t.due(MS(10), retry, 64, |_| false), vec![5]);
+        // Retry is due at 40 ms, but FEC can rebuild it now: wait.
+        assert!(t.due(MS(45), retry, 64, |_| true).is_empty());
+        assert_eq!(t.poll_timeout(retry), Some(MS(75)));
+        assert!(t.due(MS(60), retry, 64, |_| false).is_empty());
+        assert_eq!(t.due(MS(75), retry, 64, |_| false), vec![5]);
     }
 
     #[test]

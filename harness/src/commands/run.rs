@@ -99,6 +99,8 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let mut record_networks: Vec<crate::scenario::Network> = Vec::new();
     let mut frames_csv = csv_file(&out_dir.join("frames.csv"), FRAMES_HEADER, args.resume)?;
     let mut seconds_csv = csv_file(&out_dir.join("seconds.csv"), SECONDS_HEADER, args.resume)?;
+    let mut written = std::time::Instant::now();
+    let mut write_every = std::time::Duration::from_secs(1);
     for (i, (point, network, protocol, repeat)) in jobs.iter().enumerate() {
         let scenario = &point.scenario;
         let label = point.label();
@@ -114,21 +116,38 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             repeat + 1
         ));
         let base = (i * 1000) as u64;
-        let done = run_job(
+        let done = match run_job(
             &rt,
             (point, network, protocol, *repeat),
             mode,
             (&mut frames_csv, &mut seconds_csv),
             &|f| bar.set_position(base + (f * 1000.0) as u64),
             &|e| bar.suspend(|| eprintln!("{e}")),
-        )?;
+        ) {
+            Ok(done) => done,
+            Err(e) => {
+                // What finished is kept.
+                write_results(&out_dir, scenario, &kept, &records)?;
+                return Err(e);
+            }
+        };
         bar.set_position(base + 1000);
         for (record, view) in done {
             records.push(record);
             record_networks.push(view);
         }
-        // On disk before the next run starts.
-        write_results(&out_dir, scenario, &kept, &records)?;
+        // On disk before the next run starts (frames.csv and seconds.csv
+        // are appended as each run ends). results.json is rewritten whole,
+        // so runs that take well under a second (virtual time) write it at
+        // most once a second, and at most a fifth of the time: a thousand
+        // runs would otherwise rewrite it a thousand times as it grows.
+        let last = i + 1 == jobs.len();
+        if last || written.elapsed() >= write_every {
+            let t0 = std::time::Instant::now();
+            write_results(&out_dir, scenario, &kept, &records)?;
+            written = std::time::Instant::now();
+            write_every = (4 * t0.elapsed()).max(std::time::Duration::from_secs(1));
+        }
     }
     bar.finish_and_clear();
     print_summary(&records, record_networks.iter());
