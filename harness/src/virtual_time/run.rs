@@ -179,6 +179,10 @@ struct UdpRun<'a> {
     published: Option<(PublisherStats, UdpReport)>,
     players: Vec<PlayerSide>,
     player_addrs: Vec<SocketAddr>,
+    /// A component that asks to be woken at once, forever, from this
+    /// instant on (the stuck detector's test).
+    #[cfg(test)]
+    stuck_from: Option<Time>,
 }
 
 impl<'a> UdpRun<'a> {
@@ -263,6 +267,8 @@ impl<'a> UdpRun<'a> {
             published: None,
             players,
             player_addrs,
+            #[cfg(test)]
+            stuck_from: None,
         })
     }
 
@@ -481,6 +487,8 @@ impl<'a> UdpRun<'a> {
         } else {
             self.end + LINGER
         });
+        #[cfg(test)]
+        t.extend(self.stuck_from.map(|s| s.max(now)));
         t.into_iter().min()
     }
 
@@ -488,6 +496,10 @@ impl<'a> UdpRun<'a> {
     fn due_now(&self) -> Vec<String> {
         let now = self.now;
         let mut out = Vec::new();
+        #[cfg(test)]
+        if self.stuck_from.is_some_and(|s| now >= s) {
+            out.push("the test's stuck component".to_string());
+        }
         if self.net.poll_timeout().is_some_and(|t| t <= now) {
             out.push("the network".to_string());
         }
@@ -586,5 +598,47 @@ impl<'a> UdpRun<'a> {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario() -> Scenario {
+        Scenario::from_toml(
+            "t",
+            r#"
+name = "t"
+duration = "3s"
+[[networks]]
+name = "n"
+first_mile = { profile = "delay 20ms loss 3%" }
+[[protocols]]
+kind = "udp"
+udp = { nack = true, fec = { kind = "rs", k = 10, m = 3 } }
+"#,
+            None,
+        )
+        .unwrap()
+    }
+
+    /// A component that asks to be woken at the same instant forever is
+    /// reported by name, with the instant, instead of hanging the run.
+    #[test]
+    fn a_loop_that_makes_no_progress_names_what_is_stuck() {
+        let s = scenario();
+        let seeds = run_seeds(s.seed, &s.networks[0], 0);
+        let mut run = UdpRun::new(&s, &s.networks[0], &s.protocols[0], seeds).unwrap();
+        run.stuck_from = Some(Time::from_secs_f64(1.5));
+        let e = run.run(&|_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("stuck at 1.500000 s") && e.contains("the test's stuck component"),
+            "{e}"
+        );
+        // Without it the run ends, and every player group has a result.
+        let r = run_groups(&s, &s.networks[0], &s.protocols[0], 0, &|_| {}).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].player.frames_displayed > 60, "{:?}", r[0].player);
     }
 }
