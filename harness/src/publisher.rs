@@ -122,6 +122,19 @@ impl PublisherStats {
         }
     }
 
+    /// A message of the source handed to the transport: a video frame
+    /// (its capture instant kept) or an audio frame, and its bits in the
+    /// second of capture since the camera's `start`.
+    pub fn count(&mut self, m: &crate::media::source::Message, start: Time) {
+        if m.video {
+            self.video_frames_sent += 1;
+            self.video_captures.push(m.capture);
+        } else {
+            self.audio_frames_sent += 1;
+        }
+        self.count_bits(m.capture - start, m.data.len() as u64);
+    }
+
     pub fn count_bits(&mut self, since_start: Duration, bytes: u64) {
         self.bytes_sent += bytes;
         let second = since_start.as_secs() as usize;

@@ -174,12 +174,7 @@ impl VirtualNet {
     /// Every direction's counters by label, as link mode reports them.
     pub fn stats(&self) -> GraphStats {
         GraphStats {
-            directions: self
-                .labels
-                .iter()
-                .zip(&self.pipes)
-                .map(|(l, p)| (l.clone(), p.counters().clone()))
-                .collect(),
+            directions: GraphStats::counters_by_label(&self.labels, &self.pipes),
             unroutable: self.unroutable,
             ..GraphStats::default()
         }

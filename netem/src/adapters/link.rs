@@ -174,6 +174,19 @@ pub struct GraphStats {
 }
 
 impl GraphStats {
+    /// Each direction's counters under its label (labels and pipelines in
+    /// the graph's direction order).
+    pub fn counters_by_label<P: crate::packet::Payload>(
+        labels: &[String],
+        pipes: &[crate::pipeline::Pipeline<P>],
+    ) -> BTreeMap<String, Counters> {
+        labels
+            .iter()
+            .zip(pipes)
+            .map(|(l, p)| (l.clone(), p.counters().clone()))
+            .collect()
+    }
+
     /// One direction's counters, by label.
     pub fn counters(&self, label: &str) -> Counters {
         self.directions.get(label).cloned().unwrap_or_default()
@@ -778,12 +791,7 @@ impl Engine {
         let h = &self.release_error;
         let q = |p: f64| h.value_at_quantile(p) as f64;
         let stats = GraphStats {
-            directions: self
-                .labels
-                .iter()
-                .zip(&self.pipes)
-                .map(|(l, p)| (l.clone(), p.counters().clone()))
-                .collect(),
+            directions: GraphStats::counters_by_label(&self.labels, &self.pipes),
             unroutable: self.unroutable,
             kernel_drops: self
                 .graph

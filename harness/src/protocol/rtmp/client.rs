@@ -206,17 +206,10 @@ pub async fn publish(
             p.sample(now, &mut source, stats.bytes_sent);
         }
         while let Some(m) = source.poll_message(now) {
-            let bytes = m.data.len() as u64;
             let ts = rtmp_ts(m.timestamp);
             if let Some(conn) = &frames {
                 // Frames mapping: each frame on its own stream.
-                if m.video {
-                    stats.video_frames_sent += 1;
-                    stats.video_captures.push(m.capture);
-                } else {
-                    stats.audio_frames_sent += 1;
-                }
-                stats.count_bits(m.capture - start, bytes);
+                stats.count(&m, start);
                 let kind = if m.video {
                     quic::MSG_VIDEO
                 } else {
@@ -232,16 +225,13 @@ pub async fn publish(
                 stats.note_sent(m.seq, clock);
                 continue;
             }
+            stats.count(&m, start);
             let r = if m.video {
-                stats.video_frames_sent += 1;
-                stats.video_captures.push(m.capture);
                 session.publish_video_data(m.data, ts, false)
             } else {
-                stats.audio_frames_sent += 1;
                 session.publish_audio_data(m.data, ts, false)
             }
             .map_err(|e| anyhow!("{e:?}"))?;
-            stats.count_bits(m.capture - start, bytes);
             // Blocks while TCP is backed up: later frames wait here, as in an
             // encoder's output queue; the run ends at `end` whatever the backlog.
             let bytes_sent = stats.bytes_sent;

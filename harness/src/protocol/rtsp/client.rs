@@ -357,13 +357,7 @@ impl RtspPublisher {
             }
             packets.clear();
             while let Some(m) = source.poll_message(now) {
-                if m.video {
-                    stats.video_frames_sent += 1;
-                    stats.video_captures.push(m.capture);
-                } else {
-                    stats.audio_frames_sent += 1;
-                }
-                stats.count_bits(m.capture - start, m.data.len() as u64);
+                stats.count(&m, start);
                 // The wall-clock instant of the frame's capture.
                 let unix_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

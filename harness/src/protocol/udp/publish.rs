@@ -66,14 +66,7 @@ impl Publishing {
     ) -> Result<(), udpmedia::ConnError> {
         let start = self.source.camera_start();
         while let Some(m) = self.source.poll_message(now) {
-            let stats = &mut self.stats;
-            if m.video {
-                stats.video_frames_sent += 1;
-                stats.video_captures.push(m.capture);
-            } else {
-                stats.audio_frames_sent += 1;
-            }
-            stats.count_bits(m.capture - start, m.data.len() as u64);
+            self.stats.count(&m, start);
             let f = OutFrame {
                 video: m.video,
                 key: tag::is_key_tag(m.video, &m.data),
@@ -81,7 +74,7 @@ impl Publishing {
                 data: &m.data,
             };
             conn.send_frame(now, f)?;
-            stats.note_sent_at(m.seq, now);
+            self.stats.note_sent_at(m.seq, now);
         }
         let target = conn.sender_mut().and_then(|s| s.poll_target());
         if let (Some(t), Some(max), Some(e)) = (target, self.ceiling, self.source.encoder_mut()) {
