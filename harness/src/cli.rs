@@ -266,7 +266,9 @@ pub struct RunArgs {
     /// a state machine, no sockets and no sleeping; a 60 s run takes well
     /// under a second and a seed gives the same frames.csv byte for byte.
     /// Glass's UDP protocol (gudp://) only so far: anything else is refused
-    /// with the reason. `real` (the default) runs as the scenario says.
+    /// with the reason. `real`: real time even if the scenario says
+    /// `clock = "virtual"`. Default: what the scenario says (real time
+    /// unless it sets `clock`).
     #[arg(long, value_enum, value_name = "real|virtual", conflicts_with = "plan")]
     pub clock: Option<crate::scenario::ClockKind>,
     /// Carry on an interrupted run (or sweep) in --output DIR: runs that

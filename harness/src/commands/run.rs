@@ -26,9 +26,11 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         Some(path) => Scenario::sweep_from_file(path)?,
         None => Scenario::sweep_from_toml("quickstart (built in)", QUICKSTART, None)?,
     };
-    if args.clock == Some(ClockKind::Virtual) {
-        for pt in &mut points {
-            pt.scenario.set_virtual().map_err(anyhow::Error::msg)?;
+    for pt in &mut points {
+        match args.clock {
+            Some(ClockKind::Virtual) => pt.scenario.set_virtual().map_err(anyhow::Error::msg)?,
+            Some(ClockKind::Real) => pt.scenario.clock = ClockKind::Real,
+            None => {}
         }
     }
     let virtual_time = points[0].scenario.clock == ClockKind::Virtual;
