@@ -93,6 +93,18 @@ fn a_seed_gives_the_same_bytes_and_another_seed_others() {
     let rec = &run["result"]["recovery"][0];
     assert_eq!(rec["mile"], "first");
     assert!(rec["link_dropped"].as_u64().unwrap() > 20, "{rec}");
+    // glass compare reads virtual results as any other.
+    let o = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .arg("compare")
+        .args([&a, &c])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)) && table.contains("steady_g2g_p50_ms"),
+        "{table}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     eprintln!("one 6 s virtual run through the binary: {one_run:?}");
 }
 
