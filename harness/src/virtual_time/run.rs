@@ -118,9 +118,12 @@ impl Client {
 struct PlayerSide {
     client: Option<Client>,
     player: Player,
+    /// Times frames without Glass's header (a replayed file) by their
+    /// wall-clock timestamps.
     foreign: ForeignFrames,
+    /// The relay's hub subscription for this player, fed to its egress.
     sub: Option<Subscription>,
-    /// The relay's address of this player (to feed its subscription).
+    /// Its session's statistics, taken at the end of the run.
     report: Option<UdpReport>,
 }
 
