@@ -187,3 +187,26 @@ fn two_groups_in_proxy_mode_through_glass_run() {
     assert!(proxied(&runs[0]) > 100 && proxied(&runs[1]) > 100);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same two groups in virtual time (token challenge included): the
+/// same checks, and each group's own last mile in its link counters.
+#[test]
+fn two_groups_on_different_last_miles_in_virtual_time() {
+    let s = Scenario::from_toml("groups.toml", SCENARIO, None).unwrap_or_else(|e| panic!("{e}"));
+    let runs =
+        harness::virtual_time::run_groups(&s, &s.networks[0], &s.protocols[0], 0, &|_| {}).unwrap();
+    check_groups(&runs);
+    let link = |r: &RunResult, d| r.link.as_ref().expect("the virtual link").counters(d);
+    let mean_ms = |c: &netem::Counters| c.delay_sum_ns as f64 / c.delivered.max(1) as f64 / 1e6;
+    assert_eq!(runs[0].mode, "virtual");
+    assert!((mean_ms(&link(&runs[0], LinkDir::LastMileDown)) - 5.0).abs() < 0.01);
+    assert!((mean_ms(&link(&runs[1], LinkDir::LastMileDown)) - 40.0).abs() < 0.01);
+    let udp = runs[0]
+        .relay
+        .server::<harness::protocol::udp::UdpServerStats>()
+        .expect("the UDP relay's statistics");
+    assert_eq!(
+        udp.udp_challenges, 3,
+        "a publisher and two players challenged"
+    );
+}

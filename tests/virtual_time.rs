@@ -309,3 +309,40 @@ udp = { nack = true, cc = "off" }
         );
     }
 }
+
+/// A replayed recording (no Glass header: G2G from its wall-clock
+/// timestamps, which virtual time starts at a fixed instant): the first
+/// mile's 50 ms plus the 500 ms buffer, as in link mode (550–551 ms).
+#[test]
+fn a_replayed_recording_plays_in_virtual_time() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios"));
+    let s = Scenario::from_toml(
+        "replay.toml",
+        r#"
+name = "replay"
+duration = "6s"
+[media]
+flv = "media/testsrc-640x360.flv"
+[[networks]]
+name = "first mile +50ms"
+first_mile = { uplink = "delay 50ms" }
+[[protocols]]
+kind = "udp"
+player = { target_delay = "500ms", refresh = "1ms" }
+"#,
+        Some(dir),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = virtual_run(&s);
+    let p = &r.player;
+    eprintln!(
+        "replay: shown {} of {}, G2G p50 {} ms, source {:?}",
+        p.frames_displayed, r.frames_expected, p.g2g_p50_ms, r.g2g_source
+    );
+    assert!(matches!(
+        r.g2g_source,
+        harness::runner::G2gSource::RtmpTimestamp
+    ));
+    assert!(p.frames_displayed > 140 && r.frames_lost() == 0, "{p:?}");
+    assert!((549.0..552.0).contains(&p.g2g_p50_ms), "{p:?}");
+}
