@@ -283,7 +283,7 @@ impl<'a> UdpRun<'a> {
         let mut reported = 0.0;
         loop {
             self.step()?;
-            let next = self.poll_timeout().unwrap_or(stop).min(stop);
+            let next = self.poll_timeout().min(stop);
             if next <= self.now {
                 steps_here += 1;
                 if steps_here >= MAX_STEPS_AT_ONE_INSTANT {
@@ -463,36 +463,35 @@ impl<'a> UdpRun<'a> {
         Ok(())
     }
 
-    /// The earliest instant anything asked to be woken at.
-    fn poll_timeout(&self) -> Option<Time> {
+    /// The earliest instant anything asked to be woken at (the end, or
+    /// the end of the linger, at the latest). Called at every step: no
+    /// allocation.
+    fn poll_timeout(&self) -> Time {
         let now = self.now;
-        let mut t: Vec<Time> = Vec::new();
-        t.extend(self.net.poll_timeout());
-        t.extend(self.relay.poll_timeout(now));
+        let playing = now < self.end;
+        let mut t = if playing { self.end } else { self.end + LINGER };
+        let mut wake = |x: Option<Time>| {
+            if let Some(x) = x {
+                t = t.min(x);
+            }
+        };
+        wake(self.net.poll_timeout());
+        wake(self.relay.poll_timeout(now));
         if let Some(c) = &self.publisher {
-            t.extend(c.conn.poll_timeout(now));
+            wake(c.conn.poll_timeout(now));
         }
-        if let Some(p) = &self.publishing
-            && now < self.end
-        {
-            t.push(p.poll_timeout().min(self.end));
+        if let Some(p) = self.publishing.as_ref().filter(|_| playing) {
+            wake(Some(p.poll_timeout()));
         }
         for p in &self.players {
             if let Some(c) = &p.client {
-                t.extend(c.conn.poll_timeout(now));
-                if now < self.end {
-                    t.push(p.player.poll_timeout().min(self.end));
-                }
+                wake(c.conn.poll_timeout(now));
+                wake(playing.then(|| p.player.poll_timeout()));
             }
         }
-        t.push(if now < self.end {
-            self.end
-        } else {
-            self.end + LINGER
-        });
         #[cfg(test)]
-        t.extend(self.stuck_from.map(|s| s.max(now)));
-        t.into_iter().min()
+        wake(self.stuck_from.map(|s| s.max(now)));
+        t
     }
 
     /// The components whose wake-up is `now` (for the stuck message).
