@@ -80,17 +80,29 @@ fn rtt_is_the_configured_delay(backend: Backend) {
     echo.join().unwrap();
     let stats = link.stop().unwrap();
     eprintln!(
-        "median RTT {median:?}; TCP_INFO rtt {} µs; release error {:?}",
-        info.rtt_us, stats.release_error
+        "median RTT {median:?}; TCP_INFO rtt {} µs, min_rtt {} µs; release error {:?}",
+        info.rtt_us, info.min_rtt_us, stats.release_error
     );
     assert!(
         median >= Duration::from_millis(100) && median <= Duration::from_millis(101),
         "median RTT {median:?} (want 100 ms ± 1 ms)"
     );
     assert!(
-        (99_000..=101_500).contains(&info.rtt_us),
-        "TCP_INFO rtt {} µs",
-        info.rtt_us
+        (99_000..=101_500).contains(&info.min_rtt_us),
+        "TCP_INFO min_rtt {} µs",
+        info.min_rtt_us
+    );
+    // The smoothed RTT keeps 1/8 of each new sample, so one packet the
+    // engine released late (a scheduling hiccup on a busy machine, which the
+    // link measures) lifts it for several round trips: it may exceed
+    // 101.5 ms by at most the link's worst release error, never more. Seen
+    // once: one release 35.7 ms late at 1.26 s gave an srtt of 103.3 ms.
+    let worst_us = stats.release_error.max_us.ceil() as u32;
+    assert!(
+        (99_000..=101_500 + worst_us).contains(&info.rtt_us),
+        "TCP_INFO rtt {} µs (the link's worst release error {} µs)",
+        info.rtt_us,
+        worst_us
     );
 }
 

@@ -13,6 +13,10 @@ pub struct TcpInfo {
     pub total_retrans: u32,
     /// Smoothed RTT, µs.
     pub rtt_us: u32,
+    /// The smallest RTT the kernel measured over the connection's life, µs:
+    /// the path's floor, untouched by one late sample (srtt keeps 1/8 of it).
+    #[serde(default)]
+    pub min_rtt_us: u32,
     /// RTT variance, µs.
     pub rtt_var_us: u32,
     /// Congestion window, segments.
@@ -44,6 +48,7 @@ pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
         Ok(TcpInfo {
             total_retrans: info.tcpi_total_retrans,
             rtt_us: info.tcpi_rtt,
+            min_rtt_us: info.tcpi_min_rtt,
             rtt_var_us: info.tcpi_rttvar,
             snd_cwnd: info.tcpi_snd_cwnd,
             lost: info.tcpi_lost,
