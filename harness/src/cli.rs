@@ -206,8 +206,9 @@ pub enum BenchCommand {
     Link(BenchLinkArgs),
     /// How much faster than real time a scenario runs in virtual time: its
     /// runs timed on the wall clock, the median, and the ratio simulated /
-    /// wall. Default: 60 s of the UDP protocol (NACK, FEC, GCC) over a
-    /// first mile with 2 % loss and 40 ms delay. Needs no privileges.
+    /// wall, overall and per protocol. Default: 60 s each of the UDP
+    /// protocol (NACK, FEC, GCC) and of RTMP over QUIC (frames mapping)
+    /// over a first mile with 2 % loss and 40 ms delay. Needs no privileges.
     ///
     /// Example: glass bench virtual --runs 10
     Virtual(BenchVirtualArgs),

@@ -8,24 +8,57 @@
 //! fraction of a second.
 //!
 //! What runs in virtual time so far: Glass's UDP protocol (`gudp://`
-//! publisher and players, the relay between them), with the synthetic
-//! encoder or a replayed FLV file. Everything else is refused at
+//! publisher and players, the relay between them; [`run::UdpRun`]) and
+//! RTMP over QUIC (`rtmpq://`, both mappings: quinn-proto's endpoints with
+//! RTMP's sans-IO ends on their streams; [`rtmp_quic`]), with the
+//! synthetic encoder or a replayed FLV file. Everything else is refused at
 //! validation with the reason ([`refusals`]): kernel TCP (RTMP, RTSP),
-//! QUIC (quinn's endpoint runs on tokio's clock), ffmpeg and Chromium (real
-//! processes), cross traffic, hostile clients and faults (real sockets and
-//! tasks).
+//! ffmpeg and Chromium (real processes), a gateway between two protocols,
+//! ABR over QUIC, cross traffic, hostile clients and faults (real sockets
+//! and tasks).
 
 pub mod net;
+pub mod quic;
+pub mod rtmp_quic;
 pub mod run;
 
 use crate::scenario::{PublisherKind, Scenario};
 
-pub use run::run_groups;
+use anyhow::{Result, bail};
+
+use crate::runner::RunResult;
+use crate::scenario::{Network, Protocol};
+
+/// Runs `protocol` over `network` once in virtual time: a result per
+/// player group, as [`crate::runner::run_groups`] gives in link mode.
+pub fn run_groups(
+    scenario: &Scenario,
+    network: &Network,
+    protocol: &Protocol,
+    repeat: u32,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<Vec<RunResult>> {
+    let refused = refusals(scenario);
+    if !refused.is_empty() {
+        bail!(
+            "this scenario cannot run in virtual time:\n  {}",
+            refused.join("\n  ")
+        );
+    }
+    if rtmp_quic::is_rtmp_quic(protocol) {
+        rtmp_quic::run_groups(scenario, network, protocol, repeat, progress)
+    } else {
+        run::run_groups(scenario, network, protocol, repeat, progress)
+    }
+}
 
 /// Scenario time zero on the wall clock, fixed so that timestamps carrying
 /// the wall clock (a replayed file's) are the same in every run:
 /// 2023-11-14T22:13:20Z, in ms since 1970.
 pub const WALL_ORIGIN_MS: f64 = 1.7e12;
+
+/// The protocols that run in virtual time.
+const VIRTUAL_SCHEMES: [&str; 2] = ["gudp", "rtmpq"];
 
 /// Why `scenario` cannot run in virtual time: one line per part, empty
 /// when it can.
@@ -43,15 +76,27 @@ pub fn refusals(scenario: &Scenario) -> Vec<String> {
                 "{at}: ffmpeg_player is a real process on real time"
             ));
         }
-        for (what, uri) in [("uri", &p.publisher_uri), ("player_uri", &p.player_uri)] {
-            if uri.scheme != "gudp" {
+        let (publish, play) = (p.publisher_uri.scheme, p.player_uri.scheme);
+        for (what, scheme) in [("uri", publish), ("player_uri", play)] {
+            if !VIRTUAL_SCHEMES.contains(&scheme) {
                 out.push(format!(
-                    "{at}: {what} {}:// — only Glass's UDP protocol (gudp://) runs in virtual time \
-                     so far (RTMP over TCP needs the kernel's TCP; RTMP over QUIC, RTSP and \
-                     RTMP over a userspace TCP are not built for it yet)",
-                    uri.scheme
+                    "{at}: {what} {scheme}:// — only Glass's UDP protocol (gudp://) and RTMP over \
+                     QUIC (rtmpq://) run in virtual time so far (RTMP over TCP needs the \
+                     kernel's TCP; RTSP and RTMP over a userspace TCP are not built for it yet)"
                 ));
             }
+        }
+        if publish != play && [publish, play].iter().all(|s| VIRTUAL_SCHEMES.contains(s)) {
+            out.push(format!(
+                "{at}: a {publish}:// publisher with {play}:// players (a gateway through the \
+                 hub) does not run in virtual time yet: use one scheme at both ends"
+            ));
+        }
+        if publish == "rtmpq" && p.abr.is_some() {
+            out.push(format!(
+                "{at}: abr on RTMP over QUIC reads the send backlog of link mode's quinn \
+                 endpoint; it does not run in virtual time yet"
+            ));
         }
     }
     for (i, n) in scenario.networks.iter().enumerate() {

@@ -135,8 +135,8 @@ fn bytes16(seeds: SeedTree) -> [u8; 16] {
     b
 }
 
-/// Runs `protocol` over `network` once in virtual time: a result per
-/// player group, as [`crate::runner::run_groups`] gives in link mode.
+/// Runs `protocol` (Glass's UDP protocol) over `network` once in virtual
+/// time: a result per player group.
 pub fn run_groups(
     scenario: &Scenario,
     network: &Network,
@@ -144,17 +144,68 @@ pub fn run_groups(
     repeat: u32,
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<Vec<RunResult>> {
-    let refused = super::refusals(scenario);
-    if !refused.is_empty() {
-        bail!(
-            "this scenario cannot run in virtual time:\n  {}",
-            refused.join("\n  ")
-        );
-    }
     let seeds = run_seeds(scenario.seed, network, repeat);
     let mut run = UdpRun::new(scenario, network, protocol, seeds)?;
     run.run(progress)?;
     Ok(run.finish())
+}
+
+/// A virtual run as the loop sees it: components stepped at `now`, each
+/// saying when it wants to be woken next.
+pub(super) trait Stepped {
+    fn now(&self) -> Time;
+    fn set_now(&mut self, t: Time);
+    /// The run's end (progress is measured against it).
+    fn end(&self) -> Time;
+    /// When the loop stops (the end, or a linger after it).
+    fn stop(&self) -> Time;
+    /// Everything due at `now()`, in a fixed order.
+    fn step(&mut self) -> Result<()>;
+    /// The earliest wake-up any component asked for (at most `stop()`).
+    fn poll_timeout(&mut self) -> Time;
+    /// The components whose wake-up is `now()` (for the stuck message).
+    fn due_now(&mut self) -> Vec<String>;
+}
+
+/// Next-event time advance: steps `run` from one wake-up to the next
+/// until it stops; a component that asks to be woken at the same instant
+/// [`MAX_STEPS_AT_ONE_INSTANT`] times is reported by name.
+pub(super) fn drive(run: &mut impl Stepped, progress: &(dyn Fn(f64) + Sync)) -> Result<()> {
+    let stop = run.stop();
+    let end = run.end();
+    let mut last = Time::ZERO;
+    let mut steps_here = 0u32;
+    let mut reported = 0.0;
+    loop {
+        run.step()?;
+        let now = run.now();
+        let next = run.poll_timeout().min(stop);
+        if next <= now {
+            steps_here += 1;
+            if steps_here >= MAX_STEPS_AT_ONE_INSTANT {
+                bail!(
+                    "virtual time is stuck at {:.6} s: {} keep asking to be woken then",
+                    now.as_secs_f64(),
+                    run.due_now().join(", ")
+                );
+            }
+        } else {
+            steps_here = 0;
+        }
+        if now >= stop {
+            return Ok(());
+        }
+        let now = next.max(now);
+        run.set_now(now);
+        if now.saturating_since(last) >= Duration::from_millis(500) {
+            last = now;
+            let f = (now.as_secs_f64() / end.as_secs_f64()).min(1.0);
+            if f - reported >= 0.01 {
+                reported = f;
+                progress(f);
+            }
+        }
+    }
 }
 
 /// The state of one virtual run.
@@ -277,38 +328,164 @@ impl<'a> UdpRun<'a> {
 
     /// Steps the run to the end (and the publisher's linger).
     fn run(&mut self, progress: &(dyn Fn(f64) + Sync)) -> Result<()> {
-        let stop = self.end + LINGER;
-        let mut last = Time::ZERO;
-        let mut steps_here = 0u32;
-        let mut reported = 0.0;
-        loop {
-            self.step()?;
-            let next = self.poll_timeout().min(stop);
-            if next <= self.now {
-                steps_here += 1;
-                if steps_here >= MAX_STEPS_AT_ONE_INSTANT {
-                    bail!(
-                        "virtual time is stuck at {:.6} s: {} keep asking to be woken then",
-                        self.now.as_secs_f64(),
-                        self.due_now().join(", ")
-                    );
-                }
-            } else {
-                steps_here = 0;
-            }
-            if self.now >= stop {
-                return Ok(());
-            }
-            self.now = next.max(self.now);
-            if self.now.saturating_since(last) >= Duration::from_millis(500) {
-                last = self.now;
-                let f = (self.now.as_secs_f64() / self.end.as_secs_f64()).min(1.0);
-                if f - reported >= 0.01 {
-                    reported = f;
-                    progress(f);
-                }
-            }
+        drive(self, progress)
+    }
+
+    /// Hellos in link mode's order: each player once the one before is up,
+    /// then the publisher.
+    fn connect_next(&mut self, now: Time) -> Result<()> {
+        if now >= self.end {
+            return Ok(());
         }
+        let up = |c: &Option<Client>| c.as_ref().is_some_and(|c| c.connected_at.is_some());
+        if let Some(i) = self.players.iter().position(|p| p.client.is_none()) {
+            if i == 0 || up(&self.players[i - 1].client) {
+                self.players[i].client = Some(Client::new(
+                    self.player_addrs[i],
+                    self.cfg.clone(),
+                    Role::Play,
+                    &self.stream,
+                    self.seeds.child("nonce").child("player").repeat(i as u32),
+                    now,
+                )?);
+            }
+            return Ok(());
+        }
+        if self.publisher.is_none() && self.players.iter().all(|p| up(&p.client)) {
+            self.publisher = Some(Client::new(
+                self.publisher_addr,
+                self.cfg.clone(),
+                Role::Publish,
+                &self.stream,
+                self.seeds.child("nonce").child("publisher"),
+                now,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The publisher's media: the camera starts when its session is up;
+    /// at the end (plus the linger) it reports and closes.
+    fn publish(&mut self, now: Time) -> Result<()> {
+        let Some(c) = &mut self.publisher else {
+            return Ok(());
+        };
+        if self.publishing.is_none()
+            && self.published.is_none()
+            && let Some(ready) = c.connected_at
+        {
+            let mut steps = ConnectSteps::new(self.clock, c.hello_at);
+            steps.done_at("udp_hello", ready);
+            let mut stats = PublisherStats::default();
+            steps.record(&mut stats);
+            let source = camera(self.scenario, self.protocol, self.seeds, self.wall, ready);
+            self.publishing = Some(
+                Publishing::start(source, stats, &mut c.conn, ready)
+                    .map_err(|e| anyhow!("publisher: udp: {e}"))?,
+            );
+        }
+        let Some(p) = &mut self.publishing else {
+            return Ok(());
+        };
+        if now < self.end {
+            if p.poll_timeout() <= now {
+                p.handle_timeout(now, &mut c.conn)
+                    .map_err(|e| anyhow!("publisher: udp: {e}"))?;
+            }
+        } else if now >= self.end + LINGER
+            && let Some(p) = self.publishing.take()
+        {
+            let report = UdpReport::of("publisher", &c.conn);
+            self.published = Some((p.finish(&c.conn), report));
+            c.conn.close(now);
+        }
+        Ok(())
+    }
+
+    /// The results, one per group, as link mode assembles them.
+    fn finish(mut self) -> Vec<RunResult> {
+        self.relay.close(self.now);
+        let net = NetworkStats {
+            link: Some(self.net.stats()),
+            proxies: None,
+        };
+        let stats = self
+            .relay_stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let relay = RelayReport {
+            hub: self.hub.stats(),
+            servers: vec![("udp", Arc::new(stats) as Arc<dyn Stats>)],
+        };
+        let (publisher, pub_report) = self.published.take().unwrap_or_default();
+        let uri = |u: &crate::protocol::uri::StreamUri| u.redacted();
+        let mut clients = Clients {
+            publisher: self
+                .publisher
+                .as_ref()
+                .map(|c| c.report("publisher", uri(&self.protocol.publisher_uri))),
+            publisher_stats: Some(Box::new(pub_report)),
+            ..Clients::default()
+        };
+        for p in &self.players {
+            let c = p.client.as_ref();
+            clients
+                .players
+                .extend(c.map(|c| c.report("player", uri(&self.protocol.player_uri))));
+            clients.player_stats.push(Some(
+                Box::new(p.report.clone().unwrap_or_default()) as Box<dyn Stats>
+            ));
+        }
+        let g2g_source = if self.scenario.replay.is_some() {
+            G2gSource::RtmpTimestamp
+        } else {
+            G2gSource::GlassHeader
+        };
+        let mut out = Vec::new();
+        for (i, side) in std::mem::take(&mut self.players).into_iter().enumerate() {
+            let group_net = net.for_group(self.network, i);
+            let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
+            out.push(assemble(
+                Sides {
+                    player: side.player,
+                    publisher: publisher.clone(),
+                    sections,
+                    transports: clients.transports_of_group(i),
+                    relay: relay.clone(),
+                    net: group_net,
+                    ffmpeg: Vec::new(),
+                    cross: Vec::new(),
+                    hostile: None,
+                    relay_killed: None,
+                },
+                self.scenario,
+                &self.network.for_group(i),
+                self.protocol,
+                (self.clock, self.end),
+                "virtual".into(),
+                g2g_source,
+            ));
+        }
+        out
+    }
+}
+
+impl Stepped for UdpRun<'_> {
+    fn now(&self) -> Time {
+        self.now
+    }
+
+    fn set_now(&mut self, t: Time) {
+        self.now = t;
+    }
+
+    fn end(&self) -> Time {
+        self.end
+    }
+
+    fn stop(&self) -> Time {
+        self.end + LINGER
     }
 
     /// Everything due at `self.now`, in a fixed order.
@@ -392,81 +569,10 @@ impl<'a> UdpRun<'a> {
         Ok(())
     }
 
-    /// Hellos in link mode's order: each player once the one before is up,
-    /// then the publisher.
-    fn connect_next(&mut self, now: Time) -> Result<()> {
-        if now >= self.end {
-            return Ok(());
-        }
-        let up = |c: &Option<Client>| c.as_ref().is_some_and(|c| c.connected_at.is_some());
-        if let Some(i) = self.players.iter().position(|p| p.client.is_none()) {
-            if i == 0 || up(&self.players[i - 1].client) {
-                self.players[i].client = Some(Client::new(
-                    self.player_addrs[i],
-                    self.cfg.clone(),
-                    Role::Play,
-                    &self.stream,
-                    self.seeds.child("nonce").child("player").repeat(i as u32),
-                    now,
-                )?);
-            }
-            return Ok(());
-        }
-        if self.publisher.is_none() && self.players.iter().all(|p| up(&p.client)) {
-            self.publisher = Some(Client::new(
-                self.publisher_addr,
-                self.cfg.clone(),
-                Role::Publish,
-                &self.stream,
-                self.seeds.child("nonce").child("publisher"),
-                now,
-            )?);
-        }
-        Ok(())
-    }
-
-    /// The publisher's media: the camera starts when its session is up;
-    /// at the end (plus the linger) it reports and closes.
-    fn publish(&mut self, now: Time) -> Result<()> {
-        let Some(c) = &mut self.publisher else {
-            return Ok(());
-        };
-        if self.publishing.is_none()
-            && self.published.is_none()
-            && let Some(ready) = c.connected_at
-        {
-            let mut steps = ConnectSteps::new(self.clock, c.hello_at);
-            steps.done_at("udp_hello", ready);
-            let mut stats = PublisherStats::default();
-            steps.record(&mut stats);
-            let source = camera(self.scenario, self.protocol, self.seeds, self.wall, ready);
-            self.publishing = Some(
-                Publishing::start(source, stats, &mut c.conn, ready)
-                    .map_err(|e| anyhow!("publisher: udp: {e}"))?,
-            );
-        }
-        let Some(p) = &mut self.publishing else {
-            return Ok(());
-        };
-        if now < self.end {
-            if p.poll_timeout() <= now {
-                p.handle_timeout(now, &mut c.conn)
-                    .map_err(|e| anyhow!("publisher: udp: {e}"))?;
-            }
-        } else if now >= self.end + LINGER
-            && let Some(p) = self.publishing.take()
-        {
-            let report = UdpReport::of("publisher", &c.conn);
-            self.published = Some((p.finish(&c.conn), report));
-            c.conn.close(now);
-        }
-        Ok(())
-    }
-
     /// The earliest instant anything asked to be woken at (the end, or
     /// the end of the linger, at the latest). Called at every step: no
     /// allocation.
-    fn poll_timeout(&self) -> Time {
+    fn poll_timeout(&mut self) -> Time {
         let now = self.now;
         let playing = now < self.end;
         let mut t = if playing { self.end } else { self.end + LINGER };
@@ -495,7 +601,7 @@ impl<'a> UdpRun<'a> {
     }
 
     /// The components whose wake-up is `now` (for the stuck message).
-    fn due_now(&self) -> Vec<String> {
+    fn due_now(&mut self) -> Vec<String> {
         let now = self.now;
         let mut out = Vec::new();
         #[cfg(test)]
@@ -530,74 +636,6 @@ impl<'a> UdpRun<'a> {
             if now < self.end && p.player.poll_timeout() <= now {
                 out.push(format!("player {i}'s playout"));
             }
-        }
-        out
-    }
-
-    /// The results, one per group, as link mode assembles them.
-    fn finish(mut self) -> Vec<RunResult> {
-        self.relay.close(self.now);
-        let net = NetworkStats {
-            link: Some(self.net.stats()),
-            proxies: None,
-        };
-        let stats = self
-            .relay_stats
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        let relay = RelayReport {
-            hub: self.hub.stats(),
-            servers: vec![("udp", Arc::new(stats) as Arc<dyn Stats>)],
-        };
-        let (publisher, pub_report) = self.published.take().unwrap_or_default();
-        let uri = |u: &crate::protocol::uri::StreamUri| u.redacted();
-        let mut clients = Clients {
-            publisher: self
-                .publisher
-                .as_ref()
-                .map(|c| c.report("publisher", uri(&self.protocol.publisher_uri))),
-            publisher_stats: Some(Box::new(pub_report)),
-            ..Clients::default()
-        };
-        for p in &self.players {
-            let c = p.client.as_ref();
-            clients
-                .players
-                .extend(c.map(|c| c.report("player", uri(&self.protocol.player_uri))));
-            clients.player_stats.push(Some(
-                Box::new(p.report.clone().unwrap_or_default()) as Box<dyn Stats>
-            ));
-        }
-        let g2g_source = if self.scenario.replay.is_some() {
-            G2gSource::RtmpTimestamp
-        } else {
-            G2gSource::GlassHeader
-        };
-        let mut out = Vec::new();
-        for (i, side) in std::mem::take(&mut self.players).into_iter().enumerate() {
-            let group_net = net.for_group(self.network, i);
-            let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
-            out.push(assemble(
-                Sides {
-                    player: side.player,
-                    publisher: publisher.clone(),
-                    sections,
-                    transports: clients.transports_of_group(i),
-                    relay: relay.clone(),
-                    net: group_net,
-                    ffmpeg: Vec::new(),
-                    cross: Vec::new(),
-                    hostile: None,
-                    relay_killed: None,
-                },
-                self.scenario,
-                &self.network.for_group(i),
-                self.protocol,
-                (self.clock, self.end),
-                "virtual".into(),
-                g2g_source,
-            ));
         }
         out
     }

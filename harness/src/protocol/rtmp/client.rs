@@ -257,7 +257,7 @@ pub async fn publish(
 }
 
 /// The onMetaData a publisher of `source` sends.
-fn metadata_of(source: &mut Source) -> StreamMetadata {
+pub(crate) fn metadata_of(source: &mut Source) -> StreamMetadata {
     match source.encoder_mut() {
         Some(e) => {
             let cfg = e.config();

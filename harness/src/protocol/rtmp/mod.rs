@@ -12,6 +12,7 @@
 mod abr_probe;
 pub mod client;
 mod dial;
+pub mod machine;
 pub mod quic;
 pub mod server;
 pub mod settings;
@@ -245,7 +246,7 @@ impl Stats for RtmpServerStats {
 }
 
 /// The entry's `quic` table (its defaults for an entry built by hand).
-fn quic_table(settings: &Settings) -> QuicTable {
+pub(crate) fn quic_table(settings: &Settings) -> QuicTable {
     settings.table::<QuicTable>().cloned().unwrap_or_default()
 }
 

@@ -116,6 +116,32 @@ impl Identity {
         Ok(SHARED.get_or_init(|| id))
     }
 
+    /// An identity that is the same in every process: an Ed25519 key
+    /// from a fixed seed (Ed25519 signs deterministically, so certificate
+    /// and handshake are the same size every time). Virtual time uses it,
+    /// so a seed gives the same packets; a test relay's key, not a secret.
+    pub fn fixed() -> Result<Identity> {
+        // PKCS#8 v1 for Ed25519: this prefix, then the 32-byte seed.
+        let mut pkcs8 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        pkcs8.extend_from_slice(b"glass virtual-time relay key 001");
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8);
+        let key = rcgen::KeyPair::try_from(&der).context("the fixed Ed25519 key")?;
+        let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
+            .context("the relay's certificate parameters")?;
+        let cert = params
+            .self_signed(&key)
+            .context("signing the relay's certificate")?;
+        Ok(Identity {
+            cert: cert.der().clone(),
+            key: Arc::new(rustls::pki_types::PrivateKeyDer::Pkcs8(
+                key.serialize_der().into(),
+            )),
+        })
+    }
+
     fn generate() -> Result<Identity> {
         let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
             .context("generating the relay's self-signed certificate")?;
@@ -128,8 +154,8 @@ impl Identity {
     }
 }
 
-/// A server endpoint on `socket` accepting both mappings.
-pub fn server(socket: UdpSocket, id: &Identity, s: &QuicSettings) -> Result<quinn::Endpoint> {
+/// The relay's QUIC configuration: `id`'s certificate, both mappings.
+pub fn server_config(id: &Identity, s: &QuicSettings) -> Result<quinn::ServerConfig> {
     let mut tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(vec![id.cert.clone()], id.key.clone_key())
@@ -141,6 +167,30 @@ pub fn server(socket: UdpSocket, id: &Identity, s: &QuicSettings) -> Result<quin
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("QUIC TLS: {e}"))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport_config(s));
+    Ok(cfg)
+}
+
+/// A client's QUIC configuration: trusts `id`, speaks `mapping`.
+pub fn client_config(
+    id: &Identity,
+    mapping: Mapping,
+    s: &QuicSettings,
+) -> Result<quinn::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(id.cert.clone())?;
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![mapping.alpn().to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("QUIC TLS: {e}"))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport_config(s));
+    Ok(cfg)
+}
+
+/// A server endpoint on `socket` accepting both mappings.
+pub fn server(socket: UdpSocket, id: &Identity, s: &QuicSettings) -> Result<quinn::Endpoint> {
+    let cfg = server_config(id, s)?;
     socket.set_nonblocking(true)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for quinn"))?;
     Ok(quinn::Endpoint::new(
@@ -159,15 +209,7 @@ pub fn client(
     mapping: Mapping,
     s: &QuicSettings,
 ) -> Result<quinn::Endpoint> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(id.cert.clone())?;
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![mapping.alpn().to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("QUIC TLS: {e}"))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport_config(s));
+    let cfg = client_config(id, mapping, s)?;
     socket.set_nonblocking(true)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for quinn"))?;
     let mut ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
@@ -206,10 +248,15 @@ pub struct QuicStats {
 }
 
 pub fn stats(conn: &quinn::Connection) -> QuicStats {
-    let s = conn.stats();
+    stats_of(&conn.stats(), conn.rtt())
+}
+
+/// [`QuicStats`] from a connection's statistics and its RTT estimate
+/// (quinn's or quinn-proto's).
+pub fn stats_of(s: &quinn::ConnectionStats, rtt: Duration) -> QuicStats {
     QuicStats {
         rtt_us: s.path.rtt.as_micros() as u64,
-        min_rtt_us: conn.rtt().as_micros() as u64,
+        min_rtt_us: rtt.as_micros() as u64,
         cwnd: s.path.cwnd,
         congestion_events: s.path.congestion_events,
         lost_packets: s.path.lost_packets,
@@ -225,7 +272,7 @@ pub const MSG_AUDIO: u8 = 8;
 pub const MSG_VIDEO: u8 = 9;
 
 /// Largest message accepted off the wire.
-const MAX_MESSAGE: usize = 16 << 20;
+pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Sends one RTMP message on its own unidirectional stream: type (1 byte),
 /// timestamp (4, big-endian ms), then the body to the stream's end.
@@ -241,20 +288,34 @@ pub async fn write_message(
     order: u64,
 ) -> Result<()> {
     let mut s = conn.open_uni().await?;
-    // Higher priority is sent first.
-    s.set_priority(i32::MAX - (order % (i32::MAX as u64)) as i32)?;
-    let mut head = [0u8; 5];
-    head[0] = kind;
-    head[1..].copy_from_slice(&timestamp.to_be_bytes());
-    s.write_all(&head).await?;
+    s.set_priority(priority(order))?;
+    s.write_all(&message_head(kind, timestamp)).await?;
     s.write_all(body).await?;
     s.finish()?;
     Ok(())
 }
 
+/// A frames-mapping stream's priority for the message at `order`: higher
+/// is sent first, so older messages go first.
+pub fn priority(order: u64) -> i32 {
+    i32::MAX - (order % (i32::MAX as u64)) as i32
+}
+
+/// A frames-mapping message's head: type (1 byte), timestamp (4, ms).
+pub fn message_head(kind: u8, timestamp: u32) -> [u8; 5] {
+    let mut head = [0u8; 5];
+    head[0] = kind;
+    head[1..].copy_from_slice(&timestamp.to_be_bytes());
+    head
+}
+
 /// Reads one message written by [`write_message`].
 pub async fn read_message(mut s: quinn::RecvStream) -> Result<(u8, u32, bytes::Bytes)> {
-    let all = s.read_to_end(MAX_MESSAGE).await?;
+    parse_message(s.read_to_end(MAX_MESSAGE).await?)
+}
+
+/// One frames-mapping stream's whole content as (type, timestamp, body).
+pub fn parse_message(all: Vec<u8>) -> Result<(u8, u32, bytes::Bytes)> {
     if all.len() < 5 {
         bail!("a frames-mapping stream of {} bytes: too short", all.len());
     }
