@@ -215,6 +215,8 @@ kind = "udp"
 [[protocols]]
 kind = "rtmp"
 publisher = "ffmpeg"
+[[protocols]]
+kind = "rtsp"
 "#,
         None,
     )
@@ -223,12 +225,16 @@ publisher = "ffmpeg"
     for part in [
         "clock",
         "protocols[1] (\"rtmp\"): publisher = \"ffmpeg\"",
-        "protocols[1] (\"rtmp\"): uri rtmp://",
+        "protocols[2] (\"rtsp\"): uri rtsp://",
         "networks[0] (\"n\"): faults",
     ] {
         assert!(e.contains(part), "{part:?} not in: {e}");
     }
     assert!(!e.contains("protocols[0]"), "the UDP protocol runs: {e}");
+    assert!(
+        !e.contains("uri rtmp://"),
+        "RTMP over TCP runs (on smoltcp): {e}"
+    );
     // The command line says the same, exit 2, nothing run.
     let o = Command::new(env!("CARGO_BIN_EXE_glass"))
         .args(["run", "--clock", "virtual", "--output"])
@@ -238,7 +244,8 @@ publisher = "ffmpeg"
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("cannot run in virtual time") && err.contains("rtmp://"),
+        err.contains("cannot run in virtual time")
+            && err.contains("a gudp:// publisher with rtmp:// players"),
         "{err}"
     );
 }

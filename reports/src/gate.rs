@@ -396,6 +396,9 @@ pub struct Comparison {
     /// b − a.
     pub delta: f64,
     pub verdict: CompareVerdict,
+    /// The transports each side's runs used, when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transports: Option<(String, String)>,
 }
 
 /// What `glass compare` concludes about one metric.
@@ -418,6 +421,10 @@ pub enum CompareVerdict {
     NotDistinguishable,
     /// An interval is unknown (one repeat).
     Unknown,
+    /// The two sides' media crossed different transports (smoltcp's TCP
+    /// in virtual time against the kernel's, or a QUIC session that fell
+    /// back to TCP): their figures are not one protocol's.
+    DifferentTransports,
 }
 
 impl CompareVerdict {
@@ -427,6 +434,7 @@ impl CompareVerdict {
             CompareVerdict::WithinNoiseThreshold => "within noise threshold",
             CompareVerdict::NotDistinguishable => "not distinguishable",
             CompareVerdict::Unknown => "unknown (one repeat)",
+            CompareVerdict::DifferentTransports => "not comparable: different transports",
         }
     }
 }
@@ -451,12 +459,42 @@ fn verdict(metric: &str, a: &Summary, b: &Summary) -> CompareVerdict {
     }
 }
 
-/// Every metric of every case present in both results.
+/// The transports each case's runs used (`result.transports[].used`), as
+/// one label: "tcp", "tcp (smoltcp)", "quic/frames + tcp", ….
+pub fn transports(r: &Results) -> BTreeMap<String, String> {
+    let mut used: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for run in &r.runs {
+        let Some(res) = &run.result else { continue };
+        let Some(list) = res.rest.get("transports").and_then(|t| t.as_array()) else {
+            continue;
+        };
+        let set = used
+            .entry(case_key(&run.point, &run.network, &run.protocol))
+            .or_default();
+        set.extend(
+            list.iter()
+                .filter_map(|t| t.get("used")?.as_str())
+                .map(str::to_string),
+        );
+    }
+    used.into_iter()
+        .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>().join(" + ")))
+        .collect()
+}
+
+/// Every metric of every case present in both results. A case whose runs
+/// used other transports on each side is "not comparable" whatever its
+/// figures say.
 pub fn compare(a: &Results, b: &Results) -> Vec<Comparison> {
     let (sa, sb) = (summaries(a), summaries(b));
+    let (ta, tb) = (transports(a), transports(b));
     let mut out = Vec::new();
     for (case, ma) in &sa {
         let Some(mb) = sb.get(case) else { continue };
+        let differ = match (ta.get(case), tb.get(case)) {
+            (Some(x), Some(y)) if x != y => Some((x.clone(), y.clone())),
+            _ => None,
+        };
         for (metric, x) in ma {
             let Some(y) = mb.get(metric) else { continue };
             out.push(Comparison {
@@ -465,7 +503,12 @@ pub fn compare(a: &Results, b: &Results) -> Vec<Comparison> {
                 a: *x,
                 b: *y,
                 delta: y.mean - x.mean,
-                verdict: verdict(metric, x, y),
+                verdict: if differ.is_some() {
+                    CompareVerdict::DifferentTransports
+                } else {
+                    verdict(metric, x, y)
+                },
+                transports: differ.clone(),
             });
         }
     }
@@ -494,6 +537,14 @@ pub fn render_comparison(rows: &[Comparison], a: &str, b: &str) -> String {
             ),
             r.verdict.label()
         );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        if let Some((x, y)) = &r.transports
+            && seen.insert(&r.case)
+        {
+            let _ = writeln!(s, "{}: A used {x}, B used {y}", r.case);
+        }
     }
     s
 }
@@ -524,6 +575,36 @@ mod tests {
             "runs": runs
         }))
         .unwrap()
+    }
+
+    /// smoltcp's TCP (virtual time) against the kernel's: the figures may
+    /// look alike or not, the verdict is "not comparable", with both.
+    #[test]
+    fn cases_over_other_transports_are_not_compared() {
+        let with = |used: &str| {
+            let mut r = results(&[530.0, 532.0, 531.0], None);
+            for run in &mut r.runs {
+                if let Some(res) = &mut run.result {
+                    res.rest.insert(
+                        "transports".into(),
+                        serde_json::json!([{"role": "publisher", "used": used}]),
+                    );
+                }
+            }
+            r
+        };
+        let rows = compare(&with("tcp"), &with("tcp (smoltcp)"));
+        assert!(!rows.is_empty());
+        for r in &rows {
+            assert_eq!(r.verdict, CompareVerdict::DifferentTransports, "{r:?}");
+        }
+        let text = render_comparison(&rows, "a", "b");
+        assert!(text.contains("A used tcp, B used tcp (smoltcp)"), "{text}");
+        let same = compare(&with("tcp"), &with("tcp"));
+        assert!(
+            same.iter()
+                .all(|r| r.verdict != CompareVerdict::DifferentTransports)
+        );
     }
 
     #[test]

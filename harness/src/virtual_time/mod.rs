@@ -8,19 +8,23 @@
 //! fraction of a second.
 //!
 //! What runs in virtual time so far: Glass's UDP protocol (`gudp://`
-//! publisher and players, the relay between them; [`run::UdpRun`]) and
-//! RTMP over QUIC (`rtmpq://`, both mappings: quinn-proto's endpoints with
-//! RTMP's sans-IO ends on their streams; [`rtmp_quic`]), with the
-//! synthetic encoder or a replayed FLV file. Everything else is refused at
-//! validation with the reason ([`refusals`]): kernel TCP (RTMP, RTSP),
-//! ffmpeg and Chromium (real processes), a gateway between two protocols,
-//! ABR over QUIC, cross traffic, hostile clients and faults (real sockets
-//! and tasks).
+//! publisher and players, the relay between them; [`run::UdpRun`]), RTMP
+//! over QUIC (`rtmpq://`, both mappings: quinn-proto's endpoints) and RTMP
+//! over TCP (`rtmp://`: smoltcp's TCP, not the kernel's, and labelled
+//! `tcp (smoltcp)` in the results), RTMP's sans-IO ends on their streams
+//! ([`rtmp`]), with the synthetic encoder or a replayed FLV file.
+//! Everything else is refused at validation with the reason
+//! ([`refusals`]): RTSP, ffmpeg and Chromium (real processes), a gateway
+//! between two protocols, RTMP's ABR, TCP congestion controls smoltcp does
+//! not have, cross traffic, hostile clients and faults (real sockets and
+//! tasks).
 
 pub mod net;
 pub mod quic;
-pub mod rtmp_quic;
+pub mod rtmp;
 pub mod run;
+pub mod stream;
+pub mod tcp;
 
 use crate::scenario::{PublisherKind, Scenario};
 
@@ -45,8 +49,8 @@ pub fn run_groups(
             refused.join("\n  ")
         );
     }
-    if rtmp_quic::is_rtmp_quic(protocol) {
-        rtmp_quic::run_groups(scenario, network, protocol, repeat, progress)
+    if rtmp::is_rtmp(protocol) {
+        rtmp::run_groups(scenario, network, protocol, repeat, progress)
     } else {
         run::run_groups(scenario, network, protocol, repeat, progress)
     }
@@ -58,7 +62,7 @@ pub fn run_groups(
 pub const WALL_ORIGIN_MS: f64 = 1.7e12;
 
 /// The protocols that run in virtual time.
-const VIRTUAL_SCHEMES: [&str; 2] = ["gudp", "rtmpq"];
+const VIRTUAL_SCHEMES: [&str; 3] = ["gudp", "rtmpq", "rtmp"];
 
 /// Why `scenario` cannot run in virtual time: one line per part, empty
 /// when it can.
@@ -80,9 +84,9 @@ pub fn refusals(scenario: &Scenario) -> Vec<String> {
         for (what, scheme) in [("uri", publish), ("player_uri", play)] {
             if !VIRTUAL_SCHEMES.contains(&scheme) {
                 out.push(format!(
-                    "{at}: {what} {scheme}:// — only Glass's UDP protocol (gudp://) and RTMP over \
-                     QUIC (rtmpq://) run in virtual time so far (RTMP over TCP needs the \
-                     kernel's TCP; RTSP and RTMP over a userspace TCP are not built for it yet)"
+                    "{at}: {what} {scheme}:// — only Glass's UDP protocol (gudp://), RTMP over \
+                     QUIC (rtmpq://) and RTMP over TCP (rtmp://, on smoltcp's TCP) run in \
+                     virtual time so far (RTSP is not built for it yet)"
                 ));
             }
         }
@@ -92,11 +96,16 @@ pub fn refusals(scenario: &Scenario) -> Vec<String> {
                  hub) does not run in virtual time yet: use one scheme at both ends"
             ));
         }
-        if publish == "rtmpq" && p.abr.is_some() {
+        if matches!(publish, "rtmp" | "rtmpq") && p.abr.is_some() {
             out.push(format!(
-                "{at}: abr on RTMP over QUIC reads the send backlog of link mode's quinn \
+                "{at}: abr on RTMP reads the send backlog of link mode's socket or quinn \
                  endpoint; it does not run in virtual time yet"
             ));
+        }
+        if publish == "rtmp"
+            && let Err(e) = tcp::congestion_control(&p.tcp_congestion)
+        {
+            out.push(format!("{at}: {e}"));
         }
     }
     for (i, n) in scenario.networks.iter().enumerate() {
@@ -130,9 +139,16 @@ name = "busy"
 first_mile = { profile = "delay 10ms" }
 cross = [ { mile = "first", kind = "tcp", cc = "cubic" } ]
 [[protocols]]
-kind = "rtmp"
+kind = "rtsp"
 [[protocols]]
 kind = "udp"
+[[protocols]]
+kind = "rtmp"
+tcp_congestion = "bbr"
+[[protocols]]
+name = "quic"
+kind = "rtmp"
+uri = "rtmpq://server/live/glass"
 "#,
             None,
         )
@@ -140,11 +156,16 @@ kind = "udp"
         let r = refusals(&s);
         assert_eq!(r.len(), 3, "{r:#?}");
         assert!(
-            r[0].starts_with("protocols[0] (\"rtmp\"): uri rtmp://"),
+            r[0].starts_with("protocols[0] (\"rtsp\"): uri rtsp://"),
             "{}",
             r[0]
         );
-        assert!(r[1].contains("player_uri rtmp://"));
+        // RTMP over TCP runs on smoltcp, which has no BBR; over QUIC it runs.
+        assert!(
+            r[1].starts_with("protocols[2] (\"rtmp\"): tcp_congestion = \"bbr\""),
+            "{}",
+            r[1]
+        );
         assert!(r[2].starts_with("networks[0] (\"busy\"): cross traffic"));
     }
 }

@@ -22,24 +22,30 @@ use crate::scenario::Network;
 /// rates and queues count them here too.
 pub const IP_UDP_HEADERS: usize = 28;
 
-/// A UDP datagram on the virtual network.
+/// A packet on the virtual network: a UDP datagram's payload, or a whole
+/// IP packet (a userspace TCP's).
 #[derive(Clone, Debug)]
 pub struct Datagram {
     pub from: SocketAddr,
     pub to: SocketAddr,
     pub bytes: Vec<u8>,
+    /// Header bytes the network counts beyond `bytes` (IP and UDP for a
+    /// datagram; none for a whole IP packet).
+    headers: usize,
     /// Directions of its route still to cross after the current one.
     hops_left: u8,
 }
 
 impl Payload for Datagram {
     fn len(&self) -> usize {
-        self.bytes.len() + IP_UDP_HEADERS
+        self.bytes.len() + self.headers
     }
 
-    /// Corruption flips a payload bit (a header bit is left alone).
+    /// Corruption flips a payload bit (a header bit is left alone: IP and
+    /// UDP's, or a whole packet's first 40 bytes, IPv4 and TCP's).
     fn flip_bit(&mut self, bit: usize) {
-        if let Some(bit) = bit.checked_sub(8 * IP_UDP_HEADERS) {
+        let protected = if self.headers > 0 { self.headers } else { 40 };
+        if let Some(bit) = bit.checked_sub(8 * protected) {
             self.bytes.flip_bit(bit);
         }
     }
@@ -93,8 +99,24 @@ impl VirtualNet {
         }
     }
 
-    /// Sends a datagram at `now`.
+    /// Sends a UDP datagram's payload at `now`.
     pub fn send(&mut self, now: Time, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.send_packet(now, from, to, bytes, IP_UDP_HEADERS);
+    }
+
+    /// Sends a whole IP packet (headers included) at `now`.
+    pub fn send_ip(&mut self, now: Time, from: SocketAddr, to: SocketAddr, packet: Vec<u8>) {
+        self.send_packet(now, from, to, packet, 0);
+    }
+
+    fn send_packet(
+        &mut self,
+        now: Time,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        headers: usize,
+    ) {
         let (Some(a), Some(b)) = (self.host_of(from), self.host_of(to)) else {
             self.unroutable += 1;
             return;
@@ -108,6 +130,7 @@ impl VirtualNet {
                     from,
                     to,
                     bytes,
+                    headers,
                     hops_left: 0,
                 },
             ));
@@ -117,6 +140,7 @@ impl VirtualNet {
             from,
             to,
             bytes,
+            headers,
             hops_left: (route.len() - 1) as u8,
         };
         self.push(now, *first, d);
@@ -124,7 +148,11 @@ impl VirtualNet {
 
     fn push(&mut self, now: Time, dir: Direction, d: Datagram) {
         let flow = FlowMeta {
-            protocol: Some(FlowProtocol::Udp),
+            protocol: Some(if d.headers == 0 {
+                FlowProtocol::Tcp
+            } else {
+                FlowProtocol::Udp
+            }),
             src: Some(d.from.ip()),
             dst: Some(d.to.ip()),
             src_port: Some(d.from.port()),

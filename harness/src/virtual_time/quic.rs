@@ -22,10 +22,8 @@ use quinn_proto::{
     ServerConfig, StreamEvent, StreamId, WriteError,
 };
 
+use super::stream::{Figures, Frame, StreamHost};
 use crate::protocol::rtmp::quic::{self, Mapping, QuicStats};
-
-/// A frames-mapping message read whole off its stream: (video, body, ts).
-pub type Frame = (bool, Bytes, u32);
 
 /// One connection and its streams.
 pub struct Conn {
@@ -229,6 +227,7 @@ pub struct QuicHost {
     pub addr: SocketAddr,
     endpoint: Endpoint,
     server: Option<Arc<ServerConfig>>,
+    client: Option<ClientConfig>,
     pub conns: BTreeMap<usize, Conn>,
     handles: BTreeMap<usize, ConnectionHandle>,
     /// Datagrams the endpoint answered by itself (a refused handshake).
@@ -237,8 +236,14 @@ pub struct QuicHost {
 }
 
 impl QuicHost {
-    /// A host at `addr`; with `server`, it accepts connections.
-    pub fn new(addr: SocketAddr, server: Option<ServerConfig>, seed: [u8; 32]) -> QuicHost {
+    /// A host at `addr`; with `server`, it accepts connections; with
+    /// `client`, it dials.
+    pub fn new(
+        addr: SocketAddr,
+        server: Option<ServerConfig>,
+        client: Option<ClientConfig>,
+        seed: [u8; 32],
+    ) -> QuicHost {
         let server = server.map(Arc::new);
         QuicHost {
             addr,
@@ -252,6 +257,7 @@ impl QuicHost {
                 Some(seed),
             ),
             server,
+            client,
             conns: BTreeMap::new(),
             handles: BTreeMap::new(),
             responses: VecDeque::new(),
@@ -263,15 +269,35 @@ impl QuicHost {
         self.handles.insert(h.0, h);
         self.conns.insert(h.0, Conn::new(conn, remote));
     }
+}
+
+impl StreamHost for QuicHost {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn sends_ip_packets(&self) -> bool {
+        false
+    }
+
+    fn label(&self, mapping: Mapping) -> &'static str {
+        match mapping {
+            Mapping::Stream => "quic/stream",
+            Mapping::Frames => "quic/frames",
+        }
+    }
 
     /// Connects to `remote`; the RTMP stream is opened on the first
     /// write (the server's stream limit is known after the handshake).
-    pub fn connect(
-        &mut self,
-        now: Instant,
-        cfg: ClientConfig,
-        remote: SocketAddr,
-    ) -> Result<usize> {
+    fn handshake_step(&self) -> &'static str {
+        "quic_handshake"
+    }
+
+    fn connect(&mut self, now: Instant, remote: SocketAddr) -> Result<usize> {
+        let cfg = self
+            .client
+            .clone()
+            .ok_or_else(|| anyhow!("QUIC: this host does not dial"))?;
         let (h, conn) = self
             .endpoint
             .connect(now, cfg, remote, quic::SERVER_NAME)
@@ -281,7 +307,7 @@ impl QuicHost {
     }
 
     /// A datagram from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let event =
             self.endpoint
                 .handle(now, from, None, None, BytesMut::from(data), &mut self.buf);
@@ -316,7 +342,7 @@ impl QuicHost {
     }
 
     /// Timers due at `now`, then everything they caused.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         for c in self.conns.values_mut() {
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(now);
@@ -326,7 +352,7 @@ impl QuicHost {
     }
 
     /// Exchanges endpoint events and handles each connection's own.
-    pub fn process(&mut self, now: Instant) {
+    fn process(&mut self, now: Instant) {
         for (k, c) in self.conns.iter_mut() {
             let h = self.handles[k];
             while let Some(e) = c.conn.poll_endpoint_events() {
@@ -339,7 +365,7 @@ impl QuicHost {
     }
 
     /// The next datagram any connection (or the endpoint) has to send.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+    fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
         if let Some(r) = self.responses.pop_front() {
             return Some(r);
         }
@@ -353,7 +379,7 @@ impl QuicHost {
     }
 
     /// The earliest timer of any connection.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.conns
             .values_mut()
             .filter_map(|c| c.conn.poll_timeout())
@@ -361,11 +387,65 @@ impl QuicHost {
     }
 
     /// Closes every connection (the run's end).
-    pub fn close(&mut self, now: Instant) {
+    fn close(&mut self, now: Instant) {
         for c in self.conns.values_mut() {
             c.conn
                 .close(now, 0u32.into(), Bytes::from_static(b"the run ended"));
         }
         self.process(now);
+    }
+
+    fn streams(&self) -> Vec<(usize, Mapping)> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.bi.is_some() && c.lost.is_none())
+            .filter_map(|(k, c)| Some((*k, c.mapping()?)))
+            .collect()
+    }
+
+    fn connected(&self, k: usize) -> Option<Instant> {
+        self.conns.get(&k)?.connected
+    }
+
+    fn lost(&self, k: usize) -> Option<String> {
+        self.conns.get(&k)?.lost.clone()
+    }
+
+    fn fail(&mut self, k: usize, why: String) {
+        if let Some(c) = self.conns.get_mut(&k) {
+            c.lost.get_or_insert(why);
+        }
+    }
+
+    fn take_input(&mut self, k: usize) -> Vec<u8> {
+        self.conns
+            .get_mut(&k)
+            .map(|c| std::mem::take(&mut c.stream_in))
+            .unwrap_or_default()
+    }
+
+    fn write(&mut self, k: usize, data: &[u8]) -> usize {
+        self.conns.get_mut(&k).map_or(0, |c| c.write_stream(data))
+    }
+
+    fn take_frames(&mut self, k: usize) -> Vec<Frame> {
+        self.conns
+            .get_mut(&k)
+            .map(|c| c.frames_in.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    fn frame_room(&mut self, k: usize) -> bool {
+        self.conns.get_mut(&k).is_some_and(|c| c.frame_room())
+    }
+
+    fn send_frame(&mut self, k: usize, video: bool, ts: u32, body: &[u8]) -> bool {
+        self.conns
+            .get_mut(&k)
+            .is_some_and(|c| c.send_frame(video, ts, body))
+    }
+
+    fn figures(&self, k: usize) -> Option<Figures> {
+        Some(Figures::Quic(self.conns.get(&k)?.stats()))
     }
 }

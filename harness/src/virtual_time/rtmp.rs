@@ -1,15 +1,18 @@
-//! One run of RTMP over QUIC (`rtmpq://`, both mappings) in virtual time:
-//! quinn-proto's endpoints on every host ([`super::quic::QuicHost`]),
-//! RTMP's sans-IO ends on their streams ([`crate::protocol::rtmp::machine`]),
-//! the relay's hub between them, the encoder and the player models.
+//! One run of RTMP in virtual time, over QUIC (`rtmpq://`, both mappings:
+//! quinn-proto's endpoints, [`super::quic::QuicHost`]) or over TCP
+//! (`rtmp://`: smoltcp's TCP, [`super::tcp::TcpHost`], reported as
+//! `tcp (smoltcp)`): RTMP's sans-IO ends on the transport's streams
+//! ([`crate::protocol::rtmp::machine`]), the relay's hub between them, the
+//! encoder and the player models.
 //!
-//! The run follows link mode's order: each player's QUIC handshake in
+//! The run follows link mode's order: each player's transport handshake in
 //! turn, then the publisher's; then every RTMP session starts at once
 //! (link mode dials everyone, then publishes and plays together). The
 //! publisher's camera starts when publishing is accepted; its messages
-//! wait while QUIC's send window is full, as link mode's blocked writes
-//! make them wait; everyone stops at the run's end.
+//! wait while the transport's send buffer is full, as link mode's blocked
+//! writes make them wait; everyone stops at the run's end.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +23,8 @@ use netem::time::Clock;
 
 use super::quic::QuicHost;
 use super::run::{Stepped, drive};
+use super::stream::{Figures, StreamHost};
+use super::tcp::TcpHost;
 use super::{WALL_ORIGIN_MS, net::VirtualNet};
 use crate::media::player::Player;
 use crate::media::source::{Message, Source, unpack};
@@ -42,9 +47,11 @@ use crate::topology::NetworkStats;
 /// Client ports: the publisher's, then a player's per group.
 const CLIENT_PORT: u16 = 41_000;
 
-/// Whether `protocol` is RTMP over QUIC at both ends (this run's case).
-pub fn is_rtmp_quic(protocol: &Protocol) -> bool {
-    protocol.publisher_uri.scheme == "rtmpq" && protocol.player_uri.scheme == "rtmpq"
+/// Whether `protocol` is RTMP (over QUIC or TCP) at both ends, with one
+/// transport (this run's case).
+pub fn is_rtmp(protocol: &Protocol) -> bool {
+    let (a, b) = (protocol.publisher_uri.scheme, protocol.player_uri.scheme);
+    a == b && matches!(a, "rtmp" | "rtmpq")
 }
 
 fn mapping_of(uri: &StreamUri) -> Mapping {
@@ -54,9 +61,9 @@ fn mapping_of(uri: &StreamUri) -> Mapping {
     }
 }
 
-/// A client host: its endpoint, its one connection, its RTMP end.
-struct ClientSide {
-    host: QuicHost,
+/// A client host: its transport, its one connection, its RTMP end.
+struct ClientSide<H> {
+    host: H,
     mapping: Mapping,
     /// The connection's key in `host`, once dialled.
     conn: Option<usize>,
@@ -64,8 +71,8 @@ struct ClientSide {
     rtmp: Option<ClientMachine>,
 }
 
-impl ClientSide {
-    fn new(host: QuicHost, mapping: Mapping) -> ClientSide {
+impl<H: StreamHost> ClientSide<H> {
+    fn new(host: H, mapping: Mapping) -> ClientSide<H> {
         ClientSide {
             host,
             mapping,
@@ -75,40 +82,31 @@ impl ClientSide {
         }
     }
 
-    fn conn(&mut self) -> Option<&mut super::quic::Conn> {
-        self.host.conns.get_mut(&self.conn?)
-    }
-
-    /// The QUIC handshake finished (scenario time).
+    /// The transport's handshake finished (scenario time).
     fn connected(&self, clock: Clock) -> Option<Time> {
-        let c = self.host.conns.get(&self.conn?)?;
-        c.connected.map(|i| clock.time(i))
+        self.host.connected(self.conn?).map(|i| clock.time(i))
     }
 
-    fn lost(&self) -> Option<&str> {
-        self.host.conns.get(&self.conn?)?.lost.as_deref()
+    fn lost(&self) -> Option<String> {
+        self.host.lost(self.conn?)
     }
 
-    /// Bytes between the connection's RTMP stream and the RTMP end.
+    /// Bytes between the connection's stream and the RTMP end.
     fn exchange(&mut self) -> Result<()> {
-        let Some(k) = self.conn else { return Ok(()) };
-        let (Some(c), Some(m)) = (self.host.conns.get_mut(&k), self.rtmp.as_mut()) else {
+        let (Some(k), Some(m)) = (self.conn, self.rtmp.as_mut()) else {
             return Ok(());
         };
-        if !c.stream_in.is_empty() {
-            let input = std::mem::take(&mut c.stream_in);
+        let input = self.host.take_input(k);
+        if !input.is_empty() {
             m.handle_input(&input)?;
         }
-        let n = c.write_stream(m.pending());
+        let n = self.host.write(k, m.pending());
         m.consume(n);
         Ok(())
     }
 
     fn report(&self, role: &'static str, uri: &StreamUri, clock: Clock) -> TransportReport {
-        let label = match self.mapping {
-            Mapping::Stream => "quic/stream",
-            Mapping::Frames => "quic/frames",
-        };
+        let label = self.host.label(self.mapping);
         TransportReport {
             role,
             uri: uri.redacted(),
@@ -132,14 +130,14 @@ struct Publishing {
 }
 
 /// A player group's client and its player model.
-struct PlayerSide {
-    client: ClientSide,
+struct PlayerSide<H> {
+    client: ClientSide<H>,
     player: Player,
     foreign: ForeignFrames,
 }
 
-/// The state of one virtual RTMP-over-QUIC run.
-struct QuicRun<'a> {
+/// The state of one virtual RTMP run over transport `H`.
+struct RtmpRun<'a, H> {
     scenario: &'a Scenario,
     network: &'a Network,
     protocol: &'a Protocol,
@@ -150,19 +148,19 @@ struct QuicRun<'a> {
     now: Time,
     net: VirtualNet,
     hub: Hub,
-    relay: QuicHost,
+    relay: H,
     /// The relay's RTMP end per connection (by the connection's key).
     sessions: std::collections::BTreeMap<usize, ServerMachine>,
-    client_cfg: (quinn_proto::ClientConfig, quinn_proto::ClientConfig),
-    publisher: ClientSide,
+    publisher: ClientSide<H>,
     publishing: Option<Publishing>,
     steps: Option<ConnectSteps>,
-    players: Vec<PlayerSide>,
-    /// Every QUIC handshake is done and the RTMP sessions have started.
+    players: Vec<PlayerSide<H>>,
+    /// Every transport handshake is done and the RTMP sessions have started.
     sessions_started: bool,
 }
 
-/// Runs `protocol` (RTMP over QUIC) over `network` once in virtual time.
+/// Runs `protocol` (RTMP over QUIC or TCP) over `network` once in virtual
+/// time.
 pub fn run_groups(
     scenario: &Scenario,
     network: &Network,
@@ -171,9 +169,70 @@ pub fn run_groups(
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<Vec<RunResult>> {
     let seeds = run_seeds(scenario.seed, network, repeat);
-    let mut run = QuicRun::new(scenario, network, protocol, seeds)?;
+    if protocol.publisher_uri.scheme == "rtmpq" {
+        let id = Identity::fixed()?;
+        let settings = QuicSettings {
+            congestion: quic_table(protocol).congestion,
+            ..QuicSettings::default()
+        };
+        let server = quic::server_config(&id, &settings)?;
+        let client = |uri: &StreamUri| quic::client_config(&id, mapping_of(uri), &settings);
+        let (to_publish, to_play) = (
+            client(&protocol.publisher_uri)?,
+            client(&protocol.player_uri)?,
+        );
+        let quic_seeds = seeds.child("quic");
+        let mut run = RtmpRun::new(scenario, network, protocol, seeds, |host, addr, _| {
+            Ok(match host {
+                Host::Relay => QuicHost::new(
+                    addr,
+                    Some(server.clone()),
+                    None,
+                    seed32(quic_seeds.child("relay")),
+                ),
+                Host::Publisher => QuicHost::new(
+                    addr,
+                    None,
+                    Some(to_publish.clone()),
+                    seed32(quic_seeds.child("publisher")),
+                ),
+                Host::Player(i) => QuicHost::new(
+                    addr,
+                    None,
+                    Some(to_play.clone()),
+                    seed32(quic_seeds.child("player").repeat(i)),
+                ),
+            })
+        })?;
+        drive(&mut run, progress)?;
+        return Ok(run.finish());
+    }
+    let tcp_seeds = seeds.child("tcp");
+    let cc = protocol.tcp_congestion.clone();
+    let mut run = RtmpRun::new(
+        scenario,
+        network,
+        protocol,
+        seeds,
+        |host, addr, (clock, now)| {
+            let seed = match host {
+                Host::Relay => tcp_seeds.child("relay"),
+                Host::Publisher => tcp_seeds.child("publisher"),
+                Host::Player(i) => tcp_seeds.child("player").repeat(i),
+            };
+            TcpHost::new(addr, host == Host::Relay, &cc, clock, now, seed.seed())
+        },
+    )?;
     drive(&mut run, progress)?;
     Ok(run.finish())
+}
+
+/// Which host a transport is made for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Host {
+    Relay,
+    Publisher,
+    Player(u32),
 }
 
 /// 32 bytes from a seed tree (an endpoint's random numbers).
@@ -185,55 +244,40 @@ fn seed32(seeds: SeedTree) -> [u8; 32] {
     b
 }
 
-impl<'a> QuicRun<'a> {
+impl<'a, H: StreamHost> RtmpRun<'a, H> {
+    /// The run's state; `make` builds each host's transport at its address.
     fn new(
         scenario: &'a Scenario,
         network: &'a Network,
         protocol: &'a Protocol,
         seeds: SeedTree,
-    ) -> Result<QuicRun<'a>> {
-        let clock = Clock::new(Instant::now());
+        mut make: impl FnMut(Host, SocketAddr, (Clock, Instant)) -> Result<H>,
+    ) -> Result<RtmpRun<'a, H>> {
+        let start = Instant::now();
+        let clock = Clock::new(start);
         let net = VirtualNet::new(network, seeds.child("link").seed())?;
         let addr = |host: &str, port| {
             net.addr(host, port)
                 .ok_or_else(|| anyhow!("virtual network: no host \"{host}\""))
         };
-        let id = Identity::fixed()?;
-        let settings = QuicSettings {
-            congestion: quic_table(protocol).congestion,
-            ..QuicSettings::default()
-        };
-        let quic_seeds = seeds.child("quic");
-        let relay = QuicHost::new(
-            addr("server", RTMP_PORT)?,
-            Some(quic::server_config(&id, &settings)?),
-            seed32(quic_seeds.child("relay")),
-        );
-        let pub_mapping = mapping_of(&protocol.publisher_uri);
-        let play_mapping = mapping_of(&protocol.player_uri);
-        let client_cfg = (
-            quic::client_config(&id, pub_mapping, &settings)?,
-            quic::client_config(&id, play_mapping, &settings)?,
-        );
+        let at = (clock, start);
+        let relay = make(Host::Relay, addr("server", RTMP_PORT)?, at)?;
         let publisher = ClientSide::new(
-            QuicHost::new(
-                addr("publisher", CLIENT_PORT)?,
-                None,
-                seed32(quic_seeds.child("publisher")),
-            ),
-            pub_mapping,
+            make(Host::Publisher, addr("publisher", CLIENT_PORT)?, at)?,
+            mapping_of(&protocol.publisher_uri),
         );
+        let play_mapping = mapping_of(&protocol.player_uri);
         let wall = WallClock::from_origin_ms(WALL_ORIGIN_MS);
         let players = network
             .groups
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let host = QuicHost::new(
+                let host = make(
+                    Host::Player(i as u32),
                     addr(&g.host, CLIENT_PORT + 1 + i as u16)?,
-                    None,
-                    seed32(quic_seeds.child("player").repeat(i as u32)),
-                );
+                    at,
+                )?;
                 let mut player = Player::new(protocol.player.clone(), Time::ZERO);
                 // The frames mapping delivers frames in the order they complete.
                 player.set_ordered(play_mapping == Mapping::Stream);
@@ -244,7 +288,7 @@ impl<'a> QuicRun<'a> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(QuicRun {
+        Ok(RtmpRun {
             scenario,
             network,
             protocol,
@@ -257,7 +301,6 @@ impl<'a> QuicRun<'a> {
             hub: Hub::new(protocol.stream_key.clone()),
             relay,
             sessions: Default::default(),
-            client_cfg,
             publisher,
             publishing: None,
             steps: None,
@@ -277,17 +320,17 @@ impl<'a> QuicRun<'a> {
             return Ok(());
         }
         let at = self.instant(now);
-        let relay = self.relay.addr;
+        let relay = self.relay.addr();
         let clock = self.clock;
         let mut previous_up = true;
         for (i, p) in self.players.iter_mut().enumerate() {
             let c = &mut p.client;
             if let Some(why) = c.lost() {
-                bail!("player {i}: the QUIC connection failed: {why}");
+                bail!("player {i}: the transport failed: {why}");
             }
             if c.conn.is_none() {
                 if previous_up {
-                    c.conn = Some(c.host.connect(at, self.client_cfg.1.clone(), relay)?);
+                    c.conn = Some(c.host.connect(at, relay)?);
                     c.dialled_at = now;
                 }
                 return Ok(());
@@ -299,10 +342,10 @@ impl<'a> QuicRun<'a> {
         }
         let c = &mut self.publisher;
         if let Some(why) = c.lost() {
-            bail!("publisher: the QUIC connection failed: {why}");
+            bail!("publisher: the transport failed: {why}");
         }
         if c.conn.is_none() {
-            c.conn = Some(c.host.connect(at, self.client_cfg.0.clone(), relay)?);
+            c.conn = Some(c.host.connect(at, relay)?);
             c.dialled_at = now;
             self.steps = Some(ConnectSteps::new(clock, now));
             return Ok(());
@@ -311,7 +354,7 @@ impl<'a> QuicRun<'a> {
             return Ok(());
         };
         if let Some(steps) = &mut self.steps {
-            steps.done_at("quic_handshake", up);
+            steps.done_at(self.publisher.host.handshake_step(), up);
         }
         let key = &self.protocol.publisher_uri.key;
         self.publisher.rtmp = Some(ClientMachine::new(Goal::Publish(key.clone()))?);
@@ -325,21 +368,20 @@ impl<'a> QuicRun<'a> {
 
     /// The relay: an RTMP end for each new connection's stream, bytes in
     /// and out, a frames-mapping publisher's frames into the hub, and each
-    /// player's subscription out as fast as QUIC takes it.
+    /// player's subscription out as fast as the transport takes it.
     fn serve(&mut self, now: Time) -> Result<()> {
         let at = self.instant(now);
         // What came in first, for every connection (a publisher's frames
         // reach the hub before any player's turn to send)...
-        for (k, c) in self.relay.conns.iter_mut() {
-            if c.bi.is_none() || c.lost.is_some() {
+        for (k, mapping) in self.relay.streams() {
+            if self.relay.lost(k).is_some() {
                 continue;
             }
-            let Some(mapping) = c.mapping() else { continue };
-            let m = self.sessions.entry(*k).or_insert_with(|| {
+            let m = self.sessions.entry(k).or_insert_with(|| {
                 ServerMachine::new(self.hub.clone(), mapping == Mapping::Frames)
             });
-            let input = std::mem::take(&mut c.stream_in);
-            let frames: Vec<_> = c.frames_in.drain(..).collect();
+            let input = self.relay.take_input(k);
+            let frames = self.relay.take_frames(k);
             let r = m.handle_input(at, &input).and_then(|()| {
                 frames
                     .into_iter()
@@ -347,33 +389,34 @@ impl<'a> QuicRun<'a> {
             });
             if let Err(e) = r {
                 tracing::debug!("relay: RTMP session ended: {e:#}");
-                c.lost = Some(format!("{e:#}"));
+                self.relay.fail(k, format!("{e:#}"));
                 m.close();
             }
         }
         // ...then what goes out, as fast as each connection takes it.
         for (k, m) in self.sessions.iter_mut() {
-            let Some(c) = self.relay.conns.get_mut(k).filter(|c| c.lost.is_none()) else {
+            let k = *k;
+            if self.relay.lost(k).is_some() {
                 continue;
-            };
+            }
             loop {
-                let n = c.write_stream(m.pending());
+                let n = self.relay.write(k, m.pending());
                 m.consume(n);
                 if !m.pending().is_empty() {
                     break;
                 }
-                while c.frame_room() {
+                while self.relay.frame_room(k) {
                     let Some(f) = m.poll_frame() else { break };
                     let Some((video, d, ts)) = f.as_av() else {
                         continue;
                     };
-                    if !c.send_frame(video, ts, d) {
+                    if !self.relay.send_frame(k, video, ts, d) {
                         m.requeue_frame(f);
                         break;
                     }
                     m.note_sent(&f, at);
                 }
-                if !c.frame_room() || !m.pump(at)? {
+                if !self.relay.frame_room(k) || !m.pump(at)? {
                     break;
                 }
             }
@@ -418,16 +461,13 @@ impl<'a> QuicRun<'a> {
         let Some(k) = self.publisher.conn else {
             return Ok(());
         };
-        let (Some(c), Some(m)) = (
-            self.publisher.host.conns.get_mut(&k),
-            self.publisher.rtmp.as_mut(),
-        ) else {
+        let (c, Some(m)) = (&mut self.publisher.host, self.publisher.rtmp.as_mut()) else {
             return Ok(());
         };
         let start = p.source.camera_start();
         loop {
             // What was handed over before must be all taken first.
-            let room = m.pending().is_empty() && (!frames || c.frame_room());
+            let room = m.pending().is_empty() && (!frames || c.frame_room(k));
             if !room {
                 return Ok(());
             }
@@ -441,7 +481,7 @@ impl<'a> QuicRun<'a> {
                 return Ok(());
             };
             p.stats.count(&msg, start);
-            send(c, m, &msg, frames)?;
+            send(c, k, m, &msg, frames)?;
             p.unsent = Some(msg.seq);
         }
     }
@@ -459,8 +499,8 @@ impl<'a> QuicRun<'a> {
                 while m.poll_step().is_some() {}
                 frames.extend(std::iter::from_fn(|| m.poll_media()));
             }
-            if let Some(c) = p.client.conn() {
-                frames.extend(c.frames_in.drain(..));
+            if let Some(k) = p.client.conn {
+                frames.extend(p.client.host.take_frames(k));
             }
             for (video, data, ts) in frames {
                 let h = unpack(&data, video).or_else(|| p.foreign.header(&data, video, ts, now));
@@ -475,7 +515,7 @@ impl<'a> QuicRun<'a> {
         Ok(())
     }
 
-    fn hosts_mut(&mut self) -> impl Iterator<Item = &mut QuicHost> {
+    fn hosts_mut(&mut self) -> impl Iterator<Item = &mut H> {
         std::iter::once(&mut self.relay)
             .chain(std::iter::once(&mut self.publisher.host))
             .chain(self.players.iter_mut().map(|p| &mut p.client.host))
@@ -486,16 +526,24 @@ impl<'a> QuicRun<'a> {
         let at = self.instant(self.now);
         let mut relay_stats = RtmpServerStats::default();
         for (k, m) in self.sessions.iter_mut() {
-            if m.is_player()
-                && let Some(c) = self.relay.conns.get(k)
-            {
-                relay_stats.to_players_quic.push(c.stats());
+            if m.is_player() {
+                match self.relay.figures(*k) {
+                    Some(Figures::Quic(q)) => relay_stats.to_players_quic.push(q),
+                    Some(Figures::Tcp(t)) => relay_stats.to_players_tcp.push(t),
+                    None => {}
+                }
             }
             m.close();
         }
         let mut publisher = self.publishing.take().map(|p| p.stats).unwrap_or_default();
-        if let Some(c) = self.publisher.conn() {
-            publisher.quic = Some(c.stats());
+        match self
+            .publisher
+            .conn
+            .and_then(|k| self.publisher.host.figures(k))
+        {
+            Some(Figures::Quic(q)) => publisher.quic = Some(q),
+            Some(Figures::Tcp(t)) => publisher.tcp = t,
+            None => {}
         }
         for h in self.hosts_mut() {
             h.close(at);
@@ -560,24 +608,25 @@ impl<'a> QuicRun<'a> {
 /// One message of the publisher onto its transport: on the RTMP stream,
 /// or (frames mapping) audio and video frames on streams of their own.
 fn send(
-    c: &mut super::quic::Conn,
+    c: &mut impl StreamHost,
+    k: usize,
     m: &mut ClientMachine,
     msg: &Message,
     frames: bool,
 ) -> Result<()> {
     if frames {
-        if !c.send_frame(msg.video, msg.timestamp, &msg.data) {
+        if !c.send_frame(k, msg.video, msg.timestamp, &msg.data) {
             bail!("publisher: the relay allows no more streams");
         }
         return Ok(());
     }
     m.publish(msg)?;
-    let n = c.write_stream(m.pending());
+    let n = c.write(k, m.pending());
     m.consume(n);
     Ok(())
 }
 
-impl Stepped for QuicRun<'_> {
+impl<H: StreamHost> Stepped for RtmpRun<'_, H> {
     fn now(&self) -> Time {
         self.now
     }
@@ -601,7 +650,7 @@ impl Stepped for QuicRun<'_> {
         // The network: what arrived where.
         self.net.handle_timeout(now);
         while let Some(d) = self.net.poll_arrival(now) {
-            if let Some(h) = self.hosts_mut().find(|h| h.addr == d.to) {
+            if let Some(h) = self.hosts_mut().find(|h| h.addr().ip() == d.to.ip()) {
                 h.handle_datagram(at, d.from, &d.bytes);
             }
         }
@@ -616,12 +665,17 @@ impl Stepped for QuicRun<'_> {
         let mut out = Vec::new();
         for h in self.hosts_mut() {
             h.process(at);
+            let (from, ip) = (h.addr(), h.sends_ip_packets());
             while let Some((to, d)) = h.poll_transmit(at) {
-                out.push((h.addr, to, d));
+                out.push((from, to, d, ip));
             }
         }
-        for (from, to, d) in out {
-            self.net.send(now, from, to, d);
+        for (from, to, d, ip) in out {
+            if ip {
+                self.net.send_ip(now, from, to, d);
+            } else {
+                self.net.send(now, from, to, d);
+            }
         }
         Ok(())
     }
@@ -663,7 +717,7 @@ impl Stepped for QuicRun<'_> {
         let mut hosts = Vec::new();
         for h in self.hosts_mut() {
             if h.poll_timeout().is_some_and(|i| clock.time(i) <= now) {
-                hosts.push(format!("the QUIC endpoint at {}", h.addr));
+                hosts.push(format!("the transport at {}", h.addr()));
             }
         }
         out.extend(hosts);

@@ -1,7 +1,8 @@
-//! RTMP over QUIC in virtual time (quinn-proto's endpoints driven by the
-//! event loop, RTMP's sans-IO ends on their streams), both mappings: the
-//! same seed gives the same bytes in two processes, and the figures agree
-//! with link mode's (quinn over kernel sockets through the TUN link).
+//! RTMP in virtual time, over QUIC (quinn-proto's endpoints driven by the
+//! event loop; both mappings) and over TCP (smoltcp's, labelled
+//! `tcp (smoltcp)`), RTMP's sans-IO ends on their streams: the same seed
+//! gives the same bytes in two processes, and the figures agree with link
+//! mode's (quinn and kernel TCP over real sockets through the TUN link).
 
 mod common;
 
@@ -12,9 +13,10 @@ use harness::runner::{RunResult, run_one};
 use harness::scenario::Scenario;
 use harness::topology::Mode;
 
-/// Both mappings over one first mile; `SEED` and `FIRST` are replaced.
+/// RTMP over QUIC (both mappings) and over TCP on one first mile; `SEED`
+/// and `FIRST` are replaced.
 const BOTH: &str = r#"
-name = "quic-virtual"
+name = "rtmp-virtual"
 duration = "6s"
 seed = SEED
 [[networks]]
@@ -28,6 +30,11 @@ uri = "rtmpq://server/live/glass"
 name = "frames"
 kind = "rtmp"
 uri = "rtmpq://server/live/glass?mapping=frames"
+[[protocols]]
+name = "tcp"
+kind = "rtmp"
+uri = "rtmp://server/live/glass"
+tcp_congestion = "cubic"
 "#;
 
 const LOSSY: &str = r#"{ uplink = "delay 20ms loss 2%", downlink = "delay 20ms" }"#;
@@ -93,11 +100,21 @@ fn a_seed_gives_the_same_bytes_in_two_processes_and_another_seed_others() {
         "another seed: other frames"
     );
     let r: serde_json::Value = serde_json::from_slice(&read(&a, "results.json")).unwrap();
-    for run in r["runs"].as_array().unwrap() {
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
         let res = &run["result"];
         assert_eq!(res["mode"], "virtual");
-        let quic = &res["publisher"]["quic"];
         let dropped = &res["link"]["directions"]["first_mile_up"]["dropped_loss"];
+        if run["protocol"] == "tcp" {
+            // smoltcp's TCP, said so; every dropped segment sent again.
+            assert_eq!(res["transports"][0]["used"], "tcp (smoltcp)", "{res}");
+            let retrans = res["publisher"]["tcp"]["total_retrans"].as_u64().unwrap();
+            let drops = dropped.as_u64().unwrap();
+            assert!(drops > 5 && retrans >= drops, "{retrans} of {drops}");
+            continue;
+        }
+        let quic = &res["publisher"]["quic"];
         let (lost, drops) = (
             quic["lost_packets"].as_u64().unwrap(),
             dropped.as_u64().unwrap(),
@@ -153,13 +170,13 @@ fn arrival_p50(dir: &Path) -> Vec<(String, f64)> {
 }
 
 /// On a clean network the time from capture to arrival is the same in
-/// both modes within 1 ms, for both mappings. (Displayed G2G can differ by
+/// both modes within 1 ms, for both QUIC mappings (TCP: see below). (Displayed G2G can differ by
 /// a whole refresh: virtual time spends no CPU, so a frame's due instant
 /// lands exactly on a refresh where link mode's lands just after it; the
 /// note has the figures.) At 2 % loss QUIC declares lost the packets the
 /// engine dropped, in both modes.
 #[test]
-fn rtmp_over_quic_agrees_with_the_link() {
+fn rtmp_agrees_with_the_link() {
     let _serial = common::serial();
     if harness::topology::link_available().is_err() {
         eprintln!("skipped: no network namespaces here");
@@ -171,18 +188,24 @@ fn rtmp_over_quic_agrees_with_the_link() {
     glass_run("virtual", &clean, &v);
     glass_run("real", &clean, &l);
     let (av, al) = (arrival_p50(&v), arrival_p50(&l));
-    assert_eq!(av.len(), 2, "{av:?}");
+    assert_eq!(av.len(), 3, "{av:?}");
     for ((pv, xv), (pl, xl)) in av.iter().zip(&al) {
         eprintln!("clean, {pv}: capture → arrival p50 virtual {xv:.3} ms, link {xl:.3} ms");
         assert_eq!(pv, pl);
-        assert!((xv - xl).abs() <= 1.0, "{pv}: virtual {xv} vs link {xl}");
+        // QUIC within 1 ms (the issue's check). Kernel TCP's frames take
+        // 1.5–2 ms longer through the TUN link than the delay (measured:
+        // its segments' processing, a real cost virtual time does not
+        // have); smoltcp's TCP is checked against it on goodput instead
+        // (`glass bench tcp`), so here within 3 ms.
+        let within = if pv == "tcp" { 3.0 } else { 1.0 };
+        assert!((xv - xl).abs() <= within, "{pv}: virtual {xv} vs link {xl}");
         // The encoder's 30 ms and the first mile's 30 ms.
         assert!((59.0..61.0).contains(xv), "{pv}: {xv}");
     }
 
     let s = Scenario::from_toml("lossy", &text(3, LOSSY), None).unwrap();
     let rt = common::runtime();
-    for p in &s.protocols {
+    for p in s.protocols.iter().filter(|p| p.name != "tcp") {
         let n = &s.networks[0];
         let runs: [(&str, RunResult); 2] = [
             (
