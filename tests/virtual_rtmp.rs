@@ -270,38 +270,7 @@ uri = "rtmpq://server/live/glass?mapping=frames"
         None,
     )
     .unwrap();
-    let rt = common::runtime();
-    let mut figures: Vec<(&str, [Vec<f64>; 2])> = Vec::new();
-    for mode in ["virtual", "link"] {
-        let mut f: [Vec<f64>; 2] = Default::default();
-        for repeat in 0..s.repeat {
-            let (n, p) = (&s.networks[0], &s.protocols[0]);
-            let r = match mode {
-                "virtual" => harness::virtual_time::run_groups(&s, n, p, repeat, &|_| {})
-                    .unwrap()
-                    .remove(0),
-                _ => run_one(&rt, &s, n, p, repeat, Mode::Link, &|_| {}).unwrap(),
-            };
-            f[0].push(r.player.stall_ratio * 100.0);
-            f[1].push(r.player.g2g_p50_ms);
-        }
-        figures.push((mode, f));
-    }
-    for (k, what) in ["stall ratio %", "G2G p50 ms"].iter().enumerate() {
-        let v = reports::stats::summarize(&figures[0].1[k]);
-        let l = reports::stats::summarize(&figures[1].1[k]);
-        eprintln!(
-            "{what}: virtual {:.3} ± {:.3}, link {:.3} ± {:.3} (values {:?} / {:?})",
-            v.mean,
-            v.ci95.unwrap_or(0.0),
-            l.mean,
-            l.ci95.unwrap_or(0.0),
-            figures[0].1[k],
-            figures[1].1[k]
-        );
-        assert!(
-            !reports::stats::differs(&v, &l, 0.5),
-            "{what}: virtual {v:?} vs link {l:?}"
-        );
-    }
+    common::assert_repeats_agree(&s, &["stall ratio %", "G2G p50 ms"], |r| {
+        vec![r.player.stall_ratio * 100.0, r.player.g2g_p50_ms]
+    });
 }

@@ -277,44 +277,17 @@ player = { target_delay = "150ms", late = "skip" }
 udp = { nack = true, cc = "off" }
 "#,
     );
-    let rt = common::runtime();
-    let mut figures: Vec<(&str, [Vec<f64>; 3])> = Vec::new();
-    for mode in ["virtual", "link"] {
-        let mut f: [Vec<f64>; 3] = Default::default();
-        for repeat in 0..s.repeat {
-            let (n, p) = (&s.networks[0], &s.protocols[0]);
-            let r = match mode {
-                "virtual" => harness::virtual_time::run_groups(&s, n, p, repeat, &|_| {})
-                    .unwrap()
-                    .remove(0),
-                _ => run_one(&rt, &s, n, p, repeat, Mode::Link, &|_| {}).unwrap(),
-            };
-            f[0].push(r.player.stall_ratio * 100.0);
-            f[1].push(common::udp_of(&r).recovery[0].residual_loss * 100.0);
-            f[2].push(r.player.steady.as_ref().map_or(f64::NAN, |s| s.p50_ms));
-        }
-        figures.push((mode, f));
-    }
-    for (k, what) in ["stall ratio %", "residual loss %", "steady G2G p50 ms"]
-        .iter()
-        .enumerate()
-    {
-        let v = reports::stats::summarize(&figures[0].1[k]);
-        let l = reports::stats::summarize(&figures[1].1[k]);
-        eprintln!(
-            "{what}: virtual {:.3} ± {:.3}, link {:.3} ± {:.3} (values {:?} / {:?})",
-            v.mean,
-            v.ci95.unwrap_or(0.0),
-            l.mean,
-            l.ci95.unwrap_or(0.0),
-            figures[0].1[k],
-            figures[1].1[k]
-        );
-        assert!(
-            !reports::stats::differs(&v, &l, 0.5),
-            "{what}: virtual {v:?} vs link {l:?}"
-        );
-    }
+    common::assert_repeats_agree(
+        &s,
+        &["stall ratio %", "residual loss %", "steady G2G p50 ms"],
+        |r| {
+            vec![
+                r.player.stall_ratio * 100.0,
+                common::udp_of(r).recovery[0].residual_loss * 100.0,
+                r.player.steady.as_ref().map_or(f64::NAN, |s| s.p50_ms),
+            ]
+        },
+    );
 }
 
 /// A replayed recording (no Glass header: G2G from its wall-clock

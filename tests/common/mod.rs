@@ -111,3 +111,50 @@ pub fn spawn_serve(
     }
     (child, out, listing)
 }
+
+/// Runs the scenario's first protocol over its first network `s.repeat`
+/// times in virtual time and as many in link mode, takes `figures` (named
+/// by `names`) of each run, and asserts that virtual time's mean of each
+/// falls within link mode's 95 % interval and the other way round
+/// (`reports::stats::differs` at 0.5 of the intervals), printing both.
+pub fn assert_repeats_agree(
+    s: &Scenario,
+    names: &[&str],
+    figures: impl Fn(&RunResult) -> Vec<f64>,
+) {
+    let rt = runtime();
+    let (n, p) = (&s.networks[0], &s.protocols[0]);
+    let mut by_mode: Vec<Vec<Vec<f64>>> = Vec::new();
+    for mode in ["virtual", "link"] {
+        let mut f: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        for repeat in 0..s.repeat {
+            let r = match mode {
+                "virtual" => harness::virtual_time::run_groups(s, n, p, repeat, &|_| {})
+                    .unwrap()
+                    .remove(0),
+                _ => run_one(&rt, s, n, p, repeat, Mode::Link, &|_| {}).unwrap(),
+            };
+            for (k, v) in figures(&r).into_iter().enumerate() {
+                f[k].push(v);
+            }
+        }
+        by_mode.push(f);
+    }
+    for (k, what) in names.iter().enumerate() {
+        let v = reports::stats::summarize(&by_mode[0][k]);
+        let l = reports::stats::summarize(&by_mode[1][k]);
+        eprintln!(
+            "{what}: virtual {:.3} ± {:.3}, link {:.3} ± {:.3} (values {:?} / {:?})",
+            v.mean,
+            v.ci95.unwrap_or(0.0),
+            l.mean,
+            l.ci95.unwrap_or(0.0),
+            by_mode[0][k],
+            by_mode[1][k]
+        );
+        assert!(
+            !reports::stats::differs(&v, &l, 0.5),
+            "{what}: virtual {v:?} vs link {l:?}"
+        );
+    }
+}

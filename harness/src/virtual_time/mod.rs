@@ -64,6 +64,67 @@ pub const WALL_ORIGIN_MS: f64 = 1.7e12;
 /// The protocols that run in virtual time.
 const VIRTUAL_SCHEMES: [&str; 3] = ["gudp", "rtmpq", "rtmp"];
 
+/// What a virtual run hands over at its end, for [`results`].
+pub(crate) struct Finished<'a> {
+    pub scenario: &'a Scenario,
+    pub network: &'a Network,
+    pub protocol: &'a Protocol,
+    pub clock: netem::time::Clock,
+    pub end: netem::Time,
+    pub net: &'a net::VirtualNet,
+    pub relay: crate::runner::RelayReport,
+    pub publisher: crate::publisher::PublisherStats,
+    pub clients: crate::runner::Clients,
+}
+
+/// The results of a virtual run, one per player group, assembled as link
+/// mode assembles them (`mode = "virtual"`).
+pub(crate) fn results(
+    f: Finished<'_>,
+    players: Vec<crate::media::player::Player>,
+) -> Vec<RunResult> {
+    use crate::runner::{G2gSource, Sides, assemble};
+    let net = crate::topology::NetworkStats {
+        link: Some(f.net.stats()),
+        proxies: None,
+    };
+    let g2g_source = if f.scenario.replay.is_some() {
+        G2gSource::RtmpTimestamp
+    } else {
+        G2gSource::GlassHeader
+    };
+    players
+        .into_iter()
+        .enumerate()
+        .map(|(i, player)| {
+            let group_net = net.for_group(f.network, i);
+            let sections = f
+                .clients
+                .sections_of_group(i, &f.publisher, &f.relay, &group_net);
+            assemble(
+                Sides {
+                    player,
+                    publisher: f.publisher.clone(),
+                    sections,
+                    transports: f.clients.transports_of_group(i),
+                    relay: f.relay.clone(),
+                    net: group_net,
+                    ffmpeg: Vec::new(),
+                    cross: Vec::new(),
+                    hostile: None,
+                    relay_killed: None,
+                },
+                f.scenario,
+                &f.network.for_group(i),
+                f.protocol,
+                (f.clock, f.end),
+                "virtual".into(),
+                g2g_source,
+            )
+        })
+        .collect()
+}
+
 /// Why `scenario` cannot run in virtual time: one line per part, empty
 /// when it can.
 pub fn refusals(scenario: &Scenario) -> Vec<String> {

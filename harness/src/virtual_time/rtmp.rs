@@ -38,11 +38,8 @@ use crate::protocol::rtmp::{RTMP_PORT, RtmpServerStats, quic_table};
 use crate::protocol::uri::StreamUri;
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::relay::Hub;
-use crate::runner::{
-    Clients, G2gSource, RelayReport, RunResult, Sides, assemble, camera, run_seeds,
-};
+use crate::runner::{Clients, RelayReport, RunResult, camera, run_seeds};
 use crate::scenario::{Network, Protocol, Scenario};
-use crate::topology::NetworkStats;
 
 /// Client ports: the publisher's, then a player's per group.
 const CLIENT_PORT: u16 = 41_000;
@@ -548,10 +545,6 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
         for h in self.hosts_mut() {
             h.close(at);
         }
-        let net = NetworkStats {
-            link: Some(self.net.stats()),
-            proxies: None,
-        };
         let relay = RelayReport {
             hub: self.hub.stats(),
             servers: vec![("rtmp", Arc::new(relay_stats) as Arc<dyn Stats>)],
@@ -571,37 +564,24 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
             );
             clients.player_stats.push(None);
         }
-        let g2g_source = if self.scenario.replay.is_some() {
-            G2gSource::RtmpTimestamp
-        } else {
-            G2gSource::GlassHeader
-        };
-        let mut out = Vec::new();
-        for (i, side) in std::mem::take(&mut self.players).into_iter().enumerate() {
-            let group_net = net.for_group(self.network, i);
-            let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
-            out.push(assemble(
-                Sides {
-                    player: side.player,
-                    publisher: publisher.clone(),
-                    sections,
-                    transports: clients.transports_of_group(i),
-                    relay: relay.clone(),
-                    net: group_net,
-                    ffmpeg: Vec::new(),
-                    cross: Vec::new(),
-                    hostile: None,
-                    relay_killed: None,
-                },
-                self.scenario,
-                &self.network.for_group(i),
-                self.protocol,
-                (self.clock, self.end),
-                "virtual".into(),
-                g2g_source,
-            ));
-        }
-        out
+        let players = std::mem::take(&mut self.players)
+            .into_iter()
+            .map(|p| p.player)
+            .collect();
+        super::results(
+            super::Finished {
+                scenario: self.scenario,
+                network: self.network,
+                protocol: self.protocol,
+                clock: self.clock,
+                end: self.end,
+                net: &self.net,
+                relay,
+                publisher,
+                clients,
+            },
+            players,
+        )
     }
 }
 

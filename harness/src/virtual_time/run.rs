@@ -38,11 +38,8 @@ use crate::protocol::udp::relay::UdpRelay;
 use crate::protocol::udp::{UDP_MEDIA_PORT, UdpReport, UdpServerStats, client_config, udp_table};
 use crate::publisher::{ConnectSteps, PublisherStats};
 use crate::relay::{Hub, Subscription};
-use crate::runner::{
-    Clients, G2gSource, RelayReport, RunResult, Sides, assemble, camera, run_seeds,
-};
+use crate::runner::{Clients, RelayReport, RunResult, camera, run_seeds};
 use crate::scenario::{Network, Protocol, Scenario};
-use crate::topology::NetworkStats;
 
 /// The publisher lingers this long after the end for its last repairs.
 const LINGER: Duration = Duration::from_millis(100);
@@ -405,10 +402,6 @@ impl<'a> UdpRun<'a> {
     /// The results, one per group, as link mode assembles them.
     fn finish(mut self) -> Vec<RunResult> {
         self.relay.close(self.now);
-        let net = NetworkStats {
-            link: Some(self.net.stats()),
-            proxies: None,
-        };
         let stats = self
             .relay_stats
             .lock()
@@ -437,37 +430,24 @@ impl<'a> UdpRun<'a> {
                 Box::new(p.report.clone().unwrap_or_default()) as Box<dyn Stats>
             ));
         }
-        let g2g_source = if self.scenario.replay.is_some() {
-            G2gSource::RtmpTimestamp
-        } else {
-            G2gSource::GlassHeader
-        };
-        let mut out = Vec::new();
-        for (i, side) in std::mem::take(&mut self.players).into_iter().enumerate() {
-            let group_net = net.for_group(self.network, i);
-            let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
-            out.push(assemble(
-                Sides {
-                    player: side.player,
-                    publisher: publisher.clone(),
-                    sections,
-                    transports: clients.transports_of_group(i),
-                    relay: relay.clone(),
-                    net: group_net,
-                    ffmpeg: Vec::new(),
-                    cross: Vec::new(),
-                    hostile: None,
-                    relay_killed: None,
-                },
-                self.scenario,
-                &self.network.for_group(i),
-                self.protocol,
-                (self.clock, self.end),
-                "virtual".into(),
-                g2g_source,
-            ));
-        }
-        out
+        let players = std::mem::take(&mut self.players)
+            .into_iter()
+            .map(|p| p.player)
+            .collect();
+        super::results(
+            super::Finished {
+                scenario: self.scenario,
+                network: self.network,
+                protocol: self.protocol,
+                clock: self.clock,
+                end: self.end,
+                net: &self.net,
+                relay,
+                publisher,
+                clients,
+            },
+            players,
+        )
     }
 }
 
