@@ -425,6 +425,9 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
     /// fall due while the transport takes them.
     fn publish(&mut self, now: Time) -> Result<()> {
         let frames = self.publisher.mapping == Mapping::Frames;
+        // What the relay said first: an acceptance starts the camera now.
+        self.publisher.exchange().context("publisher")?;
+        let label = self.publisher.host.label(self.publisher.mapping);
         let Some(m) = self.publisher.rtmp.as_mut() else {
             return Ok(());
         };
@@ -440,7 +443,7 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
             }
             let mut source = camera(self.scenario, self.protocol, self.seeds, self.wall, now);
             stats.started_at = Some(source.camera_start());
-            stats.transport = if frames { "quic/frames" } else { "quic/stream" }.into();
+            stats.transport = label.into();
             m.publish_metadata(&metadata_of(&mut source))?;
             for h in source.sequence_headers() {
                 m.publish(&h)?;
