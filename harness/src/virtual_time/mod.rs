@@ -64,65 +64,106 @@ pub const WALL_ORIGIN_MS: f64 = 1.7e12;
 /// The protocols that run in virtual time.
 const VIRTUAL_SCHEMES: [&str; 3] = ["gudp", "rtmpq", "rtmp"];
 
-/// What a virtual run hands over at its end, for [`results`].
-pub(crate) struct Finished<'a> {
+/// What every virtual run holds whatever its protocol: the scenario's
+/// parts, the clocks, the network and the relay's hub; and what every run
+/// does with them at its start (addresses, the camera) and its end (the
+/// results).
+pub(crate) struct Base<'a> {
     pub scenario: &'a Scenario,
     pub network: &'a Network,
     pub protocol: &'a Protocol,
+    pub seeds: netem::rng::SeedTree,
+    /// Only an anchor for the instants the hub and hops are kept in:
+    /// scenario time maps to it and back exactly.
     pub clock: netem::time::Clock,
+    pub wall: crate::media::wallclock::WallClock,
     pub end: netem::Time,
-    pub net: &'a net::VirtualNet,
-    pub relay: crate::runner::RelayReport,
-    pub publisher: crate::publisher::PublisherStats,
-    pub clients: crate::runner::Clients,
+    pub now: netem::Time,
+    pub net: net::VirtualNet,
+    pub hub: crate::relay::Hub,
 }
 
-/// The results of a virtual run, one per player group, assembled as link
-/// mode assembles them (`mode = "virtual"`).
-pub(crate) fn results(
-    f: Finished<'_>,
-    players: Vec<crate::media::player::Player>,
-) -> Vec<RunResult> {
-    use crate::runner::{G2gSource, Sides, assemble};
-    let net = crate::topology::NetworkStats {
-        link: Some(f.net.stats()),
-        proxies: None,
-    };
-    let g2g_source = if f.scenario.replay.is_some() {
-        G2gSource::RtmpTimestamp
-    } else {
-        G2gSource::GlassHeader
-    };
-    players
-        .into_iter()
-        .enumerate()
-        .map(|(i, player)| {
-            let group_net = net.for_group(f.network, i);
-            let sections = f
-                .clients
-                .sections_of_group(i, &f.publisher, &f.relay, &group_net);
-            assemble(
-                Sides {
-                    player,
-                    publisher: f.publisher.clone(),
-                    sections,
-                    transports: f.clients.transports_of_group(i),
-                    relay: f.relay.clone(),
-                    net: group_net,
-                    ffmpeg: Vec::new(),
-                    cross: Vec::new(),
-                    hostile: None,
-                    relay_killed: None,
-                },
-                f.scenario,
-                &f.network.for_group(i),
-                f.protocol,
-                (f.clock, f.end),
-                "virtual".into(),
-                g2g_source,
-            )
+impl<'a> Base<'a> {
+    pub fn new(
+        scenario: &'a Scenario,
+        network: &'a Network,
+        protocol: &'a Protocol,
+        seeds: netem::rng::SeedTree,
+    ) -> Result<Base<'a>> {
+        Ok(Base {
+            scenario,
+            network,
+            protocol,
+            seeds,
+            clock: netem::time::Clock::new(std::time::Instant::now()),
+            wall: crate::media::wallclock::WallClock::from_origin_ms(WALL_ORIGIN_MS),
+            end: netem::Time::from_duration(scenario.duration),
+            now: netem::Time::ZERO,
+            net: net::VirtualNet::new(network, seeds.child("link").seed())?,
+            hub: crate::relay::Hub::new(protocol.stream_key.clone()),
         })
-        .collect()
+    }
+
+    /// A host's address by name, and port.
+    pub fn addr(&self, host: &str, port: u16) -> Result<std::net::SocketAddr> {
+        self.net
+            .addr(host, port)
+            .ok_or_else(|| anyhow::anyhow!("virtual network: no host \"{host}\""))
+    }
+
+    /// The publisher's media source, its camera started at `ready`.
+    pub fn camera(&self, ready: netem::Time) -> crate::media::source::Source {
+        crate::runner::camera(self.scenario, self.protocol, self.seeds, self.wall, ready)
+    }
+
+    /// The run's results, one per player group, assembled as link mode
+    /// assembles them (`mode = "virtual"`).
+    pub fn results(
+        &self,
+        relay: crate::runner::RelayReport,
+        publisher: crate::publisher::PublisherStats,
+        clients: crate::runner::Clients,
+        players: Vec<crate::media::player::Player>,
+    ) -> Vec<RunResult> {
+        use crate::runner::{G2gSource, Sides, assemble};
+        let net = crate::topology::NetworkStats {
+            link: Some(self.net.stats()),
+            proxies: None,
+        };
+        let g2g_source = if self.scenario.replay.is_some() {
+            G2gSource::RtmpTimestamp
+        } else {
+            G2gSource::GlassHeader
+        };
+        players
+            .into_iter()
+            .enumerate()
+            .map(|(i, player)| {
+                let group_net = net.for_group(self.network, i);
+                let sections = clients.sections_of_group(i, &publisher, &relay, &group_net);
+                assemble(
+                    Sides {
+                        player,
+                        publisher: publisher.clone(),
+                        sections,
+                        transports: clients.transports_of_group(i),
+                        relay: relay.clone(),
+                        net: group_net,
+                        ffmpeg: Vec::new(),
+                        cross: Vec::new(),
+                        hostile: None,
+                        relay_killed: None,
+                    },
+                    self.scenario,
+                    &self.network.for_group(i),
+                    self.protocol,
+                    (self.clock, self.end),
+                    "virtual".into(),
+                    g2g_source,
+                )
+            })
+            .collect()
+    }
 }
 
 /// Why `scenario` cannot run in virtual time: one line per part, empty

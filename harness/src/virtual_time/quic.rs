@@ -31,6 +31,8 @@ pub struct Conn {
     pub remote: SocketAddr,
     /// Handshake finished (instant), or the connection ended (why).
     pub connected: Option<Instant>,
+    /// The mapping the client asked for (ALPN), known once connected.
+    pub mapping: Option<Mapping>,
     pub lost: Option<String>,
     /// The RTMP session's stream, once opened (client) or accepted (server).
     pub bi: Option<StreamId>,
@@ -52,6 +54,7 @@ impl Conn {
             conn,
             remote,
             connected: None,
+            mapping: None,
             lost: None,
             bi: None,
             stream_in: Vec::new(),
@@ -60,18 +63,6 @@ impl Conn {
             uni_out: None,
             sent_on_streams: 0,
         }
-    }
-
-    /// The ALPN mapping the client asked for (after the handshake).
-    pub fn mapping(&self) -> Option<Mapping> {
-        let data = self.conn.crypto_session().handshake_data()?;
-        let data = data
-            .downcast::<quinn_proto::crypto::rustls::HandshakeData>()
-            .ok()?;
-        let alpn = data.protocol?;
-        [Mapping::Stream, Mapping::Frames]
-            .into_iter()
-            .find(|m| m.alpn() == alpn.as_slice())
     }
 
     /// Writes as much of `data` on the RTMP stream as flow control and the
@@ -152,6 +143,12 @@ impl Conn {
             match e {
                 Event::Connected => {
                     self.connected.get_or_insert(now);
+                    match quic::mapping_of_handshake(self.conn.crypto_session().handshake_data()) {
+                        Ok(m) => self.mapping = Some(m),
+                        Err(e) => {
+                            self.lost.get_or_insert(format!("{e:#}"));
+                        }
+                    }
                 }
                 Event::ConnectionLost { reason } => {
                     self.lost.get_or_insert(reason.to_string());
@@ -186,6 +183,7 @@ impl Conn {
             return;
         };
         let mut finished = false;
+        let mut too_long = false;
         loop {
             match chunks.next(usize::MAX) {
                 Ok(Some(c)) => {
@@ -193,8 +191,8 @@ impl Conn {
                         self.stream_in.extend_from_slice(&c.bytes);
                     } else if let Some(b) = self.uni_in.get_mut(&id) {
                         b.extend_from_slice(&c.bytes);
-                        if b.len() > quic::MAX_MESSAGE {
-                            finished = true;
+                        too_long = b.len() > quic::MAX_MESSAGE;
+                        if too_long {
                             break;
                         }
                     }
@@ -207,6 +205,13 @@ impl Conn {
             }
         }
         let _ = chunks.finalize();
+        if too_long {
+            // As link mode's `read_to_end(MAX_MESSAGE)`: refused, not parsed.
+            self.uni_in.remove(&id);
+            let _ = self.conn.recv_stream(id).stop(0u32.into());
+            tracing::debug!("frames-mapping stream over {} bytes", quic::MAX_MESSAGE);
+            return;
+        }
         if finished && !bi {
             let Some(all) = self.uni_in.remove(&id) else {
                 return;
@@ -229,7 +234,6 @@ pub struct QuicHost {
     server: Option<Arc<ServerConfig>>,
     client: Option<ClientConfig>,
     pub conns: BTreeMap<usize, Conn>,
-    handles: BTreeMap<usize, ConnectionHandle>,
     /// Datagrams the endpoint answered by itself (a refused handshake).
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
     buf: Vec<u8>,
@@ -259,14 +263,12 @@ impl QuicHost {
             server,
             client,
             conns: BTreeMap::new(),
-            handles: BTreeMap::new(),
             responses: VecDeque::new(),
             buf: Vec::new(),
         }
     }
 
     fn insert(&mut self, h: ConnectionHandle, conn: quinn_proto::Connection, remote: SocketAddr) {
-        self.handles.insert(h.0, h);
         self.conns.insert(h.0, Conn::new(conn, remote));
     }
 }
@@ -354,7 +356,7 @@ impl StreamHost for QuicHost {
     /// Exchanges endpoint events and handles each connection's own.
     fn process(&mut self, now: Instant) {
         for (k, c) in self.conns.iter_mut() {
-            let h = self.handles[k];
+            let h = ConnectionHandle(*k);
             while let Some(e) = c.conn.poll_endpoint_events() {
                 if let Some(back) = self.endpoint.handle_event(h, e) {
                     c.conn.handle_event(back);
@@ -399,7 +401,7 @@ impl StreamHost for QuicHost {
         self.conns
             .iter()
             .filter(|(_, c)| c.bi.is_some() && c.lost.is_none())
-            .filter_map(|(k, c)| Some((*k, c.mapping()?)))
+            .filter_map(|(k, c)| Some((*k, c.mapping?)))
             .collect()
     }
 

@@ -16,19 +16,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use netem::Time;
 use netem::rng::SeedTree;
 use netem::time::Clock;
 
+use super::Base;
 use super::quic::QuicHost;
 use super::run::{Stepped, drive};
 use super::stream::{Figures, StreamHost};
 use super::tcp::TcpHost;
-use super::{WALL_ORIGIN_MS, net::VirtualNet};
 use crate::media::player::Player;
 use crate::media::source::{Message, Source, unpack};
-use crate::media::wallclock::{ForeignFrames, WallClock};
+use crate::media::wallclock::ForeignFrames;
 use crate::protocol::Stats;
 use crate::protocol::TransportReport;
 use crate::protocol::rtmp::client::metadata_of;
@@ -37,8 +37,7 @@ use crate::protocol::rtmp::quic::{self, Identity, Mapping, QuicSettings};
 use crate::protocol::rtmp::{RTMP_PORT, RtmpServerStats, quic_table};
 use crate::protocol::uri::StreamUri;
 use crate::publisher::{ConnectSteps, PublisherStats};
-use crate::relay::Hub;
-use crate::runner::{Clients, RelayReport, RunResult, camera, run_seeds};
+use crate::runner::{Clients, RelayReport, RunResult, run_seeds};
 use crate::scenario::{Network, Protocol, Scenario};
 
 /// Client ports: the publisher's, then a player's per group.
@@ -135,16 +134,7 @@ struct PlayerSide<H> {
 
 /// The state of one virtual RTMP run over transport `H`.
 struct RtmpRun<'a, H> {
-    scenario: &'a Scenario,
-    network: &'a Network,
-    protocol: &'a Protocol,
-    seeds: SeedTree,
-    clock: Clock,
-    wall: WallClock,
-    end: Time,
-    now: Time,
-    net: VirtualNet,
-    hub: Hub,
+    b: Base<'a>,
     relay: H,
     /// The relay's RTMP end per connection (by the connection's key).
     sessions: std::collections::BTreeMap<usize, ServerMachine>,
@@ -152,8 +142,6 @@ struct RtmpRun<'a, H> {
     publishing: Option<Publishing>,
     steps: Option<ConnectSteps>,
     players: Vec<PlayerSide<H>>,
-    /// Every transport handshake is done and the RTMP sessions have started.
-    sessions_started: bool,
 }
 
 /// Runs `protocol` (RTMP over QUIC or TCP) over `network` once in virtual
@@ -250,21 +238,15 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
         seeds: SeedTree,
         mut make: impl FnMut(Host, SocketAddr, (Clock, Instant)) -> Result<H>,
     ) -> Result<RtmpRun<'a, H>> {
-        let start = Instant::now();
-        let clock = Clock::new(start);
-        let net = VirtualNet::new(network, seeds.child("link").seed())?;
-        let addr = |host: &str, port| {
-            net.addr(host, port)
-                .ok_or_else(|| anyhow!("virtual network: no host \"{host}\""))
-        };
-        let at = (clock, start);
-        let relay = make(Host::Relay, addr("server", RTMP_PORT)?, at)?;
+        let b = Base::new(scenario, network, protocol, seeds)?;
+        let at = (b.clock, b.clock.instant(Time::ZERO));
+        let relay = make(Host::Relay, b.addr("server", RTMP_PORT)?, at)?;
         let publisher = ClientSide::new(
-            make(Host::Publisher, addr("publisher", CLIENT_PORT)?, at)?,
+            make(Host::Publisher, b.addr("publisher", CLIENT_PORT)?, at)?,
             mapping_of(&protocol.publisher_uri),
         );
         let play_mapping = mapping_of(&protocol.player_uri);
-        let wall = WallClock::from_origin_ms(WALL_ORIGIN_MS);
+        let wall = b.wall;
         let players = network
             .groups
             .iter()
@@ -272,7 +254,7 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
             .map(|(i, g)| {
                 let host = make(
                     Host::Player(i as u32),
-                    addr(&g.host, CLIENT_PORT + 1 + i as u16)?,
+                    b.addr(&g.host, CLIENT_PORT + 1 + i as u16)?,
                     at,
                 )?;
                 let mut player = Player::new(protocol.player.clone(), Time::ZERO);
@@ -286,39 +268,30 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RtmpRun {
-            scenario,
-            network,
-            protocol,
-            seeds,
-            clock,
-            wall,
-            end: Time::from_duration(scenario.duration),
-            now: Time::ZERO,
-            net,
-            hub: Hub::new(protocol.stream_key.clone()),
+            b,
             relay,
             sessions: Default::default(),
             publisher,
             publishing: None,
             steps: None,
             players,
-            sessions_started: false,
         })
     }
 
     fn instant(&self, t: Time) -> Instant {
-        self.clock.instant(t)
+        self.b.clock.instant(t)
     }
 
     /// QUIC handshakes in link mode's order (each player once the one
     /// before is up, then the publisher); then every RTMP session at once.
     fn connect_next(&mut self, now: Time) -> Result<()> {
-        if now >= self.end || self.sessions_started {
+        // The RTMP sessions start once every handshake is done.
+        if now >= self.b.end || self.publisher.rtmp.is_some() {
             return Ok(());
         }
         let at = self.instant(now);
         let relay = self.relay.addr();
-        let clock = self.clock;
+        let clock = self.b.clock;
         let mut previous_up = true;
         for (i, p) in self.players.iter_mut().enumerate() {
             let c = &mut p.client;
@@ -353,13 +326,12 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
         if let Some(steps) = &mut self.steps {
             steps.done_at(self.publisher.host.handshake_step(), up);
         }
-        let key = &self.protocol.publisher_uri.key;
+        let key = &self.b.protocol.publisher_uri.key;
         self.publisher.rtmp = Some(ClientMachine::new(Goal::Publish(key.clone()))?);
         for p in &mut self.players {
-            let key = self.protocol.player_uri.key.clone();
+            let key = self.b.protocol.player_uri.key.clone();
             p.client.rtmp = Some(ClientMachine::new(Goal::Play(key))?);
         }
-        self.sessions_started = true;
         Ok(())
     }
 
@@ -375,7 +347,7 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
                 continue;
             }
             let m = self.sessions.entry(k).or_insert_with(|| {
-                ServerMachine::new(self.hub.clone(), mapping == Mapping::Frames)
+                ServerMachine::new(self.b.hub.clone(), mapping == Mapping::Frames)
             });
             let input = self.relay.take_input(k);
             let frames = self.relay.take_frames(k);
@@ -436,12 +408,12 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
                 s.done_at(step, now);
             }
         }
-        if self.publishing.is_none() && m.is_ready() && now < self.end {
+        if self.publishing.is_none() && m.is_ready() && now < self.b.end {
             let mut stats = PublisherStats::default();
             if let Some(s) = self.steps.take() {
                 s.record(&mut stats);
             }
-            let mut source = camera(self.scenario, self.protocol, self.seeds, self.wall, now);
+            let mut source = self.b.camera(now);
             stats.started_at = Some(source.camera_start());
             stats.transport = label.into();
             m.publish_metadata(&metadata_of(&mut source))?;
@@ -474,7 +446,7 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
             if let Some(seq) = p.unsent.take() {
                 p.stats.note_sent_at(seq, now);
             }
-            if now >= self.end {
+            if now >= self.b.end {
                 return Ok(());
             }
             let Some(msg) = p.source.poll_message(now) else {
@@ -488,7 +460,7 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
 
     /// The players: frames off their streams into the player models.
     fn play(&mut self, now: Time) -> Result<()> {
-        let playing = now < self.end;
+        let playing = now < self.b.end;
         for (i, p) in self.players.iter_mut().enumerate() {
             p.client.exchange().with_context(|| format!("player {i}"))?;
             if !playing {
@@ -523,7 +495,7 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
 
     /// The results, one per group, as link mode assembles them.
     fn finish(mut self) -> Vec<RunResult> {
-        let at = self.instant(self.now);
+        let at = self.instant(self.b.now);
         let mut relay_stats = RtmpServerStats::default();
         for (k, m) in self.sessions.iter_mut() {
             if m.is_player() {
@@ -549,42 +521,30 @@ impl<'a, H: StreamHost> RtmpRun<'a, H> {
             h.close(at);
         }
         let relay = RelayReport {
-            hub: self.hub.stats(),
+            hub: self.b.hub.stats(),
             servers: vec![("rtmp", Arc::new(relay_stats) as Arc<dyn Stats>)],
         };
         let mut clients = Clients {
             publisher: Some(self.publisher.report(
                 "publisher",
-                &self.protocol.publisher_uri,
-                self.clock,
+                &self.b.protocol.publisher_uri,
+                self.b.clock,
             )),
             ..Clients::default()
         };
         for p in &self.players {
-            clients.players.push(
-                p.client
-                    .report("player", &self.protocol.player_uri, self.clock),
-            );
+            clients.players.push(p.client.report(
+                "player",
+                &self.b.protocol.player_uri,
+                self.b.clock,
+            ));
             clients.player_stats.push(None);
         }
         let players = std::mem::take(&mut self.players)
             .into_iter()
             .map(|p| p.player)
             .collect();
-        super::results(
-            super::Finished {
-                scenario: self.scenario,
-                network: self.network,
-                protocol: self.protocol,
-                clock: self.clock,
-                end: self.end,
-                net: &self.net,
-                relay,
-                publisher,
-                clients,
-            },
-            players,
-        )
+        self.b.results(relay, publisher, clients, players)
     }
 }
 
@@ -611,28 +571,27 @@ fn send(
 
 impl<H: StreamHost> Stepped for RtmpRun<'_, H> {
     fn now(&self) -> Time {
-        self.now
+        self.b.now
     }
 
     fn set_now(&mut self, t: Time) {
-        self.now = t;
+        self.b.now = t;
     }
 
     fn end(&self) -> Time {
-        self.end
+        self.b.end
     }
 
     fn stop(&self) -> Time {
-        self.end
+        self.b.end
     }
 
     fn step(&mut self) -> Result<()> {
-        let now = self.now;
+        let now = self.b.now;
         let at = self.instant(now);
-        self.connect_next(now)?;
         // The network: what arrived where.
-        self.net.handle_timeout(now);
-        while let Some(d) = self.net.poll_arrival(now) {
+        self.b.net.handle_timeout(now);
+        while let Some(d) = self.b.net.poll_arrival(now) {
             if let Some(h) = self.hosts_mut().find(|h| h.addr().ip() == d.to.ip()) {
                 h.handle_datagram(at, d.from, &d.bytes);
             }
@@ -640,6 +599,7 @@ impl<H: StreamHost> Stepped for RtmpRun<'_, H> {
         for h in self.hosts_mut() {
             h.handle_timeout(at);
         }
+        // A handshake that just finished lets the next client dial now.
         self.connect_next(now)?;
         self.serve(now)?;
         self.publish(now)?;
@@ -655,19 +615,19 @@ impl<H: StreamHost> Stepped for RtmpRun<'_, H> {
         }
         for (from, to, d, ip) in out {
             if ip {
-                self.net.send_ip(now, from, to, d);
+                self.b.net.send_ip(now, from, to, d);
             } else {
-                self.net.send(now, from, to, d);
+                self.b.net.send(now, from, to, d);
             }
         }
         Ok(())
     }
 
     fn poll_timeout(&mut self) -> Time {
-        let playing = self.now < self.end;
-        let clock = self.clock;
-        let mut t = self.end;
-        if let Some(n) = self.net.poll_timeout() {
+        let playing = self.b.now < self.b.end;
+        let clock = self.b.clock;
+        let mut t = self.b.end;
+        if let Some(n) = self.b.net.poll_timeout() {
             t = t.min(n);
         }
         for h in self.hosts_mut() {
@@ -691,10 +651,10 @@ impl<H: StreamHost> Stepped for RtmpRun<'_, H> {
     }
 
     fn due_now(&mut self) -> Vec<String> {
-        let now = self.now;
-        let clock = self.clock;
+        let now = self.b.now;
+        let clock = self.b.clock;
         let mut out = Vec::new();
-        if self.net.poll_timeout().is_some_and(|t| t <= now) {
+        if self.b.net.poll_timeout().is_some_and(|t| t <= now) {
             out.push("the network".to_string());
         }
         let mut hosts = Vec::new();
@@ -705,13 +665,13 @@ impl<H: StreamHost> Stepped for RtmpRun<'_, H> {
         }
         out.extend(hosts);
         if let Some(p) = &self.publishing
-            && now < self.end
+            && now < self.b.end
             && p.source.poll_timeout() <= now
         {
             out.push("the publisher's camera".into());
         }
         for (i, p) in self.players.iter().enumerate() {
-            if now < self.end && p.player.poll_timeout() <= now {
+            if now < self.b.end && p.player.poll_timeout() <= now {
                 out.push(format!("player {i}'s playout"));
             }
         }

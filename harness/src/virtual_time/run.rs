@@ -17,19 +17,17 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use netem::Time;
 use netem::rng::SeedTree;
-use netem::time::Clock;
 use udpmedia::wire::Role;
 use udpmedia::{Connection, Event};
 
-use super::WALL_ORIGIN_MS;
-use super::net::VirtualNet;
+use super::Base;
 use crate::media::player::Player;
-use crate::media::wallclock::{ForeignFrames, WallClock};
+use crate::media::wallclock::ForeignFrames;
 use crate::protocol::Stats;
 use crate::protocol::TransportReport;
 use crate::protocol::udp::client::play_frames;
@@ -37,8 +35,8 @@ use crate::protocol::udp::publish::Publishing;
 use crate::protocol::udp::relay::UdpRelay;
 use crate::protocol::udp::{UDP_MEDIA_PORT, UdpReport, UdpServerStats, client_config, udp_table};
 use crate::publisher::{ConnectSteps, PublisherStats};
-use crate::relay::{Hub, Subscription};
-use crate::runner::{Clients, RelayReport, RunResult, camera, run_seeds};
+use crate::relay::Subscription;
+use crate::runner::{Clients, RelayReport, RunResult, run_seeds};
 use crate::scenario::{Network, Protocol, Scenario};
 
 /// The publisher lingers this long after the end for its last repairs.
@@ -207,18 +205,7 @@ pub(super) fn drive(run: &mut impl Stepped, progress: &(dyn Fn(f64) + Sync)) -> 
 
 /// The state of one virtual run.
 struct UdpRun<'a> {
-    scenario: &'a Scenario,
-    network: &'a Network,
-    protocol: &'a Protocol,
-    seeds: SeedTree,
-    /// Only an anchor for the instants the hub and hops are kept in:
-    /// scenario time maps to it and back exactly.
-    clock: Clock,
-    wall: WallClock,
-    end: Time,
-    now: Time,
-    net: VirtualNet,
-    hub: Hub,
+    b: Base<'a>,
     relay: UdpRelay,
     relay_addr: SocketAddr,
     relay_stats: Arc<Mutex<UdpServerStats>>,
@@ -243,11 +230,9 @@ impl<'a> UdpRun<'a> {
         protocol: &'a Protocol,
         seeds: SeedTree,
     ) -> Result<UdpRun<'a>> {
-        let clock = Clock::new(Instant::now());
-        let net = VirtualNet::new(network, seeds.child("link").seed())?;
+        let b = Base::new(scenario, network, protocol, seeds)?;
         let media_bps = scenario.encoder.bitrate.bits_per_sec();
         let cfg = client_config(&udp_table(protocol), media_bps);
-        let hub = Hub::new(protocol.stream_key.clone());
         let relay_stats: Arc<Mutex<UdpServerStats>> = Arc::default();
         let mut gate_seed = [0u8; 32];
         let relay_seeds = seeds.child("udp-relay");
@@ -261,24 +246,20 @@ impl<'a> UdpRun<'a> {
         };
         let relay = UdpRelay::new(
             relay_cfg,
-            hub.clone(),
-            clock,
+            b.hub.clone(),
+            b.clock,
             gate_seed,
             relay_stats.clone(),
         );
-        let addr = |host: &str, port| {
-            net.addr(host, port)
-                .ok_or_else(|| anyhow!("virtual network: no host \"{host}\""))
-        };
-        let relay_addr = addr("server", UDP_MEDIA_PORT)?;
-        let publisher_addr = addr("publisher", CLIENT_PORT)?;
+        let relay_addr = b.addr("server", UDP_MEDIA_PORT)?;
+        let publisher_addr = b.addr("publisher", CLIENT_PORT)?;
         let player_addrs = network
             .groups
             .iter()
             .enumerate()
-            .map(|(i, g)| addr(&g.host, CLIENT_PORT + 1 + i as u16))
+            .map(|(i, g)| b.addr(&g.host, CLIENT_PORT + 1 + i as u16))
             .collect::<Result<Vec<_>>>()?;
-        let wall = WallClock::from_origin_ms(WALL_ORIGIN_MS);
+        let wall = b.wall;
         let players = network
             .groups
             .iter()
@@ -297,16 +278,7 @@ impl<'a> UdpRun<'a> {
             .collect();
         let uri = &protocol.publisher_uri;
         Ok(UdpRun {
-            scenario,
-            network,
-            protocol,
-            seeds,
-            clock,
-            wall,
-            end: Time::from_duration(scenario.duration),
-            now: Time::ZERO,
-            net,
-            hub,
+            b,
             relay,
             relay_addr,
             relay_stats,
@@ -331,7 +303,7 @@ impl<'a> UdpRun<'a> {
     /// Hellos in link mode's order: each player once the one before is up,
     /// then the publisher.
     fn connect_next(&mut self, now: Time) -> Result<()> {
-        if now >= self.end {
+        if now >= self.b.end {
             return Ok(());
         }
         let up = |c: &Option<Client>| c.as_ref().is_some_and(|c| c.connected_at.is_some());
@@ -342,7 +314,7 @@ impl<'a> UdpRun<'a> {
                     self.cfg.clone(),
                     Role::Play,
                     &self.stream,
-                    self.seeds.child("nonce").child("player").repeat(i as u32),
+                    self.b.seeds.child("nonce").child("player").repeat(i as u32),
                     now,
                 )?);
             }
@@ -354,7 +326,7 @@ impl<'a> UdpRun<'a> {
                 self.cfg.clone(),
                 Role::Publish,
                 &self.stream,
-                self.seeds.child("nonce").child("publisher"),
+                self.b.seeds.child("nonce").child("publisher"),
                 now,
             )?);
         }
@@ -371,11 +343,11 @@ impl<'a> UdpRun<'a> {
             && self.published.is_none()
             && let Some(ready) = c.connected_at
         {
-            let mut steps = ConnectSteps::new(self.clock, c.hello_at);
+            let mut steps = ConnectSteps::new(self.b.clock, c.hello_at);
             steps.done_at("udp_hello", ready);
             let mut stats = PublisherStats::default();
             steps.record(&mut stats);
-            let source = camera(self.scenario, self.protocol, self.seeds, self.wall, ready);
+            let source = self.b.camera(ready);
             self.publishing = Some(
                 Publishing::start(source, stats, &mut c.conn, ready)
                     .map_err(|e| anyhow!("publisher: udp: {e}"))?,
@@ -384,12 +356,12 @@ impl<'a> UdpRun<'a> {
         let Some(p) = &mut self.publishing else {
             return Ok(());
         };
-        if now < self.end {
+        if now < self.b.end {
             if p.poll_timeout() <= now {
                 p.handle_timeout(now, &mut c.conn)
                     .map_err(|e| anyhow!("publisher: udp: {e}"))?;
             }
-        } else if now >= self.end + LINGER
+        } else if now >= self.b.end + LINGER
             && let Some(p) = self.publishing.take()
         {
             let report = UdpReport::of("publisher", &c.conn);
@@ -401,14 +373,14 @@ impl<'a> UdpRun<'a> {
 
     /// The results, one per group, as link mode assembles them.
     fn finish(mut self) -> Vec<RunResult> {
-        self.relay.close(self.now);
+        self.relay.close(self.b.now);
         let stats = self
             .relay_stats
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
         let relay = RelayReport {
-            hub: self.hub.stats(),
+            hub: self.b.hub.stats(),
             servers: vec![("udp", Arc::new(stats) as Arc<dyn Stats>)],
         };
         let (publisher, pub_report) = self.published.take().unwrap_or_default();
@@ -417,7 +389,7 @@ impl<'a> UdpRun<'a> {
             publisher: self
                 .publisher
                 .as_ref()
-                .map(|c| c.report("publisher", uri(&self.protocol.publisher_uri))),
+                .map(|c| c.report("publisher", uri(&self.b.protocol.publisher_uri))),
             publisher_stats: Some(Box::new(pub_report)),
             ..Clients::default()
         };
@@ -425,7 +397,7 @@ impl<'a> UdpRun<'a> {
             let c = p.client.as_ref();
             clients
                 .players
-                .extend(c.map(|c| c.report("player", uri(&self.protocol.player_uri))));
+                .extend(c.map(|c| c.report("player", uri(&self.b.protocol.player_uri))));
             clients.player_stats.push(Some(
                 Box::new(p.report.clone().unwrap_or_default()) as Box<dyn Stats>
             ));
@@ -434,48 +406,35 @@ impl<'a> UdpRun<'a> {
             .into_iter()
             .map(|p| p.player)
             .collect();
-        super::results(
-            super::Finished {
-                scenario: self.scenario,
-                network: self.network,
-                protocol: self.protocol,
-                clock: self.clock,
-                end: self.end,
-                net: &self.net,
-                relay,
-                publisher,
-                clients,
-            },
-            players,
-        )
+        self.b.results(relay, publisher, clients, players)
     }
 }
 
 impl Stepped for UdpRun<'_> {
     fn now(&self) -> Time {
-        self.now
+        self.b.now
     }
 
     fn set_now(&mut self, t: Time) {
-        self.now = t;
+        self.b.now = t;
     }
 
     fn end(&self) -> Time {
-        self.end
+        self.b.end
     }
 
     fn stop(&self) -> Time {
-        self.end + LINGER
+        self.b.end + LINGER
     }
 
-    /// Everything due at `self.now`, in a fixed order.
+    /// Everything due at `self.b.now`, in a fixed order.
     fn step(&mut self) -> Result<()> {
-        let now = self.now;
-        let playing = now < self.end;
+        let now = self.b.now;
+        let playing = now < self.b.end;
         self.connect_next(now)?;
         // The network: what arrived where.
-        self.net.handle_timeout(now);
-        while let Some(d) = self.net.poll_arrival(now) {
+        self.b.net.handle_timeout(now);
+        while let Some(d) = self.b.net.poll_arrival(now) {
             if d.to == self.relay_addr {
                 if let Some(sub) = self.relay.handle_datagram(now, d.from, &d.bytes)
                     && let Some(i) = self.player_addrs.iter().position(|a| *a == d.from)
@@ -532,17 +491,17 @@ impl Stepped for UdpRun<'_> {
         }
         // Everything sent, into the network.
         while let Some((to, d)) = self.relay.poll_transmit(now) {
-            self.net.send(now, self.relay_addr, to, d);
+            self.b.net.send(now, self.relay_addr, to, d);
         }
         if let Some(c) = &mut self.publisher {
             while let Some(d) = c.conn.poll_transmit(now) {
-                self.net.send(now, c.addr, self.relay_addr, d);
+                self.b.net.send(now, c.addr, self.relay_addr, d);
             }
         }
         for p in &mut self.players {
             if let Some(c) = &mut p.client {
                 while let Some(d) = c.conn.poll_transmit(now) {
-                    self.net.send(now, c.addr, self.relay_addr, d);
+                    self.b.net.send(now, c.addr, self.relay_addr, d);
                 }
             }
         }
@@ -553,15 +512,19 @@ impl Stepped for UdpRun<'_> {
     /// the end of the linger, at the latest). Called at every step: no
     /// allocation.
     fn poll_timeout(&mut self) -> Time {
-        let now = self.now;
-        let playing = now < self.end;
-        let mut t = if playing { self.end } else { self.end + LINGER };
+        let now = self.b.now;
+        let playing = now < self.b.end;
+        let mut t = if playing {
+            self.b.end
+        } else {
+            self.b.end + LINGER
+        };
         let mut wake = |x: Option<Time>| {
             if let Some(x) = x {
                 t = t.min(x);
             }
         };
-        wake(self.net.poll_timeout());
+        wake(self.b.net.poll_timeout());
         wake(self.relay.poll_timeout(now));
         if let Some(c) = &self.publisher {
             wake(c.conn.poll_timeout(now));
@@ -582,13 +545,13 @@ impl Stepped for UdpRun<'_> {
 
     /// The components whose wake-up is `now` (for the stuck message).
     fn due_now(&mut self) -> Vec<String> {
-        let now = self.now;
+        let now = self.b.now;
         let mut out = Vec::new();
         #[cfg(test)]
         if self.stuck_from.is_some_and(|s| now >= s) {
             out.push("the test's stuck component".to_string());
         }
-        if self.net.poll_timeout().is_some_and(|t| t <= now) {
+        if self.b.net.poll_timeout().is_some_and(|t| t <= now) {
             out.push("the network".to_string());
         }
         if self.relay.poll_timeout(now).is_some_and(|t| t <= now) {
@@ -599,7 +562,7 @@ impl Stepped for UdpRun<'_> {
         {
             out.push("the publisher's session".into());
         }
-        if now < self.end
+        if now < self.b.end
             && self
                 .publishing
                 .as_ref()
@@ -613,7 +576,7 @@ impl Stepped for UdpRun<'_> {
             {
                 out.push(format!("player {i}'s session"));
             }
-            if now < self.end && p.player.poll_timeout() <= now {
+            if now < self.b.end && p.player.poll_timeout() <= now {
                 out.push(format!("player {i}'s playout"));
             }
         }

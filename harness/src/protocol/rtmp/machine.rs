@@ -38,10 +38,12 @@ pub enum Goal {
 /// One media message a player received: (video, body, RTMP timestamp).
 pub type AvMessage = (bool, Bytes, u32);
 
-/// The output side both ends share: bytes waiting for the transport.
+/// The output side both ends share: bytes waiting for the transport
+/// (taken from the front as the transport accepts them, without moving
+/// the rest).
 #[derive(Default)]
 struct Outbox {
-    bytes: Vec<u8>,
+    bytes: bytes::BytesMut,
 }
 
 impl Outbox {
@@ -49,7 +51,8 @@ impl Outbox {
         self.bytes.extend_from_slice(b);
     }
     fn consume(&mut self, n: usize) {
-        self.bytes.drain(..n.min(self.bytes.len()));
+        let n = n.min(self.bytes.len());
+        bytes::Buf::advance(&mut self.bytes, n);
     }
 }
 
@@ -443,8 +446,8 @@ impl ServerMachine {
         }
     }
 
-    /// The next frame for a stream of its own (frames mapping), as
-    /// (video, body, timestamp); the driver notes it sent once written.
+    /// The next frame for a stream of its own (frames mapping); the driver
+    /// notes it sent ([`Self::note_sent`]) once written.
     pub fn poll_frame(&mut self) -> Option<Media> {
         self.frames_out.pop_front()
     }

@@ -219,9 +219,13 @@ pub fn client(
 
 /// The mapping a connection's client asked for (from ALPN).
 pub fn mapping_of(conn: &quinn::Connection) -> Result<Mapping> {
-    let data = conn
-        .handshake_data()
-        .ok_or_else(|| anyhow!("no handshake data"))?;
+    mapping_of_handshake(conn.handshake_data())
+}
+
+/// The mapping named by a connection's handshake data (quinn's or
+/// quinn-proto's: the same type), from its ALPN.
+pub fn mapping_of_handshake(data: Option<Box<dyn std::any::Any>>) -> Result<Mapping> {
+    let data = data.ok_or_else(|| anyhow!("no handshake data"))?;
     let data = data
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .map_err(|_| anyhow!("unexpected handshake data"))?;
