@@ -222,6 +222,62 @@ pub enum BenchCommand {
     ///
     /// Example: glass bench tcp --loss 0.01 --rtt 100ms --congestion reno
     Tcp(BenchTcpArgs),
+    /// Players per core: one relay, one publisher and a ramp of light RTMP
+    /// viewers on loopback (no impairment). Each step measures capture →
+    /// arrival per viewer (p50/p99 pooled and per viewer), freezes, frames
+    /// never delivered and the CPU time of the relay's core; the ramp stops
+    /// at the first step whose p99 grows more than --knee over one
+    /// viewer's, or where a viewer freezes, misses frames or fails. That
+    /// step is the relay's knee only if its core was ≥ 90 % busy. The relay
+    /// is pinned to core 0, the viewers and publisher to core 1. Prints the
+    /// largest step that held and the players one core carries at its
+    /// cost per viewer.
+    ///
+    /// Example: glass bench relay --players 2000 --peer nginx-rtmp
+    Relay(BenchRelayArgs),
+}
+
+/// A relay Glass did not write, benchmarked beside Glass's.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayPeer {
+    /// nginx with nginx-rtmp (Debian: nginx libnginx-mod-rtmp), one process.
+    NginxRtmp,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRelayArgs {
+    /// How the viewers play: rtmp (HTTP-FLV and HLS once they exist).
+    #[arg(long, default_value = "rtmp")]
+    pub protocol: String,
+    /// Most viewers to ramp to (1 to 10,000).
+    #[arg(long, default_value_t = 1000)]
+    pub players: usize,
+    /// The ramp's viewer counts, comma-separated (a 1-viewer baseline is
+    /// always first). Default: 1, 50, 100, 200, 400, 700, 1000, 1500,
+    /// 2000, 3000, … up to --players.
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// The stream's video bitrate (64 kbit/s of audio ride along).
+    #[arg(long, default_value = "500kbit/s")]
+    pub bitrate: netem::units::BitRate,
+    /// Measured length of each step, after every viewer has joined.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// p99 growth over one viewer's that ends the ramp.
+    #[arg(long, default_value = "50ms")]
+    pub knee: netem::units::HumanDuration,
+    /// Also ramp this relay, in the same run, with the same viewers.
+    #[arg(long, value_enum)]
+    pub peer: Option<RelayPeer>,
+    /// Leave the relay and the viewers unpinned.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Seed of the stream's frame sizes and the viewers' join instants.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

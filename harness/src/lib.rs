@@ -10,6 +10,7 @@ pub mod commands;
 pub mod cross;
 pub mod events;
 pub mod faults;
+pub mod fleet;
 pub mod g2g;
 pub mod hostile;
 pub mod interop;

@@ -93,6 +93,9 @@ fn main() -> ExitCode {
         Command::Bench(harness::cli::BenchCommand::Tcp(args)) => {
             harness::commands::bench_tcp::run(args).map(|()| 0)
         }
+        Command::Bench(harness::cli::BenchCommand::Relay(args)) => {
+            harness::commands::bench_relay::run(args).map(|()| 0)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

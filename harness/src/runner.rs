@@ -80,6 +80,9 @@ pub struct RunResult {
     /// When the relay_killed fault killed the relay (ms from the start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_killed_at_ms: Option<f64>,
+    /// The group's light viewers: figures across them, then each one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<crate::fleet::ViewersReport>,
     /// Each registered protocol's section of the run (its fields join
     /// results.json's `result` object: the UDP protocol's `udp` sessions
     /// and `recovery` per mile).
@@ -369,6 +372,9 @@ pub fn run_groups(
                 &topo,
             )?)
         };
+        // Light viewers, per group: they join on their schedule, whatever
+        // the full players do.
+        let fleets = start_fleets(scenario, network, protocol, &topo, (clock, end), seeds)?;
         // Where the run is, for the message if it overruns its deadline.
         let progress_of_run = Stage::default();
         let cx = SessionCx {
@@ -406,6 +412,13 @@ pub fn run_groups(
             ))),
             (r, _) => r,
         };
+        let mut viewers = Vec::new();
+        for f in fleets {
+            viewers.push(match f {
+                Some(f) => Some(f.finish().await),
+                None => None,
+            });
+        }
         // The attacks end before the relay does (they would count its
         // shutdown as refusals).
         if let Some(a) = attackers {
@@ -433,7 +446,7 @@ pub fn run_groups(
                 ),
             }
         }
-        r.map(|p| (p, stats))
+        r.map(|p| (p, stats, viewers))
     });
     let ffmpeg_started = ffmpeg_publisher.as_ref().map(|(_, t)| *t);
     let (ffmpeg_pub_report, ffmpeg_player_reports) =
@@ -442,7 +455,7 @@ pub fn run_groups(
         .map(crate::cross::CrossTraffic::stop)
         .unwrap_or_default();
     let net = topo.stop(rt)?;
-    let (published, servers) = run?;
+    let (published, servers, mut viewers) = run?;
     let relay = RelayReport {
         hub: hub.stats(),
         servers,
@@ -481,6 +494,7 @@ pub fn run_groups(
                 cross: cross.clone(),
                 hostile: hostile.clone(),
                 relay_killed,
+                viewers: viewers.get_mut(i).and_then(Option::take),
             },
             scenario,
             &view,
@@ -672,6 +686,42 @@ async fn sessions(
     }
 }
 
+/// Starts each player group's light viewers (none where a group has
+/// none): sockets on the group's host, a schedule from the run's seeds,
+/// frames counted over the steady state.
+fn start_fleets(
+    scenario: &Scenario,
+    network: &Network,
+    protocol: &Protocol,
+    topo: &Topology,
+    (clock, end): (Clock, Time),
+    seeds: SeedTree,
+) -> Result<Vec<Option<crate::fleet::Running>>> {
+    let window = crate::fleet::Window {
+        from: Time::from_duration(scenario.warmup),
+        to: end,
+    };
+    let (_, endpoint) = protocol::route(&protocol.player_uri)?;
+    network
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let Some(v) = &g.viewers else { return Ok(None) };
+            let (sockets, relay) =
+                topo.tcp_sockets(Place::Players(i), endpoint, v.count as usize)?;
+            let schedule = v.schedule(seeds.child("viewers").child(&g.name), scenario.duration);
+            let dial = crate::fleet::Dial {
+                sockets,
+                relay,
+                key: protocol.stream_key.clone(),
+                clock,
+            };
+            Ok(Some(crate::fleet::start(v, dial, &schedule, window)))
+        })
+        .collect()
+}
+
 /// Stops ffmpeg's publisher and players (each already asked to finish) and
 /// returns their reports: the publisher's, and a player's per group.
 /// ffmpeg's sockets use their namespace's default
@@ -784,6 +834,7 @@ pub(crate) struct Sides {
     pub cross: Vec<crate::cross::CrossReport>,
     pub hostile: Option<crate::hostile::HostileReport>,
     pub relay_killed: Option<Duration>,
+    pub viewers: Option<crate::fleet::ViewersReport>,
 }
 
 /// The run's figures from what each side measured: start-up and steady
@@ -809,6 +860,7 @@ pub(crate) fn assemble(
         cross,
         hostile,
         relay_killed,
+        viewers,
     } = sides;
     let mut report = player.finish(end);
     // Start-up vs steady state: frames captured after the warm-up.
@@ -856,6 +908,7 @@ pub(crate) fn assemble(
         cross,
         hostile,
         relay_killed_at_ms: relay_killed.map(|d| d.as_secs_f64() * 1e3),
+        viewers,
         equal_smoothness,
         hops,
         frame_hops,

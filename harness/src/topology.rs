@@ -508,6 +508,27 @@ impl Topology {
             .with_context(|| format!("connecting from the {place:?} to the relay at {to}"))
     }
 
+    /// `n` unconnected TCP sockets on `place`'s host (made in its
+    /// namespace in link mode, so they leave by its mile) and the address
+    /// of the relay's endpoint `e` from there: light viewers connect them
+    /// when they join.
+    pub fn tcp_sockets(
+        &self,
+        place: Place,
+        e: Endpoint,
+        n: usize,
+    ) -> Result<(Vec<tokio::net::TcpSocket>, SocketAddr)> {
+        let to = self.addr_from(place, e)?;
+        let sockets = self
+            .run_at(place, || {
+                (0..n)
+                    .map(|_| tokio::net::TcpSocket::new_v4())
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .with_context(|| format!("{n} sockets for the viewers of the {place:?}"))?;
+        Ok((sockets, to))
+    }
+
     /// The default TCP congestion control of `place`'s namespace (what
     /// sockets Glass does not configure, such as ffmpeg's, get).
     pub fn default_congestion(&self, place: Place) -> Option<String> {
@@ -686,7 +707,7 @@ fn start_proxy(
 
 /// Makes a child die with Glass (SIGKILL when the parent goes), even on
 /// `kill -9`.
-fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     // SAFETY: only async-signal-safe calls between fork and exec.

@@ -80,6 +80,18 @@ pub fn have_ffmpeg() -> bool {
     ok
 }
 
+/// Whether nginx with its RTMP module runs here; if not, the test is
+/// skipped with the reason (a failure under CI).
+pub fn have_nginx_rtmp() -> bool {
+    match harness::interop::nginx::available() {
+        Ok(()) => true,
+        Err(e) => {
+            netem::adapters::skip::skip(&format!("{e:#} (.ci/run installs it)"));
+            false
+        }
+    }
+}
+
 /// `glass serve --key KEY --port-offset OFFSET` (for a minute at most),
 /// read until its listing names `scheme`://: the child, its stdout for the
 /// rest, and the listing.

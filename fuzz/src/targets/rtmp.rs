@@ -14,6 +14,7 @@ use std::time::Duration;
 use arbitrary::{Result, Unstructured};
 use bytes::Bytes;
 use harness::protocol::rtmp::server::{RtmpServerStats, relay_connection};
+use harness::protocol::rtmp::shared_chunks::SharedChunks;
 use harness::protocol::rtmp::transport::Transport;
 use harness::relay::Hub;
 use rml_rtmp::chunk_io::ChunkSerializer;
@@ -77,14 +78,17 @@ fn relay(clients: Vec<Client>) -> (harness::relay::HubStats, Vec<u64>) {
         rt.block_on(async {
             let hub = Hub::new(KEY);
             let stats = Mutex::new(RtmpServerStats::default());
+            let chunks = SharedChunks::default();
             let (_stop_tx, stop) = tokio::sync::watch::channel(false);
             let sessions = clients.into_iter().enumerate().map(|(i, client)| {
-                let (hub, stats, stop) = (&hub, &stats, stop.clone());
+                let (hub, stats, chunks, stop) = (&hub, &stats, &chunks, stop.clone());
                 async move {
                     tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
                     let (sock, server) = tokio::io::duplex(64 * 1024);
                     let relay = async {
-                        let _ = relay_connection(Transport::Memory(server), hub, stats, stop).await;
+                        let _ =
+                            relay_connection(Transport::Memory(server), hub, stats, chunks, stop)
+                                .await;
                     };
                     tokio::join!(relay, play_client(sock, client)).1
                 }

@@ -2,6 +2,7 @@
 //! returns an error instead of exiting, so `main.rs` decides how to print it.
 
 pub mod bench;
+pub mod bench_relay;
 pub mod bench_tcp;
 pub mod bench_virtual;
 pub mod check;

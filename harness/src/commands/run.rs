@@ -15,7 +15,7 @@ use netem::adapters::link::LinkDir;
 use crate::cli::RunArgs;
 use crate::output::records::{RunRecord, budgets, previous_runs, topology_part, write_results};
 use crate::output::series::{FRAMES_HEADER, SECONDS_HEADER, csv_file, write_series};
-use crate::output::tables::{cross_table, hops_table, net, table};
+use crate::output::tables::{cross_table, hops_table, net, table, viewers_table};
 use crate::runner::run_groups;
 use crate::scenario::{ClockKind, Network, Protocol, QUICKSTART, Scenario, SweepPoint};
 use crate::topology::Mode;
@@ -298,6 +298,7 @@ pub(crate) fn print_summary<'a>(
         print!("{}", p.summary(records));
     }
     print!("{}", cross_table(records));
+    print!("{}", viewers_table(records));
     for r in records {
         for t in r.result.iter().flat_map(|x| &x.transports) {
             if let Some(why) = &t.fallback {

@@ -5,6 +5,7 @@ pub mod abr;
 pub mod encoder;
 pub mod flv;
 pub mod frame;
+pub mod freeze;
 pub mod player;
 pub mod source;
 pub mod tag;

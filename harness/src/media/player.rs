@@ -47,7 +47,7 @@
 //! none decodable, and ends when a frame is shown again; stall ratio = total
 //! stall time / playback time (first display to the end); a WebRTC freeze is
 //! an inter-frame display gap > max(3 × mean frame interval, mean + 150 ms)
-//! (mean over the last 30 intervals).
+//! (mean over the last 30 intervals; [`super::freeze`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -57,6 +57,7 @@ use netem::Time;
 use serde::Serialize;
 
 use super::frame::{FrameHeader, FrameKind};
+use super::freeze::FreezeRule;
 
 /// What a player does with a frame that is not there at its instant.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -135,9 +136,6 @@ enum Adjust {
 /// window: long enough to span a GOP's jitter, short enough to follow a
 /// path whose delay changes.
 pub const LIVE_WINDOW: Duration = Duration::from_secs(2);
-
-/// Freeze rule's window: the mean frame interval is taken over this many.
-const FREEZE_WINDOW: usize = 30;
 
 /// One displayed frame.
 #[derive(Copy, Clone, Debug, PartialEq, Serialize)]
@@ -231,9 +229,7 @@ pub struct Player {
     stall_start: Option<Time>,
     stalls: Vec<(Time, Time)>,
     displayed: Vec<Displayed>,
-    intervals: VecDeque<Duration>,
-    freeze_count: u64,
-    freeze_total: Duration,
+    freezes: FreezeRule,
     report: PlayerReport,
     /// (arrival, delay) of recent video frames, delays increasing from the
     /// front: the sliding minimum over [`LIVE_WINDOW`].
@@ -266,9 +262,7 @@ impl Player {
             stall_start: None,
             stalls: Vec::new(),
             displayed: Vec::new(),
-            intervals: VecDeque::new(),
-            freeze_count: 0,
-            freeze_total: Duration::ZERO,
+            freezes: FreezeRule::default(),
             report: PlayerReport::default(),
             live: VecDeque::new(),
             newest_capture: None,
@@ -584,20 +578,7 @@ impl Player {
         if let Some(start) = self.stall_start.take() {
             self.stalls.push((start, t));
         }
-        if let Some(prev) = self.displayed.last() {
-            let gap = t - prev.display;
-            if self.intervals.len() >= 3 {
-                let mean = self.intervals.iter().sum::<Duration>() / self.intervals.len() as u32;
-                if gap > (mean * 3).max(mean + Duration::from_millis(150)) {
-                    self.freeze_count += 1;
-                    self.freeze_total += gap;
-                }
-            }
-            self.intervals.push_back(gap);
-            if self.intervals.len() > FREEZE_WINDOW {
-                self.intervals.pop_front();
-            }
-        }
+        self.freezes.frame(t);
         let d = Displayed {
             seq: f.header.seq,
             capture: f.header.capture,
@@ -661,8 +642,8 @@ impl Player {
             r.stall_ratio = stalled.as_secs_f64() / playback.as_secs_f64();
             r.stalls_per_minute = self.stalls.len() as f64 / (playback.as_secs_f64() / 60.0);
         }
-        r.freeze_count = self.freeze_count;
-        r.freeze_total_ms = self.freeze_total.as_secs_f64() * 1e3;
+        r.freeze_count = self.freezes.count;
+        r.freeze_total_ms = self.freezes.total.as_secs_f64() * 1e3;
         r.catch_up_ms = self.catch_up.as_secs_f64() * 1e3;
         if self.refreshes > 0 {
             r.stale_refresh_ratio = self.stale_refreshes as f64 / self.refreshes as f64;

@@ -42,6 +42,41 @@ pub fn cross_table(records: &[RunRecord]) -> String {
     s
 }
 
+/// Each run's light viewers (nothing without any): capture → arrival
+/// across viewers (each viewer's p50 and p99, their median and worst),
+/// joins, freezes and failures.
+pub fn viewers_table(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    for r in records {
+        let Some(v) = r.result.as_ref().and_then(|x| x.viewers.as_ref()) else {
+            continue;
+        };
+        if s.is_empty() {
+            let _ = writeln!(
+                s,
+                "Light viewers (capture → arrival over the steady state; per viewer, then across viewers):"
+            );
+        }
+        let f = &v.summary;
+        let _ = writeln!(
+            s,
+            "{:<20} {:<18} {}: p50 {:.0} ms (median viewer), p99 {:.0} ms (median viewer) / {:.0} ms (worst); join p50 {:.0} ms, p99 {:.0} ms; {} freeze(s) at {} viewer(s); {} failed",
+            net(r),
+            r.protocol,
+            v.described,
+            f.viewer_p50_median_ms,
+            f.viewer_p99_median_ms,
+            f.viewer_p99_max_ms,
+            f.join_p50_ms,
+            f.join_p99_ms,
+            f.freezes,
+            f.viewers_with_freezes,
+            f.failed
+        );
+    }
+    s
+}
+
 /// Milliseconds for a table cell, "-" when unknown.
 fn cell_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0} ms"))

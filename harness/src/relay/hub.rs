@@ -8,6 +8,7 @@
 //! and the hub knows no protocol.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -132,6 +133,11 @@ struct Inner {
     stream_key: String,
     streams: Mutex<HashMap<String, Stream>>,
     stats: Mutex<HubStats>,
+    /// One past the highest video sequence number an egress has handed to
+    /// a player's transport: each player is sent frames in order, so a
+    /// frame below it was timed by an earlier player, and the other
+    /// thousand players of a stream skip the stats lock.
+    sent_through: AtomicU64,
 }
 
 /// The hub's state was poisoned by a panicking task.
@@ -147,6 +153,7 @@ impl Hub {
                 stream_key: stream_key.into(),
                 streams: Mutex::default(),
                 stats: Mutex::default(),
+                sent_through: AtomicU64::new(0),
             }),
         }
     }
@@ -296,6 +303,14 @@ impl Hub {
     pub fn note_sent_at(&self, m: &Media, now: Instant) {
         let Media::Video(data, _) = m else { return };
         let Some(h) = unpack(data, true) else { return };
+        if self
+            .inner
+            .sent_through
+            .fetch_max(h.seq + 1, Ordering::Relaxed)
+            > h.seq
+        {
+            return;
+        }
         self.with_stats(|st| {
             st.hops.entry(h.seq).or_default().sent.get_or_insert(now);
         });

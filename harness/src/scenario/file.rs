@@ -117,6 +117,10 @@ pub struct NetworkFile {
     /// apart.
     #[serde(default)]
     pub players: Vec<PlayerGroupFile>,
+    /// Light viewers beside the player, on `last_mile` (a network without
+    /// `players`; groups declare their own).
+    #[serde(default)]
+    pub viewers: Option<crate::fleet::ViewersFile>,
 }
 
 /// A player group: a host of its own joined to the server by its last mile.
@@ -127,6 +131,9 @@ pub struct PlayerGroupFile {
     pub name: String,
     #[serde(default)]
     pub last_mile: LinkFile,
+    /// Light viewers beside the group's player, on its last mile.
+    #[serde(default)]
+    pub viewers: Option<crate::fleet::ViewersFile>,
 }
 
 /// A link: one two-way `profile`, or `uplink` and `downlink` each a preset,

@@ -113,6 +113,8 @@ pub struct PlayerGroup {
     pub last_mile: (Profile, Profile),
     /// What each direction was asked as.
     pub described: [String; 2],
+    /// Light viewers beside the group's player.
+    pub viewers: Option<crate::fleet::Viewers>,
 }
 
 impl PlayerGroup {

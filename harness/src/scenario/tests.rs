@@ -149,6 +149,29 @@ fn each_kind_of_bad_input_names_file_line_and_field() {
             format!("{base}colour = \"red\"\n"),
             vec!["s.toml", "line 5", "colour"],
         ),
+        // Light viewers: a rate without Poisson arrivals, a Poisson crowd
+        // longer than the run, a flash crowd without its span, too many,
+        // viewers of a protocol that is not RTMP over TCP.
+        (
+            format!("{base}[[networks]]\nname = \"n\"\nviewers = {{ count = 5, rate = 2.0 }}\n"),
+            vec!["networks[0].viewers.rate", "only \"poisson\""],
+        ),
+        (
+            format!("{base}[[networks]]\nname = \"n\"\nviewers = {{ count = 100, arrival = \"poisson\", rate = 5.0 }}\n"),
+            vec!["networks[0].viewers.rate", "need about 20s", "lasts 10s"],
+        ),
+        (
+            format!("{base}[[networks]]\nname = \"n\"\nviewers = {{ count = 5, arrival = \"flash\" }}\n"),
+            vec!["networks[0].viewers.within", "span"],
+        ),
+        (
+            format!("{base}[[networks]]\nname = \"n\"\nviewers = {{ count = 20000 }}\n"),
+            vec!["networks[0].viewers.count", "1 to 10000"],
+        ),
+        (
+            "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"udp\"\n[[networks]]\nname = \"n\"\nviewers = { count = 5 }\n".to_string(),
+            vec!["networks[0].viewers", "RTMP over TCP", "gudp://"],
+        ),
         // A warm-up as long as the run.
         (
             "name = \"t\"\nduration = \"10s\"\nwarmup = \"10s\"\n[[protocols]]\nkind = \"rtmp\"\n"

@@ -126,6 +126,7 @@ impl ScenarioFile {
                 hostile: Vec::new(),
                 faults: Vec::new(),
                 players: Vec::new(),
+                viewers: None,
             }]
         } else {
             self.networks.clone()
@@ -148,7 +149,7 @@ impl ScenarioFile {
                 .last_mile
                 .resolve(base_dir)
                 .map_err(|e| e.within(&format!("{field}.last_mile")))?;
-            let groups = player_groups(n, &field, base_dir, (lu, ld, dlu, dld))?;
+            let groups = player_groups(n, &field, base_dir, (lu, ld, dlu, dld), duration)?;
             let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
             let cross = n
                 .cross
@@ -195,6 +196,21 @@ impl ScenarioFile {
                 );
             }
             protocols.push(proto);
+        }
+        // Light viewers are RTMP players over TCP.
+        if let Some(n) = out_networks
+            .iter()
+            .position(|n| n.groups.iter().any(|g| g.viewers.is_some()))
+            && let Some(p) = protocols.iter().find(|p| p.player_uri.scheme != "rtmp")
+        {
+            return bad(
+                format!("networks[{n}].viewers"),
+                format!(
+                    "light viewers play RTMP over TCP (rtmp://), and protocol \"{}\" plays {}://; \
+                     put the viewers in a scenario of RTMP protocols",
+                    p.name, p.player_uri.scheme
+                ),
+            );
         }
         let mut scenario = Scenario {
             name: self.name.clone(),
@@ -573,17 +589,30 @@ fn player_groups(
     field: &str,
     base_dir: Option<&Path>,
     last_mile: (Profile, Profile, String, String),
+    duration: Duration,
 ) -> Result<Vec<PlayerGroup>> {
     use netem::adapters::graph::MAX_GROUPS;
     if n.players.is_empty() {
         let (u, d, du, dd) = last_mile;
+        let viewers = n
+            .viewers
+            .as_ref()
+            .map(|v| v.validate(&format!("{field}.viewers"), duration))
+            .transpose()?;
         return Ok(vec![PlayerGroup {
             name: DEFAULT_GROUP.into(),
             host: DEFAULT_GROUP.into(),
             link: "last_mile".into(),
             last_mile: (u, d),
             described: [du, dd],
+            viewers,
         }]);
+    }
+    if n.viewers.is_some() {
+        return bad(
+            format!("{field}.viewers"),
+            "a network with `players` gives each group its own viewers",
+        );
     }
     let lm = &n.last_mile;
     if lm.profile.is_some() || lm.uplink.is_some() || lm.downlink.is_some() {
@@ -631,12 +660,18 @@ fn player_groups(
             .last_mile
             .resolve(base_dir)
             .map_err(|e| e.within(&format!("{gf}.last_mile")))?;
+        let viewers = g
+            .viewers
+            .as_ref()
+            .map(|v| v.validate(&format!("{gf}.viewers"), duration))
+            .transpose()?;
         out.push(PlayerGroup {
             name: g.name.clone(),
             host: g.name.clone(),
             link: format!("last_mile-{}", g.name),
             last_mile: (u, d),
             described: [du, dd],
+            viewers,
         });
     }
     Ok(out)

@@ -153,6 +153,7 @@ impl<'a> Base<'a> {
                         cross: Vec::new(),
                         hostile: None,
                         relay_killed: None,
+                        viewers: None,
                     },
                     self.scenario,
                     &self.network.for_group(i),
@@ -216,6 +217,10 @@ pub fn refusals(scenario: &Scenario) -> Vec<String> {
             ("cross traffic uses real sockets", !n.cross.is_empty()),
             ("hostile clients use real sockets", !n.hostile.is_empty()),
             ("faults act on real tasks and links", !n.faults.is_empty()),
+            (
+                "light viewers are real RTMP sessions on real sockets",
+                n.groups.iter().any(|g| g.viewers.is_some()),
+            ),
         ] {
             if present {
                 out.push(format!("{at}: {what}"));

@@ -79,7 +79,7 @@ async fn client_until(
                 bail!("the server refused the stream ({code})");
             }
         }
-        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(buf))
+        let n = tokio::time::timeout(SERVER_ANSWER, sock.read(buf))
             .await
             .context("waiting for the RTMP server")??;
         if n == 0 {
@@ -89,13 +89,25 @@ async fn client_until(
     }
 }
 
+/// How long a client waits for each answer of the server while it sets a
+/// session up (the handshake, `connect`, publish or play): as long as the
+/// relay gives a connection to start publishing or playing
+/// ([`super::server::SETUP_TIMEOUT`]).
+const SERVER_ANSWER: Duration = super::server::SETUP_TIMEOUT;
+
 /// The RTMP handshake and `connect`; `steps` gets each one's end.
 async fn client_connect(
     sock: &mut Transport,
     buf: &mut [u8],
     steps: &mut ConnectSteps,
 ) -> Result<ClientSession> {
-    let remaining = handshake(sock, PeerType::Client).await?;
+    // Bounded like every other wait of the set-up: a server that accepts
+    // the connection and never answers (the wrong port, a stalled path)
+    // fails here with its stage named instead of holding the run until its
+    // deadline.
+    let remaining = tokio::time::timeout(SERVER_ANSWER, handshake(sock, PeerType::Client))
+        .await
+        .map_err(|_| anyhow!("no RTMP handshake from the server within {SERVER_ANSWER:?}"))??;
     steps.done("rtmp_handshake");
     let (mut session, results) =
         ClientSession::new(ClientSessionConfig::new()).map_err(|e| anyhow!("{e:?}"))?;
@@ -277,6 +289,26 @@ pub(crate) fn metadata_of(source: &mut Source) -> StreamMetadata {
     }
 }
 
+/// Connects and asks to play `stream_key`; returns the session and what
+/// arrived with the acceptance.
+async fn start_playback(
+    sock: &mut Transport,
+    stream_key: &str,
+    clock: Clock,
+    buf: &mut [u8],
+) -> Result<(ClientSession, Vec<ClientSessionEvent>)> {
+    let mut steps = ConnectSteps::new(clock, clock.time(std::time::Instant::now()));
+    let mut session = client_connect(sock, buf, &mut steps).await?;
+    let req = session
+        .request_playback(stream_key.to_string())
+        .map_err(|e| anyhow!("{e:?}"))?;
+    let early = client_until(sock, &mut session, buf, req, |e| {
+        matches!(e, ClientSessionEvent::PlaybackRequestAccepted)
+    })
+    .await?;
+    Ok((session, early))
+}
+
 /// Plays `stream_key` into `player` until `end`.
 pub async fn play(
     mut sock: Transport,
@@ -286,15 +318,7 @@ pub async fn play(
     end: Time,
 ) -> Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut steps = ConnectSteps::new(clock, clock.time(std::time::Instant::now()));
-    let mut session = client_connect(&mut sock, &mut buf, &mut steps).await?;
-    let req = session
-        .request_playback(stream_key.to_string())
-        .map_err(|e| anyhow!("{e:?}"))?;
-    let mut early = client_until(&mut sock, &mut session, &mut buf, req, |e| {
-        matches!(e, ClientSessionEvent::PlaybackRequestAccepted)
-    })
-    .await?;
+    let (mut session, mut early) = start_playback(&mut sock, stream_key, clock, &mut buf).await?;
     // Frames without a Glass header (ffmpeg, a replayed file) are timed by
     // their RTMP timestamps.
     let mut foreign = ForeignFrames::new(WallClock::new(clock));
@@ -350,6 +374,67 @@ pub async fn play(
                 for (video, data, ts) in events.into_iter().filter_map(media_of) {
                     frame(video, &data, ts, player, now);
                 }
+            }
+        }
+    }
+}
+
+/// What a light viewer ([`watch`]) sees: its play request accepted, then
+/// audio and video messages, each at its arrival instant.
+#[derive(Debug)]
+pub enum Watched<'a> {
+    Accepted(Time),
+    Media {
+        at: Time,
+        video: bool,
+        body: &'a [u8],
+    },
+}
+
+/// A light RTMP viewer: connects, plays `stream_key` until `end` and hands
+/// each message to `on` as it arrives, with no player model and no records
+/// of its own (the viewer fleet keeps what it needs, for thousands of
+/// viewers in one process). TCP only.
+pub async fn watch(
+    mut sock: Transport,
+    stream_key: &str,
+    clock: Clock,
+    end: Time,
+    mut on: impl FnMut(Watched<'_>),
+) -> Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let (mut session, early) = start_playback(&mut sock, stream_key, clock, &mut buf).await?;
+    let now = clock.time(std::time::Instant::now());
+    on(Watched::Accepted(now));
+    let mut deliver = |events: Vec<ClientSessionEvent>, at: Time| {
+        for (video, body, _) in events.into_iter().filter_map(media_of) {
+            on(Watched::Media {
+                at,
+                video,
+                body: &body,
+            });
+        }
+    };
+    deliver(early, now);
+    let until = tokio::time::sleep_until(clock.instant(end).into());
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => return Ok(()),
+            r = sock.read(&mut buf) => {
+                let n = r?;
+                if n == 0 {
+                    bail!("the server closed the playback connection");
+                }
+                let at = clock.time(std::time::Instant::now());
+                let events = feed(|| session.handle_input(&buf[..n]))?;
+                // Acknowledgements go back at once; a server waiting for
+                // them would otherwise stop sending.
+                let events = tokio::select! {
+                    r = client_results(&mut sock, events) => r?,
+                    _ = &mut until => return Ok(()),
+                };
+                deliver(events, at);
             }
         }
     }

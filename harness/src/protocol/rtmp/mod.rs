@@ -16,6 +16,7 @@ pub mod machine;
 pub mod quic;
 pub mod server;
 pub mod settings;
+pub mod shared_chunks;
 pub mod transport;
 
 use std::sync::{Arc, Mutex};

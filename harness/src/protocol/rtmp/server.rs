@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::quic::{self, QuicStats};
+use super::shared_chunks::{SharedChunks, full_chunks};
 use super::transport::Transport;
 use super::{feed, handshake, info_from_rtmp, info_to_rtmp, rtmp_ts, write_packets};
 use crate::relay::{Hub, Media};
@@ -51,8 +52,15 @@ pub async fn serve(
     // Every connection is this task's: aborting it (the relay killed)
     // ends them all, as a crashed server process would.
     let mut conns = tokio::task::JoinSet::new();
+    let chunks = std::sync::Arc::new(SharedChunks::default());
     if let Some(ep) = quic.clone() {
-        conns.spawn(accept_quic(ep, hub.clone(), stats.clone(), stop.clone()));
+        conns.spawn(accept_quic(
+            ep,
+            hub.clone(),
+            stats.clone(),
+            chunks.clone(),
+            stop.clone(),
+        ));
     }
     loop {
         tokio::select! {
@@ -78,9 +86,9 @@ pub async fn serve(
                 {
                     tracing::warn!("relay: {e}");
                 }
-                let (hub, stats, stop) = (hub.clone(), stats.clone(), stop.clone());
+                let (hub, stats, chunks, stop) = (hub.clone(), stats.clone(), chunks.clone(), stop.clone());
                 conns.spawn(async move {
-                    if let Err(e) = relay_connection(Transport::Tcp(sock), &hub, &stats, stop).await {
+                    if let Err(e) = relay_connection(Transport::Tcp(sock), &hub, &stats, &chunks, stop).await {
                         tracing::debug!("relay connection ended: {e:#}");
                     }
                 });
@@ -95,12 +103,13 @@ async fn accept_quic(
     ep: quinn::Endpoint,
     hub: Hub,
     stats: std::sync::Arc<Mutex<RtmpServerStats>>,
+    chunks: std::sync::Arc<SharedChunks>,
     stop: watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     while let Some(incoming) = ep.accept().await {
         while conns.try_join_next().is_some() {}
-        let (hub, stats, stop) = (hub.clone(), stats.clone(), stop.clone());
+        let (hub, stats, chunks, stop) = (hub.clone(), stats.clone(), chunks.clone(), stop.clone());
         conns.spawn(async move {
             let accepted = async {
                 let conn = incoming.await?;
@@ -115,7 +124,7 @@ async fn accept_quic(
             };
             match accepted.await {
                 Ok(t) => {
-                    if let Err(e) = relay_connection(t, &hub, &stats, stop).await {
+                    if let Err(e) = relay_connection(t, &hub, &stats, &chunks, stop).await {
                         tracing::debug!("relay QUIC connection ended: {e:#}");
                     }
                 }
@@ -141,12 +150,14 @@ async fn drain(conns: &mut tokio::task::JoinSet<()>) {
 pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One RTMP session with a publisher or a player, until either side ends
-/// it or `stop` changes. (Public for the fuzzer, which drives it over
-/// [`Transport::Memory`].)
+/// it or `stop` changes; a player's audio and video are the `chunks` every
+/// player of the server shares. (Public for the fuzzer, which drives it
+/// over [`Transport::Memory`].)
 pub async fn relay_connection(
     mut sock: Transport,
     hub: &Hub,
     stats: &Mutex<RtmpServerStats>,
+    chunks: &SharedChunks,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
@@ -163,8 +174,16 @@ pub async fn relay_connection(
     let mut sent_on_streams: u64 = 0;
     // Frames-mapping publisher: messages read off its unidirectional streams.
     let mut uni_reader: Option<mpsc::Receiver<(bool, Bytes, u32)>> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    // A player sends little (acknowledgements): a small read buffer, grown
+    // for a publisher, keeps a thousand players' sessions small.
+    let mut buf = vec![0u8; 4 * 1024];
+    let mut out = Vec::new();
     let mut sample = tokio::time::interval(Duration::from_secs(1));
+    // Registered once: a player's session wakes for every message, and a
+    // fresh `changed()` per wake-up would join and leave the stop
+    // channel's waiter list each time.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     let result = loop {
         for event in std::mem::take(&mut pending) {
             match event {
@@ -192,6 +211,7 @@ pub async fn relay_connection(
                         bail!("refused a publish on \"{}\"", crate::redact::key(&key));
                     }
                     publishing = Some(key);
+                    buf.resize(64 * 1024, 0);
                     if let Some(conn) = sock.frames_conn() {
                         uni_reader = Some(quic::spawn_uni_reader(conn.clone()));
                     }
@@ -214,9 +234,16 @@ pub async fn relay_connection(
                     let slot = PlayerSlot::new(stats, &sock)?;
                     // A late player first gets what it missed: metadata, the
                     // sequence headers and the GOP so far.
+                    // Audio and video with full headers, as the live
+                    // messages that follow (see `shared_chunks`).
                     for m in &sub.catch_up {
-                        let p = rtmp_message(&mut session, stream_id, m)?;
-                        sock.write_all(&p.bytes).await?;
+                        let bytes = match m.as_av() {
+                            Some((video, d, ts)) => {
+                                full_chunks(chunks.chunk_size(), stream_id, video, d.clone(), ts)?
+                            }
+                            None => rtmp_message(&mut session, stream_id, m)?.bytes.into(),
+                        };
+                        sock.write_all(&bytes).await?;
                     }
                     playing = Some((stream_id, sub.rx, slot));
                 }
@@ -257,7 +284,7 @@ pub async fn relay_connection(
             }
         };
         tokio::select! {
-            _ = stop.changed() => break Ok(()),
+            _ = &mut stopped => break Ok(()),
             _ = tokio::time::sleep_until(setup_deadline), if !set_up => {
                 bail!("neither published nor played within {SETUP_TIMEOUT:?} of connecting");
             }
@@ -281,9 +308,21 @@ pub async fn relay_connection(
             }
             m = next_media => {
                 let Some(m) = m else { break Ok(()) };
-                let Some((stream_id, _, _)) = &playing else { continue };
-                send_to_player(&mut sock, &mut session, *stream_id, &m, &mut sent_on_streams).await?;
-                hub.note_sent(&m);
+                let Some((stream_id, rx, _)) = &mut playing else { continue };
+                // What queued meanwhile goes in the same write: a relay
+                // that falls behind then pays one system call for several
+                // messages instead of one each.
+                let mut batch = vec![m];
+                while batch.len() < MAX_BATCH
+                    && let Ok(m) = rx.try_recv()
+                {
+                    batch.push(m);
+                }
+                let to = Player { session: &mut session, stream_id: *stream_id, chunks };
+                send_to_player(&mut sock, to, &batch, &mut out, &mut sent_on_streams).await?;
+                for m in &batch {
+                    hub.note_sent(m);
+                }
             }
             _ = sample.tick() => {
                 if let Some((_, _, slot)) = &playing {
@@ -315,30 +354,61 @@ fn rtmp_message(
     .map_err(|e| anyhow!("{e:?}"))
 }
 
-/// Sends `m` to a player: on the RTMP stream, or, with QUIC's frames
-/// mapping, audio and video frames each on their own QUIC stream
-/// (configuration and metadata stay on the ordered RTMP stream).
+/// Messages a player's session writes at once, at most.
+const MAX_BATCH: usize = 64;
+
+/// Where a player's messages are made: its session (metadata) and the
+/// server's shared chunks (audio and video).
+struct Player<'a> {
+    session: &'a mut ServerSession,
+    stream_id: u32,
+    chunks: &'a SharedChunks,
+}
+
+/// Sends `batch` to a player: on the RTMP stream, in one write, or, with
+/// QUIC's frames mapping, audio and video frames each on their own QUIC
+/// stream (configuration and metadata stay on the ordered RTMP stream).
 async fn send_to_player(
     sock: &mut Transport,
-    session: &mut ServerSession,
-    stream_id: u32,
-    m: &Media,
+    to: Player<'_>,
+    batch: &[Media],
+    out: &mut Vec<u8>,
     sent_on_streams: &mut u64,
 ) -> Result<()> {
-    if let Some(conn) = sock.frames_conn()
-        && let Some((video, d, ts)) = m.as_av()
-        && !m.is_config()
-    {
-        *sent_on_streams += 1;
-        let kind = if video {
-            quic::MSG_VIDEO
-        } else {
-            quic::MSG_AUDIO
-        };
-        return quic::write_message(conn, kind, ts, d, *sent_on_streams).await;
+    out.clear();
+    for m in batch {
+        if sock.frames_conn().is_some()
+            && let Some((video, d, ts)) = m.as_av()
+            && !m.is_config()
+        {
+            // What the RTMP stream holds so far goes first, in order.
+            if !out.is_empty() {
+                sock.write_all(out).await?;
+                out.clear();
+            }
+            let conn = sock.frames_conn().expect("checked above");
+            *sent_on_streams += 1;
+            let kind = if video {
+                quic::MSG_VIDEO
+            } else {
+                quic::MSG_AUDIO
+            };
+            quic::write_message(conn, kind, ts, d, *sent_on_streams).await?;
+            continue;
+        }
+        match to.chunks.chunks(to.stream_id, m)? {
+            // One message alone is written from the shared chunks, uncopied.
+            Some(c) if batch.len() == 1 => {
+                sock.write_all(&c).await?;
+                return Ok(());
+            }
+            Some(c) => out.extend_from_slice(&c),
+            None => out.extend_from_slice(&rtmp_message(to.session, to.stream_id, m)?.bytes),
+        }
     }
-    let packet = rtmp_message(session, stream_id, m)?;
-    sock.write_all(&packet.bytes).await?;
+    if !out.is_empty() {
+        sock.write_all(out).await?;
+    }
     Ok(())
 }
 
