@@ -76,3 +76,64 @@ fn flash_crowd_and_poisson_viewers_share_the_link() {
     }
     check(Mode::Link);
 }
+
+/// `glass run` writes the viewers into results.json, prints their line and
+/// draws their distributions in the report.
+#[test]
+fn glass_run_reports_the_viewers() {
+    let _serial = common::serial();
+    let dir = std::env::temp_dir().join(format!("glass-viewers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("v.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "v"
+duration = "3s"
+warmup = "1s"
+[media]
+bitrate = "500kbit/s"
+[[networks]]
+name = "net"
+last_mile = { profile = "delay 5ms" }
+viewers = { count = 10, arrival = "flash", within = "500ms" }
+[[protocols]]
+kind = "rtmp"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--mode",
+            "proxy",
+            "--output",
+        ])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Light viewers") && stdout.contains("10 viewers, flash crowd"),
+        "{stdout}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/results.json")).unwrap()).unwrap();
+    let v = &results["runs"][0]["result"]["viewers"];
+    assert_eq!(v["summary"]["viewers"], 10, "{v}");
+    assert_eq!(v["viewers"].as_array().unwrap().len(), 10);
+    assert!(dir.join("out/plots/viewers-0.svg").exists());
+    assert!(dir.join("out/plots/viewers-join-0.svg").exists());
+    let html = std::fs::read_to_string(dir.join("out/report.html")).unwrap();
+    assert!(
+        html.contains("Light viewers: capture"),
+        "the report shows the viewers"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

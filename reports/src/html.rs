@@ -180,6 +180,7 @@ pub fn write_report(dir: &Path, extra: &[&dyn ReportFigures]) -> Result<PathBuf>
     sweep_figures(&data, &mut figures)?;
     time_figures(&data, &mut figures)?;
     recovery_figures(&data, &mut figures)?;
+    viewer_figures(&data, &mut figures)?;
     for e in extra {
         for (name, chart) in e.figures(runs) {
             figures.add(&name, chart)?;
@@ -813,6 +814,104 @@ fn recovery_figures(data: &Data, figures: &mut Figures) -> Result<()> {
                 ..Chart::default()
             },
         )?;
+    }
+    Ok(())
+}
+
+/// A run's light viewers as results.json holds them (harness's
+/// `fleet::ViewersReport`): each viewer's own percentiles.
+#[derive(serde::Deserialize)]
+struct ViewersPart {
+    viewers: Vec<ViewerPart>,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewerPart {
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    join_ms: Option<f64>,
+}
+
+/// Per case with light viewers: the distribution across viewers of each
+/// viewer's p50 and p99 capture → arrival (solid, dashed), one colour per
+/// protocol, repeats pooled; and of their join times.
+fn viewer_figures(data: &Data, figures: &mut Figures) -> Result<()> {
+    let Data {
+        runs,
+        cases,
+        protocols,
+        ..
+    } = *data;
+    for (i, (point, network)) in cases.iter().enumerate() {
+        let mut latency = Vec::new();
+        let mut joins = Vec::new();
+        for p in protocols {
+            let viewers: Vec<ViewerPart> = runs
+                .iter()
+                .filter(|r| &r.point == point && &r.network == network && &r.protocol == p)
+                .filter_map(|r| r.result.as_ref()?.section::<ViewersPart>("viewers"))
+                .flat_map(|v| v.viewers)
+                .collect();
+            if viewers.is_empty() {
+                continue;
+            }
+            let of = |f: fn(&ViewerPart) -> Option<f64>| -> Vec<f64> {
+                viewers.iter().filter_map(f).collect()
+            };
+            for (what, values, dashed) in [
+                ("p50", of(|v| v.p50_ms), false),
+                ("p99", of(|v| v.p99_ms), true),
+            ] {
+                if !values.is_empty() {
+                    latency.push(Line {
+                        label: format!("{p} {what}"),
+                        points: plots::cdf(&values),
+                        dashed,
+                        ..Line::default()
+                    });
+                }
+            }
+            let j = of(|v| v.join_ms);
+            if !j.is_empty() {
+                joins.push(Line {
+                    label: p.clone(),
+                    points: plots::cdf(&j),
+                    ..Line::default()
+                });
+            }
+        }
+        if latency.is_empty() {
+            continue;
+        }
+        let title = case_title(point, network);
+        figures.add(
+            &format!("viewers-{i}"),
+            Chart {
+                title: format!(
+                    "Light viewers: capture → arrival, each viewer's p50 and p99 — {title}"
+                ),
+                x_label: "capture → arrival (ms)".into(),
+                y_label: "fraction of viewers".into(),
+                lines: latency,
+                y_range: Some((0.0, 1.02)),
+                legend_lower_right: true,
+                ..Chart::default()
+            },
+        )?;
+        if !joins.is_empty() {
+            figures.add(
+                &format!("viewers-join-{i}"),
+                Chart {
+                    title: format!("Light viewers: join time (dial → first frame) — {title}"),
+                    x_label: "join time (ms)".into(),
+                    y_label: "fraction of viewers".into(),
+                    lines: joins,
+                    y_range: Some((0.0, 1.02)),
+                    legend_lower_right: true,
+                    ..Chart::default()
+                },
+            )?;
+        }
     }
     Ok(())
 }

@@ -439,3 +439,56 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::media::player::{LatePolicy, LatencyControl, PlayerConfig};
+    use crate::protocol::rtmp::server::serve;
+    use crate::relay::Hub;
+
+    /// The `tests/check.rs` hang (#22): a player whose display refresh was
+    /// already due when it looked at its timer, and to which no more input
+    /// came (the stream had ended), waited for input for ever: the old loop
+    /// only slept `if wake > now`. With `refresh = "1ms"` (that test's
+    /// scenario) a refresh is due whenever the task ran 1 ms late, and at the
+    /// end of a stream nothing else wakes the loop. Here the refresh is due
+    /// from the start (the player's first tick is at 0, the clock began
+    /// earlier) and nobody publishes: play must still return at its end.
+    #[test]
+    fn a_player_with_a_refresh_due_and_no_input_returns_at_its_end() {
+        let rt = crate::runtime::runtime().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let stats = Arc::new(Mutex::new(Default::default()));
+            let server = tokio::spawn(serve(listener, None, Hub::new("k"), None, stop, stats));
+            let clock = Clock::new(std::time::Instant::now());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let cfg = PlayerConfig {
+                target_delay: Duration::from_millis(300),
+                refresh: Duration::from_millis(1),
+                late: LatePolicy::Wait,
+                ordered: true,
+                latency_control: LatencyControl::None,
+            };
+            let mut player = Player::new(cfg, Time::ZERO);
+            let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let end = clock.time(std::time::Instant::now()) + Duration::from_millis(300);
+            let played = tokio::time::timeout(
+                Duration::from_secs(5),
+                play(Transport::Tcp(sock), "k", &mut player, clock, end),
+            )
+            .await;
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            assert!(
+                matches!(played, Ok(Ok(()))),
+                "play did not return at its end: {played:?}"
+            );
+        });
+    }
+}
