@@ -640,6 +640,9 @@ pub fn render(r: &RelayBench) -> String {
             _ => format!("{}: no step held\n", ramp.server.name()),
         });
     }
+    out.push_str(
+        "\nRSS: nginx-rtmp's process; Glass's whole process (its relay shares it with the viewers and the publisher).\n",
+    );
     if let [a, b] = &r.ramps[..]
         && let (Some(x), Some(y)) = (a.players_per_core, b.players_per_core)
     {
