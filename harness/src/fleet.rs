@@ -423,6 +423,28 @@ pub struct ViewersReport {
     pub viewers: Vec<ViewerFigures>,
 }
 
+/// Refuses what the open-files limit cannot hold: `sockets` descriptors
+/// plus room for the rest of the process; `otherwise` says the way out
+/// besides raising the limit. (`glass` raises its soft limit to the hard
+/// one, at most 65,536, when it starts.)
+pub fn check_open_files(sockets: u64, otherwise: &str) -> anyhow::Result<()> {
+    let need = sockets + 256;
+    // SAFETY: getrlimit on a local struct.
+    let limit = unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return Ok(());
+        }
+        l.rlim_cur
+    };
+    if need > limit {
+        anyhow::bail!(
+            "this needs about {need} open files and the limit is {limit}: raise it (`ulimit -n {need}`, as root `ulimit -Hn` too) or {otherwise}"
+        );
+    }
+    Ok(())
+}
+
 /// A group's light viewers, running: each a task that joins at its
 /// instant, watches until it leaves or the run ends, and returns its log.
 pub struct Running {
@@ -579,6 +601,18 @@ mod tests {
         assert_eq!(s.pooled_p99_ms, 40.0);
         assert_eq!(s.viewer_p99_max_ms, 40.0);
         assert_eq!(s.join_p50_ms, 60.0);
+    }
+
+    #[test]
+    fn more_viewers_than_the_open_files_limit_are_refused_with_the_way_out() {
+        let e = check_open_files(1 << 40, "declare fewer viewers")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ulimit -n") && e.contains("declare fewer viewers"),
+            "{e}"
+        );
+        assert!(check_open_files(10, "x").is_ok());
     }
 
     #[test]

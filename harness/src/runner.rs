@@ -702,6 +702,17 @@ fn start_fleets(
         to: end,
     };
     let (_, endpoint) = protocol::route(&protocol.player_uri)?;
+    // Each viewer holds its socket and the relay's side of it; in proxy
+    // mode the proxy holds two more.
+    let viewers: u64 = network
+        .groups
+        .iter()
+        .filter_map(|g| g.viewers.as_ref())
+        .map(|v| u64::from(v.count))
+        .sum();
+    let per_viewer = if topo.mode_label() == "proxy" { 4 } else { 2 };
+    crate::fleet::check_open_files(viewers * per_viewer, "declare fewer viewers")
+        .with_context(|| format!("{viewers} light viewers"))?;
     network
         .groups
         .iter()

@@ -155,7 +155,8 @@ pub fn bench(args: &BenchRelayArgs, progress: &mut dyn FnMut(String)) -> Result<
     if args.players == 0 || args.players > 10_000 {
         bail!("--players: 1 to 10,000");
     }
-    check_files(args.players)?;
+    // A viewer's socket and the relay's side of it.
+    crate::fleet::check_open_files(2 * args.players as u64, "ramp to fewer players")?;
     if args.peer == Some(RelayPeer::NginxRtmp) {
         crate::interop::nginx::available()?;
     }
@@ -237,26 +238,6 @@ fn degradation(f: &FleetSummary, base_p99_ms: f64, knee: Duration) -> Option<Str
         ));
     }
     None
-}
-
-/// Refuses a ramp the open-files limit cannot hold (a viewer's socket and
-/// the relay's side of it, plus room for the rest).
-fn check_files(players: usize) -> Result<()> {
-    let need = 2 * players as u64 + 256;
-    // SAFETY: getrlimit on a local struct.
-    let limit = unsafe {
-        let mut l: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return Ok(());
-        }
-        l.rlim_cur
-    };
-    if need > limit {
-        bail!(
-            "{players} players need about {need} open files and the limit is {limit}: raise it (`ulimit -n {need}`) or ramp to fewer players"
-        );
-    }
-    Ok(())
 }
 
 /// Pins the calling thread to `core` (no-op without one).
