@@ -23,7 +23,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,7 +33,7 @@ use serde::Serialize;
 use super::capture::{Capture, DropCapture};
 use super::graph::{Direction, Graph};
 use super::netns::NetNs;
-use super::port::{Backend, PacketPort, Port, TunPort};
+use super::port::{Backend, MAX_PACKET, PacketPort, Port, TunPort};
 use super::timer;
 use crate::event::{Counters, EventKind};
 use crate::flow::FlowMeta;
@@ -240,16 +239,14 @@ impl LinkStats {
     }
 }
 
-struct Inbound {
-    from: usize,
-    buf: Vec<u8>,
-    at: Instant,
-}
-
-/// Largest packet a TUN hands us (MTU 1500, no offloads), with room to spare.
-const BUF: usize = 2048;
-/// Packets in flight between readers and the engine before readers wait.
-const QUEUE: usize = 65_536;
+/// Packets read from one port before the engine looks at the others and
+/// at its release deadlines again: a batch amortises the poll, a cap keeps
+/// a flood on one port from delaying releases (about 1 µs per read).
+const READ_BATCH: usize = 32;
+/// Spare buffers kept for reads (more are freed).
+const POOL: usize = 4096;
+/// Longest the engine waits in one poll, so that it sees `stop`.
+const IDLE: Duration = Duration::from_millis(50);
 
 /// A running link: a namespace and a TUN device per host, an impaired
 /// pipeline per link direction.
@@ -260,7 +257,6 @@ pub struct LinkNetwork {
     _switch: Option<NetNs>,
     backend: Backend,
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
     engine: Option<JoinHandle<io::Result<GraphStats>>>,
     stats: Arc<Mutex<GraphStats>>,
 }
@@ -335,24 +331,6 @@ impl LinkNetwork {
         };
         let clock = Clock::new(Instant::now());
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::sync_channel::<Inbound>(QUEUE);
-        let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
-        let pool_rx = Arc::new(Mutex::new(pool_rx));
-        let mut threads = Vec::new();
-        for (host, spec) in graph.hosts().iter().enumerate() {
-            let (dev, tx, stop, pool) = (
-                ports[host].clone(),
-                tx.clone(),
-                stop.clone(),
-                pool_rx.clone(),
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("glass-tun-{}", spec.name))
-                    .spawn(move || read_loop(host, &dev, &tx, &stop, &pool))?,
-            );
-        }
-        drop(tx);
         let seeds = SeedTree::new(cfg.seed);
         let labels: Vec<String> = graph.directions().map(|(_, l)| l).collect();
         let mut pipes: Vec<Pipeline<Vec<u8>>> = graph
@@ -391,9 +369,18 @@ impl LinkNetwork {
             graph: graph.clone(),
             labels,
             pipes,
+            poll_fds: ports
+                .iter()
+                .map(|p| libc::pollfd {
+                    fd: p.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect(),
+            outbox: vec![Vec::new(); ports.len()],
+            due: vec![Vec::new(); ports.len()],
             ports,
-            rx,
-            pool: pool_tx,
+            pool: Vec::new(),
             captures,
             release_error: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .map_err(io::Error::other)?,
@@ -413,7 +400,6 @@ impl LinkNetwork {
             _switch: switch,
             backend,
             stop,
-            threads,
             engine: Some(engine),
             stats,
         })
@@ -482,9 +468,6 @@ impl LinkNetwork {
 
     fn shutdown(&mut self) -> io::Result<GraphStats> {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
         match self.engine.take() {
             Some(e) => e
                 .join()
@@ -535,62 +518,6 @@ fn veth_ports(graph: &Graph, hosts: &[NetNs]) -> io::Result<(Vec<Arc<dyn Port>>,
     Ok((ports, switch))
 }
 
-fn read_loop(
-    host: usize,
-    dev: &Arc<dyn Port>,
-    tx: &SyncSender<Inbound>,
-    stop: &AtomicBool,
-    pool: &Mutex<Receiver<Vec<u8>>>,
-) {
-    let fd = dev.fd();
-    while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a 50 ms timeout lets the loop see `stop`.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 50) };
-        if ready <= 0 {
-            continue;
-        }
-        let mut buf = pool
-            .lock()
-            .ok()
-            .and_then(|p| p.try_recv().ok())
-            .unwrap_or_default();
-        buf.resize(BUF, 0);
-        match dev.recv(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                let mut item = Inbound {
-                    from: host,
-                    buf,
-                    at: Instant::now(),
-                };
-                // Back-pressure instead of unbounded memory: wait while the engine is behind.
-                loop {
-                    match tx.try_send(item) {
-                        Ok(()) => break,
-                        Err(TrySendError::Full(back)) => {
-                            if stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            item = back;
-                            std::thread::sleep(Duration::from_micros(50));
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
-                }
-            }
-            Err(e)
-                if e.kind() == io::ErrorKind::Interrupted
-                    || e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// A direction's three capture files, and the packets in flight (to write a
 /// dropped one with its bytes).
 struct Captures {
@@ -638,8 +565,14 @@ struct Engine {
     pipes: Vec<Pipeline<Vec<u8>>>,
     /// Each host's device, by index.
     ports: Vec<Arc<dyn Port>>,
-    rx: Receiver<Inbound>,
-    pool: Sender<Vec<u8>>,
+    /// The ports' descriptors for `ppoll`, in the same order.
+    poll_fds: Vec<libc::pollfd>,
+    /// Buffers of released packets, reused for the next reads.
+    pool: Vec<Vec<u8>>,
+    /// Per port, the packets due now and the instant each was due; written
+    /// together at the end of a release, measured after the writes.
+    outbox: Vec<Vec<Vec<u8>>>,
+    due: Vec<Vec<Time>>,
     captures: Option<Vec<Captures>>,
     release_error: Histogram<u64>,
     late: u64,
@@ -650,36 +583,39 @@ struct Engine {
 }
 
 impl Engine {
+    /// One thread does all the I/O: it waits in `ppoll` on every port until
+    /// a packet comes or shortly before the next release, reads what is
+    /// there in batches, spins (still reading) to the release instant and
+    /// writes what is due. No reader threads and no channel: on a machine
+    /// with two cores every hand-over between threads was a wake-up that
+    /// cost more than the packet's own system calls.
     fn run(mut self, stop: &AtomicBool) -> io::Result<GraphStats> {
+        timer::precise_wakeups();
         let mut last_publish = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
             if let Some((at, stall)) = self.stall
-                && self.clock.time(now).since_start() >= at
+                && self.clock.time(Instant::now()).since_start() >= at
             {
                 self.stall = None;
                 std::thread::sleep(stall);
             }
-            let deadline = self.next_deadline();
-            let now = Instant::now();
-            let sleep = match deadline {
-                Some(d) => timer::sleep_budget(now, d),
-                None => Some(Duration::from_millis(50)),
+            let wait = match self.next_deadline() {
+                Some(d) => timer::sleep_budget(Instant::now(), d).unwrap_or(Duration::ZERO),
+                None => IDLE,
             };
-            if let Some(sleep) = sleep {
-                match self.rx.recv_timeout(sleep.min(Duration::from_millis(50))) {
-                    Ok(p) => self.push(p),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            if self.wait_readable(wait.min(IDLE))? {
+                self.read_ready();
             }
-            while let Ok(p) = self.rx.try_recv() {
-                self.push(p);
-            }
+            // Close to a release: spin to it, reading whatever comes meanwhile.
             if let Some(d) = self.next_deadline()
                 && timer::sleep_budget(Instant::now(), d).is_none()
             {
-                timer::spin_until(d, || false);
+                while Instant::now() < d {
+                    if self.wait_readable(Duration::ZERO)? {
+                        self.read_ready();
+                    }
+                    std::hint::spin_loop();
+                }
             }
             self.release()?;
             if last_publish.elapsed() > Duration::from_millis(20) {
@@ -696,6 +632,57 @@ impl Engine {
         Ok(self.shared.lock().map(|s| s.clone()).unwrap_or_default())
     }
 
+    /// Waits up to `timeout` for a packet on any port; true if some port has one.
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: `poll_fds` is a live, initialised array of its length.
+        let n = unsafe {
+            libc::ppoll(
+                self.poll_fds.as_mut_ptr(),
+                self.poll_fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n > 0)
+    }
+
+    /// Reads up to [`READ_BATCH`] packets from each port `ppoll` found
+    /// readable, each stamped with the instant it was read.
+    fn read_ready(&mut self) {
+        for host in 0..self.ports.len() {
+            if self.poll_fds[host].revents & libc::POLLIN == 0 {
+                continue;
+            }
+            for _ in 0..READ_BATCH {
+                let mut buf = self.pool.pop().unwrap_or_default();
+                buf.resize(MAX_PACKET, 0);
+                match self.ports[host].recv(&mut buf) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        self.push(host, Instant::now(), buf);
+                    }
+                    Err(_) => {
+                        // WouldBlock (drained), or an error the next poll reports again.
+                        self.pool.push(buf);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.pipes
             .iter()
@@ -704,20 +691,20 @@ impl Engine {
             .map(|t| self.clock.instant(t))
     }
 
-    fn push(&mut self, p: Inbound) {
-        let dst = match p.buf.first().map(|b| b >> 4) {
-            Some(4) if p.buf.len() >= 20 => self
+    fn push(&mut self, from: usize, at: Instant, buf: Vec<u8>) {
+        let dst = match buf.first().map(|b| b >> 4) {
+            Some(4) if buf.len() >= 20 => self
                 .graph
-                .host_at(Ipv4Addr::new(p.buf[16], p.buf[17], p.buf[18], p.buf[19])),
+                .host_at(Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19])),
             _ => None,
         };
-        let Some(dir) = dst.and_then(|dst| self.graph.next(p.from, dst)) else {
+        let Some(dir) = dst.and_then(|dst| self.graph.next(from, dst)) else {
             self.unroutable += 1;
-            let _ = self.pool.send(p.buf);
+            self.pool.push(buf);
             return;
         };
-        let now = self.clock.time(p.at);
-        self.push_into(dir, now, p.buf);
+        let now = self.clock.time(at);
+        self.push_into(dir, now, buf);
     }
 
     fn push_into(&mut self, dir: Direction, now: Time, buf: Vec<u8>) {
@@ -738,20 +725,45 @@ impl Engine {
         }
     }
 
+    /// Takes every packet due out of the pipelines, then writes each port's
+    /// batch and measures how late each packet left once its batch was
+    /// written (the write is part of the lateness: it is when the receiving
+    /// host gets the packet).
     fn release(&mut self) -> io::Result<()> {
         let now = self.clock.time(Instant::now());
         for i in 0..self.pipes.len() {
             while let Some(d) = self.pipes[i].poll_transmit(now) {
-                self.deliver(Direction::from_index(i), d)?;
+                self.deliver(Direction::from_index(i), d);
             }
             if let Some(caps) = &mut self.captures {
                 caps[i].follow(&mut self.pipes[i])?;
             }
         }
+        for port in 0..self.ports.len() {
+            if self.outbox[port].is_empty() {
+                continue;
+            }
+            self.ports[port].send_batch(&self.outbox[port])?;
+            let written = Instant::now();
+            for &due in &self.due[port] {
+                let late = written.saturating_duration_since(self.clock.instant(due));
+                let _ = self.release_error.record((late.as_micros() as u64).max(1));
+                if late > LATE_RELEASE {
+                    self.late += 1;
+                    self.first_late_at.get_or_insert(due);
+                }
+            }
+            self.due[port].clear();
+            for buf in self.outbox[port].drain(..) {
+                if self.pool.len() < POOL {
+                    self.pool.push(buf);
+                }
+            }
+        }
         Ok(())
     }
 
-    fn deliver(&mut self, dir: Direction, d: Delivery<Vec<u8>>) -> io::Result<()> {
+    fn deliver(&mut self, dir: Direction, d: Delivery<Vec<u8>>) {
         if let Some(caps) = &mut self.captures {
             let _ = caps[dir.index()].output.write(d.released_at, &d.payload);
         }
@@ -768,23 +780,10 @@ impl Engine {
                 }
             }
             _ => {
-                let late =
-                    Instant::now().saturating_duration_since(self.clock.instant(d.released_at));
-                let _ = self.release_error.record((late.as_micros() as u64).max(1));
-                if late > LATE_RELEASE {
-                    self.late += 1;
-                    self.first_late_at.get_or_insert(d.released_at);
-                }
-                match self.ports[hop].send(&d.payload) {
-                    Ok(_) => {}
-                    // The receiving host's stack refused it (e.g. no route): a drop, not a failure.
-                    Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {}
-                    Err(e) => return Err(e),
-                }
-                let _ = self.pool.send(d.payload);
+                self.outbox[hop].push(d.payload);
+                self.due[hop].push(d.released_at);
             }
         }
-        Ok(())
     }
 
     fn publish(&self) {

@@ -16,10 +16,24 @@ use super::netns::NetNs;
 
 /// One host's attachment to the engine.
 pub trait Port: Send + Sync {
-    /// Reads one IP packet (blocking; poll the fd first).
+    /// Reads one IP packet; `WouldBlock` when none is waiting (the fd is
+    /// non-blocking: the engine polls all ports from one thread).
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one IP packet towards the host.
     fn send(&self, packet: &[u8]) -> io::Result<()>;
+    /// Writes packets due together. Errors other than a closed device are
+    /// per packet (the host's stack refused one: a drop) and leave the
+    /// others written.
+    fn send_batch(&self, packets: &[Vec<u8>]) -> io::Result<()> {
+        for p in packets {
+            match self.send(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
     fn fd(&self) -> RawFd;
     /// Packets the kernel dropped on their way to us (our queue overflowed).
     fn kernel_drops(&self) -> u64;
@@ -48,6 +62,16 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// Packets the kernel holds for the engine on each TUN device. The engine
+/// reads every port from one thread, so this queue is what absorbs a burst
+/// (a TCP window sent at memory speed) while the engine writes: the kernel's
+/// default of 500 would drop where a real link's queue, modelled in the
+/// pipeline, should decide.
+const TX_QUEUE: u32 = 16_384;
+
+/// Largest IP packet after segmentation (the devices' MTU), with room to spare.
+pub const MAX_PACKET: usize = 2048;
+
 pub struct TunPort {
     dev: tun_rs::SyncDevice,
     /// `/proc/net/dev` of the device's namespace, opened inside it: the
@@ -63,7 +87,9 @@ impl TunPort {
                 .name("glass0")
                 .ipv4(addr, 15, None)
                 .mtu(1500)
+                .tx_queue_len(TX_QUEUE)
                 .build_sync()?;
+            dev.set_nonblocking(true)?;
             let stats = std::fs::File::open("/proc/thread-self/net/dev")?;
             Ok(TunPort { dev, stats })
         })
@@ -210,6 +236,26 @@ impl PacketPort {
             host_mac,
         })
     }
+}
+
+/// The kernel's own path between two namespaces, for comparison with the
+/// link: a veth pair, `a_addr/24` in `a` and `b_addr/24` in `b`, MTU 1500 and
+/// offloads off on both ends (the link's TUN devices have none either, so
+/// both carry the same 1500-byte packets; loopback's 64 KiB MTU would not).
+pub fn direct_veth(a: &NetNs, b: &NetNs, a_addr: Ipv4Addr, b_addr: Ipv4Addr) -> io::Result<()> {
+    let b_path = format!("/proc/{}/fd/{}", std::process::id(), b.raw_fd());
+    run_ip(
+        a,
+        &[
+            "link", "add", "direct0", "type", "veth", "peer", "name", "direct1", "netns", &b_path,
+        ],
+    )?;
+    for (ns, dev, addr) in [(a, "direct0", a_addr), (b, "direct1", b_addr)] {
+        run_ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+        run_ip(ns, &["link", "set", dev, "mtu", "1500", "up"])?;
+        ns.run(|| disable_offloads(dev))?;
+    }
+    Ok(())
 }
 
 /// Turns off checksum and segmentation offloads, so every packet the engine
