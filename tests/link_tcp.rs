@@ -246,3 +246,61 @@ fn captures_show_packets_before_and_after_impairment() {
     assert!(after > 50 && after < 150);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A queue drained at 10 Mbit/s leaves 1500-byte packets 1.2 ms apart in the
+/// capture of what left (stamped when each was written to the host): the
+/// engine writes packets due together in one go, and this guards that it
+/// never writes a queue's worth at once. The bounds are loose (± 100 µs) so
+/// that a busy machine does not fail it; `glass bench link` measures the
+/// precision (± 20 µs).
+#[test]
+fn a_drained_queue_leaves_one_serialisation_time_apart() {
+    if !can_create_namespaces() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("glass-pacing-{}", std::process::id()));
+    let link = LinkNetwork::start(LinkConfig {
+        first_mile: (profile("rate 10mbit limit 1000"), Profile::transparent()),
+        last_mile: (Profile::transparent(), Profile::transparent()),
+        seed: 1,
+        capture_dir: Some(dir.clone()),
+        backend: Backend::Tun,
+    })
+    .unwrap();
+    let rx = link
+        .run_in(Host::Server, || UdpSocket::bind(server_addr(7003)))
+        .unwrap();
+    let tx = link
+        .run_in(Host::Publisher, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap();
+    let payload = [0x5au8; 1472];
+    for _ in 0..200 {
+        tx.send_to(&payload, server_addr(7003)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    link.stop().unwrap();
+    drop(rx);
+    let times: Vec<f64> = capture::read(&dir.join("first_mile-uplink-out.pcap"))
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p.len() == 1500)
+        .map(|(t, _)| t.as_secs_f64() * 1e6)
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(times.len() >= 200, "{} of 200 left", times.len());
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let near = gaps
+        .iter()
+        .filter(|g| (**g - 1200.0).abs() <= 100.0)
+        .count();
+    let least = gaps.iter().copied().fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "{near} of {} gaps within 1.2 ms ± 100 µs; smallest {least:.0} µs",
+        gaps.len()
+    );
+    assert!(
+        near * 100 >= gaps.len() * 95,
+        "{near} of {} gaps",
+        gaps.len()
+    );
+}

@@ -46,6 +46,20 @@ pub struct BenchReport {
     /// 1500-byte MTU and no offloads, like for like).
     pub tcp_ratio: f64,
     pub release_error: Vec<PacedError>,
+    pub pacing: Pacing,
+}
+
+/// A queue drained at 10 Mbit/s: 1500-byte packets leave 1.2 ms apart, and
+/// the capture of what left (stamped when each was written) shows how
+/// close to that the engine keeps them.
+#[derive(Debug, Serialize)]
+pub struct Pacing {
+    pub gaps: usize,
+    /// Share of gaps within 1.2 ms ± 20 µs.
+    pub within_20us: f64,
+    pub p1_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,6 +166,9 @@ pub fn run(args: &BenchLinkArgs) -> Result<()> {
         });
     }
 
+    eprintln!("glass: pacing on a 10 Mbit/s bottleneck (gaps in the capture of what left)...");
+    let pacing = pacing_gaps(args.backend)?;
+
     let report = BenchReport {
         packet_size: args.size,
         seconds: args.seconds,
@@ -160,6 +177,7 @@ pub fn run(args: &BenchLinkArgs) -> Result<()> {
         udp_veth_ratio,
         tcp_ratio,
         release_error,
+        pacing,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -209,7 +227,73 @@ fn render(r: &BenchReport) -> String {
             what, e.p50_us, e.p90_us, e.p99_us, e.p999_us, e.max_us
         ));
     }
+    let p = &r.pacing;
+    s.push_str(&format!(
+        "\n  pacing at 10 Mbit/s (1500-byte packets, due 1200 µs apart): {:.1} % of {} gaps within ± 20 µs; p1 {:.0} µs, p50 {:.0} µs, p99 {:.0} µs\n",
+        p.within_20us * 100.0,
+        p.gaps,
+        p.p1_us,
+        p.p50_us,
+        p.p99_us
+    ));
     s
+}
+
+/// Fills a 10 Mbit/s bottleneck with one burst of 1,000 1500-byte packets
+/// and measures the gaps between them in the capture of what left the
+/// engine, written when each packet was written to the receiving host.
+fn pacing_gaps(backend: netem::adapters::port::Backend) -> Result<Pacing> {
+    const PACKETS: usize = 1000;
+    let dir = tempfile_dir("glass-bench-pacing")?;
+    let profile: Profile = netem::resolve("rate 10mbit limit 2000")?.validate()?.0;
+    let link = LinkNetwork::start(LinkConfig {
+        first_mile: (profile, Profile::transparent()),
+        backend,
+        capture_dir: Some(dir.clone()),
+        ..LinkConfig::default()
+    })?;
+    let rx = link.run_in(Host::Server, || UdpSocket::bind((Host::Server.addr(), 0)))?;
+    set_buffers(&rx);
+    let dst = rx.local_addr()?;
+    let tx = link.run_in(Host::Publisher, || UdpSocket::bind("0.0.0.0:0"))?;
+    set_buffers(&tx);
+    let payload = vec![0x5au8; 1500 - IP_UDP_HEADERS];
+    for _ in 0..PACKETS {
+        tx.send_to(&payload, dst)?;
+    }
+    // 1,000 × 1.2 ms, and some.
+    std::thread::sleep(Duration::from_millis(1300));
+    link.stop()?;
+    let out = netem::adapters::capture::read(&dir.join("first_mile-uplink-out.pcap"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let times: Vec<f64> = out
+        .iter()
+        .filter(|(_, p)| p.len() == 1500)
+        .map(|(t, _)| t.as_secs_f64() * 1e6)
+        .collect();
+    if times.len() < PACKETS / 2 {
+        bail!(
+            "pacing: only {} of {PACKETS} packets left the link",
+            times.len()
+        );
+    }
+    let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let within = gaps.iter().filter(|g| (**g - 1200.0).abs() <= 20.0).count();
+    gaps.sort_by(f64::total_cmp);
+    let q = |p: f64| gaps[((gaps.len() - 1) as f64 * p).round() as usize];
+    Ok(Pacing {
+        gaps: gaps.len(),
+        within_20us: within as f64 / gaps.len() as f64,
+        p1_us: q(0.01),
+        p50_us: q(0.5),
+        p99_us: q(0.99),
+    })
+}
+
+fn tempfile_dir(prefix: &str) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn udp_blast(

@@ -569,10 +569,11 @@ struct Engine {
     poll_fds: Vec<libc::pollfd>,
     /// Buffers of released packets, reused for the next reads.
     pool: Vec<Vec<u8>>,
-    /// Per port, the packets due now and the instant each was due; written
-    /// together at the end of a release, measured after the writes.
+    /// Per port, the packets due now, with the instant each was due and the
+    /// direction it leaves by; written together at the end of a release,
+    /// measured (and captured) after the writes.
     outbox: Vec<Vec<Vec<u8>>>,
-    due: Vec<Vec<Time>>,
+    due: Vec<Vec<(Time, usize)>>,
     captures: Option<Vec<Captures>>,
     release_error: Histogram<u64>,
     late: u64,
@@ -745,7 +746,12 @@ impl Engine {
             }
             self.ports[port].send_batch(&self.outbox[port])?;
             let written = Instant::now();
-            for &due in &self.due[port] {
+            let written_at = self.clock.time(written);
+            for (&(due, dir), packet) in self.due[port].iter().zip(&self.outbox[port]) {
+                // The capture of what left shows when it really left.
+                if let Some(caps) = &mut self.captures {
+                    let _ = caps[dir].output.write(written_at.max(due), packet);
+                }
                 let late = written.saturating_duration_since(self.clock.instant(due));
                 let _ = self.release_error.record((late.as_micros() as u64).max(1));
                 if late > LATE_RELEASE {
@@ -764,9 +770,6 @@ impl Engine {
     }
 
     fn deliver(&mut self, dir: Direction, d: Delivery<Vec<u8>>) {
-        if let Some(caps) = &mut self.captures {
-            let _ = caps[dir.index()].output.write(d.released_at, &d.payload);
-        }
         let hop = self.graph.head(dir);
         let dst = match d.flow.dst {
             Some(IpAddr::V4(ip)) => self.graph.host_at(ip),
@@ -774,14 +777,18 @@ impl Engine {
         };
         match dst {
             Some(dst) if dst != hop => {
-                // Not there yet: on to the next link of the route.
+                // Not there yet: on to the next link of the route (the hand-over
+                // is the release instant itself: no write in between).
+                if let Some(caps) = &mut self.captures {
+                    let _ = caps[dir.index()].output.write(d.released_at, &d.payload);
+                }
                 if let Some(next) = self.graph.next(hop, dst) {
                     self.push_into(next, d.released_at, d.payload);
                 }
             }
             _ => {
                 self.outbox[hop].push(d.payload);
-                self.due[hop].push(d.released_at);
+                self.due[hop].push((d.released_at, dir.index()));
             }
         }
     }
