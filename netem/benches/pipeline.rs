@@ -75,12 +75,16 @@ impl AsRef<[u8]> for Sized {
 }
 
 fn run_str0m(start: Instant) -> u64 {
+    run_str0m_with(start, Duration::from_millis(5))
+}
+
+fn run_str0m_with(start: Instant, jitter: Duration) -> u64 {
     use str0m_netem::{
         Bitrate, DataSize, GilbertElliot, Input, Netem, NetemConfig, Output, Probability,
     };
     let config = NetemConfig::new()
         .latency(Duration::from_millis(20))
-        .jitter(Duration::from_millis(5))
+        .jitter(jitter)
         .loss(
             GilbertElliot::new()
                 .good_duration(100.0) // p = 1 %
@@ -128,6 +132,26 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("str0m-netem/full (jitter+GE loss+rate+queue)", |b| {
         b.iter(|| run_str0m(start))
+    });
+    // Like for like without jitter: Glass's time-continuous FIFO jitter
+    // (a grid process and a normal CDF per packet) has no counterpart in
+    // str0m-netem, whose jitter is one uniform f32 per packet.
+    let no_jitter = glass_profile(
+        "[loss]\nmodel = \"gilbert-elliott\"\np = \"1%\"\nr = \"30%\"\n[delay]\nbase = \"20ms\"\n\
+         [bottleneck]\nrate = \"100Mbit/s\"\nqueue = \"1000 packets\"\n",
+    );
+    g.bench_function("glass/no jitter (GE loss+rate+queue+delay)", |b| {
+        b.iter(|| run_glass(&no_jitter))
+    });
+    g.bench_function("str0m-netem/no jitter (GE loss+rate+queue+delay)", |b| {
+        b.iter(|| run_str0m_with(start, Duration::ZERO))
+    });
+    // Per-packet uniform jitter, as str0m-netem's (Glass's draws through a
+    // normal and its CDF; packets may overtake, so its queue is a heap as
+    // str0m-netem's is).
+    let per_packet = glass_profile(&FULL.replace("order = \"fifo\"", "order = \"reorder\""));
+    g.bench_function("glass/per-packet uniform jitter (reorder)", |b| {
+        b.iter(|| run_glass(&per_packet))
     });
     g.bench_function("glass/loss only", |b| b.iter(|| run_glass(&loss_only)));
     g.bench_function("glass/rate+queue only", |b| {
