@@ -19,6 +19,14 @@ pub trait Port: Send + Sync {
     /// Reads one IP packet; `WouldBlock` when none is waiting (the fd is
     /// non-blocking: the engine polls all ports from one thread).
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads up to `bufs.len()` waiting packets (each buffer at least
+    /// [`MAX_PACKET`] long), their lengths into `sizes`; returns how many,
+    /// `WouldBlock` when none waits. A port that can (`recvmmsg`) takes
+    /// them in one system call.
+    fn recv_many(&self, bufs: &mut [Vec<u8>], sizes: &mut [usize]) -> io::Result<usize> {
+        sizes[0] = self.recv(&mut bufs[0])?;
+        Ok(1)
+    }
     /// Writes one IP packet towards the host.
     fn send(&self, packet: &[u8]) -> io::Result<()>;
     /// Writes packets due together. Errors other than a closed device are
@@ -348,6 +356,23 @@ fn open_packet_socket(ifname: &str) -> io::Result<(OwnedFd, i32)> {
     }
 }
 
+/// Packets per `recvmmsg`/`sendmmsg` call.
+const MMSG: usize = 32;
+
+impl PacketPort {
+    /// Where frames to the host go: its veth end's MAC, IPv4.
+    fn host_address(&self) -> libc::sockaddr_ll {
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&self.host_mac);
+        sll
+    }
+}
+
 impl Port for PacketPort {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: recv into a live, writable buffer of the given length.
@@ -366,15 +391,86 @@ impl Port for PacketPort {
         }
     }
 
+    fn recv_many(&self, bufs: &mut [Vec<u8>], sizes: &mut [usize]) -> io::Result<usize> {
+        let n = bufs.len().min(sizes.len()).min(MMSG);
+        // SAFETY: one iovec per buffer, each pointing at a live, writable
+        // buffer of its length; the mmsghdr array points at them and lives
+        // until recvmmsg returns.
+        unsafe {
+            let mut iov: [libc::iovec; MMSG] = std::mem::zeroed();
+            let mut msgs: [libc::mmsghdr; MMSG] = std::mem::zeroed();
+            for i in 0..n {
+                iov[i] = libc::iovec {
+                    iov_base: bufs[i].as_mut_ptr().cast(),
+                    iov_len: bufs[i].len(),
+                };
+                msgs[i].msg_hdr.msg_iov = &mut iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let got = libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            );
+            if got < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for i in 0..got as usize {
+                sizes[i] = msgs[i].msg_len as usize;
+            }
+            Ok(got as usize)
+        }
+    }
+
+    fn send_batch(&self, packets: &[Vec<u8>]) -> io::Result<()> {
+        for chunk in packets.chunks(MMSG) {
+            // SAFETY: as in `send`, with one iovec and one mmsghdr per packet,
+            // all alive until sendmmsg returns.
+            unsafe {
+                let mut sll = self.host_address();
+                let mut iov: [libc::iovec; MMSG] = std::mem::zeroed();
+                let mut msgs: [libc::mmsghdr; MMSG] = std::mem::zeroed();
+                for (i, p) in chunk.iter().enumerate() {
+                    iov[i] = libc::iovec {
+                        iov_base: p.as_ptr() as *mut libc::c_void,
+                        iov_len: p.len(),
+                    };
+                    msgs[i].msg_hdr.msg_iov = &mut iov[i];
+                    msgs[i].msg_hdr.msg_iovlen = 1;
+                    msgs[i].msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+                    msgs[i].msg_hdr.msg_namelen =
+                        std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                }
+                let mut sent = 0;
+                while sent < chunk.len() {
+                    let n = libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        msgs.as_mut_ptr().add(sent),
+                        (chunk.len() - sent) as libc::c_uint,
+                        0,
+                    );
+                    if n < 0 {
+                        // A packet the host refused: a drop; go on past it.
+                        let e = io::Error::last_os_error();
+                        if e.kind() == io::ErrorKind::BrokenPipe {
+                            return Err(e);
+                        }
+                        sent += 1;
+                    } else {
+                        sent += n as usize;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn send(&self, packet: &[u8]) -> io::Result<()> {
         // SAFETY: sendto with a fully initialised sockaddr_ll.
         unsafe {
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_IP.to_be();
-            sll.sll_ifindex = self.ifindex;
-            sll.sll_halen = 6;
-            sll.sll_addr[..6].copy_from_slice(&self.host_mac);
+            let sll = self.host_address();
             let n = libc::sendto(
                 self.sock.as_raw_fd(),
                 packet.as_ptr().cast(),
