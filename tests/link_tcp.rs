@@ -29,6 +29,18 @@ fn start(backend: Backend, first_up: &str, first_down: &str) -> LinkNetwork {
     link
 }
 
+/// A TUN link with `first_up` on the first mile's uplink, capturing into `dir`.
+fn captured_link(first_up: &str, dir: &std::path::Path) -> LinkNetwork {
+    LinkNetwork::start(LinkConfig {
+        first_mile: (profile(first_up), Profile::transparent()),
+        last_mile: (Profile::transparent(), Profile::transparent()),
+        seed: 1,
+        capture_dir: Some(dir.to_path_buf()),
+        backend: Backend::Tun,
+    })
+    .expect("start link")
+}
+
 fn server_addr(port: u16) -> SocketAddr {
     SocketAddr::from((Host::Server.addr(), port))
 }
@@ -183,17 +195,7 @@ fn captures_show_packets_before_and_after_impairment() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("glass-pcap-{}", std::process::id()));
-    let link = LinkNetwork::start(LinkConfig {
-        first_mile: (
-            netem::resolve("loss 50%").unwrap().validate().unwrap().0,
-            Profile::transparent(),
-        ),
-        last_mile: (Profile::transparent(), Profile::transparent()),
-        seed: 1,
-        capture_dir: Some(dir.clone()),
-        backend: Backend::Tun,
-    })
-    .unwrap();
+    let link = captured_link("loss 50%", &dir);
     let rx = link
         .run_in(Host::Server, || UdpSocket::bind(server_addr(7002)))
         .unwrap();
@@ -259,14 +261,7 @@ fn a_drained_queue_leaves_one_serialisation_time_apart() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("glass-pacing-{}", std::process::id()));
-    let link = LinkNetwork::start(LinkConfig {
-        first_mile: (profile("rate 10mbit limit 1000"), Profile::transparent()),
-        last_mile: (Profile::transparent(), Profile::transparent()),
-        seed: 1,
-        capture_dir: Some(dir.clone()),
-        backend: Backend::Tun,
-    })
-    .unwrap();
+    let link = captured_link("rate 10mbit limit 1000", &dir);
     let rx = link
         .run_in(Host::Server, || UdpSocket::bind(server_addr(7003)))
         .unwrap();
