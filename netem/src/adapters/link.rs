@@ -145,6 +145,13 @@ pub struct LinkConfig {
 }
 
 /// Release precision: how late packets left compared with their instant.
+///
+/// Each packet's instant counts from when the engine read it, so a packet
+/// that waited in the kernel because the engine was not looking (a stalled
+/// or overloaded engine thread) would look on time. The engine therefore
+/// also counts, for the packets it finds after being away from its ports
+/// for longer than [`LATE_RELEASE`], that time away (an upper bound of their
+/// wait) as their lateness: one more sample each, and late.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ReleaseError {
     pub packets: u64,
@@ -399,6 +406,8 @@ impl LinkNetwork {
                 .map_err(io::Error::other)?,
             late: 0,
             first_late_at: None,
+            looked_until: Instant::now(),
+            away: None,
             stall: cfg.stall,
             unroutable: 0,
             shared: stats.clone(),
@@ -593,6 +602,11 @@ struct Engine {
     captures: Option<Vec<Captures>>,
     release_error: Histogram<u64>,
     late: u64,
+    /// When the engine last stopped waiting on its ports.
+    looked_until: Instant,
+    /// Set when the engine finds packets after being away from its ports
+    /// longer than [`LATE_RELEASE`]: how long, and since when.
+    away: Option<(Duration, Instant)>,
     first_late_at: Option<Time>,
     stall: Option<(Duration, Duration)>,
     unroutable: u64,
@@ -649,8 +663,11 @@ impl Engine {
         Ok(self.shared.lock().map(|s| s.clone()).unwrap_or_default())
     }
 
-    /// Waits up to `timeout` for a packet on any port; true if some port has one.
+    /// Waits up to `timeout` for a packet on any port; true if some port has
+    /// one. Notes how long the engine was away from its ports before.
     fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        let since = self.looked_until;
+        let away = Instant::now().saturating_duration_since(since);
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
@@ -664,6 +681,7 @@ impl Engine {
                 std::ptr::null(),
             )
         };
+        self.looked_until = Instant::now();
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -672,6 +690,9 @@ impl Engine {
                 Err(e)
             };
         }
+        if n > 0 && away > LATE_RELEASE {
+            self.away = Some((away, since));
+        }
         Ok(n > 0)
     }
 
@@ -679,6 +700,7 @@ impl Engine {
     /// readable (in one system call where the port can), each stamped with
     /// the instant its read returned.
     fn read_ready(&mut self) {
+        let away = self.away.take();
         for host in 0..self.ports.len() {
             if self.poll_fds[host].revents & libc::POLLIN == 0 {
                 continue;
@@ -694,6 +716,14 @@ impl Engine {
                     _ => break,
                 };
                 let at = Instant::now();
+                if let Some((away, since)) = away {
+                    // These may have waited all that time: count them late.
+                    for _ in 0..n {
+                        let _ = self.release_error.record(away.as_micros() as u64);
+                    }
+                    self.late += n as u64;
+                    self.first_late_at.get_or_insert(self.clock.time(since));
+                }
                 for i in 0..n {
                     let mut fresh = self.pool.pop().unwrap_or_default();
                     fresh.resize(MAX_PACKET, 0);
