@@ -299,3 +299,52 @@ fn a_drained_queue_leaves_one_serialisation_time_apart() {
         gaps.len()
     );
 }
+
+/// `glass bench link` end to end: every figure in its JSON, the medians of
+/// `--runs` with each run kept, and a clear refusal of a bad count.
+#[test]
+fn bench_link_reports_every_figure_and_medians_over_runs() {
+    if !can_create_namespaces() {
+        return;
+    }
+    let glass = env!("CARGO_BIN_EXE_glass");
+    let o = std::process::Command::new(glass)
+        .args(["bench", "link", "--seconds", "0.2", "--runs", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["runs"], 2);
+    assert_eq!(r["each"].as_array().unwrap().len(), 2);
+    let paths: Vec<&str> = r["throughput"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "udp via link",
+        "udp loopback",
+        "udp veth",
+        "tcp via link",
+        "tcp veth",
+    ] {
+        assert!(paths.contains(&p), "{paths:?}");
+    }
+    for ratio in ["udp_ratio", "udp_veth_ratio", "tcp_ratio"] {
+        let v = r[ratio].as_f64().unwrap();
+        assert!(v > 0.0 && v < 2.0, "{ratio} {v}");
+    }
+    assert_eq!(r["release_error"].as_array().unwrap().len(), 4);
+    assert!(
+        r["pacing"]["gaps"].as_u64().unwrap() >= 500,
+        "{}",
+        r["pacing"]
+    );
+    let o = std::process::Command::new(glass)
+        .args(["bench", "link", "--runs", "0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--runs must be between 1 and 9"));
+}

@@ -338,6 +338,12 @@ pub struct BenchLinkArgs {
     /// Data path to measure: auto, tun or veth.
     #[arg(long, default_value = "auto", value_name = "auto|tun|veth")]
     pub backend: netem::adapters::port::Backend,
+    /// Repeat the whole measurement this many times (1–9) and report each
+    /// figure's median, ratios as the median of each run's own ratio (a
+    /// shared machine is noisy: quote medians). JSON then also carries
+    /// every run under `each`.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -37,6 +37,8 @@ pub struct Throughput {
 pub struct BenchReport {
     pub packet_size: usize,
     pub seconds: f64,
+    /// Runs whose medians these figures are (1: a single run).
+    pub runs: usize,
     pub throughput: Vec<Throughput>,
     /// UDP through the link divided by UDP over loopback in one namespace.
     pub udp_ratio: f64,
@@ -47,6 +49,9 @@ pub struct BenchReport {
     pub tcp_ratio: f64,
     pub release_error: Vec<PacedError>,
     pub pacing: Pacing,
+    /// With `--runs` above 1: every run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub each: Vec<BenchReport>,
 }
 
 /// A queue drained at 10 Mbit/s: 1500-byte packets leave 1.2 ms apart, and
@@ -81,6 +86,98 @@ pub fn run(args: &BenchLinkArgs) -> Result<()> {
     if !(64..=1500).contains(&args.size) {
         bail!("--size is an IP packet size from 64 to 1500 bytes");
     }
+    if !(1..=9).contains(&args.runs) {
+        bail!("--runs must be between 1 and 9");
+    }
+    let mut each = Vec::new();
+    for i in 0..args.runs {
+        if args.runs > 1 {
+            eprintln!("glass: run {} of {}", i + 1, args.runs);
+        }
+        each.push(measure(args)?);
+    }
+    let report = if each.len() == 1 {
+        each.remove(0)
+    } else {
+        median_report(each)
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// The median of some figures (the mean of the middle two for an even count).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Each figure's median over runs of the same measurement (same rows, same
+/// order); the runs themselves under `each`.
+fn median_report(each: Vec<BenchReport>) -> BenchReport {
+    let first = &each[0];
+    let med = |f: &dyn Fn(&BenchReport) -> f64| median(each.iter().map(f));
+    let throughput = (0..first.throughput.len())
+        .map(|i| Throughput {
+            path: first.throughput[i].path.clone(),
+            packets: med(&|r| r.throughput[i].packets as f64) as u64,
+            mbit_per_s: med(&|r| r.throughput[i].mbit_per_s),
+            packets_per_s: med(&|r| r.throughput[i].packets_per_s),
+        })
+        .collect();
+    let release_error = (0..first.release_error.len())
+        .map(|i| {
+            let e = |r: &BenchReport| r.release_error[i].error.clone();
+            PacedError {
+                pps: first.release_error[i].pps,
+                burst: first.release_error[i].burst,
+                rate_mbit_per_s: first.release_error[i].rate_mbit_per_s,
+                error: ReleaseError {
+                    packets: med(&|r| e(r).packets as f64) as u64,
+                    p50_us: med(&|r| e(r).p50_us),
+                    p90_us: med(&|r| e(r).p90_us),
+                    p99_us: med(&|r| e(r).p99_us),
+                    p999_us: med(&|r| e(r).p999_us),
+                    max_us: med(&|r| e(r).max_us),
+                    late: med(&|r| e(r).late as f64) as u64,
+                    first_late_at_ms: each
+                        .iter()
+                        .filter_map(|r| e(r).first_late_at_ms)
+                        .reduce(f64::min),
+                },
+            }
+        })
+        .collect();
+    BenchReport {
+        packet_size: first.packet_size,
+        seconds: first.seconds,
+        runs: each.len(),
+        throughput,
+        udp_ratio: med(&|r| r.udp_ratio),
+        udp_veth_ratio: med(&|r| r.udp_veth_ratio),
+        tcp_ratio: med(&|r| r.tcp_ratio),
+        release_error,
+        pacing: Pacing {
+            gaps: med(&|r| r.pacing.gaps as f64) as usize,
+            within_20us: med(&|r| r.pacing.within_20us),
+            p1_us: med(&|r| r.pacing.p1_us),
+            p50_us: med(&|r| r.pacing.p50_us),
+            p99_us: med(&|r| r.pacing.p99_us),
+        },
+        each,
+    }
+}
+
+/// One run of every measurement.
+fn measure(args: &BenchLinkArgs) -> Result<BenchReport> {
     let secs = Duration::from_secs_f64(args.seconds);
     let transparent = LinkConfig {
         backend: args.backend,
@@ -169,28 +266,30 @@ pub fn run(args: &BenchLinkArgs) -> Result<()> {
     eprintln!("glass: pacing on a 10 Mbit/s bottleneck (gaps in the capture of what left)...");
     let pacing = pacing_gaps(args.backend)?;
 
-    let report = BenchReport {
+    Ok(BenchReport {
         packet_size: args.size,
         seconds: args.seconds,
+        runs: 1,
         throughput,
         udp_ratio,
         udp_veth_ratio,
         tcp_ratio,
         release_error,
         pacing,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+        each: Vec::new(),
+    })
 }
 
 fn render(r: &BenchReport) -> String {
     let mut s = format!(
-        "link benchmark: {}-byte packets, {:.1} s per measurement\n\n",
-        r.packet_size, r.seconds
+        "link benchmark: {}-byte packets, {:.1} s per measurement{}\n\n",
+        r.packet_size,
+        r.seconds,
+        if r.runs > 1 {
+            format!(", medians of {} runs", r.runs)
+        } else {
+            String::new()
+        }
     );
     s.push_str(&format!(
         "  {:<14} {:>12} {:>14}\n",
@@ -207,7 +306,7 @@ fn render(r: &BenchReport) -> String {
         r.udp_ratio, r.udp_veth_ratio, r.tcp_ratio
     ));
     s.push_str(&format!(
-        "  {:<34} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "  {:<42} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
         "traffic", "p50", "p90", "p99", "p99.9", "max"
     ));
     for PacedError {
@@ -223,7 +322,7 @@ fn render(r: &BenchReport) -> String {
             format!("{rate} pkt/s, paced")
         };
         s.push_str(&format!(
-            "  {:<34} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            "  {:<42} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             what, e.p50_us, e.p90_us, e.p99_us, e.p999_us, e.max_us
         ));
     }
