@@ -29,6 +29,10 @@ fn start(backend: Backend, first_up: &str, first_down: &str) -> LinkNetwork {
     link
 }
 
+/// Held by the tests that load both cores (the bench) or time packets
+/// (pacing), so that one does not run beside the other.
+static CPU_BOUND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A TUN link with `first_up` on the first mile's uplink, capturing into `dir`.
 fn captured_link(first_up: &str, dir: &std::path::Path) -> LinkNetwork {
     LinkNetwork::start(LinkConfig {
@@ -260,6 +264,7 @@ fn a_drained_queue_leaves_one_serialisation_time_apart() {
     if !can_create_namespaces() {
         return;
     }
+    let _alone = CPU_BOUND.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("glass-pacing-{}", std::process::id()));
     let link = captured_link("rate 10mbit limit 1000", &dir);
     let rx = link
@@ -307,6 +312,7 @@ fn bench_link_reports_every_figure_and_medians_over_runs() {
     if !can_create_namespaces() {
         return;
     }
+    let _alone = CPU_BOUND.lock().unwrap_or_else(|e| e.into_inner());
     let glass = env!("CARGO_BIN_EXE_glass");
     let o = std::process::Command::new(glass)
         .args(["bench", "link", "--seconds", "0.2", "--runs", "2", "--json"])

@@ -641,13 +641,16 @@ impl Engine {
             if self.wait_readable(wait.min(IDLE))? {
                 self.read_ready();
             }
-            // Close to a release: spin to it, reading whatever comes meanwhile.
-            if let Some(d) = self.next_deadline()
+            // Close to a release: spin to it, reading whatever comes meanwhile
+            // (a packet read now may be due sooner: on a direction with no
+            // delay, at once).
+            if let Some(mut d) = self.next_deadline()
                 && timer::sleep_budget(Instant::now(), d).is_none()
             {
                 while Instant::now() < d {
                     if self.wait_readable(Duration::ZERO)? {
                         self.read_ready();
+                        d = self.next_deadline().map_or(d, |n| n.min(d));
                     }
                     std::hint::spin_loop();
                 }
@@ -700,10 +703,22 @@ impl Engine {
                 Err(e)
             };
         }
-        if n > 0 && away > LATE_RELEASE {
+        let mut readable = false;
+        for pfd in &mut self.poll_fds {
+            if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+                && pfd.revents & libc::POLLIN == 0
+            {
+                // The device is gone: poll it no more (ppoll skips negative
+                // fds), or every poll would return at once and the engine
+                // spin; that host's traffic stops, which its figures show.
+                pfd.fd = -1;
+            }
+            readable |= pfd.revents & libc::POLLIN != 0;
+        }
+        if readable && away > LATE_RELEASE {
             self.away = Some((away, since));
         }
-        Ok(n > 0)
+        Ok(readable)
     }
 
     /// Reads up to [`READ_BATCH`] packets from each port `ppoll` found
@@ -763,7 +778,9 @@ impl Engine {
         };
         let Some(dir) = dst.and_then(|dst| self.graph.next(from, dst)) else {
             self.unroutable += 1;
-            self.pool.push(buf);
+            if self.pool.len() < POOL {
+                self.pool.push(buf);
+            }
             return;
         };
         let now = self.clock.time(at);
