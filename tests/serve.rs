@@ -23,11 +23,12 @@ use netem::time::Clock;
 #[test]
 fn glass_serve_relays_rtmp_to_the_udp_protocol_and_reports_on_ctrl_c() {
     let offset = 20_000 + (std::process::id() % 20_000) as u16;
-    let (mut child, mut out, listing) = common::spawn_serve("k", offset, "gudp");
+    let (mut child, mut out, listing) = common::spawn_serve("k", offset, "httpflv");
     for uri in [
         format!("rtmp://127.0.0.1:{}/live/k", 1935 + offset),
         format!("rtmpq://127.0.0.1:{}/live/k", 1935 + offset),
         format!("gudp://127.0.0.1:{}/live/k", 5000 + offset),
+        format!("httpflv://127.0.0.1:{}/live/k", 8080 + offset),
     ] {
         assert!(listing.contains(&uri), "{uri} missing from:\n{listing}");
     }

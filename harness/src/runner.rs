@@ -26,7 +26,7 @@ use crate::protocol::{
     self, DialCx, Dialed, Endpoint, PublishCx, REGISTRY, Role, RunCx, ServeCx, ServerTask, Stats,
 };
 use crate::publisher::{ConnectSteps, PublisherStats};
-use crate::relay::{APP, Hub, HubStats};
+use crate::relay::{Hub, HubStats};
 use crate::scenario::{CaptureStarts, Network, Protocol, PublisherKind, Scenario};
 use crate::topology::{ClientPath, GroupNetworkStats, Mode, Place, ProxyStats, Topology};
 
@@ -201,8 +201,28 @@ fn align(t: Time, refresh: Duration) -> Time {
     Time::from_nanos(t.as_nanos().div_ceil(r) * r)
 }
 
-/// Where ffmpeg, an RTMP peer Glass did not write, reaches the relay.
-const RTMP_TCP: Endpoint = Endpoint::Tcp(crate::protocol::rtmp::RTMP_PORT);
+/// Where an ffmpeg player (a peer Glass did not write) plays from: the
+/// player URI when ffmpeg can play its protocol (RTMP over TCP, HTTP-FLV),
+/// else RTMP over TCP through the gateway. The relay's endpoint it reaches
+/// and the URL it plays, given where that endpoint is from its host.
+fn ffmpeg_player_source(
+    protocol: &Protocol,
+) -> Result<(Endpoint, impl Fn(std::net::SocketAddr) -> Option<String>)> {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let given = &protocol.player_uri;
+    let (p, to) = protocol::route(given)?;
+    let uri = if p.ffmpeg_input(given, any).is_some() {
+        given.clone()
+    } else {
+        StreamUri::parse(&format!("rtmp://server/{}/{}", given.app, given.key))?
+    };
+    let (p, to) = if uri == *given {
+        (p, to)
+    } else {
+        protocol::route(&uri)?
+    };
+    Ok((to, move |at| p.ffmpeg_input(&uri, at)))
+}
 
 /// What the run's clients share to dial the relay.
 struct Dial<'a> {
@@ -247,7 +267,7 @@ fn client_paths(protocol: &Protocol, groups: usize) -> Result<Vec<ClientPath>> {
         let from = Place::Players(i);
         paths.extend(reach(from, &protocol.player_uri)?);
         if protocol.ffmpeg_player {
-            paths.push(ClientPath::media(from, RTMP_TCP));
+            paths.push(ClientPath::media(from, ffmpeg_player_source(protocol)?.0));
         }
     }
     Ok(paths)
@@ -326,9 +346,11 @@ pub fn run_groups(
     // from its start: one per group.
     let mut ffmpeg_players = Vec::new();
     if protocol.ffmpeg_player {
+        let (to, url_at) = ffmpeg_player_source(protocol)?;
         for i in 0..groups {
             let place = Place::Players(i);
-            let url = ffmpeg::rtmp_url(topo.addr_from(place, RTMP_TCP)?, APP, &key);
+            let url = url_at(topo.addr_from(place, to)?)
+                .ok_or_else(|| anyhow!("ffmpeg cannot play {}", protocol.player_uri))?;
             ffmpeg_players.push(Ffmpeg::spawn(
                 "player",
                 topo.command(place, "ffmpeg")?,

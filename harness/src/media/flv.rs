@@ -76,51 +76,189 @@ pub fn read_file(path: &Path) -> Result<Vec<FlvTag>, FlvError> {
 
 /// Parses FLV bytes (header, then tags each followed by a 4-byte size).
 pub fn parse(bytes: &[u8]) -> Result<Vec<FlvTag>, FlvError> {
-    if bytes.len() < 3 || &bytes[..3] != b"FLV" {
+    if !bytes.starts_with(b"FLV") {
         return Err(FlvError::NotFlv);
     }
-    let header_len = bytes
-        .get(5..9)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or(FlvError::ShortHeader)?;
-    // The header, then PreviousTagSize0.
-    let mut at = header_len.checked_add(4).ok_or(FlvError::ShortHeader)?;
-    if at > bytes.len() {
+    let mut reader = TagReader::default();
+    reader.push(bytes);
+    reader.end();
+    let mut tags = Vec::new();
+    while let Some(t) = reader.next_tag()? {
+        tags.push(t);
+    }
+    if !reader.header_read() {
         return Err(FlvError::ShortHeader);
     }
-    let mut tags = Vec::new();
-    while at < bytes.len() {
-        let short = FlvError::ShortTag {
-            index: tags.len(),
-            offset: at,
-        };
-        let Some(h) = bytes.get(at..at + 11) else {
-            return Err(short);
-        };
-        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
-        let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-        let Some(data) = bytes.get(at + 11..at + 11 + size) else {
-            return Err(short);
-        };
-        let kind = match h[0] & 0x1f {
-            8 => Some(TagKind::Audio),
-            9 => Some(TagKind::Video),
-            18 => Some(TagKind::Script),
-            _ => None, // unknown tag types are skipped
-        };
-        if let Some(kind) = kind {
-            tags.push(FlvTag {
-                kind,
-                ts_ms: ts,
-                data: data.to_vec(),
-            });
-        }
-        at += 11 + size + 4;
+    if reader.pending() > 0 {
+        return Err(FlvError::ShortTag {
+            index: reader.tags_read(),
+            offset: reader.consumed(),
+        });
     }
     if !tags.iter().any(|t| t.video_frame().is_some()) {
         return Err(FlvError::NoVideo);
     }
     Ok(tags)
+}
+
+/// The start of an FLV stream with audio and video: the 9-byte header
+/// (version 1, flags audio + video, header size 9) and PreviousTagSize0.
+pub const STREAM_HEADER: [u8; 13] = *b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00";
+
+/// A tag body too big for FLV's 24-bit size field.
+#[derive(Debug, thiserror::Error)]
+#[error("a {0}-byte tag does not fit FLV's 24-bit size")]
+pub struct TagTooBig(pub usize);
+
+impl TagKind {
+    /// Its FLV tag type.
+    pub fn code(self) -> u8 {
+        match self {
+            TagKind::Audio => 8,
+            TagKind::Video => 9,
+            TagKind::Script => 18,
+        }
+    }
+}
+
+/// Appends one tag (11-byte header, body, PreviousTagSize) to `out`: what
+/// an HTTP-FLV response carries after [`STREAM_HEADER`].
+pub fn write_tag(
+    out: &mut Vec<u8>,
+    kind: TagKind,
+    ts_ms: u32,
+    data: &[u8],
+) -> Result<(), TagTooBig> {
+    if data.len() > 0x00ff_ffff {
+        return Err(TagTooBig(data.len()));
+    }
+    let size = data.len() as u32;
+    out.reserve(11 + data.len() + 4);
+    out.push(kind.code());
+    out.extend_from_slice(&size.to_be_bytes()[1..]);
+    out.extend_from_slice(&ts_ms.to_be_bytes()[1..]);
+    out.push((ts_ms >> 24) as u8); // the timestamp's extension byte
+    out.extend_from_slice(&[0, 0, 0]); // stream id
+    out.extend_from_slice(data);
+    out.extend_from_slice(&(11 + size).to_be_bytes());
+    Ok(())
+}
+
+/// Reads FLV tags from bytes as they arrive (an HTTP-FLV response body):
+/// push what came, then take the whole tags out. Never panics, whatever
+/// the bytes; holds at most one partial tag (FLV bounds a tag at 16 MiB).
+#[derive(Debug, Default)]
+pub struct TagReader {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already read.
+    at: usize,
+    /// Bytes left to skip of the header (after its size was read).
+    header: Option<usize>,
+    tags: usize,
+    consumed: usize,
+    /// No more bytes will come: the last tag may lack its PreviousTagSize.
+    ended: bool,
+}
+
+impl TagReader {
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.at > 0 && self.at * 2 >= self.buf.len() {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// No more bytes will come (a file's end).
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Whether the stream's header has been read.
+    pub fn header_read(&self) -> bool {
+        self.header == Some(0)
+    }
+
+    /// Bytes received but not yet part of a whole tag.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
+    /// Tags read so far (unknown tag types included).
+    pub fn tags_read(&self) -> usize {
+        self.tags
+    }
+
+    /// Bytes read so far: the offset of the next tag.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    fn take(&mut self, n: usize) {
+        self.at += n;
+        self.consumed += n;
+    }
+
+    /// The next whole audio, video or script tag; `None` until more bytes
+    /// come. Unknown tag types are skipped.
+    pub fn next_tag(&mut self) -> Result<Option<FlvTag>, FlvError> {
+        loop {
+            let rest = &self.buf[self.at..];
+            match self.header {
+                None => {
+                    if rest.len() >= 3 && &rest[..3] != b"FLV" {
+                        return Err(FlvError::NotFlv);
+                    }
+                    let Some(size) = rest.get(5..9) else {
+                        return Ok(None);
+                    };
+                    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
+                    // The header, then PreviousTagSize0.
+                    self.header = Some(size.max(9) + 4);
+                }
+                Some(0) => break,
+                Some(left) => {
+                    let n = left.min(rest.len());
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    self.take(n);
+                    self.header = Some(left - n);
+                }
+            }
+        }
+        loop {
+            let rest = &self.buf[self.at..];
+            let Some(h) = rest.get(..11) else {
+                return Ok(None);
+            };
+            let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            let ts_ms = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+            let code = h[0] & 0x1f;
+            let trailer = if self.ended { 0 } else { 4 };
+            if rest.len() < 11 + size + trailer {
+                return Ok(None);
+            }
+            let data = &rest[11..11 + size];
+            let kind = match code {
+                8 => Some(TagKind::Audio),
+                9 => Some(TagKind::Video),
+                18 => Some(TagKind::Script),
+                _ => None,
+            };
+            let tag = kind.map(|kind| FlvTag {
+                kind,
+                ts_ms,
+                data: data.to_vec(),
+            });
+            let whole = (11 + size + 4).min(rest.len());
+            self.take(whole);
+            self.tags += 1;
+            if tag.is_some() {
+                return Ok(tag);
+            }
+        }
+    }
 }
 
 /// Replays a recording's frames at their timestamps from `start`, looping
@@ -223,18 +361,18 @@ mod tests {
     use super::*;
 
     fn tag(kind: u8, ts: u32, data: &[u8]) -> Vec<u8> {
-        let mut v = vec![kind];
-        v.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-        v.extend_from_slice(&ts.to_be_bytes()[1..]);
-        v.push((ts >> 24) as u8);
-        v.extend_from_slice(&[0, 0, 0]);
-        v.extend_from_slice(data);
-        v.extend_from_slice(&(11 + data.len() as u32).to_be_bytes());
+        let kind = match kind {
+            8 => TagKind::Audio,
+            9 => TagKind::Video,
+            _ => TagKind::Script,
+        };
+        let mut v = Vec::new();
+        write_tag(&mut v, kind, ts, data).unwrap();
         v
     }
 
     fn file(tags: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        let mut v = STREAM_HEADER.to_vec();
         for t in tags {
             v.extend_from_slice(t);
         }
@@ -283,6 +421,27 @@ mod tests {
         // One loop: 0, 10, 40, 80; span = 80 + 40 (video interval) = 120 ms.
         let ms: Vec<u64> = due.iter().map(|d| d.0).collect();
         assert_eq!(ms, [1000, 1010, 1040, 1080, 1120, 1130, 1160, 1200]);
+    }
+
+    #[test]
+    fn a_stream_read_in_pieces_gives_the_same_tags() {
+        let bytes = sample();
+        let whole = parse(&bytes).unwrap();
+        for piece in [1, 2, 3, 7, 13, 64] {
+            let mut r = TagReader::default();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece) {
+                r.push(chunk);
+                while let Some(t) = r.next_tag().unwrap() {
+                    got.push(t);
+                }
+            }
+            assert_eq!(got, whole, "pieces of {piece} bytes");
+            assert_eq!((r.pending(), r.tags_read()), (0, 7));
+        }
+        let mut r = TagReader::default();
+        r.push(b"GET / HTTP/1.1");
+        assert!(matches!(r.next_tag(), Err(FlvError::NotFlv)));
     }
 
     #[test]

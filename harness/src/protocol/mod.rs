@@ -9,6 +9,7 @@
 //! a folder and a line in [`REGISTRY`].
 
 pub mod client;
+pub mod http;
 pub mod rtmp;
 pub mod rtsp;
 pub mod udp;
@@ -248,6 +249,17 @@ pub trait Protocol: Sync {
     fn no_player(&self) -> Option<&'static str> {
         None
     }
+    /// Why Glass cannot publish over it, if it is an egress only (a
+    /// scenario then publishes over another protocol and plays over it
+    /// through the gateway).
+    fn no_publisher(&self) -> Option<&'static str> {
+        None
+    }
+    /// The URL ffmpeg plays `uri` from, reaching the relay at `at`; None if
+    /// ffmpeg cannot play it (an ffmpeg player then plays RTMP over TCP).
+    fn ffmpeg_input(&self, _uri: &uri::StreamUri, _at: std::net::SocketAddr) -> Option<String> {
+        None
+    }
     /// Why its publishers take no sender-side `abr`, if they do not.
     fn refuses_abr(&self) -> Option<&'static str> {
         None
@@ -313,4 +325,4 @@ pub fn route(uri: &uri::StreamUri) -> anyhow::Result<(&'static dyn Protocol, End
 }
 
 /// Every protocol Glass's relay speaks.
-pub static REGISTRY: &[&dyn Protocol] = &[&rtmp::Rtmp, &udp::Udp, &rtsp::Rtsp];
+pub static REGISTRY: &[&dyn Protocol] = &[&rtmp::Rtmp, &udp::Udp, &rtsp::Rtsp, &http::Http];

@@ -289,6 +289,23 @@ fn each_kind_of_bad_input_names_file_line_and_field() {
             format!("{base}abr = {{ up = 0.5 }}\n"),
             vec!["protocols[0].abr", "up"],
         ),
+        // HTTP-FLV is play only: as the kind, and as the publisher's URI.
+        (
+            "name = \"t\"\nduration = \"10s\"\n[[protocols]]\nkind = \"http\"\n".to_string(),
+            vec!["line 4", "protocols[0].kind", "play only", "player_uri = \"httpflv://"],
+        ),
+        (
+            format!("{base}uri = \"httpflv://server/live/k\"\n"),
+            vec!["line 5", "protocols[0].uri", "play only"],
+        ),
+        (
+            format!("{base}player_uri = \"httpflv://server/live/glass?x=1\"\n"),
+            vec!["line 5", "protocols[0].player_uri", "unknown query parameter \"x\""],
+        ),
+        (
+            format!("{base}player_uri = \"httpflv://server/live/glass\"\nhttp = {{ gop = true }}\n"),
+            vec!["line 6", "protocols[0].http", "unknown field `gop`"],
+        ),
         // A congestion control name that cannot be one.
         (
             format!("{base}tcp_congestion = \"cubic; rm -rf\"\n"),

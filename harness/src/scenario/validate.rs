@@ -328,6 +328,9 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
             ),
         );
     };
+    if let Some(why) = kind.no_publisher() {
+        return bad(format!("{field}.kind"), why);
+    }
     let name = p.name.clone().unwrap_or_else(|| kind.name().into());
     let cc = p.tcp_congestion.clone().unwrap_or_else(|| "cubic".into());
     if cc.is_empty() || cc.len() > 15 || !cc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -382,6 +385,9 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
     };
     let publishes_with = routed(&publisher_uri, "uri")?;
     let plays_with = routed(&player_uri, "player_uri")?;
+    if let Some(why) = publishes_with.no_publisher() {
+        return bad(format!("{field}.uri"), why);
+    }
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     if p.publisher == PublisherKind::Ffmpeg
         && publishes_with.ffmpeg_output(&publisher_uri, any).is_none()

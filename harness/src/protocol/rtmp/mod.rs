@@ -82,6 +82,15 @@ impl Protocol for Rtmp {
         })
     }
 
+    /// RTMP over TCP (rtmp://).
+    fn ffmpeg_input(
+        &self,
+        uri: &super::uri::StreamUri,
+        at: std::net::SocketAddr,
+    ) -> Option<String> {
+        (uri.scheme == "rtmp").then(|| crate::interop::ffmpeg::rtmp_url(at, &uri.app, &uri.key))
+    }
+
     /// `transport=quic` (rtmp:// only; rtmpq:// is QUIC) and
     /// `mapping=stream|frames` (QUIC only); kept: `mapping=frames`.
     fn uri_options(

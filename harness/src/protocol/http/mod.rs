@@ -1,0 +1,164 @@
+//! HTTP egress on the relay: HTTP-FLV (`httpflv://HOST[:8080]/APP/KEY`,
+//! i.e. `GET http://HOST:8080/APP/KEY.flv`), a chunked `video/x-flv`
+//! response that starts with `onMetaData`, the decoder configuration and
+//! the GOP so far and then carries each message live: what SRS,
+//! nginx-http-flv and most CDNs serve to players that want RTMP's delay
+//! over HTTP. Play only: any ingest feeds it through the hub.
+//!
+//! The server is `server` (hyper HTTP/1.1, keep-alive), the response body
+//! `flv_body`, Glass's player `client`. Not built yet (the HLS issue):
+//! HLS/LL-HLS playlists and segments, signed play URLs.
+
+pub mod client;
+pub mod flv_body;
+pub mod server;
+
+use std::sync::Arc;
+
+use netem::ConfigError;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Bound, DialCx, Dialed, Endpoint, EntryCx, LocalFuture, Protocol, Scheme, ServeCx, ServerTask,
+    Stats, Table,
+};
+use crate::scenario::Protocol as Settings;
+pub use server::HttpServerStats;
+
+/// The relay's HTTP port.
+pub const HTTP_PORT: u16 = 8080;
+const ENDPOINTS: [Endpoint; 1] = [Endpoint::Tcp(HTTP_PORT)];
+
+/// HTTP egress.
+pub struct Http;
+
+/// `http = { gop_cache }`: the relay's HTTP egress settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTable {
+    /// An HTTP-FLV player starts with the GOP so far, so its first frame
+    /// comes at once (SRS's `gop_cache on`, nginx-http-flv's default);
+    /// false: it starts at the next key frame (lower delay to the live
+    /// edge, a GOP's wait at startup).
+    pub gop_cache: bool,
+}
+
+impl Default for HttpTable {
+    fn default() -> Self {
+        HttpTable { gop_cache: true }
+    }
+}
+
+impl Table for HttpTable {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Protocol for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn endpoints(&self) -> &'static [Endpoint] {
+        &ENDPOINTS
+    }
+
+    fn schemes(&self) -> &'static [Scheme] {
+        &[Scheme {
+            name: "httpflv",
+            endpoint: 0,
+            what: "HTTP-FLV playback (play only): GET http://HOST:PORT/APP/KEY.flv, e.g. \
+                   ffplay http://HOST:PORT/live/KEY.flv",
+        }]
+    }
+
+    fn no_publisher(&self) -> Option<&'static str> {
+        Some(
+            "HTTP-FLV is play only: publish with kind = \"rtmp\" (or rtsp, udp) and play with \
+             player_uri = \"httpflv://server/live/KEY\"",
+        )
+    }
+
+    fn ffmpeg_input(
+        &self,
+        uri: &super::uri::StreamUri,
+        at: std::net::SocketAddr,
+    ) -> Option<String> {
+        Some(format!("http://{at}{}", client::flv_path(uri)))
+    }
+
+    fn table_key(&self) -> &'static str {
+        "http"
+    }
+
+    fn configure(
+        &self,
+        table: Option<&toml::Value>,
+        cx: &EntryCx,
+    ) -> Result<Box<dyn Table>, ConfigError> {
+        let t: HttpTable = super::parse_table(table, &format!("{}.http", cx.field))?;
+        Ok(Box::new(t))
+    }
+
+    fn serve(
+        &self,
+        socks: Vec<Bound>,
+        settings: &Settings,
+        cx: ServeCx,
+    ) -> anyhow::Result<ServerTask> {
+        let Some(Bound::Tcp(listener)) = socks.into_iter().next() else {
+            anyhow::bail!("HTTP serves on a TCP socket");
+        };
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let table = settings.table::<HttpTable>().cloned().unwrap_or_default();
+        let cfg = server::Config {
+            hub: cx.hub,
+            gop_cache: table.gop_cache,
+            congestion: Some(settings.tcp_congestion.clone()),
+        };
+        let counters = Arc::new(server::Counters::default());
+        let task = server::serve(listener, cfg, cx.stop, counters.clone());
+        Ok(tokio::spawn(async move {
+            task.await;
+            Box::new(counters.snapshot()) as Box<dyn Stats>
+        }))
+    }
+
+    fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
+        Box::pin(client::dial(cx, to))
+    }
+
+    /// Its retransmissions: TCP's to the players (the publisher's are its
+    /// own protocol's).
+    fn run_section(&self, cx: &super::RunCx) -> Option<Box<dyn Stats>> {
+        let relay = cx
+            .servers
+            .iter()
+            .find_map(|(_, s)| s.as_any().downcast_ref::<HttpServerStats>())?;
+        Some(Box::new(HttpSection {
+            retransmits: relay.retransmits(),
+        }))
+    }
+}
+
+/// HTTP's part of a run: its retransmissions.
+#[derive(Debug)]
+struct HttpSection {
+    retransmits: u64,
+}
+
+impl Stats for HttpSection {
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn retransmits(&self) -> u64 {
+        self.retransmits
+    }
+}

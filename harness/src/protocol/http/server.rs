@@ -1,0 +1,390 @@
+//! The relay's HTTP server (hyper, HTTP/1.1 with keep-alive): routes a
+//! request to what serves it and counts what it did. Today it serves
+//! HTTP-FLV (`GET /APP/KEY.flv`); the HLS packager's playlists and
+//! segments are the next routes.
+
+use std::convert::Infallible;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use netem::adapters::tcpinfo::{TcpInfo, set_congestion, tcp_info};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::flv_body::FlvBody;
+use crate::relay::{APP, Hub};
+
+/// Connections served at once; more are closed at once (a bound on what
+/// idle or stuck clients can hold).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A client has this long to send a request's headers (slow clients that
+/// never finish a request do not hold a connection for ever).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server did, counted as it goes.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    pub requests: AtomicU64,
+    pub flv_sessions: AtomicU64,
+    pub not_found: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub tags_too_big: AtomicU64,
+    /// Each connection's TCP as it ended.
+    pub tcp: Mutex<Vec<TcpInfo>>,
+}
+
+/// The relay's HTTP statistics (its part of results.json's `relay`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HttpServerStats {
+    pub http_connections: u64,
+    /// Connections closed at once: [`MAX_CONNECTIONS`] were open.
+    pub http_refused: u64,
+    pub http_requests: u64,
+    /// HTTP-FLV responses started.
+    pub http_flv_sessions: u64,
+    /// 404s: unknown paths and streams.
+    pub http_not_found: u64,
+    /// 400s and 405s.
+    pub http_bad_requests: u64,
+    /// Response body bytes.
+    pub http_bytes_sent: u64,
+    /// Media too big for an FLV tag, left out of HTTP-FLV responses.
+    pub http_flv_tags_too_big: u64,
+    /// The kernel's view of each connection (to players), as it ended.
+    pub http_to_players_tcp: Vec<TcpInfo>,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> HttpServerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        HttpServerStats {
+            http_connections: get(&self.connections),
+            http_refused: get(&self.refused),
+            http_requests: get(&self.requests),
+            http_flv_sessions: get(&self.flv_sessions),
+            http_not_found: get(&self.not_found),
+            http_bad_requests: get(&self.bad_requests),
+            http_bytes_sent: get(&self.bytes_sent),
+            http_flv_tags_too_big: get(&self.tags_too_big),
+            http_to_players_tcp: self.tcp.lock().map(|t| t.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl crate::protocol::Stats for HttpServerStats {
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        crate::protocol::json_fields(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    /// TCP's retransmitted segments to the players.
+    fn retransmits(&self) -> u64 {
+        self.http_to_players_tcp
+            .iter()
+            .map(|t| u64::from(t.total_retrans))
+            .sum()
+    }
+}
+
+/// What the server needs to answer a request.
+#[derive(Clone)]
+pub struct Config {
+    pub hub: Hub,
+    /// HTTP-FLV players start with the GOP so far (true) or at the next
+    /// key frame.
+    pub gop_cache: bool,
+    /// The congestion control of its connections (the scenario's
+    /// `tcp_congestion`, as RTMP's).
+    pub congestion: Option<String>,
+}
+
+/// What a request's path asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/APP/KEY.flv`
+    Flv { key: &'a str },
+}
+
+/// The route of `path` (without its query), if it is one.
+pub fn route(path: &str) -> Option<Route<'_>> {
+    let rest = path
+        .strip_prefix('/')?
+        .strip_prefix(APP)?
+        .strip_prefix('/')?;
+    let key = rest.strip_suffix(".flv")?;
+    (!key.is_empty() && !key.contains('/')).then_some(Route::Flv { key })
+}
+
+type ResponseBody = Either<Full<Bytes>, FlvBody>;
+
+fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(format!("{text}\n")))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The response to one request.
+fn respond(
+    req: &Request<Incoming>,
+    cfg: &Config,
+    counters: &Arc<Counters>,
+) -> Response<ResponseBody> {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let bad = |status, text: &str| {
+        counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        plain(status, text)
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return bad(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    }
+    let Some(Route::Flv { key }) = route(req.uri().path()) else {
+        counters.not_found.fetch_add(1, Ordering::Relaxed);
+        return plain(
+            StatusCode::NOT_FOUND,
+            &format!("no such resource; HTTP-FLV is GET /{APP}/KEY.flv"),
+        );
+    };
+    if key != cfg.hub.stream_key() {
+        counters.not_found.fetch_add(1, Ordering::Relaxed);
+        return plain(StatusCode::NOT_FOUND, "no such stream");
+    }
+    let mut r = if req.method() == Method::HEAD {
+        Response::new(Either::Left(Full::new(Bytes::new())))
+    } else {
+        let Ok(sub) = cfg.hub.subscribe(key) else {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "the relay is stopping");
+        };
+        counters.flv_sessions.fetch_add(1, Ordering::Relaxed);
+        Response::new(Either::Right(FlvBody::new(
+            sub,
+            cfg.hub.clone(),
+            cfg.gop_cache,
+            counters.clone(),
+        )))
+    };
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Serves HTTP on `listener` until `stop` changes; open connections (live
+/// FLV streams among them) end then.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Config,
+    mut stop: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((sock, _peer)) = accepted else {
+                    // Out of file descriptors (EMFILE): pause rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                while conns.try_join_next().is_some() {}
+                if conns.len() >= MAX_CONNECTIONS {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                counters.connections.fetch_add(1, Ordering::Relaxed);
+                let _ = sock.set_nodelay(true);
+                if let Some(cc) = &cfg.congestion
+                    && let Err(e) = set_congestion(&sock, cc)
+                {
+                    tracing::warn!("relay: {e}");
+                }
+                // A second descriptor of the socket, to read its TCP_INFO
+                // after hyper is done with it.
+                let fd = sock.as_fd().try_clone_to_owned().ok();
+                let (cfg, counters, mut stop) = (cfg.clone(), counters.clone(), stop.clone());
+                conns.spawn(async move {
+                    let answering = counters.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let r = respond(&req, &cfg, &answering);
+                        async move { Ok::<_, Infallible>(r) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .serve_connection(TokioIo::new(sock), service);
+                    tokio::select! {
+                        // A client that breaks the protocol or goes away
+                        // ends its connection only.
+                        _ = conn => {}
+                        _ = stop.changed() => {}
+                    }
+                    if let Some(info) = fd.as_ref().and_then(|fd| tcp_info(fd).ok())
+                        && let Ok(mut t) = counters.tcp.lock()
+                    {
+                        t.push(info);
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    // Connections see the same stop and end with their TCP figures; any
+    // still running after a second are aborted.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_flv_paths_and_nothing_else() {
+        assert_eq!(route("/live/k.flv"), Some(Route::Flv { key: "k" }));
+        for bad in [
+            "",
+            "/",
+            "/live/.flv",
+            "/live/k",
+            "/live/a/b.flv",
+            "/other/k.flv",
+            "live/k.flv",
+            "/live/k.flv/x",
+            "/livex/k.flv",
+        ] {
+            assert_eq!(route(bad), None, "{bad}");
+        }
+    }
+}
+
+/// Real requests against a real listener on loopback: what each answers.
+#[cfg(test)]
+mod wire_tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    async fn start() -> (
+        std::net::SocketAddr,
+        Hub,
+        watch::Sender<bool>,
+        Arc<Counters>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let hub = Hub::new("k");
+        let (stop_tx, stop) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let cfg = Config {
+            hub: hub.clone(),
+            gop_cache: true,
+            congestion: None,
+        };
+        tokio::spawn(serve(listener, cfg, stop, counters.clone()));
+        (at, hub, stop_tx, counters)
+    }
+
+    /// Sends `request` and reads what comes back within `wait`.
+    async fn exchange(at: std::net::SocketAddr, request: &[u8], wait: Duration) -> String {
+        let mut s = TcpStream::connect(at).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(wait, async {
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
+        let (at, hub, stop, counters) = start().await;
+        let short = Duration::from_millis(300);
+        let cases: [(&[u8], &str); 6] = [
+            (b"GET /live/other.flv HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
+            (b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
+            (
+                b"POST /live/k.flv HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                "405",
+            ),
+            (b"GARBAGE\r\n\r\n", "400"),
+            (
+                b"GET /live/k.flv?%zz=&&== HTTP/1.1\r\nHost: x\r\n\r\n",
+                "200",
+            ),
+            (b"HEAD /live/k.flv HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
+        ];
+        for (req, status) in cases {
+            let got = exchange(at, req, short).await;
+            assert!(
+                got.starts_with(&format!("HTTP/1.1 {status}")),
+                "{} -> {got:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        // Many held requests for a stream nobody publishes yet: each is an
+        // open response, and the server still answers the next one.
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            let mut s = TcpStream::connect(at).await.unwrap();
+            s.write_all(b"GET /live/k.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            held.push(s);
+        }
+        let got = exchange(at, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", short).await;
+        assert!(got.starts_with("HTTP/1.1 404"), "{got:?}");
+        // They all get the stream once it starts.
+        hub.publish(
+            "k",
+            crate::relay::Media::Video(bytes::Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]), 0),
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), held[199].read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        assert!(head.contains("video/x-flv"), "{head:?}");
+        drop(held);
+        stop.send(true).unwrap();
+        let st = counters.snapshot();
+        assert!(
+            st.http_not_found >= 3 && st.http_bad_requests >= 1,
+            "{st:?}"
+        );
+        assert!(st.http_flv_sessions >= 201, "{st:?}");
+    }
+}
