@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod flv_body;
+pub mod hls;
 pub mod server;
 
 use std::sync::Arc;

@@ -1,0 +1,209 @@
+//! Glass's HLS player reads a segment: MPEG-TS to PES packets with the
+//! `mpeg2ts` crate (a demuxer Glass did not write, so the relay's muxer is
+//! checked by every segment played), then each access unit's frame: the
+//! Glass frame in a filler-data NAL unit or an ADTS frame, or a foreign
+//! (real H.264/AAC) frame with its FLV timestamp recovered.
+
+use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
+use mpeg2ts::ts::TsPacketReader;
+
+use super::ts::{flv_ms_of, unescape};
+use crate::media::frame::{Frame, FrameHeader};
+
+/// One frame of a segment.
+#[derive(Clone, Debug)]
+pub struct TsFrame {
+    pub video: bool,
+    /// A video access unit with an IDR slice, or a Glass key frame.
+    pub key: bool,
+    /// The FLV timestamp the relay packaged it with, ms.
+    pub ts_ms: u32,
+    /// The Glass frame it carries, if it is one.
+    pub glass: Option<FrameHeader>,
+    /// Its elementary stream bytes (Annex B access unit or ADTS payload).
+    pub size: usize,
+}
+
+/// Why a segment could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("not a readable MPEG-TS segment: {0}")]
+pub struct DemuxError(String);
+
+/// The frames of a TS segment, in decode order per stream (video, then
+/// audio as the PES packets came).
+pub fn frames(segment: &[u8]) -> Result<Vec<TsFrame>, DemuxError> {
+    let mut reader = PesPacketReader::new(TsPacketReader::new(segment));
+    let mut out = Vec::new();
+    loop {
+        let pes = match reader.read_pes_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => return Err(DemuxError(e.to_string())),
+        };
+        let id = pes.header.stream_id.as_u8();
+        let ts = pes.header.dts.or(pes.header.pts).map(|t| t.as_u64());
+        let Some(ts) = ts else { continue };
+        let ts_ms = flv_ms_of(ts);
+        if (0xe0..=0xef).contains(&id) {
+            out.push(video_frame(&pes.data, ts_ms));
+        } else if (0xc0..=0xdf).contains(&id) {
+            out.extend(audio_frames(&pes.data, ts_ms));
+        }
+    }
+    Ok(out)
+}
+
+/// The NAL units of an Annex B access unit.
+fn nal_units(es: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= es.len() {
+        if es[i] == 0 && es[i + 1] == 0 && es[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&s| {
+            // The next start code (and a 4-byte start code's extra zero).
+            let mut e = s - 3;
+            while e > 0 && es[e - 1] == 0 {
+                e -= 1;
+            }
+            e
+        })
+        .chain(std::iter::once(es.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .filter(|(s, e)| s < e)
+        .map(move |(s, e)| &es[s..e])
+}
+
+fn video_frame(es: &[u8], ts_ms: u32) -> TsFrame {
+    let mut key = false;
+    let mut glass = None;
+    for nal in nal_units(es) {
+        match nal[0] & 0x1f {
+            5 => key = true,
+            12 if glass.is_none() => glass = Frame::parse(&unescape(&nal[1..])).ok(),
+            _ => {}
+        }
+    }
+    TsFrame {
+        video: true,
+        key: key || glass.is_some_and(|h| h.kind == crate::media::frame::FrameKind::I),
+        ts_ms,
+        glass,
+        size: es.len(),
+    }
+}
+
+/// The ADTS frames of an audio PES packet (the first at its timestamp, the
+/// rest 1024 samples apart are not split out: Glass's muxer writes one
+/// frame per packet).
+fn audio_frames(es: &[u8], ts_ms: u32) -> Vec<TsFrame> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 7 <= es.len() {
+        let h = &es[at..at + 7];
+        if h[0] != 0xff || h[1] & 0xf0 != 0xf0 {
+            break;
+        }
+        let header = if h[1] & 1 == 0 { 9 } else { 7 }; // with a CRC: 9
+        let len = (usize::from(h[3] & 3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        let Some(payload) = es.get(at + header..at + len) else {
+            break;
+        };
+        out.push(TsFrame {
+            video: false,
+            key: false,
+            ts_ms,
+            glass: Frame::parse(payload).ok(),
+            size: payload.len(),
+        });
+        at += len.max(header);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use netem::Time;
+
+    use super::super::packager::{Packager, PackagerConfig};
+    use super::*;
+    use crate::media::encoder::{Encoder, EncoderConfig};
+    use crate::media::source::{self, Source};
+    use crate::relay::Media;
+
+    /// Glass's synthetic stream through the packager and back: every frame
+    /// of every finished segment comes back with its header.
+    #[test]
+    fn glass_frames_survive_the_packager_and_the_demuxer() {
+        let cfg = EncoderConfig::default();
+        let mut src = Source::Synthetic(Encoder::new(cfg, netem::rng::SeedTree::new(7), Time::ZERO));
+        let mut p = Packager::new(PackagerConfig {
+            target: Duration::from_secs(1),
+            window: 100,
+        });
+        let t0 = SystemTime::now();
+        p.push(&Media::Video(source::sequence_header(), 0), t0);
+        p.push(&Media::Audio(Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]), 0), t0);
+        let mut sent = Vec::new();
+        let mut now = Time::ZERO;
+        while now < Time::from_millis(9000) {
+            now = src.poll_timeout().max(now);
+            while let Some(m) = src.poll_message(now) {
+                if m.video {
+                    sent.push((m.timestamp, unpack_seq(&m.data)));
+                }
+                p.push(&Media::av(m.video, m.data, m.timestamp), t0);
+            }
+        }
+        let mut got = Vec::new();
+        let mut seq = 0;
+        while let Some(s) = p.segment(seq) {
+            for f in frames(&s.bytes).unwrap() {
+                if f.video {
+                    got.push((f.ts_ms, f.glass.map(|h| h.seq)));
+                }
+            }
+            seq += 1;
+        }
+        assert!(seq >= 3, "{seq} segments");
+        assert!(got.len() > 100);
+        // What came back is what went in, from the first key frame on.
+        let start = sent.iter().position(|s| s.0 == got[0].0).unwrap();
+        assert_eq!(got, sent[start..start + got.len()]);
+        assert!(got.iter().all(|g| g.1.is_some()));
+    }
+
+    fn unpack_seq(data: &[u8]) -> Option<u64> {
+        source::unpack(data, true).map(|h| h.seq)
+    }
+
+    #[test]
+    fn garbage_is_an_error_or_nothing_never_a_panic() {
+        let mut x = 0x9e37_79b9u32;
+        for len in [0usize, 1, 187, 188, 189, 376, 1000, 5000] {
+            let mut v = Vec::with_capacity(len);
+            for i in 0..len {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                // Sync bytes where packets start, so the reader goes deeper.
+                v.push(if i % 188 == 0 { 0x47 } else { x as u8 });
+            }
+            let _ = frames(&v);
+        }
+    }
+}
