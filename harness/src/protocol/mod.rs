@@ -244,6 +244,14 @@ pub trait Protocol: Sync {
     fn default_target_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(500)
     }
+    /// The live-edge control its players of `uri` use unless the scenario
+    /// says (None: by the late policy, `LatencyControl::default_for`).
+    fn default_latency_control(
+        &self,
+        _uri: &uri::StreamUri,
+    ) -> Option<crate::scenario::LatencyControlKind> {
+        None
+    }
     /// Why Glass's player cannot play it, if it is an ingest only (a
     /// scenario then plays its streams over RTMP through the gateway).
     fn no_player(&self) -> Option<&'static str> {

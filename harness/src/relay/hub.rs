@@ -206,6 +206,23 @@ impl Hub {
     /// configuration, the GOP so far) and the channel of what comes next,
     /// taken under one lock so nothing falls between them.
     pub fn subscribe(&self, key: &str) -> Result<Subscription, Poisoned> {
+        let sub = self.subscription(key)?;
+        self.with_stats(|st| {
+            st.players += 1;
+            st.streams.entry(key.to_string()).or_default().players += 1;
+        });
+        Ok(sub)
+    }
+
+    /// Subscribes a consumer inside the relay (the HLS packager) to `key`:
+    /// like [`Hub::subscribe`], but not counted as a player.
+    pub fn tap(&self, key: &str) -> Result<Subscription, Poisoned> {
+        self.subscription(key)
+    }
+
+    /// Registers a subscriber of `key` and takes what it missed, under one
+    /// lock.
+    fn subscription(&self, key: &str) -> Result<Subscription, Poisoned> {
         let (tx, rx) = mpsc::channel(PLAYER_QUEUE);
         let mut s = self.inner.streams.lock().map_err(|_| Poisoned)?;
         let stream = s.entry(key.to_string()).or_default();
@@ -215,11 +232,6 @@ impl Hub {
         catch_up.extend(stream.video_config.clone());
         catch_up.extend(stream.audio_config.clone());
         catch_up.extend(stream.gop.iter().cloned());
-        drop(s);
-        self.with_stats(|st| {
-            st.players += 1;
-            st.streams.entry(key.to_string()).or_default().players += 1;
-        });
         Ok(Subscription { catch_up, rx })
     }
 

@@ -6,5 +6,5 @@
 pub mod hub;
 pub mod media;
 
-pub use hub::{APP, Hub, HubStats, RelayHop, StreamCounters, Subscription};
+pub use hub::{APP, Hub, HubStats, Poisoned, RelayHop, StreamCounters, Subscription};
 pub use media::{Media, StreamInfo};

@@ -19,8 +19,13 @@ use super::*;
 
 /// The player's live-edge control from its table: the kind's default for
 /// the late policy, and `max_rate`/`skip_threshold` only where they apply.
-fn latency_control(p: &PlayerFile, late: LatePolicy, field: &str) -> Result<LatencyControl> {
-    let kind = p.latency_control.unwrap_or(match late {
+fn latency_control(
+    p: &PlayerFile,
+    late: LatePolicy,
+    field: &str,
+    default: Option<LatencyControlKind>,
+) -> Result<LatencyControl> {
+    let kind = p.latency_control.or(default).unwrap_or(match late {
         LatePolicy::Wait => LatencyControlKind::CatchUp,
         LatePolicy::Skip => LatencyControlKind::SkipToLive,
     });
@@ -419,7 +424,7 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
         a.validate()
             .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
     }
-    let player = player(&p.player, field, plays_with)?;
+    let player = player(&p.player, field, plays_with, &player_uri)?;
     let tables = tables(p, field, &player, [publishes_with, plays_with])?;
     let out = Protocol {
         name,
@@ -561,6 +566,7 @@ fn player(
     p: &PlayerFile,
     field: &str,
     plays_with: &dyn crate::protocol::Protocol,
+    uri: &StreamUri,
 ) -> Result<PlayerConfig> {
     let refresh = p
         .refresh
@@ -577,7 +583,7 @@ fn player(
         return bad(format!("{field}.player.target_delay"), "at most 60 s");
     }
     let late = p.late.unwrap_or(LatePolicy::Wait);
-    let latency_control = latency_control(p, late, field)?;
+    let latency_control = latency_control(p, late, field, plays_with.default_latency_control(uri))?;
     Ok(PlayerConfig {
         target_delay: target,
         refresh,

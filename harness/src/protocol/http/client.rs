@@ -24,11 +24,6 @@ use crate::protocol::{
 };
 use crate::publisher::PublisherStats;
 
-/// The request path of `uri`'s stream.
-pub fn flv_path(uri: &crate::protocol::uri::StreamUri) -> String {
-    format!("/{}/{}.flv", uri.app, uri.key)
-}
-
 /// A connected HTTP-FLV player.
 struct FlvSession {
     stream: tokio::net::TcpStream,
@@ -74,7 +69,7 @@ pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     Ok(Dialed {
         session: Box::new(FlvSession {
             stream: tokio::net::TcpStream::from_std(s)?,
-            path: flv_path(cx.uri),
+            path: super::path_of(cx.uri),
             host,
             clock: cx.clock,
         }),

@@ -15,8 +15,10 @@ pub mod hls;
 pub mod server;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use netem::ConfigError;
+use netem::units::HumanDuration;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -33,7 +35,8 @@ const ENDPOINTS: [Endpoint; 1] = [Endpoint::Tcp(HTTP_PORT)];
 /// HTTP egress.
 pub struct Http;
 
-/// `http = { gop_cache }`: the relay's HTTP egress settings.
+/// `http = { gop_cache, hls_segment, hls_window }`: the relay's HTTP
+/// egress settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpTable {
@@ -42,11 +45,21 @@ pub struct HttpTable {
     /// false: it starts at the next key frame (lower delay to the live
     /// edge, a GOP's wait at startup).
     pub gop_cache: bool,
+    /// HLS's target segment duration (EXT-X-TARGETDURATION): segments are
+    /// cut at the first key frame after it, so a GOP longer than it makes
+    /// segments of a GOP.
+    pub hls_segment: HumanDuration,
+    /// Segments the live HLS playlist lists.
+    pub hls_window: usize,
 }
 
 impl Default for HttpTable {
     fn default() -> Self {
-        HttpTable { gop_cache: true }
+        HttpTable {
+            gop_cache: true,
+            hls_segment: HumanDuration(Duration::from_secs(2)),
+            hls_window: 6,
+        }
     }
 }
 
@@ -66,12 +79,20 @@ impl Protocol for Http {
     }
 
     fn schemes(&self) -> &'static [Scheme] {
-        &[Scheme {
-            name: "httpflv",
-            endpoint: 0,
-            what: "HTTP-FLV playback (play only): GET http://HOST:PORT/APP/KEY.flv, e.g. \
-                   ffplay http://HOST:PORT/live/KEY.flv",
-        }]
+        &[
+            Scheme {
+                name: "httpflv",
+                endpoint: 0,
+                what: "HTTP-FLV playback (play only): GET http://HOST:PORT/APP/KEY.flv, e.g. \
+                       ffplay http://HOST:PORT/live/KEY.flv",
+            },
+            Scheme {
+                name: "hls",
+                endpoint: 0,
+                what: "HLS playback (play only; MPEG-TS segments): \
+                       http://HOST:PORT/APP/KEY/index.m3u8",
+            },
+        ]
     }
 
     fn no_publisher(&self) -> Option<&'static str> {
@@ -86,11 +107,23 @@ impl Protocol for Http {
         uri: &super::uri::StreamUri,
         at: std::net::SocketAddr,
     ) -> Option<String> {
-        Some(format!("http://{at}{}", client::flv_path(uri)))
+        Some(format!("http://{at}{}", path_of(uri)))
     }
 
     fn table_key(&self) -> &'static str {
         "http"
+    }
+
+    /// HLS: none. hls.js does not play faster to catch up by default
+    /// (`maxLiveSyncPlaybackRate` 1): it starts HOLD-BACK from the live
+    /// edge and stays there. (Glass's catch-up measures the live edge by
+    /// the freshest frame, which segments deliver seconds before their
+    /// first: it would chase a latency a segmented player cannot keep.)
+    fn default_latency_control(
+        &self,
+        uri: &super::uri::StreamUri,
+    ) -> Option<crate::scenario::LatencyControlKind> {
+        (uri.scheme == "hls").then_some(crate::scenario::LatencyControlKind::None)
     }
 
     fn configure(
@@ -98,7 +131,21 @@ impl Protocol for Http {
         table: Option<&toml::Value>,
         cx: &EntryCx,
     ) -> Result<Box<dyn Table>, ConfigError> {
-        let t: HttpTable = super::parse_table(table, &format!("{}.http", cx.field))?;
+        let at = format!("{}.http", cx.field);
+        let t: HttpTable = super::parse_table(table, &at)?;
+        let seg = t.hls_segment.get();
+        if seg < Duration::from_millis(500) || seg > Duration::from_secs(30) {
+            return Err(ConfigError::invalid(
+                format!("{at}.hls_segment"),
+                "between 0.5 s and 30 s",
+            ));
+        }
+        if !(3..=100).contains(&t.hls_window) {
+            return Err(ConfigError::invalid(
+                format!("{at}.hls_window"),
+                "between 3 and 100 segments (a player starts 3 segments from the live edge)",
+            ));
+        }
         Ok(Box::new(t))
     }
 
@@ -114,21 +161,36 @@ impl Protocol for Http {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let table = settings.table::<HttpTable>().cloned().unwrap_or_default();
+        let packaging = hls::packager::PackagerConfig {
+            target: table.hls_segment.get(),
+            window: table.hls_window,
+        };
+        let key = cx.hub.stream_key().to_string();
+        let (origin, packager) =
+            hls::origin::Origin::start(&cx.hub, &key, packaging, cx.stop.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let cfg = server::Config {
             hub: cx.hub,
             gop_cache: table.gop_cache,
             congestion: Some(settings.tcp_congestion.clone()),
+            hls: Some(origin),
         };
         let counters = Arc::new(server::Counters::default());
         let task = server::serve(listener, cfg, cx.stop, counters.clone());
         Ok(tokio::spawn(async move {
             task.await;
+            let _ = packager.await;
             Box::new(counters.snapshot()) as Box<dyn Stats>
         }))
     }
 
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
-        Box::pin(client::dial(cx, to))
+        Box::pin(async move {
+            match cx.uri.scheme {
+                "hls" => hls::player::dial(cx, to).await,
+                _ => client::dial(cx, to).await,
+            }
+        })
     }
 
     /// Its retransmissions: TCP's to the players (the publisher's are its
@@ -141,6 +203,15 @@ impl Protocol for Http {
         Some(Box::new(HttpSection {
             retransmits: relay.retransmits(),
         }))
+    }
+}
+
+/// The path a player requests for `uri`: the FLV stream or the HLS
+/// playlist.
+pub fn path_of(uri: &super::uri::StreamUri) -> String {
+    match uri.scheme {
+        "hls" => format!("/{}/{}/{}", uri.app, uri.key, server::PLAYLIST),
+        _ => format!("/{}/{}.flv", uri.app, uri.key),
     }
 }
 

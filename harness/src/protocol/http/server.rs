@@ -41,6 +41,8 @@ pub struct Counters {
     pub bad_requests: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub tags_too_big: AtomicU64,
+    pub hls_playlists: AtomicU64,
+    pub hls_segments: AtomicU64,
     /// Each connection's TCP as it ended.
     pub tcp: Mutex<Vec<TcpInfo>>,
 }
@@ -62,6 +64,9 @@ pub struct HttpServerStats {
     pub http_bytes_sent: u64,
     /// Media too big for an FLV tag, left out of HTTP-FLV responses.
     pub http_flv_tags_too_big: u64,
+    /// HLS playlist and segment requests.
+    pub http_hls_playlists: u64,
+    pub http_hls_segments: u64,
     /// The kernel's view of each connection (to players), as it ended.
     pub http_to_players_tcp: Vec<TcpInfo>,
 }
@@ -78,6 +83,8 @@ impl Counters {
             http_bad_requests: get(&self.bad_requests),
             http_bytes_sent: get(&self.bytes_sent),
             http_flv_tags_too_big: get(&self.tags_too_big),
+            http_hls_playlists: get(&self.hls_playlists),
+            http_hls_segments: get(&self.hls_segments),
             http_to_players_tcp: self.tcp.lock().map(|t| t.clone()).unwrap_or_default(),
         }
     }
@@ -111,6 +118,8 @@ pub struct Config {
     /// The congestion control of its connections (the scenario's
     /// `tcp_congestion`, as RTMP's).
     pub congestion: Option<String>,
+    /// The stream's HLS origin, if HLS is served.
+    pub hls: Option<Arc<super::hls::origin::Origin>>,
 }
 
 /// What a request's path asks for.
@@ -118,7 +127,14 @@ pub struct Config {
 pub enum Route<'a> {
     /// `/APP/KEY.flv`
     Flv { key: &'a str },
+    /// `/APP/KEY/index.m3u8`
+    Playlist { key: &'a str },
+    /// `/APP/KEY/segN.ts`
+    Segment { key: &'a str, seq: u64 },
 }
+
+/// The name of HLS's media playlist under `/APP/KEY/`.
+pub const PLAYLIST: &str = "index.m3u8";
 
 /// The route of `path` (without its query), if it is one.
 pub fn route(path: &str) -> Option<Route<'_>> {
@@ -126,8 +142,26 @@ pub fn route(path: &str) -> Option<Route<'_>> {
         .strip_prefix('/')?
         .strip_prefix(APP)?
         .strip_prefix('/')?;
-    let key = rest.strip_suffix(".flv")?;
-    (!key.is_empty() && !key.contains('/')).then_some(Route::Flv { key })
+    let word = |k: &str| !k.is_empty() && !k.contains('/');
+    if let Some(key) = rest.strip_suffix(".flv") {
+        return word(key).then_some(Route::Flv { key });
+    }
+    let (key, file) = rest.split_once('/')?;
+    if !word(key) {
+        return None;
+    }
+    if file == PLAYLIST {
+        return Some(Route::Playlist { key });
+    }
+    let n = file.strip_prefix("seg")?.strip_suffix(".ts")?;
+    // Digits only: u64's parser takes a leading '+'.
+    if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Route::Segment {
+        key,
+        seq: n.parse().ok()?,
+    })
 }
 
 type ResponseBody = Either<Full<Bytes>, FlvBody>;
@@ -156,16 +190,52 @@ fn respond(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return bad(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
     }
-    let Some(Route::Flv { key }) = route(req.uri().path()) else {
+    let not_found = |text: &str| {
         counters.not_found.fetch_add(1, Ordering::Relaxed);
-        return plain(
-            StatusCode::NOT_FOUND,
-            &format!("no such resource; HTTP-FLV is GET /{APP}/KEY.flv"),
-        );
+        plain(StatusCode::NOT_FOUND, text)
     };
+    let Some(route) = route(req.uri().path()) else {
+        return not_found(&format!(
+            "no such resource; HTTP-FLV is GET /{APP}/KEY.flv, HLS GET /{APP}/KEY/{PLAYLIST}"
+        ));
+    };
+    let (Route::Flv { key } | Route::Playlist { key } | Route::Segment { key, .. }) = route;
     if key != cfg.hub.stream_key() {
-        counters.not_found.fetch_add(1, Ordering::Relaxed);
-        return plain(StatusCode::NOT_FOUND, "no such stream");
+        return not_found("no such stream");
+    }
+    if !matches!(route, Route::Flv { .. }) {
+        let Some(origin) = &cfg.hls else {
+            return not_found("this relay serves no HLS");
+        };
+        let (body, kind) = match route {
+            Route::Segment { seq, .. } => {
+                counters.hls_segments.fetch_add(1, Ordering::Relaxed);
+                match origin.segment(seq) {
+                    Some(b) => (b, "video/mp2t"),
+                    None => return not_found("no such segment (not yet, or gone)"),
+                }
+            }
+            _ => {
+                counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
+                match origin.playlist() {
+                    Some(p) => (Bytes::from(p), "application/vnd.apple.mpegurl"),
+                    None => return not_found("no segment yet"),
+                }
+            }
+        };
+        let body = if req.method() == Method::HEAD {
+            Bytes::new()
+        } else {
+            counters
+                .bytes_sent
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            body
+        };
+        let mut r = Response::new(Either::Left(Full::new(body)));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return r;
     }
     let mut r = if req.method() == Method::HEAD {
         Response::new(Either::Left(Full::new(Bytes::new())))
@@ -262,6 +332,14 @@ mod tests {
     #[test]
     fn routes_flv_paths_and_nothing_else() {
         assert_eq!(route("/live/k.flv"), Some(Route::Flv { key: "k" }));
+        assert_eq!(
+            route("/live/k/index.m3u8"),
+            Some(Route::Playlist { key: "k" })
+        );
+        assert_eq!(
+            route("/live/k/seg42.ts"),
+            Some(Route::Segment { key: "k", seq: 42 })
+        );
         for bad in [
             "",
             "/",
@@ -272,6 +350,11 @@ mod tests {
             "live/k.flv",
             "/live/k.flv/x",
             "/livex/k.flv",
+            "/live/k/seg.ts",
+            "/live/k/seg+1.ts",
+            "/live/k/seg99999999999999999999.ts",
+            "/live/k/other.m3u8",
+            "/live//index.m3u8",
         ] {
             assert_eq!(route(bad), None, "{bad}");
         }
@@ -303,6 +386,7 @@ mod wire_tests {
             hub: hub.clone(),
             gop_cache: true,
             congestion: None,
+            hls: None,
         };
         tokio::spawn(serve(listener, cfg, stop, counters.clone()));
         (at, hub, stop_tx, counters)

@@ -150,14 +150,18 @@ mod tests {
     #[test]
     fn glass_frames_survive_the_packager_and_the_demuxer() {
         let cfg = EncoderConfig::default();
-        let mut src = Source::Synthetic(Encoder::new(cfg, netem::rng::SeedTree::new(7), Time::ZERO));
+        let mut src =
+            Source::Synthetic(Encoder::new(cfg, netem::rng::SeedTree::new(7), Time::ZERO));
         let mut p = Packager::new(PackagerConfig {
             target: Duration::from_secs(1),
             window: 100,
         });
         let t0 = SystemTime::now();
         p.push(&Media::Video(source::sequence_header(), 0), t0);
-        p.push(&Media::Audio(Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]), 0), t0);
+        p.push(
+            &Media::Audio(Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]), 0),
+            t0,
+        );
         let mut sent = Vec::new();
         let mut now = Time::ZERO;
         while now < Time::from_millis(9000) {

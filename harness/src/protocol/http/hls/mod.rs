@@ -3,5 +3,7 @@
 //! (`player`), which reads segments with `demux`.
 
 pub mod demux;
+pub mod origin;
 pub mod packager;
+pub mod player;
 pub mod ts;

@@ -134,7 +134,8 @@ impl Packager {
     /// The segment `seq`, while it is kept.
     pub fn segment(&self, seq: u64) -> Option<&Segment> {
         let first = self.done.front()?.seq;
-        self.done.get(usize::try_from(seq.checked_sub(first)?).ok()?)
+        self.done
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)
     }
 
     /// The live media playlist (None before the first segment is done).
@@ -214,7 +215,10 @@ mod tests {
     fn dates_are_rfc3339_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_389_510_123);
         assert_eq!(rfc3339_ms(t), "2026-12-04T13:05:10.123Z");
-        assert_eq!(rfc3339_ms(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_ms(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339_ms(leap), "2000-02-29T00:00:00.000Z");
     }

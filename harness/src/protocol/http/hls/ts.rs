@@ -34,7 +34,9 @@ struct AvcConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Muxed {
     /// A video frame written (`key`: an IDR, where a segment may start).
-    Video { key: bool },
+    Video {
+        key: bool,
+    },
     Audio,
     /// Decoder configuration kept (written with the frames that need it).
     Config,
@@ -107,7 +109,8 @@ impl TsMuxer {
 
     fn video(&mut self, out: &mut Vec<u8>, body: &[u8], ts_ms: u32) -> Muxed {
         // Frame type and codec, AVC packet type, composition time (s24).
-        let (Some(&first), Some(&packet_type), Some(cts)) = (body.first(), body.get(1), body.get(2..5))
+        let (Some(&first), Some(&packet_type), Some(cts)) =
+            (body.first(), body.get(1), body.get(2..5))
         else {
             return Muxed::Skipped;
         };
@@ -269,7 +272,13 @@ impl TsMuxer {
                     0,
                 ]);
             }
-            let room = PACKET - 4 - if fields.is_empty() { 0 } else { 1 + fields.len() };
+            let room = PACKET
+                - 4
+                - if fields.is_empty() {
+                    0
+                } else {
+                    1 + fields.len()
+                };
             let (adaptation, n) = if rest.len() >= room {
                 ((!fields.is_empty()).then_some(fields), room)
             } else {
@@ -416,7 +425,16 @@ mod tests {
     #[test]
     fn the_flv_timestamp_comes_back_from_the_ts_timestamp() {
         assert_eq!(45u32.wrapping_mul(INV45), 1);
-        for ms in [0u32, 1, 33, 1_000, 95_443_717, 95_443_718, u32::MAX / 2, u32::MAX] {
+        for ms in [
+            0u32,
+            1,
+            33,
+            1_000,
+            95_443_717,
+            95_443_718,
+            u32::MAX / 2,
+            u32::MAX,
+        ] {
             let ts = u64::from(ms) * 90 % MOD33;
             assert_eq!(flv_ms_of(ts), ms, "{ms}");
         }
