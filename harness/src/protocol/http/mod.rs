@@ -193,15 +193,21 @@ impl Protocol for Http {
         })
     }
 
-    /// Its retransmissions: TCP's to the players (the publisher's are its
-    /// own protocol's).
+    /// Its retransmissions (TCP's to the players; the publisher's are its
+    /// own protocol's) and what Glass's HLS player did.
     fn run_section(&self, cx: &super::RunCx) -> Option<Box<dyn Stats>> {
         let relay = cx
             .servers
             .iter()
             .find_map(|(_, s)| s.as_any().downcast_ref::<HttpServerStats>())?;
+        let hls = cx
+            .clients
+            .iter()
+            .find_map(|s| s.as_any().downcast_ref::<hls::player::HlsPlayerStats>())
+            .cloned();
         Some(Box::new(HttpSection {
             retransmits: relay.retransmits(),
+            hls,
         }))
     }
 }
@@ -215,15 +221,20 @@ pub fn path_of(uri: &super::uri::StreamUri) -> String {
     }
 }
 
-/// HTTP's part of a run: its retransmissions.
+/// HTTP's part of a run: its retransmissions, and Glass's HLS player's
+/// requests (its fields join results.json's `result`).
 #[derive(Debug)]
-struct HttpSection {
-    retransmits: u64,
+pub struct HttpSection {
+    pub retransmits: u64,
+    pub hls: Option<hls::player::HlsPlayerStats>,
 }
 
 impl Stats for HttpSection {
     fn json(&self) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::Map::new()
+        self.hls
+            .as_ref()
+            .map(super::json_fields)
+            .unwrap_or_default()
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -176,8 +176,11 @@ fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
     r
 }
 
+/// How long a playlist request waits for a stream's first segment.
+const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(10);
+
 /// The response to one request.
-fn respond(
+async fn respond(
     req: &Request<Incoming>,
     cfg: &Config,
     counters: &Arc<Counters>,
@@ -217,7 +220,7 @@ fn respond(
             }
             _ => {
                 counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
-                match origin.playlist() {
+                match origin.first_playlist(FIRST_PLAYLIST_WAIT).await {
                     Some(p) => (Bytes::from(p), "application/vnd.apple.mpegurl"),
                     None => return not_found("no segment yet"),
                 }
@@ -293,8 +296,8 @@ pub async fn serve(
                 conns.spawn(async move {
                     let answering = counters.clone();
                     let service = hyper::service::service_fn(move |req| {
-                        let r = respond(&req, &cfg, &answering);
-                        async move { Ok::<_, Infallible>(r) }
+                        let (cfg, answering) = (cfg.clone(), answering.clone());
+                        async move { Ok::<_, Infallible>(respond(&req, &cfg, &answering).await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())

@@ -3,7 +3,7 @@
 //! from it.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -16,6 +16,8 @@ use crate::relay::{Hub, Poisoned};
 #[derive(Debug)]
 pub struct Origin {
     packager: Mutex<Packager>,
+    /// Segments finished so far: requests that wait for one watch it.
+    finished: watch::Sender<u64>,
 }
 
 impl Origin {
@@ -29,6 +31,7 @@ impl Origin {
         let sub = hub.tap(key)?;
         let origin = Arc::new(Origin {
             packager: Mutex::new(Packager::new(cfg)),
+            finished: watch::Sender::new(0),
         });
         let o = origin.clone();
         let task = tokio::spawn(async move {
@@ -50,14 +53,27 @@ impl Origin {
     }
 
     fn push(&self, m: &crate::relay::Media) {
-        if let Ok(mut p) = self.packager.lock() {
-            p.push(m, SystemTime::now());
+        let finished = self
+            .packager
+            .lock()
+            .is_ok_and(|mut p| p.push(m, SystemTime::now()));
+        if finished {
+            self.finished.send_modify(|n| *n += 1);
         }
     }
 
     /// The live media playlist, once a segment is done.
     pub fn playlist(&self) -> Option<String> {
         self.packager.lock().ok()?.playlist()
+    }
+
+    /// The playlist, waiting up to `wait` for the stream's first segment:
+    /// a player that asks before the stream has begun is answered when it
+    /// has (ffmpeg's HLS reader gives up on a first 404; hls.js retries).
+    pub async fn first_playlist(&self, wait: Duration) -> Option<String> {
+        let mut rx = self.finished.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|&n| n > 0)).await;
+        self.playlist()
     }
 
     /// Segment `seq`'s bytes, while it is kept.

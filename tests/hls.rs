@@ -1,0 +1,232 @@
+//! HLS egress end to end: the relay packages the stream into MPEG-TS
+//! segments and a live playlist; Glass's HLS player plays it over real
+//! HTTP through the link's last mile; ffmpeg (a player Glass did not
+//! write) plays the same playlist through the link; ffprobe reads the
+//! segments of an ffmpeg-published stream with continuous timestamps.
+//! Link mode needs namespaces (root); ffmpeg tests need ffmpeg.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use harness::protocol::http::hls::player::HlsPlayerStats;
+use harness::protocol::http::{HttpSection, HttpServerStats};
+use harness::runner::RunResult;
+use harness::scenario::Scenario;
+use netem::adapters::can_create_namespaces;
+
+fn http_of(r: &RunResult) -> &HttpServerStats {
+    r.relay.server().expect("the HTTP server's statistics")
+}
+
+fn hls_of(r: &RunResult) -> &HlsPlayerStats {
+    r.section::<HttpSection>()
+        .and_then(|s| s.hls.as_ref())
+        .expect("the HLS player's statistics")
+}
+
+#[test]
+fn glass_plays_hls_segments_through_the_last_mile() {
+    let _serial = common::serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "t",
+        r#"
+name = "hls"
+duration = "10s"
+seed = 1
+[media]
+bitrate = "2Mbit/s"
+fps = 30
+gop = 30
+[[networks]]
+name = "clean"
+last_mile = { downlink = "delay 20ms", uplink = "delay 20ms" }
+[[protocols]]
+kind = "rtmp"
+player_uri = "hls://server/live/glass"
+http = { hls_segment = "1s" }
+player = { target_delay = "500ms" }
+"#,
+        None,
+    )
+    .unwrap();
+    let r = common::run_link(&s);
+    let p = &r.player;
+    let h = hls_of(&r);
+    eprintln!(
+        "HLS 1 s segments: {} of {} frames shown, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms, stalls {:.2} %; {h:?}; {:?}",
+        p.frames_displayed,
+        r.frames_expected,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        p.startup_delay_ms,
+        p.stall_ratio * 100.0,
+        http_of(&r)
+    );
+    assert!(r.frames_expected > 150);
+    assert!(r.frames_lost() <= 2, "{p:?}");
+    // One segment (1 s) is packaged before the first can be fetched; then
+    // the playlist poll (≤ half a target duration), the download and the
+    // 500 ms buffer. Far above HTTP-FLV's ~0.55 s, far below 3 segments
+    // plus the buffer.
+    assert!(
+        p.g2g_p50_ms > 1500.0 && p.g2g_p50_ms < 3000.0,
+        "G2G p50 {}",
+        p.g2g_p50_ms
+    );
+    assert!(p.stall_ratio < 0.01, "{p:?}");
+    // About a segment a second and a playlist reload per segment or two.
+    let secs = 10.0;
+    assert!(h.hls_segment_requests as f64 >= secs - 3.0, "{h:?}");
+    assert!(h.hls_playlist_requests as f64 <= secs * 3.0, "{h:?}");
+    assert_eq!(h.hls_segments_missed, 0, "{h:?}");
+    assert_eq!(http_of(&r).http_hls_segments, h.hls_segment_requests);
+}
+
+#[test]
+fn ffmpeg_plays_the_relays_hls_through_the_link() {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "t",
+        r#"
+name = "hls-ffmpeg"
+duration = "12s"
+[media]
+bitrate = "1Mbit/s"
+fps = 30
+gop = 30
+resolution = "640x360"
+audio = false
+encode_delay = "0ms"
+[[networks]]
+name = "lossy"
+last_mile = { downlink = "delay 20ms loss 1%", uplink = "delay 20ms" }
+[[protocols]]
+kind = "rtmp"
+player_uri = "hls://server/live/glass"
+http = { hls_segment = "1s" }
+publisher = "ffmpeg"
+ffmpeg_player = true
+player = { target_delay = "500ms", refresh = "1ms" }
+"#,
+        None,
+    )
+    .unwrap();
+    let r = common::run_link(&s);
+    let p = &r.player;
+    let ff = |role: &str| r.ffmpeg.iter().find(|f| f.role == role).unwrap().clone();
+    let (publisher, player) = (ff("publisher"), ff("player"));
+    eprintln!(
+        "ffmpeg sent {} frames; Glass's HLS player received {}, showed {}, G2G p50 {:.1} p99 {:.1} ms; ffmpeg's HLS player decoded {} ({:?}): {}; {:?}",
+        publisher.frames,
+        p.frames_received,
+        p.frames_displayed,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        player.frames,
+        player.errors,
+        player.command,
+        hls_of(&r)
+    );
+    assert!(player.command.contains("/live/"), "{}", player.command);
+    assert!(player.command.contains("index.m3u8"), "{}", player.command);
+    // Glass's player times ffmpeg's frames from the FLV timestamps the TS
+    // timestamps carry (wall clock): G2G is the segments' delay, not days.
+    assert!(p.frames_received >= 200, "{p:?}");
+    assert!(
+        p.g2g_p50_ms > 1000.0 && p.g2g_p50_ms < 4000.0,
+        "G2G p50 {}",
+        p.g2g_p50_ms
+    );
+    // ffmpeg decoded the segments without errors: all but its start (it
+    // joins at the playlist's first segment, as Glass's player does).
+    assert!(player.errors.is_empty(), "{:?}", player.errors);
+    assert!(
+        player.frames + 45 >= p.frames_received,
+        "ffmpeg decoded {} of {}",
+        player.frames,
+        p.frames_received
+    );
+}
+
+/// ffprobe reads an ffmpeg-published stream's HLS from `glass serve` on
+/// loopback: every packet's timestamps continue across segment boundaries.
+#[test]
+fn ffprobe_reads_continuous_timestamps_across_segments() {
+    if !common::have_ffmpeg() {
+        return;
+    }
+    let offset = 21_000 + (std::process::id() % 20_000) as u16;
+    let (mut serve, _out, _) = common::spawn_serve("k", offset, "hls");
+    let rtmp = format!("rtmp://127.0.0.1:{}/live/k", 1935 + offset);
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi"])
+        .args(["-i", "sine=frequency=440:sample_rate=48000", "-t", "12"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "30", "-c:a", "aac", "-b:a", "64k", "-f", "flv", &rtmp])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    let playlist = format!("http://127.0.0.1:{}/live/k/index.m3u8", 8080 + offset);
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=stream_index,dts_time",
+        ])
+        .args(["-of", "csv=p=0", "-read_intervals", "%+4", &playlist])
+        .output()
+        .unwrap();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(errors.trim().is_empty(), "ffprobe: {errors}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut last = [None::<f64>; 2];
+    let mut counts = [0usize; 2];
+    for line in text.lines() {
+        let mut f = line.split(',');
+        let (Some(i), Some(t)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let (Ok(i), Ok(t)) = (i.parse::<usize>(), t.parse::<f64>()) else {
+            continue;
+        };
+        if i > 1 {
+            continue;
+        }
+        if let Some(prev) = last[i] {
+            // Video every 33 ms, audio every 21 ms: no jump back, no hole
+            // at a segment boundary.
+            assert!(
+                t > prev && t - prev < 0.1,
+                "stream {i}: {prev} then {t}\n{text}"
+            );
+        }
+        last[i] = Some(t);
+        counts[i] += 1;
+    }
+    eprintln!(
+        "ffprobe read {} video and {} audio packets over 4 s",
+        counts[0], counts[1]
+    );
+    assert!(counts[0] >= 90 && counts[1] >= 150, "{counts:?}\n{text}");
+}
