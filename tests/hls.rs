@@ -78,7 +78,13 @@ player = { target_delay = "500ms" }
         "G2G p50 {}",
         p.g2g_p50_ms
     );
-    assert!(p.stall_ratio < 0.01, "{p:?}");
+    // At most one stall: the first playlist is answered the moment the
+    // first segment exists (it waits for it), so the first frames arrive
+    // fresher than later segments', which the player finds by polling
+    // (reloads every segment duration, or half a target duration when the
+    // playlist had not grown, RFC 8216 §6.3.4); the 500 ms buffer takes
+    // most of that phase, not always all of it.
+    assert!(p.stall_count <= 1, "{p:?}");
     // About a segment a second and a playlist reload per segment or two.
     let secs = 10.0;
     assert!(h.hls_segment_requests as f64 >= secs - 3.0, "{h:?}");
