@@ -94,6 +94,61 @@ player = { target_delay = "500ms" }
 }
 
 #[test]
+fn a_player_joining_a_running_stream_starts_hold_back_from_the_live_edge() {
+    let _serial = common::serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "t",
+        r#"
+name = "hls-join"
+duration = "14s"
+seed = 1
+[media]
+bitrate = "2Mbit/s"
+fps = 30
+gop = 30
+[[networks]]
+name = "clean"
+last_mile = { downlink = "delay 20ms", uplink = "delay 20ms" }
+[[protocols]]
+kind = "rtmp"
+player_uri = "hls://server/live/glass"
+http = { hls_segment = "1s" }
+player = { target_delay = "500ms", join = "7s" }
+"#,
+        None,
+    )
+    .unwrap();
+    let r = common::run_link(&s);
+    let (p, h) = (&r.player, hls_of(&r));
+    eprintln!(
+        "HLS 1 s segments, joined at 7 s: {} of {} frames shown, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms, {} stalls; {h:?}",
+        p.frames_displayed,
+        r.frames_expected,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        p.startup_delay_ms,
+        p.stall_count
+    );
+    // The playlist had ~6 segments: the player started 3 back (HOLD-BACK =
+    // 3 s), so G2G is about 3 segments plus the buffer and the download,
+    // and the first frame shows within a second of joining (three
+    // segments are there to fetch at once).
+    assert_eq!(h.hls_start_behind, Some(3), "{h:?}");
+    assert!(
+        p.g2g_p50_ms > 3000.0 && p.g2g_p50_ms < 4500.0,
+        "G2G p50 {}",
+        p.g2g_p50_ms
+    );
+    assert!(p.startup_delay_ms.is_some_and(|s| s < 1000.0), "{p:?}");
+    assert_eq!(p.stall_count, 0, "{p:?}");
+    // Frames from the first one shown on, none lost.
+    assert!(r.frames_expected > 150 && r.frames_lost() <= 2, "{p:?}");
+}
+
+#[test]
 fn ffmpeg_plays_the_relays_hls_through_the_link() {
     let _serial = common::serial();
     if !can_create_namespaces() || !common::have_ffmpeg() {

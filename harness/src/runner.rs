@@ -331,7 +331,7 @@ pub fn run_groups(
     let wall = WallClock::new(clock);
     let end = Time::from_duration(scenario.duration);
     let mut players: Vec<Player> = (0..groups)
-        .map(|_| Player::new(protocol.player.clone(), Time::ZERO))
+        .map(|_| Player::new(protocol.player.clone(), Time::from_duration(protocol.join)))
         .collect();
     let hub = Hub::new(protocol.stream_key.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -629,16 +629,34 @@ async fn sessions(
         end,
     } = cx;
     let (seeds, wall, end, clock) = (*seeds, *wall, *end, dial.clock);
+    // Players that join at the start connect now, one group at a time;
+    // later ones (`player.join`) connect at their instant, a running stream.
+    let join = Time::from_duration(protocol.join);
     let mut plays = Vec::new();
     for (i, player) in players.iter_mut().enumerate() {
-        let side = dial
-            .dial(Role::Player, Place::Players(i), &protocol.player_uri)
-            .await?;
-        clients.players.push(side.report);
-        if !side.session.ordered() {
-            player.set_ordered(false);
-        }
-        plays.push(side.session.play(player, end));
+        let now = if join == Time::ZERO {
+            Some(
+                dial.dial(Role::Player, Place::Players(i), &protocol.player_uri)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        plays.push(async move {
+            let side = match now {
+                Some(side) => side,
+                None => {
+                    tokio::time::sleep_until(clock.instant(join).into()).await;
+                    dial.dial(Role::Player, Place::Players(i), &protocol.player_uri)
+                        .await?
+                }
+            };
+            if !side.session.ordered() {
+                player.set_ordered(false);
+            }
+            let stats = side.session.play(player, end).await?;
+            anyhow::Ok((side.report, stats))
+        });
     }
     let play = async {
         let r = futures_util::future::join_all(plays).await;
@@ -673,7 +691,7 @@ async fn sessions(
             let (played, published) = tokio::join!(play, publish);
             let (publisher, pub_stats) = published.context("publisher")?;
             clients.publisher_stats = pub_stats;
-            clients.player_stats = played.context("player")?;
+            (clients.players, clients.player_stats) = played.context("player")?.into_iter().unzip();
             Ok(Some(publisher))
         }
         PublisherKind::Ffmpeg => {
@@ -702,7 +720,8 @@ async fn sessions(
                 started,
             ));
             stage.stage.set("playing");
-            clients.player_stats = play.await.context("player")?;
+            (clients.players, clients.player_stats) =
+                play.await.context("player")?.into_iter().unzip();
             Ok(None)
         }
     }
@@ -907,13 +926,20 @@ pub(crate) fn assemble(
     );
     let frame_hops = g2g::frame_hops(&publisher.sent, &relay.hub.hops, clock);
     let hops = HopBreakdown::of(player.displayed(), &frame_hops);
+    // A player that joined a running stream expects the frames from the
+    // first it showed (the GOP cache's key frame, an HLS segment's start).
+    let first_shown = match protocol.join.is_zero() {
+        true => Time::ZERO,
+        false => player.displayed().first().map_or(end, |d| d.capture),
+    };
     let frames_expected = match player.offset() {
         Some(offset) => publisher
             .video_captures
             .iter()
-            .filter(|&&c| c + offset + protocol.player.refresh <= end)
+            .filter(|&&c| c >= first_shown && c + offset + protocol.player.refresh <= end)
             .count() as u64,
-        None => publisher.video_frames_sent,
+        None if protocol.join.is_zero() => publisher.video_frames_sent,
+        None => 0,
     };
     RunResult {
         mode,

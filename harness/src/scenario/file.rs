@@ -292,6 +292,13 @@ pub struct PlayerFile {
     /// How late a `skip_to_live` player may fall before it jumps (default 100 ms).
     #[serde(default)]
     pub skip_threshold: Option<HumanDuration>,
+    /// When Glass's players connect, from the run's start (default 0 s:
+    /// before the publisher, so they see the stream from its first frame).
+    /// Later, they join a running stream, as most viewers do: an RTMP or
+    /// HTTP-FLV player starts from the relay's GOP cache, an HLS player
+    /// HOLD-BACK from the live edge.
+    #[serde(default)]
+    pub join: Option<HumanDuration>,
 }
 
 /// Limits a run is judged by (reported now; `glass check` will gate on them).

@@ -194,6 +194,8 @@ pub struct Protocol {
     pub kind: &'static str,
     pub stream_key: String,
     pub player: PlayerConfig,
+    /// When Glass's players connect, from the run's start (`player.join`).
+    pub join: Duration,
     pub publisher: PublisherKind,
     pub ffmpeg_player: bool,
     pub tcp_congestion: String,

@@ -306,6 +306,11 @@ fn each_kind_of_bad_input_names_file_line_and_field() {
             format!("{base}player_uri = \"httpflv://server/live/glass\"\nhttp = {{ gop = true }}\n"),
             vec!["line 6", "protocols[0].http", "unknown field `gop`"],
         ),
+        // A player that would join after the run.
+        (
+            format!("{base}player = {{ join = \"10s\" }}\n"),
+            vec!["line 5", "protocols[0].player.join", "before the run's end"],
+        ),
         // A congestion control name that cannot be one.
         (
             format!("{base}tcp_congestion = \"cubic; rm -rf\"\n"),

@@ -193,7 +193,7 @@ impl ScenarioFile {
         let mut pnames = std::collections::HashSet::new();
         for (i, p) in self.protocols.iter().enumerate() {
             let field = format!("protocols[{i}]");
-            let proto = protocol(p, &field, m)?;
+            let proto = protocol(p, &field, m, duration)?;
             if !pnames.insert(proto.name.clone()) {
                 return bad(
                     format!("{field}.name"),
@@ -322,7 +322,7 @@ fn resolve_named(name: &str, base_dir: Option<&Path>) -> Result<LinkProfiles> {
 
 /// One `[[protocols]]` entry, checked: its URIs, player, transport and
 /// each registered protocol's table, and what they require of `[media]`.
-fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
+fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile, duration: Duration) -> Result<Protocol> {
     let Some(kind) = crate::protocol::by_name(&p.kind) else {
         return bad(
             format!("{field}.kind"),
@@ -425,12 +425,20 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile) -> Result<Protocol> {
             .map_err(|e| ConfigError::invalid(format!("{field}.abr"), e))?;
     }
     let player = player(&p.player, field, plays_with, &player_uri)?;
+    let join = p.player.join.map_or(Duration::ZERO, HumanDuration::get);
+    if join > duration.saturating_sub(Duration::from_secs(1)) {
+        return bad(
+            format!("{field}.player.join"),
+            "at least 1 s before the run's end (`duration`)",
+        );
+    }
     let tables = tables(p, field, &player, [publishes_with, plays_with])?;
     let out = Protocol {
         name,
         kind: kind.name(),
         stream_key: key,
         player,
+        join,
         capture_starts: p.capture_starts,
         publisher: p.publisher,
         ffmpeg_player: p.ffmpeg_player,

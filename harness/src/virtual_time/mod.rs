@@ -183,6 +183,11 @@ pub fn refusals(scenario: &Scenario) -> Vec<String> {
                 "{at}: ffmpeg_player is a real process on real time"
             ));
         }
+        if !p.join.is_zero() {
+            out.push(format!(
+                "{at}: player.join (players joining a running stream) runs on real time only"
+            ));
+        }
         let (publish, play) = (p.publisher_uri.scheme, p.player_uri.scheme);
         for (what, scheme) in [("uri", publish), ("player_uri", play)] {
             if !VIRTUAL_SCHEMES.contains(&scheme) {
