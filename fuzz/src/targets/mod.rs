@@ -1,6 +1,7 @@
 //! The targets, one per parser (and the code right behind it).
 
 mod flv;
+mod http;
 mod netem;
 mod pcap;
 mod rtmp;
@@ -40,6 +41,11 @@ pub const ALL: &[Target] = &[
         name: "flv",
         about: "FLV files (replay) into the reader, the tag classifiers and the looping replay",
         run: flv::run,
+    },
+    Target {
+        name: "http",
+        about: "HTTP egress: request paths, publishers' tags into the HLS packager and back through the TS demuxer and playlist parser, damaged segments and playlists, HTTP-FLV bodies in pieces",
+        run: http::run,
     },
     Target {
         name: "scenario",

@@ -1,0 +1,105 @@
+//! The relay's HTTP egress and Glass's HTTP players: request paths into the
+//! router; publishers' FLV tag bodies (valid-looking AVC/AAC, then damaged)
+//! into the HLS packager, its segments back through Glass's TS demuxer and
+//! its playlist through the player's parser; damaged segments and
+//! playlists as a player would receive them; an HTTP-FLV body cut into
+//! arbitrary pieces into the streaming FLV reader.
+
+use std::time::{Duration, SystemTime};
+
+use arbitrary::{Result, Unstructured};
+use bytes::Bytes;
+use harness::media::flv::{STREAM_HEADER, TagKind, TagReader, write_tag};
+use harness::media::source::sequence_header;
+use harness::protocol::http::hls::demux;
+use harness::protocol::http::hls::packager::{Packager, PackagerConfig};
+use harness::protocol::http::hls::player::parse_playlist;
+use harness::protocol::http::server::route;
+use harness::relay::Media;
+
+use crate::mutate::{corrupt, small_bytes};
+
+/// One publisher message: AVC (configuration, key or inter frame with
+/// AVCC NAL units) or AAC, fields from the input.
+fn message(u: &mut Unstructured<'_>, ts: u32) -> Result<Media> {
+    Ok(match u.int_in_range(0..=7u8)? {
+        0 => Media::Video(sequence_header(), ts),
+        1..=4 => {
+            let key = u.ratio(1, 4)?;
+            let mut d = vec![if key { 0x17 } else { 0x27 }, 1];
+            d.extend_from_slice(&u.arbitrary::<[u8; 3]>()?);
+            for _ in 0..u.int_in_range(0..=3u8)? {
+                let nal = small_bytes(u, 200)?;
+                let len = if u.ratio(1, 8)? {
+                    u.arbitrary::<u32>()?
+                } else {
+                    nal.len() as u32 + 1
+                };
+                d.extend_from_slice(&len.to_be_bytes());
+                d.push(*u.choose(&[12u8, 5, 1, 7, 8, 9, 6])?);
+                d.extend_from_slice(nal);
+            }
+            corrupt(&mut d, u)?;
+            Media::Video(Bytes::from(d), ts)
+        }
+        5 => {
+            let mut d = vec![0xaf, 0, u.arbitrary()?, u.arbitrary()?];
+            corrupt(&mut d, u)?;
+            Media::Audio(Bytes::from(d), ts)
+        }
+        _ => {
+            let mut d = vec![0xaf, 1];
+            d.extend_from_slice(small_bytes(u, 300)?);
+            Media::Audio(Bytes::from(d), ts)
+        }
+    })
+}
+
+pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
+    // Paths.
+    let path = String::from_utf8_lossy(small_bytes(u, 64)?).into_owned();
+    let _ = route(&path);
+    let _ = route(&format!("/live/{path}"));
+    // The packager, then its output read back.
+    let mut p = Packager::new(PackagerConfig {
+        target: Duration::from_millis(u.int_in_range(500..=3000)?),
+        window: u.int_in_range(3..=8)?,
+    });
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(u.arbitrary::<u32>()?.into());
+    let mut ts: u32 = u.arbitrary()?;
+    for _ in 0..u.int_in_range(0..=40u8)? {
+        ts = ts.wrapping_add(u.int_in_range(0..=700)?);
+        let m = message(u, ts)?;
+        p.push(&m, t0 + Duration::from_millis(u64::from(ts)));
+    }
+    if let Some(list) = p.playlist() {
+        let parsed = parse_playlist(&list).expect("the packager's playlist parses");
+        for (seq, _, _) in &parsed.segments {
+            let s = p.segment(*seq).expect("a listed segment is kept");
+            assert_eq!(s.bytes.len() % 188, 0, "whole TS packets");
+            let _ = demux::frames(&s.bytes);
+            let mut damaged = s.bytes.to_vec();
+            corrupt(&mut damaged, u)?;
+            let _ = demux::frames(&damaged);
+        }
+        let mut text = list.into_bytes();
+        corrupt(&mut text, u)?;
+        let _ = parse_playlist(&String::from_utf8_lossy(&text));
+    }
+    // An HTTP-FLV body in pieces.
+    let mut body = STREAM_HEADER.to_vec();
+    for _ in 0..u.int_in_range(0..=8u8)? {
+        let kind = *u.choose(&[TagKind::Video, TagKind::Audio, TagKind::Script])?;
+        let _ = write_tag(&mut body, kind, u.arbitrary()?, small_bytes(u, 100)?);
+    }
+    corrupt(&mut body, u)?;
+    let mut r = TagReader::default();
+    let mut at = 0;
+    while at < body.len() {
+        let n = u.int_in_range(1..=64usize)?.min(body.len() - at);
+        r.push(&body[at..at + n]);
+        at += n;
+        while let Ok(Some(_)) = r.next_tag() {}
+    }
+    Ok(())
+}
