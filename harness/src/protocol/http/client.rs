@@ -1,13 +1,17 @@
-//! Glass's HTTP-FLV player: one `GET /APP/KEY.flv` over a TCP connection
-//! through the player's last mile (hyper's HTTP/1.1 client), the response
-//! body read as FLV tags as it arrives, each frame handed to Glass's player
-//! model at its arrival instant, exactly as the RTMP player does.
+//! Glass's HTTP players' connection to the relay (a TCP connection through
+//! the player's last mile, hyper's HTTP/1.1 client on it, requests that
+//! keep the player's display clock going), and the HTTP-FLV player: one
+//! `GET /APP/KEY.flv`, the response body read as FLV tags as it arrives,
+//! each frame handed to Glass's player model at its arrival instant,
+//! exactly as the RTMP player does.
 
+use std::future::Future;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -24,13 +28,108 @@ use crate::protocol::{
 };
 use crate::publisher::PublisherStats;
 
-/// A connected HTTP-FLV player.
-struct FlvSession {
-    stream: tokio::net::TcpStream,
-    path: String,
-    host: String,
-    clock: Clock,
+/// A player's connection to the relay's HTTP port: a TCP connection
+/// through its last mile, the path it plays and the Host its requests name.
+pub(super) struct Connection {
+    pub stream: tokio::net::TcpStream,
+    pub path: String,
+    pub host: String,
+    pub clock: Clock,
 }
+
+/// Connects a player to the relay's HTTP port `to` from its host (`what`:
+/// "HTTP-FLV", "HLS", for the error a publisher gets).
+pub(super) fn connect(cx: &DialCx<'_>, to: Endpoint, what: &str) -> Result<Connection> {
+    if cx.role == Role::Publisher {
+        bail!("{what} is play only: publish over rtmp://, rtmpq://, gudp:// or rtsp://");
+    }
+    let s = cx.topo.connect(cx.place, to)?;
+    set_congestion(&s, &cx.settings.tcp_congestion).context("player: TCP congestion control")?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    Ok(Connection {
+        stream: tokio::net::TcpStream::from_std(s)?,
+        path: super::path_of(cx.uri),
+        host: cx.topo.addr_from(cx.place, to)?.to_string(),
+        clock: cx.clock,
+    })
+}
+
+/// What a player's dial reports (`requested` and `used` as results name
+/// them).
+pub(super) fn report(cx: &DialCx<'_>, requested: &str, used: &str) -> TransportReport {
+    TransportReport {
+        role: cx.role.as_str(),
+        uri: cx.uri.redacted(),
+        requested: requested.into(),
+        used: used.into(),
+        fallback: None,
+        handshake_ms: None,
+    }
+}
+
+/// Aborts the HTTP connection's task when the player is done with it.
+pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// HTTP/1.1 on the connection: the request sender, and the connection's
+/// task (it ends when the guard is dropped).
+pub(super) async fn handshake(
+    stream: tokio::net::TcpStream,
+) -> Result<(SendRequest<Empty<Bytes>>, AbortOnDrop)> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((sender, AbortOnDrop(task)))
+}
+
+/// A GET of `path` naming `host`.
+pub(super) fn get(path: &str, host: &HeaderValue) -> Result<Request<Empty<Bytes>>> {
+    let mut req = Request::get(path).body(Empty::<Bytes>::new())?;
+    req.headers_mut().insert(HOST, host.clone());
+    Ok(req)
+}
+
+/// Runs `fut` while keeping the player's display clock going; `None` if the
+/// run ends first.
+pub(super) async fn serving<F: Future>(
+    player: &mut Player,
+    clock: Clock,
+    end: Time,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let now = clock.time(Instant::now());
+        if now >= end {
+            return None;
+        }
+        let wake = player.poll_timeout().min(end);
+        if wake <= now {
+            // A refresh already due (handling the last input took longer
+            // than a refresh): run it now.
+            player.handle_timeout(now);
+            continue;
+        }
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            _ = tokio::time::sleep_until(clock.instant(wake).into()) => {
+                player.handle_timeout(clock.time(Instant::now()));
+            }
+        }
+    }
+}
+
+/// A connected HTTP-FLV player.
+struct FlvSession(Connection);
 
 impl Session for FlvSession {
     fn ordered(&self) -> bool {
@@ -43,7 +142,7 @@ impl Session for FlvSession {
         end: Time,
     ) -> LocalFuture<'a, Result<ClientStats>> {
         Box::pin(async move {
-            play(*self, player, end).await?;
+            play(self.0, player, end).await?;
             Ok(None)
         })
     }
@@ -58,49 +157,24 @@ impl Session for FlvSession {
 
 /// Connects to the relay's HTTP port `to` from the player's host.
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
-    if cx.role == Role::Publisher {
-        bail!("HTTP-FLV is play only: publish over rtmp://, rtmpq://, gudp:// or rtsp://");
-    }
-    let s = cx.topo.connect(cx.place, to)?;
-    set_congestion(&s, &cx.settings.tcp_congestion).context("player: TCP congestion control")?;
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    let host = cx.topo.addr_from(cx.place, to)?.to_string();
     Ok(Dialed {
-        session: Box::new(FlvSession {
-            stream: tokio::net::TcpStream::from_std(s)?,
-            path: super::path_of(cx.uri),
-            host,
-            clock: cx.clock,
-        }),
-        report: TransportReport {
-            role: cx.role.as_str(),
-            uri: cx.uri.redacted(),
-            requested: "http-flv".into(),
-            used: "http-flv/tcp".into(),
-            fallback: None,
-            handshake_ms: None,
-        },
+        session: Box::new(FlvSession(connect(&cx, to, "HTTP-FLV")?)),
+        report: report(&cx, "http-flv", "http-flv/tcp"),
         step: "tcp_connect",
     })
 }
 
 /// Requests the stream and plays it into `player` until `end`.
-async fn play(s: FlvSession, player: &mut Player, end: Time) -> Result<()> {
-    let clock = s.clock;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s.stream))
-        .await
-        .context("HTTP handshake")?;
-    let mut conn = std::pin::pin!(conn);
-    let mut req = Request::get(s.path.as_str()).body(Empty::<Bytes>::new())?;
-    req.headers_mut()
-        .insert(HOST, HeaderValue::from_str(&s.host)?);
-    let resp = tokio::select! {
-        r = sender.send_request(req) => r.context("HTTP-FLV request")?,
-        r = &mut conn => bail!("the HTTP connection ended before a response: {r:?}"),
+async fn play(c: Connection, player: &mut Player, end: Time) -> Result<()> {
+    let clock = c.clock;
+    let (mut sender, _conn) = handshake(c.stream).await?;
+    let req = get(&c.path, &HeaderValue::from_str(&c.host)?)?;
+    let Some(resp) = serving(player, clock, end, sender.send_request(req)).await else {
+        return Ok(());
     };
+    let resp = resp.context("HTTP-FLV request")?;
     if resp.status() != StatusCode::OK {
-        bail!("GET {} answered {}", s.path, resp.status());
+        bail!("GET {} answered {}", c.path, resp.status());
     }
     let mut body = resp.into_body();
     // Frames without a Glass header (ffmpeg's, a replayed file's) are timed
@@ -108,37 +182,23 @@ async fn play(s: FlvSession, player: &mut Player, end: Time) -> Result<()> {
     let mut foreign = ForeignFrames::new(WallClock::new(clock));
     let mut flv = TagReader::default();
     loop {
-        let now = clock.time(Instant::now());
-        if now >= end {
+        let Some(f) = serving(player, clock, end, body.frame()).await else {
             return Ok(());
-        }
-        let wake = player.poll_timeout().min(end);
-        if wake <= now {
-            player.handle_timeout(now);
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(clock.instant(wake).into()) => {
-                player.handle_timeout(clock.time(Instant::now()));
-            }
-            r = &mut conn => bail!("the HTTP connection ended: {r:?}"),
-            f = body.frame() => {
-                let now = clock.time(Instant::now());
-                let f = f.ok_or_else(|| anyhow!("the server ended the HTTP-FLV response"))??;
-                let Some(data) = f.data_ref() else { continue };
-                flv.push(data);
-                while let Some(tag) = flv.next_tag()? {
-                    let video = match tag.kind {
-                        TagKind::Video => true,
-                        TagKind::Audio => false,
-                        TagKind::Script => continue,
-                    };
-                    let h = unpack(&tag.data, video)
-                        .or_else(|| foreign.header(&tag.data, video, tag.ts_ms, now));
-                    if let Some(h) = h {
-                        player.on_frame(now, h);
-                    }
-                }
+        };
+        let now = clock.time(Instant::now());
+        let f = f.ok_or_else(|| anyhow!("the server ended the HTTP-FLV response"))??;
+        let Some(data) = f.data_ref() else { continue };
+        flv.push(data);
+        while let Some(tag) = flv.next_tag()? {
+            let video = match tag.kind {
+                TagKind::Video => true,
+                TagKind::Audio => false,
+                TagKind::Script => continue,
+            };
+            let h = unpack(&tag.data, video)
+                .or_else(|| foreign.header(&tag.data, video, tag.ts_ms, now));
+            if let Some(h) = h {
+                player.on_frame(now, h);
             }
         }
     }

@@ -17,26 +17,22 @@
 //! timed from their FLV timestamps, which the TS timestamps give back
 //! exactly.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::{HOST, HeaderValue};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use hyper::header::HeaderValue;
 use netem::Time;
-use netem::adapters::tcpinfo::set_congestion;
-use netem::time::Clock;
 use serde::Serialize;
 
+use super::super::client::{Connection, connect, get, handshake, report, serving};
 use super::demux;
 use crate::media::player::Player;
 use crate::media::wallclock::{ForeignFrames, WallClock};
 use crate::protocol::{
-    ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Role, Session, Stats,
-    TransportReport,
+    ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Session, Stats,
 };
 use crate::publisher::PublisherStats;
 
@@ -134,12 +130,7 @@ pub fn start_index(p: &MediaPlaylist, hold_back: Duration) -> usize {
 }
 
 /// A connected HLS player.
-struct HlsSession {
-    stream: tokio::net::TcpStream,
-    playlist: String,
-    host: String,
-    clock: Clock,
-}
+struct HlsSession(Connection);
 
 impl Session for HlsSession {
     fn ordered(&self) -> bool {
@@ -152,7 +143,7 @@ impl Session for HlsSession {
         end: Time,
     ) -> LocalFuture<'a, Result<ClientStats>> {
         Box::pin(async move {
-            let stats = play(*self, player, end).await?;
+            let stats = play(self.0, player, end).await?;
             Ok(Some(Box::new(stats) as Box<dyn Stats>))
         })
     }
@@ -167,87 +158,21 @@ impl Session for HlsSession {
 
 /// Connects to the relay's HTTP port `to` from the player's host.
 pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
-    if cx.role == Role::Publisher {
-        bail!("HLS is play only here: publish over rtmp://, rtmpq://, gudp:// or rtsp://");
-    }
-    let s = cx.topo.connect(cx.place, to)?;
-    set_congestion(&s, &cx.settings.tcp_congestion).context("player: TCP congestion control")?;
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
     Ok(Dialed {
-        session: Box::new(HlsSession {
-            stream: tokio::net::TcpStream::from_std(s)?,
-            playlist: crate::protocol::http::path_of(cx.uri),
-            host: cx.topo.addr_from(cx.place, to)?.to_string(),
-            clock: cx.clock,
-        }),
-        report: TransportReport {
-            role: cx.role.as_str(),
-            uri: cx.uri.redacted(),
-            requested: "hls".into(),
-            used: "hls/ts/tcp".into(),
-            fallback: None,
-            handshake_ms: None,
-        },
+        session: Box::new(HlsSession(connect(&cx, to, "HLS")?)),
+        report: report(&cx, "hls", "hls/ts/tcp"),
         step: "tcp_connect",
     })
 }
 
-/// Runs `fut` while keeping the player's display clock going; `None` if the
-/// run ends first.
-async fn serving<F: Future>(
-    player: &mut Player,
-    clock: Clock,
-    end: Time,
-    fut: F,
-) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        let now = clock.time(Instant::now());
-        if now >= end {
-            return None;
-        }
-        let wake = player.poll_timeout().min(end);
-        if wake <= now {
-            player.handle_timeout(now);
-            continue;
-        }
-        tokio::select! {
-            r = &mut fut => return Some(r),
-            _ = tokio::time::sleep_until(clock.instant(wake).into()) => {
-                player.handle_timeout(clock.time(Instant::now()));
-            }
-        }
-    }
-}
-
-/// Aborts the HTTP connection's task when the player is done.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn play(s: HlsSession, player: &mut Player, end: Time) -> Result<HlsPlayerStats> {
-    let clock = s.clock;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s.stream))
-        .await
-        .context("HTTP handshake")?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let host = HeaderValue::from_str(&s.host)?;
-    let dir = s
-        .playlist
-        .rsplit_once('/')
-        .map_or("", |(d, _)| d)
-        .to_string();
+async fn play(c: Connection, player: &mut Player, end: Time) -> Result<HlsPlayerStats> {
+    let clock = c.clock;
+    let (mut sender, _conn) = handshake(c.stream).await?;
+    let host = HeaderValue::from_str(&c.host)?;
+    let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
     let mut stats = HlsPlayerStats::default();
-    let mut get = async |path: &str| -> Result<(StatusCode, Bytes)> {
-        let mut req = Request::get(path).body(Empty::<Bytes>::new())?;
-        req.headers_mut().insert(HOST, host.clone());
+    let mut fetch = async |path: &str| -> Result<(StatusCode, Bytes)> {
+        let req = get(path, &host)?;
         sender.ready().await.context("the HTTP connection closed")?;
         let resp = sender.send_request(req).await.context("HTTP request")?;
         let status = resp.status();
@@ -259,16 +184,16 @@ async fn play(s: HlsSession, player: &mut Player, end: Time) -> Result<HlsPlayer
     let mut next: Option<u64> = None;
     loop {
         let loaded_at = clock.time(Instant::now());
-        let Some(r) = serving(player, clock, end, get(&s.playlist)).await else {
+        let Some(r) = serving(player, clock, end, fetch(&c.path)).await else {
             return Ok(stats);
         };
         stats.hls_playlist_requests += 1;
         let (status, body) = r?;
         let list = match status {
             StatusCode::OK => parse_playlist(&String::from_utf8_lossy(&body))
-                .with_context(|| format!("the playlist {}", s.playlist))?,
+                .with_context(|| format!("the playlist {}", c.path))?,
             StatusCode::NOT_FOUND => MediaPlaylist::default(),
-            other => bail!("GET {} answered {other}", s.playlist),
+            other => bail!("GET {} answered {other}", c.path),
         };
         let target = if list.target.is_zero() {
             Duration::from_secs(1)
@@ -304,7 +229,7 @@ async fn play(s: HlsSession, player: &mut Player, end: Time) -> Result<HlsPlayer
             } else {
                 format!("{dir}/{uri}")
             };
-            let Some(r) = serving(player, clock, end, get(&path)).await else {
+            let Some(r) = serving(player, clock, end, fetch(&path)).await else {
                 return Ok(stats);
             };
             stats.hls_segment_requests += 1;
