@@ -210,17 +210,11 @@ fn ffmpeg_player_source(
 ) -> Result<(Endpoint, impl Fn(std::net::SocketAddr) -> Option<String>)> {
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let given = &protocol.player_uri;
-    let (p, to) = protocol::route(given)?;
-    let uri = if p.ffmpeg_input(given, any).is_some() {
-        given.clone()
-    } else {
-        StreamUri::parse(&format!("rtmp://server/{}/{}", given.app, given.key))?
+    let uri = match protocol::route(given)?.0.ffmpeg_input(given, any) {
+        Some(_) => given.clone(),
+        None => StreamUri::parse(&format!("rtmp://server/{}/{}", given.app, given.key))?,
     };
-    let (p, to) = if uri == *given {
-        (p, to)
-    } else {
-        protocol::route(&uri)?
-    };
+    let (p, to) = protocol::route(&uri)?;
     Ok((to, move |at| p.ffmpeg_input(&uri, at)))
 }
 

@@ -186,78 +186,102 @@ async fn respond(
     counters: &Arc<Counters>,
 ) -> Response<ResponseBody> {
     counters.requests.fetch_add(1, Ordering::Relaxed);
-    let bad = |status, text: &str| {
-        counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-        plain(status, text)
-    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return bad(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
     }
-    let not_found = |text: &str| {
-        counters.not_found.fetch_add(1, Ordering::Relaxed);
-        plain(StatusCode::NOT_FOUND, text)
-    };
     let Some(route) = route(req.uri().path()) else {
-        return not_found(&format!(
-            "no such resource; HTTP-FLV is GET /{APP}/KEY.flv, HLS GET /{APP}/KEY/{PLAYLIST}"
-        ));
+        return not_found(
+            counters,
+            &format!(
+                "no such resource; HTTP-FLV is GET /{APP}/KEY.flv, HLS GET /{APP}/KEY/{PLAYLIST}"
+            ),
+        );
     };
     let (Route::Flv { key } | Route::Playlist { key } | Route::Segment { key, .. }) = route;
     if key != cfg.hub.stream_key() {
-        return not_found("no such stream");
+        return not_found(counters, "no such stream");
     }
-    if !matches!(route, Route::Flv { .. }) {
-        let Some(origin) = &cfg.hls else {
-            return not_found("this relay serves no HLS");
-        };
-        let (body, kind) = match route {
-            Route::Segment { seq, .. } => {
-                counters.hls_segments.fetch_add(1, Ordering::Relaxed);
-                match origin.segment(seq) {
-                    Some(b) => (b, "video/mp2t"),
-                    None => return not_found("no such segment (not yet, or gone)"),
-                }
-            }
-            _ => {
-                counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
-                match origin.first_playlist(FIRST_PLAYLIST_WAIT).await {
-                    Some(p) => (Bytes::from(p), "application/vnd.apple.mpegurl"),
-                    None => return not_found("no segment yet"),
-                }
-            }
-        };
-        let body = if req.method() == Method::HEAD {
-            Bytes::new()
-        } else {
-            counters
-                .bytes_sent
-                .fetch_add(body.len() as u64, Ordering::Relaxed);
-            body
-        };
-        let mut r = Response::new(Either::Left(Full::new(body)));
-        let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return r;
+    let head = req.method() == Method::HEAD;
+    match route {
+        Route::Flv { key } => flv(cfg, counters, key, head),
+        Route::Playlist { .. } => {
+            counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
+            let p = match &cfg.hls {
+                Some(o) => o.first_playlist(FIRST_PLAYLIST_WAIT).await.map(Bytes::from),
+                None => None,
+            };
+            let kind = "application/vnd.apple.mpegurl";
+            file(
+                counters,
+                p,
+                kind,
+                head,
+                "no playlist (no segment yet, or no HLS here)",
+            )
+        }
+        Route::Segment { seq, .. } => {
+            counters.hls_segments.fetch_add(1, Ordering::Relaxed);
+            let s = cfg.hls.as_ref().and_then(|o| o.segment(seq));
+            file(
+                counters,
+                s,
+                "video/mp2t",
+                head,
+                "no such segment (not yet, or gone)",
+            )
+        }
     }
-    let mut r = if req.method() == Method::HEAD {
-        Response::new(Either::Left(Full::new(Bytes::new())))
-    } else {
-        let Ok(sub) = cfg.hub.subscribe(key) else {
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "the relay is stopping");
-        };
-        counters.flv_sessions.fetch_add(1, Ordering::Relaxed);
-        Response::new(Either::Right(FlvBody::new(
-            sub,
-            cfg.hub.clone(),
-            cfg.gop_cache,
-            counters.clone(),
-        )))
-    };
+}
+
+fn not_found(counters: &Counters, text: &str) -> Response<ResponseBody> {
+    counters.not_found.fetch_add(1, Ordering::Relaxed);
+    plain(StatusCode::NOT_FOUND, text)
+}
+
+/// A response of `kind` with no caching (live content changes).
+fn live(body: ResponseBody, kind: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// A playlist or a segment: `bytes` if there are any (no body for HEAD),
+/// else 404 with `missing`.
+fn file(
+    counters: &Counters,
+    bytes: Option<Bytes>,
+    kind: &'static str,
+    head: bool,
+    missing: &str,
+) -> Response<ResponseBody> {
+    let Some(bytes) = bytes else {
+        return not_found(counters, missing);
+    };
+    let body = if head {
+        Bytes::new()
+    } else {
+        counters
+            .bytes_sent
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        bytes
+    };
+    live(Either::Left(Full::new(body)), kind)
+}
+
+/// An HTTP-FLV stream of `key` (headers only for HEAD).
+fn flv(cfg: &Config, counters: &Arc<Counters>, key: &str, head: bool) -> Response<ResponseBody> {
+    if head {
+        return live(Either::Left(Full::new(Bytes::new())), "video/x-flv");
+    }
+    let Ok(sub) = cfg.hub.subscribe(key) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "the relay is stopping");
+    };
+    counters.flv_sessions.fetch_add(1, Ordering::Relaxed);
+    let body = FlvBody::new(sub, cfg.hub.clone(), cfg.gop_cache, counters.clone());
+    live(Either::Right(body), "video/x-flv")
 }
 
 /// Serves HTTP on `listener` until `stop` changes; open connections (live

@@ -166,11 +166,6 @@ impl Packager {
         }
         Some(p)
     }
-
-    /// The media sequence number the next finished segment will have.
-    pub fn next_seq(&self) -> u64 {
-        self.open.as_ref().map_or(self.next_seq, |o| o.seq)
-    }
 }
 
 /// `t` as an RFC 3339 UTC date with milliseconds (2026-12-04T13:05:10.123Z).
@@ -251,7 +246,6 @@ mod tests {
         // The window's segments and 3 before it are kept.
         assert!(p.segment(3).is_some() && p.segment(1).is_some());
         assert!(p.segment(0).is_none() && p.segment(7).is_none());
-        assert_eq!(p.next_seq(), 7);
         // Every segment is whole 188-byte packets and starts with the PAT.
         let s = p.segment(4).unwrap();
         assert_eq!(s.bytes.len() % 188, 0);
