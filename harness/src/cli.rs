@@ -38,8 +38,8 @@ pub enum Command {
     /// CUBIC and with BBR, and Glass's UDP protocol into the relay played
     /// out as RTMP, on a clean network and with 2 % loss + 40 ms delay on
     /// the first mile. Link mode needs root or user namespaces; without
-    /// them `--mode auto` falls back to proxy mode and says so (RTMP and
-    /// RTSP over TCP then refuse loss; QUIC, the UDP protocol and RTSP's
+    /// them `--mode auto` falls back to proxy mode and says so (RTMP, RTSP,
+    /// HTTP-FLV and HLS over TCP then refuse loss; QUIC, the UDP protocol and RTSP's
     /// RTP over UDP get datagram proxies, loss included). The table
     /// shows set-up (connect, startup) apart from the steady state (frames
     /// after the warm-up), latency at equal smoothness (G2G at the smallest
@@ -143,7 +143,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub public: bool,
     /// Added to every protocol's default port (RTMP TCP and QUIC 1935, the
-    /// UDP protocol 5000, RTSP 554 and its RTP/RTCP 6970-6971), to run beside another server or
+    /// UDP protocol 5000, RTSP 554 and its RTP/RTCP 6970-6971, HTTP-FLV and HLS 8080), to run
+    /// beside another server or
     /// without root (ports below 1024).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
@@ -254,7 +255,7 @@ pub enum RelayPeer {
 
 #[derive(Debug, Args)]
 pub struct BenchRelayArgs {
-    /// How the viewers play: rtmp (HTTP-FLV and HLS once they exist).
+    /// How the viewers play: rtmp (light HTTP-FLV and HLS viewers are not built).
     #[arg(long, default_value = "rtmp")]
     pub protocol: String,
     /// Most viewers to ramp to (1 to 10,000).
@@ -359,7 +360,7 @@ pub struct RunArgs {
     /// How traffic crosses the impaired network: `link` (network namespaces
     /// and the packet-level engine: kernel TCP sees real loss; needs root or
     /// user namespaces), `proxy` (proxies on loopback: for TCP endpoints,
-    /// RTMP and RTSP, delay, jitter and rate only, networks with loss refused; for the UDP
+    /// RTMP, RTSP, HTTP-FLV and HLS, delay, jitter and rate only, networks with loss refused; for the UDP
     /// protocol, RTMP over QUIC and RTSP's RTP over UDP a datagram proxy, loss included,
     /// and RTSP's control connection beside it delay and rate only), or `auto` (link
     /// when possible, else proxy).

@@ -202,7 +202,7 @@ fn align(t: Time, refresh: Duration) -> Time {
 }
 
 /// Where an ffmpeg player (a peer Glass did not write) plays from: the
-/// player URI when ffmpeg can play its protocol (RTMP over TCP, HTTP-FLV),
+/// player URI when ffmpeg can play its protocol (RTMP over TCP, HTTP-FLV, HLS),
 /// else RTMP over TCP through the gateway. The relay's endpoint it reaches
 /// and the URL it plays, given where that endpoint is from its host.
 fn ffmpeg_player_source(

@@ -145,7 +145,7 @@ pub fn ladder(steps: &[usize], max: usize) -> Vec<usize> {
 pub fn bench(args: &BenchRelayArgs, progress: &mut dyn FnMut(String)) -> Result<RelayBench> {
     if args.protocol != "rtmp" {
         bail!(
-            "--protocol {}: only rtmp can be benchmarked yet (HTTP-FLV and HLS egress are not built)",
+            "--protocol {}: only rtmp can be benchmarked yet (light HTTP-FLV and HLS viewers are not built)",
             args.protocol
         );
     }

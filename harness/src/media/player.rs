@@ -94,7 +94,8 @@ impl LatencyControl {
     pub const DEFAULT_SKIP_THRESHOLD: Duration = Duration::from_millis(100);
 
     /// The default for a player kind: a buffered player (`wait`, RTMP and
-    /// HLS players) catches up at 1.2× (mpegts.js, hls.js latency chasing);
+    /// HTTP-FLV players) catches up at 1.2× (mpegts.js's latency chasing;
+    /// HLS players default to none, `Protocol::default_latency_control`);
     /// a low-delay player (`skip`, WebRTC-like) skips to the live edge once
     /// 100 ms late (a real-time jitter buffer drops what it cannot show in
     /// time).

@@ -194,7 +194,7 @@ pub fn refusals(scenario: &Scenario) -> Vec<String> {
                 out.push(format!(
                     "{at}: {what} {scheme}:// — only Glass's UDP protocol (gudp://), RTMP over \
                      QUIC (rtmpq://) and RTMP over TCP (rtmp://, on smoltcp's TCP) run in \
-                     virtual time so far (RTSP is not built for it yet)"
+                     virtual time so far (RTSP, HTTP-FLV and HLS are not built for it yet)"
                 ));
             }
         }
