@@ -128,10 +128,17 @@ pub(super) async fn serving<F: Future>(
     }
 }
 
-/// A connected HTTP-FLV player.
-struct FlvSession(Connection);
+/// What a player plays over its connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Playback {
+    Flv,
+    Hls,
+}
 
-impl Session for FlvSession {
+/// A connected HTTP-FLV or HLS player.
+struct HttpSession(Connection, Playback);
+
+impl Session for HttpSession {
     fn ordered(&self) -> bool {
         true
     }
@@ -142,8 +149,16 @@ impl Session for FlvSession {
         end: Time,
     ) -> LocalFuture<'a, Result<ClientStats>> {
         Box::pin(async move {
-            play(self.0, player, end).await?;
-            Ok(None)
+            Ok(match self.1 {
+                Playback::Flv => {
+                    play(self.0, player, end).await?;
+                    None
+                }
+                Playback::Hls => {
+                    let stats = super::hls::player::play(self.0, player, end).await?;
+                    Some(Box::new(stats) as Box<dyn crate::protocol::Stats>)
+                }
+            })
         })
     }
 
@@ -151,15 +166,20 @@ impl Session for FlvSession {
         self: Box<Self>,
         _cx: PublishCx<'a>,
     ) -> LocalFuture<'a, Result<(PublisherStats, ClientStats)>> {
-        Box::pin(async { bail!("HTTP-FLV is play only") })
+        Box::pin(async { bail!("HTTP-FLV and HLS are play only") })
     }
 }
 
-/// Connects to the relay's HTTP port `to` from the player's host.
+/// Connects a player of `cx.uri` (httpflv:// or hls://) to the relay's
+/// HTTP port `to` from the player's host.
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
+    let (playback, what, requested, used) = match cx.uri.scheme {
+        "hls" => (Playback::Hls, "HLS", "hls", "hls/ts/tcp"),
+        _ => (Playback::Flv, "HTTP-FLV", "http-flv", "http-flv/tcp"),
+    };
     Ok(Dialed {
-        session: Box::new(FlvSession(connect(&cx, to, "HTTP-FLV")?)),
-        report: report(&cx, "http-flv", "http-flv/tcp"),
+        session: Box::new(HttpSession(connect(&cx, to, what)?, playback)),
+        report: report(&cx, requested, used),
         step: "tcp_connect",
     })
 }

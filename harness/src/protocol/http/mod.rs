@@ -185,12 +185,7 @@ impl Protocol for Http {
     }
 
     fn dial<'a>(&'a self, cx: DialCx<'a>, to: Endpoint) -> LocalFuture<'a, anyhow::Result<Dialed>> {
-        Box::pin(async move {
-            match cx.uri.scheme {
-                "hls" => hls::player::dial(cx, to).await,
-                _ => client::dial(cx, to).await,
-            }
-        })
+        Box::pin(client::dial(cx, to))
     }
 
     /// Its retransmissions (TCP's to the players; the publisher's are its

@@ -27,14 +27,11 @@ use hyper::header::HeaderValue;
 use netem::Time;
 use serde::Serialize;
 
-use super::super::client::{Connection, connect, get, handshake, report, serving};
+use super::super::client::{Connection, get, handshake, serving};
 use super::demux;
 use crate::media::player::Player;
 use crate::media::wallclock::{ForeignFrames, WallClock};
-use crate::protocol::{
-    ClientStats, DialCx, Dialed, Endpoint, LocalFuture, PublishCx, Session, Stats,
-};
-use crate::publisher::PublisherStats;
+use crate::protocol::Stats;
 
 /// Segments of HOLD-BACK: where a player starts from the live edge.
 pub const HOLD_BACK_SEGMENTS: u32 = 3;
@@ -129,43 +126,13 @@ pub fn start_index(p: &MediaPlaylist, hold_back: Duration) -> usize {
     0
 }
 
-/// A connected HLS player.
-struct HlsSession(Connection);
-
-impl Session for HlsSession {
-    fn ordered(&self) -> bool {
-        true
-    }
-
-    fn play<'a>(
-        self: Box<Self>,
-        player: &'a mut Player,
-        end: Time,
-    ) -> LocalFuture<'a, Result<ClientStats>> {
-        Box::pin(async move {
-            let stats = play(self.0, player, end).await?;
-            Ok(Some(Box::new(stats) as Box<dyn Stats>))
-        })
-    }
-
-    fn publish<'a>(
-        self: Box<Self>,
-        _cx: PublishCx<'a>,
-    ) -> LocalFuture<'a, Result<(PublisherStats, ClientStats)>> {
-        Box::pin(async { bail!("HLS is play only") })
-    }
-}
-
-/// Connects to the relay's HTTP port `to` from the player's host.
-pub async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
-    Ok(Dialed {
-        session: Box::new(HlsSession(connect(&cx, to, "HLS")?)),
-        report: report(&cx, "hls", "hls/ts/tcp"),
-        step: "tcp_connect",
-    })
-}
-
-async fn play(c: Connection, player: &mut Player, end: Time) -> Result<HlsPlayerStats> {
+/// Plays the HLS stream of the connection's playlist into `player` until
+/// `end`.
+pub(in crate::protocol::http) async fn play(
+    c: Connection,
+    player: &mut Player,
+    end: Time,
+) -> Result<HlsPlayerStats> {
     let clock = c.clock;
     let (mut sender, _conn) = handshake(c.stream).await?;
     let host = HeaderValue::from_str(&c.host)?;
