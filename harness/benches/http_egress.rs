@@ -49,28 +49,21 @@ fn packager(c: &mut Criterion) {
     let now = SystemTime::now();
     let mut g = c.benchmark_group("hls");
     g.throughput(Throughput::Elements(frames as u64));
-    g.bench_function("package video frames into TS", |b| {
-        b.iter(|| {
-            let mut p = Packager::new(PackagerConfig {
-                target: Duration::from_secs(1),
-                window: 6,
-            });
-            p.push(&Media::Video(sequence_header(), 0), now);
-            for m in seconds.iter().flatten() {
-                p.push(m, now);
-            }
-            p
-        })
-    });
+    // The whole stream through a new packager (1 s segments).
+    let package = || {
+        let mut p = Packager::new(PackagerConfig {
+            target: Duration::from_secs(1),
+            window: 6,
+        });
+        p.push(&Media::Video(sequence_header(), 0), now);
+        for m in seconds.iter().flatten() {
+            p.push(m, now);
+        }
+        p
+    };
+    g.bench_function("package video frames into TS", |b| b.iter(package));
     // Three finished segments (the fourth second is still open).
-    let mut p = Packager::new(PackagerConfig {
-        target: Duration::from_secs(1),
-        window: 6,
-    });
-    p.push(&Media::Video(sequence_header(), 0), now);
-    for m in seconds.iter().flatten() {
-        p.push(m, now);
-    }
+    let p = package();
     let segments: Vec<Bytes> = (0..3)
         .filter_map(|s| p.segment(s).map(|s| s.bytes.clone()))
         .collect();
