@@ -160,7 +160,7 @@ player = { target_delay = "500ms", refresh = "1ms" }
     .unwrap();
     let r = common::run_link(&s);
     let p = &r.player;
-    let ff = |role: &str| r.ffmpeg.iter().find(|f| f.role == role).unwrap().clone();
+    let ff = |role: &str| common::ffmpeg_of(&r, role);
     let (publisher, player) = (ff("publisher"), ff("player"));
     eprintln!(
         "ffmpeg sent {} frames; Glass's HTTP-FLV player received {}, showed {}, G2G p50 {:.1} p99 {:.1} ms; ffmpeg's HTTP-FLV player decoded {} ({:?}): {}",

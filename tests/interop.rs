@@ -51,7 +51,7 @@ player = { target_delay = "500ms", refresh = "1ms" }
     .unwrap();
     let r = run(&s);
     let p = &r.player;
-    let ff = |role: &str| r.ffmpeg.iter().find(|f| f.role == role).unwrap().clone();
+    let ff = |role: &str| common::ffmpeg_of(&r, role);
     let (publisher, player) = (ff("publisher"), ff("player"));
     eprintln!(
         "ffmpeg sent {} frames; Glass received {}, showed {} (expected {}), G2G p50 {} p99 {} ms, startup {:?} ms; ffmpeg player decoded {} ({:?})",

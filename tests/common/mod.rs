@@ -170,3 +170,15 @@ pub fn assert_repeats_agree(
         );
     }
 }
+
+/// The run's ffmpeg `role` ("publisher" or "player"): its report.
+pub fn ffmpeg_of(
+    r: &harness::runner::RunResult,
+    role: &str,
+) -> harness::interop::ffmpeg::FfmpegReport {
+    r.ffmpeg
+        .iter()
+        .find(|f| f.role == role)
+        .unwrap_or_else(|| panic!("no ffmpeg {role} in the run"))
+        .clone()
+}
