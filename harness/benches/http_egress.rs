@@ -49,11 +49,13 @@ fn packager(c: &mut Criterion) {
     let now = SystemTime::now();
     let mut g = c.benchmark_group("hls");
     g.throughput(Throughput::Elements(frames as u64));
-    // The whole stream through a new packager (1 s segments).
-    let package = || {
+    // The whole stream through a new packager (1 s segments; LL-HLS:
+    // 200 ms parts as well).
+    let package_with = |part: Option<Duration>| {
         let mut p = Packager::new(PackagerConfig {
             target: Duration::from_secs(1),
             window: 6,
+            part,
         });
         p.push(&Media::Video(sequence_header(), 0), now);
         for m in seconds.iter().flatten() {
@@ -61,7 +63,11 @@ fn packager(c: &mut Criterion) {
         }
         p
     };
+    let package = || package_with(None);
     g.bench_function("package video frames into TS", |b| b.iter(package));
+    g.bench_function("package video frames into TS with 200 ms parts", |b| {
+        b.iter(|| package_with(Some(Duration::from_millis(200))))
+    });
     // Three finished segments (the fourth second is still open).
     let p = package();
     let segments: Vec<Bytes> = (0..3)

@@ -136,6 +136,8 @@ pub struct EntryCx<'a> {
     pub field: &'a str,
     /// The player's playout buffer (the UDP protocol recovers within it).
     pub target_delay: std::time::Duration,
+    /// The scheme Glass's player plays (`llhls`: HLS with parts on).
+    pub player_scheme: &'a str,
 }
 
 /// What a protocol reads from a URI's query: the canonical scheme the URI

@@ -432,7 +432,13 @@ fn protocol(p: &ProtocolFile, field: &str, m: &MediaFile, duration: Duration) ->
             "at least 1 s before the run's end (`duration`)",
         );
     }
-    let tables = tables(p, field, &player, [publishes_with, plays_with])?;
+    let tables = tables(
+        p,
+        field,
+        &player,
+        player_uri.scheme,
+        [publishes_with, plays_with],
+    )?;
     let out = Protocol {
         name,
         kind: kind.name(),
@@ -481,6 +487,7 @@ fn tables(
     p: &ProtocolFile,
     field: &str,
     player: &PlayerConfig,
+    player_scheme: &str,
     used: [&dyn crate::protocol::Protocol; 2],
 ) -> Result<Vec<(&'static str, std::sync::Arc<dyn crate::protocol::Table>)>> {
     let registry = crate::protocol::REGISTRY;
@@ -502,6 +509,7 @@ fn tables(
     let cx = crate::protocol::EntryCx {
         field,
         target_delay: player.target_delay,
+        player_scheme,
     };
     let mut out = Vec::new();
     for r in registry {

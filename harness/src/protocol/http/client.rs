@@ -132,7 +132,10 @@ pub(super) async fn serving<F: Future>(
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Playback {
     Flv,
-    Hls,
+    /// `low_latency`: with LL-HLS's parts.
+    Hls {
+        low_latency: bool,
+    },
 }
 
 /// A connected HTTP-FLV or HLS player.
@@ -154,8 +157,8 @@ impl Session for HttpSession {
                     play(self.0, player, end).await?;
                     None
                 }
-                Playback::Hls => {
-                    let stats = super::hls::player::play(self.0, player, end).await?;
+                Playback::Hls { low_latency } => {
+                    let stats = super::hls::player::play(self.0, player, end, low_latency).await?;
                     Some(Box::new(stats) as Box<dyn crate::protocol::Stats>)
                 }
             })
@@ -174,7 +177,18 @@ impl Session for HttpSession {
 /// HTTP port `to` from the player's host.
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
     let (playback, what, requested, used) = match cx.uri.scheme {
-        "hls" => (Playback::Hls, "HLS", "hls", "hls/ts/tcp"),
+        "hls" => (
+            Playback::Hls { low_latency: false },
+            "HLS",
+            "hls",
+            "hls/ts/tcp",
+        ),
+        "llhls" => (
+            Playback::Hls { low_latency: true },
+            "LL-HLS",
+            "llhls",
+            "llhls/ts/tcp",
+        ),
         _ => (Playback::Flv, "HTTP-FLV", "http-flv", "http-flv/tcp"),
     };
     Ok(Dialed {

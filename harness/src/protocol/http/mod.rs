@@ -12,6 +12,7 @@
 pub mod client;
 pub mod flv_body;
 pub mod hls;
+pub mod query;
 pub mod server;
 
 use std::sync::Arc;
@@ -35,8 +36,8 @@ const ENDPOINTS: [Endpoint; 1] = [Endpoint::Tcp(HTTP_PORT)];
 /// HTTP egress.
 pub struct Http;
 
-/// `http = { gop_cache, hls_segment, hls_window }`: the relay's HTTP
-/// egress settings.
+/// `http = { gop_cache, hls_segment, hls_window, hls_part }`: the relay's
+/// HTTP egress settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpTable {
@@ -51,7 +52,15 @@ pub struct HttpTable {
     pub hls_segment: HumanDuration,
     /// Segments the live HLS playlist lists.
     pub hls_window: usize,
+    /// Low-Latency HLS: the part target duration (EXT-X-PART-INF); the
+    /// playlist lists parts, a preload hint and server control (blocking
+    /// reload, PART-HOLD-BACK of three parts). Off unless set, or 500 ms
+    /// when Glass's player plays `llhls://`.
+    pub hls_part: Option<HumanDuration>,
 }
+
+/// The part target an `llhls://` player gets when `http.hls_part` is not set.
+pub const DEFAULT_PART: Duration = Duration::from_millis(500);
 
 impl Default for HttpTable {
     fn default() -> Self {
@@ -59,6 +68,7 @@ impl Default for HttpTable {
             gop_cache: true,
             hls_segment: HumanDuration(Duration::from_secs(2)),
             hls_window: 6,
+            hls_part: None,
         }
     }
 }
@@ -92,6 +102,13 @@ impl Protocol for Http {
                 what: "HLS playback (play only; MPEG-TS segments): \
                        http://HOST:PORT/APP/KEY/index.m3u8",
             },
+            Scheme {
+                name: "llhls",
+                endpoint: 0,
+                what: "Low-Latency HLS playback (play only; MPEG-TS parts of http.hls_part, \
+                       500 ms by default; blocking playlist reload and preload hints): the \
+                       same playlist, http://HOST:PORT/APP/KEY/index.m3u8",
+            },
         ]
     }
 
@@ -123,7 +140,7 @@ impl Protocol for Http {
         &self,
         uri: &super::uri::StreamUri,
     ) -> Option<crate::scenario::LatencyControlKind> {
-        (uri.scheme == "hls").then_some(crate::scenario::LatencyControlKind::None)
+        matches!(uri.scheme, "hls" | "llhls").then_some(crate::scenario::LatencyControlKind::None)
     }
 
     fn configure(
@@ -132,7 +149,7 @@ impl Protocol for Http {
         cx: &EntryCx,
     ) -> Result<Box<dyn Table>, ConfigError> {
         let at = format!("{}.http", cx.field);
-        let t: HttpTable = super::parse_table(table, &at)?;
+        let mut t: HttpTable = super::parse_table(table, &at)?;
         let seg = t.hls_segment.get();
         if seg < Duration::from_millis(500) || seg > Duration::from_secs(30) {
             return Err(ConfigError::invalid(
@@ -144,6 +161,20 @@ impl Protocol for Http {
             return Err(ConfigError::invalid(
                 format!("{at}.hls_window"),
                 "between 3 and 100 segments (a player starts 3 segments from the live edge)",
+            ));
+        }
+        if t.hls_part.is_none() && cx.player_scheme == "llhls" {
+            t.hls_part = Some(HumanDuration(DEFAULT_PART));
+        }
+        if let Some(part) = t.hls_part.map(HumanDuration::get)
+            && (part < Duration::from_millis(100) || part > seg / 2)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.hls_part"),
+                format!(
+                    "between 100 ms and half of hls_segment ({} ms): a segment is several parts",
+                    seg.as_millis() / 2
+                ),
             ));
         }
         Ok(Box::new(t))
@@ -164,6 +195,7 @@ impl Protocol for Http {
         let packaging = hls::packager::PackagerConfig {
             target: table.hls_segment.get(),
             window: table.hls_window,
+            part: table.hls_part.map(HumanDuration::get),
         };
         let key = cx.hub.stream_key().to_string();
         let (origin, packager) =
@@ -211,7 +243,7 @@ impl Protocol for Http {
 /// playlist.
 pub fn path_of(uri: &super::uri::StreamUri) -> String {
     match uri.scheme {
-        "hls" => format!("/{}/{}/{}", uri.app, uri.key, server::PLAYLIST),
+        "hls" | "llhls" => format!("/{}/{}/{}", uri.app, uri.key, server::PLAYLIST),
         _ => format!("/{}/{}.flv", uri.app, uri.key),
     }
 }

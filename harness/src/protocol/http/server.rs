@@ -1,7 +1,9 @@
 //! The relay's HTTP server (hyper, HTTP/1.1 with keep-alive): routes a
-//! request to what serves it and counts what it did. Today it serves
-//! HTTP-FLV (`GET /APP/KEY.flv`); the HLS packager's playlists and
-//! segments are the next routes.
+//! request to what serves it and counts what it did: HTTP-FLV
+//! (`GET /APP/KEY.flv`), and HLS's playlist, segments and LL-HLS parts
+//! (`/APP/KEY/index.m3u8`, `segN.ts`, `segN.I.ts`) with blocking playlist
+//! reloads (`?_HLS_msn=N&_HLS_part=I`) and preload hints held until the
+//! part is done, each for at most three target durations.
 
 use std::convert::Infallible;
 use std::os::fd::AsFd;
@@ -21,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::flv_body::FlvBody;
+use super::hls::origin::Blocked;
+use super::query;
 use crate::relay::{APP, Hub};
 
 /// Connections served at once; more are closed at once (a bound on what
@@ -43,6 +47,9 @@ pub struct Counters {
     pub tags_too_big: AtomicU64,
     pub hls_playlists: AtomicU64,
     pub hls_segments: AtomicU64,
+    pub hls_parts: AtomicU64,
+    pub hls_blocking: AtomicU64,
+    pub hls_blocking_timeouts: AtomicU64,
     /// Each connection's TCP as it ended.
     pub tcp: Mutex<Vec<TcpInfo>>,
 }
@@ -67,6 +74,12 @@ pub struct HttpServerStats {
     /// HLS playlist and segment requests.
     pub http_hls_playlists: u64,
     pub http_hls_segments: u64,
+    /// LL-HLS part requests (preload hints included).
+    pub http_hls_parts: u64,
+    /// Blocking playlist reloads (`_HLS_msn`), and those that waited three
+    /// target durations in vain (503).
+    pub http_hls_blocking: u64,
+    pub http_hls_blocking_timeouts: u64,
     /// The kernel's view of each connection (to players), as it ended.
     pub http_to_players_tcp: Vec<TcpInfo>,
 }
@@ -85,6 +98,9 @@ impl Counters {
             http_flv_tags_too_big: get(&self.tags_too_big),
             http_hls_playlists: get(&self.hls_playlists),
             http_hls_segments: get(&self.hls_segments),
+            http_hls_parts: get(&self.hls_parts),
+            http_hls_blocking: get(&self.hls_blocking),
+            http_hls_blocking_timeouts: get(&self.hls_blocking_timeouts),
             http_to_players_tcp: self.tcp.lock().map(|t| t.clone()).unwrap_or_default(),
         }
     }
@@ -131,6 +147,8 @@ pub enum Route<'a> {
     Playlist { key: &'a str },
     /// `/APP/KEY/segN.ts`
     Segment { key: &'a str, seq: u64 },
+    /// `/APP/KEY/segN.I.ts`: part I of segment N (LL-HLS).
+    Part { key: &'a str, seq: u64, part: usize },
 }
 
 /// The name of HLS's media playlist under `/APP/KEY/`.
@@ -155,12 +173,21 @@ pub fn route(path: &str) -> Option<Route<'_>> {
     }
     let n = file.strip_prefix("seg")?.strip_suffix(".ts")?;
     // Digits only: u64's parser takes a leading '+'.
-    if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Route::Segment {
-        key,
-        seq: n.parse().ok()?,
+    let number = |n: &str| {
+        (!n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| n.parse::<u64>().ok())
+            .flatten()
+    };
+    Some(match n.split_once('.') {
+        None => Route::Segment {
+            key,
+            seq: number(n)?,
+        },
+        Some((seq, part)) => Route::Part {
+            key,
+            seq: number(seq)?,
+            part: usize::try_from(number(part)?).ok()?,
+        },
     })
 }
 
@@ -198,7 +225,10 @@ async fn respond(
             ),
         );
     };
-    let (Route::Flv { key } | Route::Playlist { key } | Route::Segment { key, .. }) = route;
+    let (Route::Flv { key }
+    | Route::Playlist { key }
+    | Route::Segment { key, .. }
+    | Route::Part { key, .. }) = route;
     if key != cfg.hub.stream_key() {
         return not_found(counters, "no such stream");
     }
@@ -207,17 +237,45 @@ async fn respond(
         Route::Flv { key } => flv(cfg, counters, key, head),
         Route::Playlist { .. } => {
             counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
-            let p = match &cfg.hls {
-                Some(o) => o.first_playlist(FIRST_PLAYLIST_WAIT).await.map(Bytes::from),
-                None => None,
+            let Some(o) = &cfg.hls else {
+                return not_found(counters, "no HLS here");
             };
-            let kind = "application/vnd.apple.mpegurl";
+            let q = match query::parse(req.uri().query()) {
+                Ok(q) => q,
+                Err(e) => return bad_request(counters, &e.to_string()),
+            };
+            let p = match q.msn.filter(|_| o.low_latency()) {
+                // A server without parts ignores the directives (it does
+                // not advertise CAN-BLOCK-RELOAD).
+                None => o.first_playlist(FIRST_PLAYLIST_WAIT).await,
+                Some(msn) => {
+                    counters.hls_blocking.fetch_add(1, Ordering::Relaxed);
+                    match o.blocking_playlist(msn, q.part).await {
+                        Ok(p) => Some(p),
+                        Err(Blocked::TooFarAhead) => {
+                            return bad_request(
+                                counters,
+                                "_HLS_msn/_HLS_part too far ahead of the live edge",
+                            );
+                        }
+                        Err(Blocked::TimedOut) => {
+                            counters
+                                .hls_blocking_timeouts
+                                .fetch_add(1, Ordering::Relaxed);
+                            return plain(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the requested part did not come within three target durations",
+                            );
+                        }
+                    }
+                }
+            };
             file(
                 counters,
-                p,
-                kind,
+                p.map(Bytes::from),
+                "application/vnd.apple.mpegurl",
                 head,
-                "no playlist (no segment yet, or no HLS here)",
+                "no playlist (no segment yet)",
             )
         }
         Route::Segment { seq, .. } => {
@@ -231,7 +289,26 @@ async fn respond(
                 "no such segment (not yet, or gone)",
             )
         }
+        Route::Part { seq, part, .. } => {
+            counters.hls_parts.fetch_add(1, Ordering::Relaxed);
+            let p = match &cfg.hls {
+                Some(o) => o.part(seq, part).await,
+                None => None,
+            };
+            file(
+                counters,
+                p,
+                "video/mp2t",
+                head,
+                "no such part (not the next one, or gone)",
+            )
+        }
     }
+}
+
+fn bad_request(counters: &Counters, text: &str) -> Response<ResponseBody> {
+    counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+    plain(StatusCode::BAD_REQUEST, text)
 }
 
 fn not_found(counters: &Counters, text: &str) -> Response<ResponseBody> {
@@ -367,6 +444,14 @@ mod tests {
             route("/live/k/seg42.ts"),
             Some(Route::Segment { key: "k", seq: 42 })
         );
+        assert_eq!(
+            route("/live/k/seg42.7.ts"),
+            Some(Route::Part {
+                key: "k",
+                seq: 42,
+                part: 7
+            })
+        );
         for bad in [
             "",
             "/",
@@ -382,6 +467,10 @@ mod tests {
             "/live/k/seg99999999999999999999.ts",
             "/live/k/other.m3u8",
             "/live//index.m3u8",
+            "/live/k/seg1..ts",
+            "/live/k/seg1.2.3.ts",
+            "/live/k/seg.1.ts",
+            "/live/k/seg1.+2.ts",
         ] {
             assert_eq!(route(bad), None, "{bad}");
         }

@@ -155,6 +155,7 @@ mod tests {
         let mut p = Packager::new(PackagerConfig {
             target: Duration::from_secs(1),
             window: 100,
+            part: None,
         });
         let t0 = SystemTime::now();
         p.push(&Media::Video(source::sequence_header(), 0), t0);

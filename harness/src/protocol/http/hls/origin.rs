@@ -9,15 +9,25 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::packager::{Packager, PackagerConfig};
+use super::packager::{Packager, PackagerConfig, Progress};
 use crate::relay::{Hub, Poisoned};
 
 /// One stream's HLS segments and playlist, shared with the server.
 #[derive(Debug)]
 pub struct Origin {
     packager: Mutex<Packager>,
-    /// Segments finished so far: requests that wait for one watch it.
-    finished: watch::Sender<u64>,
+    /// Parts and segments finished so far: requests that wait for one
+    /// (blocking playlist reloads, preload hints) watch it.
+    changes: watch::Sender<u64>,
+}
+
+/// Why a blocking playlist request is not answered with the playlist.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Blocked {
+    /// It asks too far ahead (400).
+    TooFarAhead,
+    /// What it waits for did not come within three target durations (503).
+    TimedOut,
 }
 
 impl Origin {
@@ -31,7 +41,7 @@ impl Origin {
         let sub = hub.tap(key)?;
         let origin = Arc::new(Origin {
             packager: Mutex::new(Packager::new(cfg)),
-            finished: watch::Sender::new(0),
+            changes: watch::Sender::new(0),
         });
         let o = origin.clone();
         let task = tokio::spawn(async move {
@@ -53,13 +63,53 @@ impl Origin {
     }
 
     fn push(&self, m: &crate::relay::Media) {
-        let finished = self
+        let changed = self
             .packager
             .lock()
             .is_ok_and(|mut p| p.push(m, SystemTime::now()));
-        if finished {
-            self.finished.send_modify(|n| *n += 1);
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
         }
+    }
+
+    fn progress(&self) -> Progress {
+        self.packager
+            .lock()
+            .map(|p| p.progress())
+            .unwrap_or_default()
+    }
+
+    /// How long a request may wait for a part or segment: three target
+    /// durations (the LL-HLS specification's limit for blocking requests).
+    pub fn hold_limit(&self) -> Duration {
+        self.packager
+            .lock()
+            .map_or(Duration::from_secs(1), |p| p.config().target * 3)
+    }
+
+    /// Whether parts are on (the playlist is LL-HLS).
+    pub fn low_latency(&self) -> bool {
+        self.packager
+            .lock()
+            .is_ok_and(|p| p.config().part.is_some())
+    }
+
+    /// Waits up to `wait` until `done` holds of the stream's progress.
+    async fn wait_until(&self, wait: Duration, done: impl Fn(&Progress) -> bool) -> bool {
+        let mut rx = self.changes.subscribe();
+        let reached = tokio::time::timeout(wait, async {
+            loop {
+                if done(&self.progress()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The packager is gone: nothing more will come.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        reached.is_ok()
     }
 
     /// The live media playlist, once a segment is done.
@@ -71,13 +121,46 @@ impl Origin {
     /// a player that asks before the stream has begun is answered when it
     /// has (ffmpeg's HLS reader gives up on a first 404; hls.js retries).
     pub async fn first_playlist(&self, wait: Duration) -> Option<String> {
-        let mut rx = self.finished.subscribe();
-        let _ = tokio::time::timeout(wait, rx.wait_for(|&n| n > 0)).await;
+        self.wait_until(wait, |p| p.segment.is_some()).await;
         self.playlist()
+    }
+
+    /// A blocking playlist reload (LL-HLS): the playlist once it holds
+    /// segment `msn` (and part `part` of it) or anything later.
+    pub async fn blocking_playlist(&self, msn: u64, part: Option<u64>) -> Result<String, Blocked> {
+        if self.progress().too_far_ahead(msn, part) {
+            return Err(Blocked::TooFarAhead);
+        }
+        if !self
+            .wait_until(self.hold_limit(), |p| p.reached(msn, part))
+            .await
+        {
+            return Err(Blocked::TimedOut);
+        }
+        self.playlist().ok_or(Blocked::TimedOut)
     }
 
     /// Segment `seq`'s bytes, while it is kept.
     pub fn segment(&self, seq: u64) -> Option<Bytes> {
         Some(self.packager.lock().ok()?.segment(seq)?.bytes.clone())
+    }
+
+    /// Part `index` of segment `seq`; the part being written (the preload
+    /// hint) is answered when it is done, within the hold limit.
+    pub async fn part(&self, seq: u64, index: usize) -> Option<Bytes> {
+        let get = || -> Option<Bytes> {
+            Some(self.packager.lock().ok()?.part(seq, index)?.bytes.clone())
+        };
+        if let Some(b) = get() {
+            return Some(b);
+        }
+        if self.progress().open_part != Some((seq, index)) {
+            return None;
+        }
+        // The part being written always becomes a part: it ends at its
+        // target or at its segment's end.
+        self.wait_until(self.hold_limit(), |p| p.open_part != Some((seq, index)))
+            .await;
+        get()
     }
 }

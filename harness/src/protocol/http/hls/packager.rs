@@ -1,11 +1,17 @@
 //! The HLS packager (sans-IO): the hub's messages in, MPEG-TS segments cut
-//! on key frames and a live media playlist with a sliding window out.
+//! on key frames and a live media playlist with a sliding window out, and,
+//! for Low-Latency HLS, each segment's partial segments ("parts").
 //!
 //! A segment starts at the first key frame at least the target duration
 //! after the current segment's start; its duration is the media time to
-//! the next segment's start (the FLV timestamps' difference). Each segment
-//! starts with PAT and PMT, and its key frame carries SPS and PPS, so any
-//! segment decodes alone.
+//! the next segment's start (the FLV timestamps' difference). With parts
+//! on, a part ends at the video frame nearest its target (before a frame
+//! whose slot, judged by the last frame interval, would end more than half
+//! an interval past it) and at each segment's end; a segment is its parts'
+//! bytes end to end. Each part (each segment when parts are off) starts
+//! with PAT and PMT, and a segment's key frame carries SPS and PPS, so a
+//! segment decodes alone and a part decodes after its segment's first
+//! (INDEPENDENT) part.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -14,6 +20,15 @@ use bytes::Bytes;
 
 use super::ts::TsMuxer;
 use crate::relay::Media;
+
+/// A finished partial segment.
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub duration: Duration,
+    /// It starts with a key frame (EXT-X-PART's INDEPENDENT=YES).
+    pub independent: bool,
+    pub bytes: Bytes,
+}
 
 /// A finished segment.
 #[derive(Clone, Debug)]
@@ -24,6 +39,8 @@ pub struct Segment {
     /// When its first frame reached the packager (EXT-X-PROGRAM-DATE-TIME).
     pub date: SystemTime,
     pub bytes: Bytes,
+    /// Its parts (empty when parts are off).
+    pub parts: Vec<Part>,
 }
 
 /// The segment being written.
@@ -32,7 +49,15 @@ struct Open {
     seq: u64,
     first_ms: u32,
     date: SystemTime,
-    bytes: Vec<u8>,
+    /// Its finished parts.
+    parts: Vec<Part>,
+    /// The part being written: its first timestamp, whether it starts
+    /// with a key frame, its bytes.
+    part_ms: u32,
+    part_key: bool,
+    part: Vec<u8>,
+    /// The last video frame's timestamp (parts end on video frames).
+    last_video_ms: Option<u32>,
 }
 
 /// How the packager cuts and keeps segments.
@@ -43,6 +68,55 @@ pub struct PackagerConfig {
     pub target: Duration,
     /// Segments the playlist lists.
     pub window: usize,
+    /// LL-HLS's part target duration (EXT-X-PART-INF), or no parts.
+    pub part: Option<Duration>,
+}
+
+/// Where a stream's newest media is: the last finished segment and the
+/// newest finished part (`(seq, index)`), each if any.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub segment: Option<u64>,
+    pub part: Option<(u64, usize)>,
+    /// The part being written, which the playlist's preload hint names.
+    pub open_part: Option<(u64, usize)>,
+}
+
+/// Parts a blocking playlist request may ask for beyond the newest one
+/// (the LL-HLS specification's Advance Part Limit).
+pub const ADVANCE_PART_LIMIT: u64 = 3;
+
+impl Progress {
+    /// Whether the playlist holds segment `msn` (`part`: part `part` of it)
+    /// or anything later: what a blocking playlist request waits for.
+    pub fn reached(&self, msn: u64, part: Option<u64>) -> bool {
+        match part {
+            None => self.segment.is_some_and(|s| s >= msn),
+            Some(i) => self.part.is_some_and(|(m, p)| (m, p as u64) >= (msn, i)),
+        }
+    }
+
+    /// Whether a blocking request asks too far ahead (the specification's
+    /// 400): `msn` more than two segments after the newest finished one, or
+    /// `part` more than [`ADVANCE_PART_LIMIT`] parts after the newest part
+    /// (counted from the start of a segment after the open one).
+    pub fn too_far_ahead(&self, msn: u64, part: Option<u64>) -> bool {
+        let last = self.segment.map_or(-1, i128::from);
+        if i128::from(msn) > last + 2 {
+            return true;
+        }
+        let Some(i) = part else { return false };
+        let (m, newest) = match (self.part, self.open_part) {
+            (_, Some((m, open))) => (m, open as i128 - 1),
+            (Some((m, p)), None) => (m, p as i128),
+            (None, None) => return i >= ADVANCE_PART_LIMIT,
+        };
+        match msn.cmp(&m) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => i128::from(i) > newest + ADVANCE_PART_LIMIT as i128,
+            std::cmp::Ordering::Greater => i >= ADVANCE_PART_LIMIT,
+        }
+    }
 }
 
 /// One stream's HLS segments and playlist.
@@ -55,12 +129,18 @@ pub struct Packager {
     /// for players that read the playlist just before it slid.
     done: VecDeque<Segment>,
     next_seq: u64,
-    /// The longest segment so far (the target duration must cover it).
+    /// The longest segment and part so far (the advertised targets must
+    /// cover them).
     longest: Duration,
+    longest_part: Duration,
 }
 
 /// Segments kept beyond the playlist's window.
 const KEEP_BEYOND_WINDOW: usize = 3;
+
+fn ms_between(from: u32, to: u32) -> Duration {
+    Duration::from_millis(u64::from(to.wrapping_sub(from)))
+}
 
 impl Packager {
     pub fn new(cfg: PackagerConfig) -> Packager {
@@ -71,36 +151,51 @@ impl Packager {
             done: VecDeque::new(),
             next_seq: 0,
             longest: Duration::ZERO,
+            longest_part: Duration::ZERO,
         }
     }
 
+    pub fn config(&self) -> &PackagerConfig {
+        &self.cfg
+    }
+
     /// Takes one message of the stream, at wall-clock instant `now`; returns
-    /// whether a segment was finished (the playlist changed).
+    /// whether a part or a segment was finished (the playlist changed).
     pub fn push(&mut self, m: &Media, now: SystemTime) -> bool {
         let Some((video, body, ts)) = m.as_av() else {
             return false;
         };
         let mut finished = false;
+        let frame = video && !m.is_config();
         if m.is_key_frame() {
-            let due = self.open.as_ref().is_none_or(|o| {
-                Duration::from_millis(u64::from(ts.wrapping_sub(o.first_ms))) >= self.cfg.target
-            });
+            let due = self
+                .open
+                .as_ref()
+                .is_none_or(|o| ms_between(o.first_ms, ts) >= self.cfg.target);
             if due {
                 finished = self.close(ts);
-                let mut bytes = Vec::with_capacity(256 * 1024);
-                self.mux.tables(&mut bytes);
                 self.open = Some(Open {
                     seq: self.next_seq,
                     first_ms: ts,
                     date: now,
-                    bytes,
+                    parts: Vec::new(),
+                    part_ms: ts,
+                    part_key: true,
+                    part: self.new_part_bytes(),
+                    last_video_ms: None,
                 });
                 self.next_seq += 1;
             }
         }
+        if frame && let Some(part) = self.cfg.part {
+            finished |= self.maybe_end_part(ts, m.is_key_frame(), part);
+        }
         match &mut self.open {
             Some(o) => {
-                self.mux.push(&mut o.bytes, video, body, ts);
+                self.mux.push(&mut o.part, video, body, ts);
+                if frame {
+                    o.last_video_ms = Some(ts);
+                }
             }
             // Before the first key frame: only the configuration is kept.
             None => {
@@ -112,18 +207,71 @@ impl Packager {
         finished
     }
 
-    /// Finishes the open segment, which lasts until `end_ms`.
-    fn close(&mut self, end_ms: u32) -> bool {
-        let Some(o) = self.open.take() else {
+    /// A part's first bytes: PAT and PMT.
+    fn new_part_bytes(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        self.mux.tables(&mut bytes);
+        bytes
+    }
+
+    /// Ends the open part before a video frame at `ts` (`key`: a key frame)
+    /// when that frame is nearer the part's target than the next one would
+    /// be.
+    fn maybe_end_part(&mut self, ts: u32, key: bool, target: Duration) -> bool {
+        let Some(o) = &self.open else { return false };
+        let Some(last) = o.last_video_ms else {
             return false;
         };
-        let duration = Duration::from_millis(u64::from(end_ms.wrapping_sub(o.first_ms)));
+        let elapsed = ms_between(o.part_ms, ts);
+        let interval = ms_between(last, ts);
+        if elapsed + interval / 2 <= target {
+            return false;
+        }
+        let bytes = self.new_part_bytes();
+        let Some(o) = &mut self.open else {
+            return false;
+        };
+        let part = std::mem::replace(&mut o.part, bytes);
+        o.parts.push(Part {
+            duration: elapsed,
+            independent: o.part_key,
+            bytes: part.into(),
+        });
+        o.part_ms = ts;
+        o.part_key = key;
+        self.longest_part = self.longest_part.max(elapsed);
+        true
+    }
+
+    /// Finishes the open segment, which lasts until `end_ms`.
+    fn close(&mut self, end_ms: u32) -> bool {
+        let Some(mut o) = self.open.take() else {
+            return false;
+        };
+        let duration = ms_between(o.first_ms, end_ms);
         self.longest = self.longest.max(duration);
+        let bytes = if self.cfg.part.is_some() {
+            let last = ms_between(o.part_ms, end_ms);
+            self.longest_part = self.longest_part.max(last);
+            o.parts.push(Part {
+                duration: last,
+                independent: o.part_key,
+                bytes: o.part.into(),
+            });
+            let mut all = Vec::with_capacity(o.parts.iter().map(|p| p.bytes.len()).sum());
+            for p in &o.parts {
+                all.extend_from_slice(&p.bytes);
+            }
+            all.into()
+        } else {
+            o.part.into()
+        };
         self.done.push_back(Segment {
             seq: o.seq,
             duration,
             date: o.date,
-            bytes: o.bytes.into(),
+            bytes,
+            parts: o.parts,
         });
         while self.done.len() > self.cfg.window + KEEP_BEYOND_WINDOW {
             self.done.pop_front();
@@ -138,8 +286,46 @@ impl Packager {
             .get(usize::try_from(seq.checked_sub(first)?).ok()?)
     }
 
+    /// Part `index` of segment `seq`, while it is kept (the open segment's
+    /// finished parts included).
+    pub fn part(&self, seq: u64, index: usize) -> Option<&Part> {
+        match &self.open {
+            Some(o) if o.seq == seq => o.parts.get(index),
+            _ => self.segment(seq)?.parts.get(index),
+        }
+    }
+
+    /// Where the stream's newest media is.
+    pub fn progress(&self) -> Progress {
+        let segment = self.done.back().map(|s| s.seq);
+        let open = self.open.as_ref().filter(|_| self.cfg.part.is_some());
+        let part = match open {
+            Some(o) if !o.parts.is_empty() => Some((o.seq, o.parts.len() - 1)),
+            _ => self
+                .done
+                .back()
+                .filter(|s| !s.parts.is_empty())
+                .map(|s| (s.seq, s.parts.len() - 1)),
+        };
+        Progress {
+            segment,
+            part,
+            open_part: open.map(|o| (o.seq, o.parts.len())),
+        }
+    }
+
+    /// The advertised part target: the configured one, or the longest part
+    /// if one ran over (irregular frame timing).
+    fn part_target(&self) -> Option<Duration> {
+        self.cfg.part.map(|p| p.max(self.longest_part))
+    }
+
     /// The live media playlist (None before the first segment is done).
-    /// Segment URIs are relative: `seg{N}.ts`.
+    /// Segment URIs are relative: `seg{N}.ts`, parts `seg{N}.{I}.ts`. With
+    /// parts on it is an LL-HLS playlist: server control (blocking reload,
+    /// PART-HOLD-BACK), the parts of the segments that end within three
+    /// target durations of the live edge and of the open segment, and a
+    /// preload hint for the part being written.
     pub fn playlist(&self) -> Option<String> {
         use std::fmt::Write;
         let skip = self.done.len().saturating_sub(self.cfg.window);
@@ -150,21 +336,77 @@ impl Packager {
         // integer is at most it.
         let target_s = (target.as_secs_f64() + 0.5).floor().max(1.0) as u64;
         let mut p = String::new();
+        let version = if self.cfg.part.is_some() { 6 } else { 3 };
         let _ = write!(
             p,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target_s}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-            first.seq
+            "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target_s}\n"
         );
-        for s in listed {
+        if let Some(part) = self.part_target() {
+            // PART-HOLD-BACK: three part targets, the LL-HLS specification's
+            // recommendation (it requires at least two).
             let _ = write!(
                 p,
-                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nseg{}.ts\n",
-                rfc3339_ms(s.date),
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n\
+                 #EXT-X-PART-INF:PART-TARGET={:.3}\n",
+                (part * 3).as_secs_f64(),
+                part.as_secs_f64()
+            );
+        }
+        let _ = writeln!(p, "#EXT-X-MEDIA-SEQUENCE:{}", first.seq);
+        // Parts are listed for the segments that end within three target
+        // durations of the live edge.
+        let mut from_edge = Duration::ZERO;
+        let with_parts: Vec<bool> = listed
+            .iter()
+            .rev()
+            .map(|s| {
+                let listed = from_edge < target * 3;
+                from_edge += s.duration;
+                listed
+            })
+            .collect();
+        for (s, parts) in listed.iter().zip(with_parts.into_iter().rev()) {
+            let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.date));
+            if parts {
+                write_parts(&mut p, s.seq, &s.parts);
+            }
+            let _ = write!(
+                p,
+                "#EXTINF:{:.3},\nseg{}.ts\n",
                 s.duration.as_secs_f64(),
                 s.seq
             );
         }
+        if let Some(o) = self.open.as_ref().filter(|_| self.cfg.part.is_some()) {
+            if !o.parts.is_empty() {
+                let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(o.date));
+            }
+            write_parts(&mut p, o.seq, &o.parts);
+            let _ = writeln!(
+                p,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg{}.{}.ts\"",
+                o.seq,
+                o.parts.len()
+            );
+        }
         Some(p)
+    }
+}
+
+/// The EXT-X-PART lines of segment `seq`'s `parts`.
+fn write_parts(p: &mut String, seq: u64, parts: &[Part]) {
+    use std::fmt::Write;
+    for (i, part) in parts.iter().enumerate() {
+        let _ = writeln!(
+            p,
+            "#EXT-X-PART:DURATION={:.3},URI=\"seg{seq}.{i}.ts\"{}",
+            part.duration.as_secs_f64(),
+            if part.independent {
+                ",INDEPENDENT=YES"
+            } else {
+                ""
+            }
+        );
     }
 }
 
@@ -223,6 +465,7 @@ mod tests {
         let mut p = Packager::new(PackagerConfig {
             target: Duration::from_secs(2),
             window: 3,
+            part: None,
         });
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert!(!p.push(&Media::Video(sequence_header(), 0), t0));
@@ -251,5 +494,85 @@ mod tests {
         assert_eq!(s.bytes.len() % 188, 0);
         assert_eq!(&s.bytes[..3], &[0x47, 0x40, 0x00], "PAT first");
         assert_eq!(s.date, t0 + Duration::from_millis(9000));
+    }
+
+    #[test]
+    fn ll_hls_parts_end_near_their_target_and_make_up_the_segment() {
+        let mut p = Packager::new(PackagerConfig {
+            target: Duration::from_secs(1),
+            window: 6,
+            part: Some(Duration::from_millis(200)),
+        });
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        p.push(&Media::Video(sequence_header(), 0), t0);
+        // 30 fps with millisecond timestamps (33 or 34 ms apart), a key
+        // frame every second, for 4.5 s.
+        for i in 0..135u32 {
+            let ms = (f64::from(i) * 1000.0 / 30.0).round() as u32;
+            p.push(
+                &video(i % 30 == 0, ms),
+                t0 + Duration::from_millis(ms.into()),
+            );
+        }
+        for seq in 0..4 {
+            let s = p.segment(seq).unwrap();
+            let durations: Vec<u128> = s.parts.iter().map(|p| p.duration.as_millis()).collect();
+            assert_eq!(durations, [200, 200, 200, 200, 200], "segment {seq}");
+            let independent: Vec<bool> = s.parts.iter().map(|p| p.independent).collect();
+            assert_eq!(independent, [true, false, false, false, false]);
+            let whole: Vec<u8> = s.parts.iter().flat_map(|p| p.bytes.to_vec()).collect();
+            assert_eq!(whole, s.bytes.to_vec());
+            // Each part is whole packets, starts with PAT and decodes alone.
+            for (i, part) in s.parts.iter().enumerate() {
+                assert_eq!(&part.bytes[..3], &[0x47, 0x40, 0x00]);
+                let frames = super::super::demux::frames(&part.bytes).unwrap();
+                assert_eq!(frames.len(), 6, "segment {seq} part {i}");
+            }
+        }
+        // 4.0 s to 4.467 s: segment 4 has two finished parts, the third is
+        // being written.
+        let pr = p.progress();
+        assert_eq!(pr.segment, Some(3));
+        assert_eq!(pr.part, Some((4, 1)));
+        assert_eq!(pr.open_part, Some((4, 2)));
+        assert_eq!(
+            p.part(4, 1).map(|p| p.duration),
+            Some(Duration::from_millis(200))
+        );
+        assert!(p.part(4, 2).is_none() && p.part(3, 4).is_some() && p.part(3, 5).is_none());
+        let list = p.playlist().unwrap();
+        for line in [
+            "#EXT-X-VERSION:6\n",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600\n",
+            "#EXT-X-PART-INF:PART-TARGET=0.200\n",
+            "#EXT-X-PART:DURATION=0.200,URI=\"seg4.0.ts\",INDEPENDENT=YES\n",
+            "#EXT-X-PART:DURATION=0.200,URI=\"seg4.1.ts\"\n",
+        ] {
+            assert!(list.contains(line), "{line} in {list}");
+        }
+        assert!(
+            list.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg4.2.ts\"\n"),
+            "{list}"
+        );
+        // Parts are listed for the segments within 3 target durations of
+        // the end (segments 1, 2, 3), not for segment 0.
+        assert!(
+            !list.contains("seg0.0.ts") && list.contains("seg1.4.ts"),
+            "{list}"
+        );
+        // Without parts: none of it.
+        let mut plain = Packager::new(PackagerConfig {
+            part: None,
+            ..*p.config()
+        });
+        for i in 0..70u32 {
+            plain.push(&video(i % 30 == 0, i * 33), t0);
+        }
+        let list = plain.playlist().unwrap();
+        assert!(
+            !list.contains("PART") && !list.contains("PRELOAD") && !list.contains("SERVER-CONTROL")
+        );
+        assert!(plain.segment(0).unwrap().parts.is_empty());
+        assert_eq!(plain.progress().part, None);
     }
 }
