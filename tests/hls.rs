@@ -217,6 +217,90 @@ player = { target_delay = "500ms", refresh = "1ms" }
     );
 }
 
+/// Low-Latency HLS through the link: Glass's `llhls://` player plays 200 ms
+/// parts (preload hints and blocking reloads) and ffmpeg, which ignores
+/// parts, plays the same playlist's segments.
+#[test]
+fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "t",
+        r#"
+name = "llhls"
+duration = "12s"
+[media]
+bitrate = "1Mbit/s"
+fps = 30
+gop = 30
+resolution = "640x360"
+audio = false
+encode_delay = "0ms"
+[[networks]]
+name = "clean"
+last_mile = { downlink = "delay 20ms", uplink = "delay 20ms" }
+[[protocols]]
+kind = "rtmp"
+player_uri = "llhls://server/live/glass"
+http = { hls_segment = "1s", hls_part = "200ms" }
+publisher = "ffmpeg"
+ffmpeg_player = true
+player = { target_delay = "500ms", refresh = "1ms" }
+"#,
+        None,
+    )
+    .unwrap();
+    let r = common::run_link(&s);
+    let (p, h, http) = (&r.player, hls_of(&r), http_of(&r));
+    let player = common::ffmpeg_of(&r, "player");
+    eprintln!(
+        "LL-HLS 200 ms parts: Glass received {} frames, showed {}, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms; {h:?}; relay {http:?}; ffmpeg decoded {} ({:?})",
+        p.frames_received,
+        p.frames_displayed,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        p.startup_delay_ms,
+        player.frames,
+        player.errors,
+    );
+    assert!(
+        r.transports
+            .iter()
+            .any(|t| t.role == "player" && t.used == "llhls/ts/tcp"),
+        "{:?}",
+        r.transports
+    );
+    assert!(h.hls_low_latency, "{h:?}");
+    // About 50 parts in 10 s, nearly all fetched as preload hints.
+    assert!(h.hls_part_requests >= 40, "{h:?}");
+    assert!(
+        h.hls_preload_hints >= 35 && h.hls_preload_hint_misses <= 2,
+        "{h:?}"
+    );
+    assert!(
+        h.hls_blocking_reloads >= 35 && http.http_hls_blocking >= 35,
+        "{h:?}"
+    );
+    assert_eq!(http.http_hls_blocking_timeouts, 0, "{http:?}");
+    assert!(p.frames_received >= 200, "{p:?}");
+    // PART-HOLD-BACK (600 ms) back to the segment's independent part, the
+    // 500 ms buffer: well under plain HLS's 1 s segments (about 2.3 s).
+    assert!(
+        p.g2g_p50_ms > 500.0 && p.g2g_p50_ms < 1800.0,
+        "G2G p50 {}",
+        p.g2g_p50_ms
+    );
+    assert!(player.errors.is_empty(), "{:?}", player.errors);
+    assert!(
+        player.frames + 45 >= p.frames_received,
+        "ffmpeg decoded {} of {}",
+        player.frames,
+        p.frames_received
+    );
+}
+
 /// ffprobe reads an ffmpeg-published stream's HLS from `glass serve` on
 /// loopback: every packet's timestamps continue across segment boundaries.
 #[test]

@@ -17,24 +17,6 @@ fn link_needed(mode: harness::topology::Mode) -> Option<bool> {
     }
 }
 
-/// Raises the soft limit on open files to the hard one (at most 65,536): a
-/// run holds sockets for every client, the relay's side of each, proxies
-/// and TUN devices, and hostile clients add thousands; many systems start
-/// processes at 1,024.
-fn raise_open_files_limit() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut l: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
-            let want = l.rlim_max.min(65_536);
-            if l.rlim_cur < want {
-                l.rlim_cur = want;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-            }
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Link mode needs namespaces: an unprivileged user enters a user namespace
@@ -56,7 +38,7 @@ fn main() -> ExitCode {
         eprintln!("glass: {e}");
         return ExitCode::from(2);
     }
-    raise_open_files_limit();
+    harness::runtime::raise_open_files_limit();
     let level = match cli.verbose {
         0 => "warn",
         1 => "debug",

@@ -250,7 +250,7 @@ async fn respond(
                 None => o.first_playlist(FIRST_PLAYLIST_WAIT).await,
                 Some(msn) => {
                     counters.hls_blocking.fetch_add(1, Ordering::Relaxed);
-                    match o.blocking_playlist(msn, q.part).await {
+                    match o.blocking_playlist(msn, q.part, FIRST_PLAYLIST_WAIT).await {
                         Ok(p) => Some(p),
                         Err(Blocked::TooFarAhead) => {
                             return bad_request(
@@ -586,5 +586,161 @@ mod wire_tests {
             "{st:?}"
         );
         assert!(st.http_flv_sessions >= 201, "{st:?}");
+    }
+
+    /// A server with an LL-HLS origin (500 ms segments, 100 ms parts).
+    async fn start_ll() -> (
+        std::net::SocketAddr,
+        Hub,
+        watch::Sender<bool>,
+        Arc<Counters>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let hub = Hub::new("k");
+        let (stop_tx, stop) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let packaging = crate::protocol::http::hls::packager::PackagerConfig {
+            target: Duration::from_millis(500),
+            window: 6,
+            part: Some(Duration::from_millis(100)),
+        };
+        let (origin, _task) =
+            crate::protocol::http::hls::origin::Origin::start(&hub, "k", packaging, stop.clone())
+                .unwrap();
+        let cfg = Config {
+            hub: hub.clone(),
+            gop_cache: true,
+            congestion: None,
+            hls: Some(origin),
+        };
+        tokio::spawn(serve(listener, cfg, stop, counters.clone()));
+        (at, hub, stop_tx, counters)
+    }
+
+    /// Reads from `s` until `needle` has come (or `wait` passes).
+    async fn read_until(s: &mut TcpStream, needle: &str, wait: Duration) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        let _ = tokio::time::timeout(wait, async {
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&got).contains(needle) {
+                    break;
+                }
+            }
+        })
+        .await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn get_request(path: &str) -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+    }
+
+    #[tokio::test]
+    async fn ll_hls_holds_blocking_reloads_and_hints_and_refuses_what_is_too_far() {
+        crate::runtime::raise_open_files_limit();
+        let (at, hub, stop, counters) = start_ll().await;
+        let short = Duration::from_millis(300);
+        // Malformed or far-ahead directives: 400 at once (before any media,
+        // segment 2 is as far as a request may ask).
+        for q in [
+            "_HLS_part=1",
+            "_HLS_msn=x",
+            "_HLS_msn=1&_HLS_msn=2",
+            "_HLS_msn=3",
+            "_HLS_msn=0&_HLS_part=99",
+        ] {
+            let path = format!("/live/k/index.m3u8?{q}");
+            let got = exchange(at, &get_request(&path), short).await;
+            assert!(got.starts_with("HTTP/1.1 400"), "{q} -> {got:?}");
+        }
+        // 1,000 blocking reloads for the first part, held before the
+        // stream starts; the server answers other requests meanwhile.
+        let mut held = Vec::new();
+        for _ in 0..1000 {
+            let mut s = TcpStream::connect(at).await.unwrap();
+            s.write_all(&get_request("/live/k/index.m3u8?_HLS_msn=0&_HLS_part=0"))
+                .await
+                .unwrap();
+            held.push(s);
+        }
+        let got = exchange(at, &get_request("/nothing"), short).await;
+        assert!(got.starts_with("HTTP/1.1 404"), "{got:?}");
+        // 50 fps, a key frame every 500 ms, for 2 s in real time.
+        let publisher = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let _ = hub.publish(
+                    "k",
+                    crate::relay::Media::Video(crate::media::source::sequence_header(), 0),
+                );
+                for i in 0..100u32 {
+                    let t = if i % 25 == 0 { 0x17 } else { 0x27 };
+                    let body = vec![t, 0x01, 0, 0, 0, 0, 0, 0, 3, 12, 0, 0];
+                    let _ = hub.publish("k", crate::relay::Media::Video(body.into(), i * 20));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        for (i, s) in held.iter_mut().enumerate() {
+            let got = read_until(s, "seg0.0.ts", Duration::from_secs(2)).await;
+            assert!(
+                got.starts_with("HTTP/1.1 200") && got.contains("seg0.0.ts"),
+                "held request {i}: {got:?}"
+            );
+        }
+        drop(held);
+        // The preload hint is held until its part is done, then served.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let list = exchange(at, &get_request("/live/k/index.m3u8"), short).await;
+        let hint = list
+            .split("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("a preload hint in {list}"))
+            .to_string();
+        let asked = std::time::Instant::now();
+        let mut s = TcpStream::connect(at).await.unwrap();
+        s.write_all(&get_request(&format!("/live/k/{hint}")))
+            .await
+            .unwrap();
+        let got = read_until(&mut s, "video/mp2t", Duration::from_secs(2)).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{hint}: {got:?}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            asked.elapsed()
+        );
+        // A part that is neither done nor the next one: 404 at once.
+        let got = exchange(at, &get_request("/live/k/seg50.1.ts"), short).await;
+        assert!(got.starts_with("HTTP/1.1 404"), "{got:?}");
+        // Once the stream stops, a reload blocking on the next part waits
+        // three target durations and gets 503.
+        publisher.await.unwrap();
+        let list = exchange(at, &get_request("/live/k/index.m3u8"), short).await;
+        let (msn, part) = list
+            .split("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg")
+            .nth(1)
+            .and_then(|r| r.split(".ts").next())
+            .and_then(|r| r.split_once('.'))
+            .unwrap_or_else(|| panic!("a preload hint in {list}"));
+        let asked = std::time::Instant::now();
+        let path = format!("/live/k/index.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+        let got = exchange(at, &get_request(&path), Duration::from_secs(3)).await;
+        assert!(got.starts_with("HTTP/1.1 503"), "{got:?}");
+        assert!(asked.elapsed() >= Duration::from_millis(1400));
+        stop.send(true).unwrap();
+        let st = counters.snapshot();
+        assert!(st.http_hls_blocking >= 1001, "{st:?}");
+        assert_eq!(st.http_hls_blocking_timeouts, 1, "{st:?}");
+        assert!(
+            st.http_bad_requests >= 5 && st.http_hls_parts >= 2,
+            "{st:?}"
+        );
     }
 }

@@ -126,15 +126,24 @@ impl Origin {
     }
 
     /// A blocking playlist reload (LL-HLS): the playlist once it holds
-    /// segment `msn` (and part `part` of it) or anything later.
-    pub async fn blocking_playlist(&self, msn: u64, part: Option<u64>) -> Result<String, Blocked> {
-        if self.progress().too_far_ahead(msn, part) {
+    /// segment `msn` (and part `part` of it) or anything later; before the
+    /// stream has begun it waits as long as a first playlist request.
+    pub async fn blocking_playlist(
+        &self,
+        msn: u64,
+        part: Option<u64>,
+        first_wait: Duration,
+    ) -> Result<String, Blocked> {
+        let now = self.progress();
+        if now.too_far_ahead(msn, part) {
             return Err(Blocked::TooFarAhead);
         }
-        if !self
-            .wait_until(self.hold_limit(), |p| p.reached(msn, part))
-            .await
-        {
+        let limit = if now == Progress::default() {
+            first_wait.max(self.hold_limit())
+        } else {
+            self.hold_limit()
+        };
+        if !self.wait_until(limit, |p| p.reached(msn, part)).await {
             return Err(Blocked::TimedOut);
         }
         self.playlist().ok_or(Blocked::TimedOut)

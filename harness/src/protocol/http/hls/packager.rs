@@ -320,7 +320,8 @@ impl Packager {
         self.cfg.part.map(|p| p.max(self.longest_part))
     }
 
-    /// The live media playlist (None before the first segment is done).
+    /// The live media playlist (None before the first segment is done; with
+    /// parts on, before the first part is).
     /// Segment URIs are relative: `seg{N}.ts`, parts `seg{N}.{I}.ts`. With
     /// parts on it is an LL-HLS playlist: server control (blocking reload,
     /// PART-HOLD-BACK), the parts of the segments that end within three
@@ -330,7 +331,13 @@ impl Packager {
         use std::fmt::Write;
         let skip = self.done.len().saturating_sub(self.cfg.window);
         let listed: Vec<&Segment> = self.done.iter().skip(skip).collect();
-        let first = listed.first()?;
+        // The open segment, when its parts are listed (LL-HLS): a playlist
+        // exists from its first part on.
+        let open = self
+            .open
+            .as_ref()
+            .filter(|o| self.cfg.part.is_some() && (!o.parts.is_empty() || !listed.is_empty()));
+        let first_seq = listed.first().map(|s| s.seq).or(open.map(|o| o.seq))?;
         let target = self.cfg.target.max(self.longest);
         // EXT-X-TARGETDURATION: every EXTINF rounded to the nearest
         // integer is at most it.
@@ -352,7 +359,7 @@ impl Packager {
                 part.as_secs_f64()
             );
         }
-        let _ = writeln!(p, "#EXT-X-MEDIA-SEQUENCE:{}", first.seq);
+        let _ = writeln!(p, "#EXT-X-MEDIA-SEQUENCE:{first_seq}");
         // Parts are listed for the segments that end within three target
         // durations of the live edge.
         let mut from_edge = Duration::ZERO;
@@ -377,7 +384,7 @@ impl Packager {
                 s.seq
             );
         }
-        if let Some(o) = self.open.as_ref().filter(|_| self.cfg.part.is_some()) {
+        if let Some(o) = open {
             if !o.parts.is_empty() {
                 let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(o.date));
             }
@@ -574,5 +581,27 @@ mod tests {
         );
         assert!(plain.segment(0).unwrap().parts.is_empty());
         assert_eq!(plain.progress().part, None);
+    }
+
+    #[test]
+    fn blocking_requests_wait_for_their_part_and_may_ask_only_so_far_ahead() {
+        // Segment 4 finished with 5 parts; segment 5 has 2, the third is
+        // being written.
+        let p = Progress {
+            segment: Some(4),
+            part: Some((5, 1)),
+            open_part: Some((5, 2)),
+        };
+        assert!(p.reached(4, None) && !p.reached(5, None));
+        assert!(p.reached(5, Some(1)) && !p.reached(5, Some(2)));
+        assert!(p.reached(4, Some(9)), "a later part satisfies it");
+        assert!(!p.too_far_ahead(6, None) && p.too_far_ahead(7, None));
+        assert!(!p.too_far_ahead(5, Some(4)) && p.too_far_ahead(5, Some(5)));
+        assert!(!p.too_far_ahead(6, Some(2)) && p.too_far_ahead(6, Some(3)));
+        assert!(!p.too_far_ahead(0, Some(1000)), "old parts are not ahead");
+        // Before anything: segment 1 at most, parts 0–2 of it.
+        let none = Progress::default();
+        assert!(!none.too_far_ahead(1, None) && none.too_far_ahead(2, None));
+        assert!(!none.too_far_ahead(0, Some(2)) && none.too_far_ahead(0, Some(3)));
     }
 }
