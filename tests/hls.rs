@@ -219,7 +219,8 @@ player = { target_delay = "500ms", refresh = "1ms" }
 
 /// Low-Latency HLS through the link: Glass's `llhls://` player plays 200 ms
 /// parts (preload hints and blocking reloads) and ffmpeg, which ignores
-/// parts, plays the same playlist's segments.
+/// parts, plays the same playlist's segments; both by signed URLs (the
+/// relay serves nothing without a token).
 #[test]
 fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
     let _serial = common::serial();
@@ -244,7 +245,7 @@ last_mile = { downlink = "delay 20ms", uplink = "delay 20ms" }
 [[protocols]]
 kind = "rtmp"
 player_uri = "llhls://server/live/glass"
-http = { hls_segment = "1s", hls_part = "200ms" }
+http = { hls_segment = "1s", hls_part = "200ms", play_secret = "sixteen+ characters" }
 publisher = "ffmpeg"
 ffmpeg_player = true
 player = { target_delay = "500ms", refresh = "1ms" }
@@ -284,6 +285,8 @@ player = { target_delay = "500ms", refresh = "1ms" }
         "{h:?}"
     );
     assert_eq!(http.http_hls_blocking_timeouts, 0, "{http:?}");
+    assert_eq!(http.http_forbidden, 0, "{http:?}");
+    assert!(player.command.contains("token=***"), "{}", player.command);
     assert!(p.frames_received >= 200, "{p:?}");
     // PART-HOLD-BACK (600 ms) back to the segment's independent part, the
     // 500 ms buffer: well under plain HLS's 1 s segments (about 2.3 s).

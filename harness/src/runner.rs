@@ -210,12 +210,13 @@ fn ffmpeg_player_source(
 ) -> Result<(Endpoint, impl Fn(std::net::SocketAddr) -> Option<String>)> {
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let given = &protocol.player_uri;
-    let uri = match protocol::route(given)?.0.ffmpeg_input(given, any) {
+    let uri = match protocol::route(given)?.0.ffmpeg_input(given, any, protocol) {
         Some(_) => given.clone(),
         None => StreamUri::parse(&format!("rtmp://server/{}/{}", given.app, given.key))?,
     };
     let (p, to) = protocol::route(&uri)?;
-    Ok((to, move |at| p.ffmpeg_input(&uri, at)))
+    let settings = protocol.clone();
+    Ok((to, move |at| p.ffmpeg_input(&uri, at, &settings)))
 }
 
 /// What the run's clients share to dial the relay.

@@ -1,9 +1,10 @@
 //! The relay's HTTP egress and Glass's HTTP players: request paths into the
-//! router; publishers' FLV tag bodies (valid-looking AVC/AAC, then damaged)
-//! into the HLS packager, its segments back through Glass's TS demuxer and
-//! its playlist through the player's parser; damaged segments and
-//! playlists as a player would receive them; an HTTP-FLV body cut into
-//! arbitrary pieces into the streaming FLV reader.
+//! router, query strings into the directive and token readers; publishers'
+//! FLV tag bodies (valid-looking AVC/AAC, then damaged) into the HLS
+//! packager, with and without LL-HLS parts, its segments back through
+//! Glass's TS demuxer and its playlist through the player's parser;
+//! damaged segments and playlists as a player would receive them; an
+//! HTTP-FLV body cut into arbitrary pieces into the streaming FLV reader.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,7 @@ use harness::protocol::http::hls::demux;
 use harness::protocol::http::hls::packager::{Packager, PackagerConfig};
 use harness::protocol::http::hls::player::parse_playlist;
 use harness::protocol::http::server::route;
+use harness::protocol::http::{query, signed};
 use harness::relay::Media;
 
 use crate::mutate::{corrupt, small_bytes};
@@ -60,10 +62,25 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let path = String::from_utf8_lossy(small_bytes(u, 64)?).into_owned();
     let _ = route(&path);
     let _ = route(&format!("/live/{path}"));
+    // Query strings: LL-HLS directives and signed URLs' tokens.
+    let q = String::from_utf8_lossy(small_bytes(u, 80)?).into_owned();
+    let _ = query::parse(Some(&q));
+    let _ = query::parse(Some(&format!("_HLS_msn={q}&_HLS_part={q}")));
+    let _ = signed::check(
+        "a secret of 16+ characters",
+        "/live/k",
+        Some(&q),
+        u.arbitrary()?,
+    );
     // The packager, then its output read back.
     let mut p = Packager::new(PackagerConfig {
         target: Duration::from_millis(u.int_in_range(500..=3000)?),
         window: u.int_in_range(3..=8)?,
+        part: if u.arbitrary()? {
+            Some(Duration::from_millis(u.int_in_range(100..=1000)?))
+        } else {
+            None
+        },
     });
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(u.arbitrary::<u32>()?.into());
     let mut ts: u32 = u.arbitrary()?;
@@ -72,8 +89,18 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
         let m = message(u, ts)?;
         p.push(&m, t0 + Duration::from_millis(u64::from(ts)));
     }
-    if let Some(list) = p.playlist() {
+    let progress = p.progress();
+    let (msn, part) = (u.arbitrary()?, u.arbitrary()?);
+    let _ = (
+        progress.reached(msn, part),
+        progress.too_far_ahead(msn, part),
+    );
+    if let Some(list) = p.playlist(Some("token=1-00")) {
         let parsed = parse_playlist(&list).expect("the packager's playlist parses");
+        for x in &parsed.parts {
+            assert!(p.part(x.seq, x.index).is_some(), "a listed part is kept");
+        }
+        let _ = harness::protocol::http::hls::player::items(&parsed);
         for (seq, _, _) in &parsed.segments {
             let s = p.segment(*seq).expect("a listed segment is kept");
             assert_eq!(s.bytes.len() % 188, 0, "whole TS packets");

@@ -267,7 +267,12 @@ pub trait Protocol: Sync {
     }
     /// The URL ffmpeg plays `uri` from, reaching the relay at `at`; None if
     /// ffmpeg cannot play it (an ffmpeg player then plays RTMP over TCP).
-    fn ffmpeg_input(&self, _uri: &uri::StreamUri, _at: std::net::SocketAddr) -> Option<String> {
+    fn ffmpeg_input(
+        &self,
+        _uri: &uri::StreamUri,
+        _at: std::net::SocketAddr,
+        _settings: &Settings,
+    ) -> Option<String> {
         None
     }
     /// Why its publishers take no sender-side `abr`, if they do not.

@@ -306,6 +306,23 @@ fn each_kind_of_bad_input_names_file_line_and_field() {
             format!("{base}player_uri = \"httpflv://server/live/glass\"\nhttp = {{ gop = true }}\n"),
             vec!["line 6", "protocols[0].http", "unknown field `gop`"],
         ),
+        // LL-HLS parts of a segment, a play secret worth the name.
+        (
+            format!(
+                "{base}player_uri = \"llhls://server/live/glass\"\nhttp = {{ hls_segment = \"1s\", hls_part = \"600ms\" }}\n"
+            ),
+            vec!["line 6", "protocols[0].http.hls_part", "half of hls_segment (500 ms)"],
+        ),
+        (
+            format!(
+                "{base}player_uri = \"llhls://server/live/glass\"\nhttp = {{ hls_segment = \"800ms\" }}\n"
+            ),
+            vec!["protocols[0].http.hls_part", "half of hls_segment"],
+        ),
+        (
+            format!("{base}player_uri = \"hls://server/live/glass\"\nhttp = {{ play_secret = \"short\" }}\n"),
+            vec!["line 6", "protocols[0].http.play_secret", "at least 16"],
+        ),
         // A player that would join after the run.
         (
             format!("{base}player = {{ join = \"10s\" }}\n"),

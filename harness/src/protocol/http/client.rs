@@ -49,7 +49,7 @@ pub(super) fn connect(cx: &DialCx<'_>, to: Endpoint, what: &str) -> Result<Conne
     s.set_nodelay(true)?;
     Ok(Connection {
         stream: tokio::net::TcpStream::from_std(s)?,
-        path: super::path_of(cx.uri),
+        path: super::signed_path_of(cx.uri, cx.settings),
         host: cx.topo.addr_from(cx.place, to)?.to_string(),
         clock: cx.clock,
     })

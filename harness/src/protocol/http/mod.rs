@@ -14,6 +14,7 @@ pub mod flv_body;
 pub mod hls;
 pub mod query;
 pub mod server;
+pub mod signed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,11 @@ pub struct HttpTable {
     /// reload, PART-HOLD-BACK of three parts). Off unless set, or 500 ms
     /// when Glass's player plays `llhls://`.
     pub hls_part: Option<HumanDuration>,
+    /// Signed play URLs: every request needs `?token=` made with this
+    /// secret (`signed`), else 403; Glass's and ffmpeg's players sign
+    /// theirs. Off when unset. Never written to results.
+    #[serde(skip_serializing)]
+    pub play_secret: Option<String>,
 }
 
 /// The part target an `llhls://` player gets when `http.hls_part` is not set.
@@ -69,6 +75,7 @@ impl Default for HttpTable {
             hls_segment: HumanDuration(Duration::from_secs(2)),
             hls_window: 6,
             hls_part: None,
+            play_secret: None,
         }
     }
 }
@@ -123,8 +130,9 @@ impl Protocol for Http {
         &self,
         uri: &super::uri::StreamUri,
         at: std::net::SocketAddr,
+        settings: &Settings,
     ) -> Option<String> {
-        Some(format!("http://{at}{}", path_of(uri)))
+        Some(format!("http://{at}{}", signed_path_of(uri, settings)))
     }
 
     fn table_key(&self) -> &'static str {
@@ -161,6 +169,12 @@ impl Protocol for Http {
             return Err(ConfigError::invalid(
                 format!("{at}.hls_window"),
                 "between 3 and 100 segments (a player starts 3 segments from the live edge)",
+            ));
+        }
+        if t.play_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::invalid(
+                format!("{at}.play_secret"),
+                "at least 16 characters (it signs play URLs)",
             ));
         }
         if t.hls_part.is_none() && cx.player_scheme == "llhls" {
@@ -206,6 +220,7 @@ impl Protocol for Http {
             gop_cache: table.gop_cache,
             congestion: Some(settings.tcp_congestion.clone()),
             hls: Some(origin),
+            play_secret: table.play_secret.clone(),
         };
         let counters = Arc::new(server::Counters::default());
         let task = server::serve(listener, cfg, cx.stop, counters.clone());
@@ -236,6 +251,23 @@ impl Protocol for Http {
             retransmits: relay.retransmits(),
             hls,
         }))
+    }
+}
+
+/// [`path_of`], with a token good for an hour when the relay serves signed
+/// URLs only (`http.play_secret`).
+pub fn signed_path_of(uri: &super::uri::StreamUri, settings: &Settings) -> String {
+    let path = path_of(uri);
+    match settings
+        .table::<HttpTable>()
+        .and_then(|t| t.play_secret.as_deref())
+    {
+        Some(secret) => {
+            let stream = format!("/{}/{}", uri.app, uri.key);
+            let expires = signed::unix_now() + 3600;
+            format!("{path}?token={}", signed::token(secret, &stream, expires))
+        }
+        None => path,
     }
 }
 

@@ -38,27 +38,23 @@ fn number(name: &'static str, v: &str) -> Result<u64, QueryError> {
         .map_err(|_| QueryError::NotANumber(name, v.to_string()))
 }
 
+/// Sets `slot` to `v` unless a value came before (`name` repeated).
+fn once<T>(slot: &mut Option<T>, v: T, name: &'static str) -> Result<(), QueryError> {
+    match slot.replace(v) {
+        Some(_) => Err(QueryError::Repeated(name)),
+        None => Ok(()),
+    }
+}
+
 /// Reads `query` (the part of the target after `?`, if any).
 pub fn parse(query: Option<&str>) -> Result<Query<'_>, QueryError> {
     let mut q = Query::default();
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
-            "_HLS_msn" => {
-                if q.msn.replace(number("_HLS_msn", v)?).is_some() {
-                    return Err(QueryError::Repeated("_HLS_msn"));
-                }
-            }
-            "_HLS_part" => {
-                if q.part.replace(number("_HLS_part", v)?).is_some() {
-                    return Err(QueryError::Repeated("_HLS_part"));
-                }
-            }
-            "token" => {
-                if q.token.replace(v).is_some() {
-                    return Err(QueryError::Repeated("token"));
-                }
-            }
+            "_HLS_msn" => once(&mut q.msn, number("_HLS_msn", v)?, "_HLS_msn")?,
+            "_HLS_part" => once(&mut q.part, number("_HLS_part", v)?, "_HLS_part")?,
+            "token" => once(&mut q.token, v, "token")?,
             _ => {}
         }
     }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use super::flv_body::FlvBody;
 use super::hls::origin::Blocked;
-use super::query;
+use super::{query, signed};
 use crate::relay::{APP, Hub};
 
 /// Connections served at once; more are closed at once (a bound on what
@@ -43,6 +43,7 @@ pub struct Counters {
     pub flv_sessions: AtomicU64,
     pub not_found: AtomicU64,
     pub bad_requests: AtomicU64,
+    pub forbidden: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub tags_too_big: AtomicU64,
     pub hls_playlists: AtomicU64,
@@ -67,6 +68,8 @@ pub struct HttpServerStats {
     pub http_not_found: u64,
     /// 400s and 405s.
     pub http_bad_requests: u64,
+    /// 403s: signed URLs without a valid token.
+    pub http_forbidden: u64,
     /// Response body bytes.
     pub http_bytes_sent: u64,
     /// Media too big for an FLV tag, left out of HTTP-FLV responses.
@@ -94,6 +97,7 @@ impl Counters {
             http_flv_sessions: get(&self.flv_sessions),
             http_not_found: get(&self.not_found),
             http_bad_requests: get(&self.bad_requests),
+            http_forbidden: get(&self.forbidden),
             http_bytes_sent: get(&self.bytes_sent),
             http_flv_tags_too_big: get(&self.tags_too_big),
             http_hls_playlists: get(&self.hls_playlists),
@@ -136,6 +140,8 @@ pub struct Config {
     pub congestion: Option<String>,
     /// The stream's HLS origin, if HLS is served.
     pub hls: Option<Arc<super::hls::origin::Origin>>,
+    /// Signed URLs only: the secret tokens are checked with.
+    pub play_secret: Option<String>,
 }
 
 /// What a request's path asks for.
@@ -232,6 +238,25 @@ async fn respond(
     if key != cfg.hub.stream_key() {
         return not_found(counters, "no such stream");
     }
+    let q = match query::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return bad_request(counters, &e.to_string()),
+    };
+    if let Some(secret) = &cfg.play_secret
+        && let Err(e) = signed::check(
+            secret,
+            &format!("/{APP}/{key}"),
+            q.token,
+            signed::unix_now(),
+        )
+    {
+        counters.forbidden.fetch_add(1, Ordering::Relaxed);
+        return plain(StatusCode::FORBIDDEN, &e.to_string());
+    }
+    // The token a playlist was fetched with goes on every URI it lists.
+    let token = q.token.filter(|_| cfg.play_secret.is_some());
+    let uri_query = token.map(|t| format!("token={t}"));
+    let uri_query = uri_query.as_deref();
     let head = req.method() == Method::HEAD;
     match route {
         Route::Flv { key } => flv(cfg, counters, key, head),
@@ -240,17 +265,16 @@ async fn respond(
             let Some(o) = &cfg.hls else {
                 return not_found(counters, "no HLS here");
             };
-            let q = match query::parse(req.uri().query()) {
-                Ok(q) => q,
-                Err(e) => return bad_request(counters, &e.to_string()),
-            };
             let p = match q.msn.filter(|_| o.low_latency()) {
                 // A server without parts ignores the directives (it does
                 // not advertise CAN-BLOCK-RELOAD).
-                None => o.first_playlist(FIRST_PLAYLIST_WAIT).await,
+                None => o.first_playlist(FIRST_PLAYLIST_WAIT, uri_query).await,
                 Some(msn) => {
                     counters.hls_blocking.fetch_add(1, Ordering::Relaxed);
-                    match o.blocking_playlist(msn, q.part, FIRST_PLAYLIST_WAIT).await {
+                    match o
+                        .blocking_playlist(msn, q.part, FIRST_PLAYLIST_WAIT, uri_query)
+                        .await
+                    {
                         Ok(p) => Some(p),
                         Err(Blocked::TooFarAhead) => {
                             return bad_request(
@@ -503,6 +527,7 @@ mod wire_tests {
             gop_cache: true,
             congestion: None,
             hls: None,
+            play_secret: None,
         };
         tokio::spawn(serve(listener, cfg, stop, counters.clone()));
         (at, hub, stop_tx, counters)
@@ -588,8 +613,11 @@ mod wire_tests {
         assert!(st.http_flv_sessions >= 201, "{st:?}");
     }
 
-    /// A server with an LL-HLS origin (500 ms segments, 100 ms parts).
-    async fn start_ll() -> (
+    /// A server with an LL-HLS origin (500 ms segments, 100 ms parts),
+    /// serving signed URLs only when `secret` is given.
+    async fn start_ll(
+        secret: Option<&str>,
+    ) -> (
         std::net::SocketAddr,
         Hub,
         watch::Sender<bool>,
@@ -613,6 +641,7 @@ mod wire_tests {
             gop_cache: true,
             congestion: None,
             hls: Some(origin),
+            play_secret: secret.map(str::to_string),
         };
         tokio::spawn(serve(listener, cfg, stop, counters.clone()));
         (at, hub, stop_tx, counters)
@@ -644,7 +673,7 @@ mod wire_tests {
     #[tokio::test]
     async fn ll_hls_holds_blocking_reloads_and_hints_and_refuses_what_is_too_far() {
         crate::runtime::raise_open_files_limit();
-        let (at, hub, stop, counters) = start_ll().await;
+        let (at, hub, stop, counters) = start_ll(None).await;
         let short = Duration::from_millis(300);
         // Malformed or far-ahead directives: 400 at once (before any media,
         // segment 2 is as far as a request may ask).
@@ -742,5 +771,66 @@ mod wire_tests {
             st.http_bad_requests >= 5 && st.http_hls_parts >= 2,
             "{st:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn signed_urls_open_playlists_parts_segments_and_flv_and_nothing_else() {
+        const SECRET: &str = "a secret of 16+ characters";
+        let (at, hub, stop, counters) = start_ll(Some(SECRET)).await;
+        let now = signed::unix_now();
+        let good = signed::token(SECRET, "/live/k", now + 60);
+        let expired = signed::token(SECRET, "/live/k", now - 1);
+        let other = signed::token("another secret, 16+ chars", "/live/k", now + 60);
+        // 1 s of 50 fps: two segments and a few parts.
+        let _ = hub.publish(
+            "k",
+            crate::relay::Media::Video(crate::media::source::sequence_header(), 0),
+        );
+        for i in 0..60u32 {
+            let t = if i % 25 == 0 { 0x17 } else { 0x27 };
+            let body = vec![t, 0x01, 0, 0, 0, 0, 0, 0, 3, 12, 0, 0];
+            let _ = hub.publish("k", crate::relay::Media::Video(body.into(), i * 20));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let short = Duration::from_millis(300);
+        for path in [
+            "/live/k/index.m3u8",
+            "/live/k/seg0.ts",
+            "/live/k/seg0.1.ts",
+            "/live/k.flv",
+        ] {
+            for (token, status) in [
+                (None, "403"),
+                (Some(expired.as_str()), "403"),
+                (Some(other.as_str()), "403"),
+                (Some("12-zz"), "403"),
+                (Some(good.as_str()), "200"),
+            ] {
+                let target = match token {
+                    Some(t) => format!("{path}?token={t}"),
+                    None => path.to_string(),
+                };
+                let mut s = TcpStream::connect(at).await.unwrap();
+                s.write_all(&get_request(&target)).await.unwrap();
+                let got = read_until(&mut s, "\r\n\r\n", Duration::from_secs(2)).await;
+                assert!(
+                    got.starts_with(&format!("HTTP/1.1 {status}")),
+                    "{target} -> {got:?}"
+                );
+            }
+        }
+        // The playlist's URIs carry the token it was fetched with.
+        let got = exchange(
+            at,
+            &get_request(&format!("/live/k/index.m3u8?token={good}")),
+            short,
+        )
+        .await;
+        assert!(got.contains(&format!("seg0.ts?token={good}\n")), "{got}");
+        assert!(got.contains(&format!("seg1.0.ts?token={good}\"")), "{got}");
+        assert!(got.contains("PRELOAD-HINT:TYPE=PART,URI=\"seg2."), "{got}");
+        assert!(got.matches("?token=").count() >= 5, "{got}");
+        stop.send(true).unwrap();
+        assert_eq!(counters.snapshot().http_forbidden, 16);
     }
 }

@@ -87,6 +87,7 @@ impl Protocol for Rtmp {
         &self,
         uri: &super::uri::StreamUri,
         at: std::net::SocketAddr,
+        _settings: &Settings,
     ) -> Option<String> {
         (uri.scheme == "rtmp").then(|| crate::interop::ffmpeg::rtmp_url(at, &uri.app, &uri.key))
     }

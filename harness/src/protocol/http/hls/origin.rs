@@ -112,17 +112,18 @@ impl Origin {
         reached.is_ok()
     }
 
-    /// The live media playlist, once a segment is done.
-    pub fn playlist(&self) -> Option<String> {
-        self.packager.lock().ok()?.playlist()
+    /// The live media playlist, once a segment is done (`uri_query` on
+    /// every URI it lists).
+    pub fn playlist(&self, uri_query: Option<&str>) -> Option<String> {
+        self.packager.lock().ok()?.playlist(uri_query)
     }
 
     /// The playlist, waiting up to `wait` for the stream's first segment:
     /// a player that asks before the stream has begun is answered when it
     /// has (ffmpeg's HLS reader gives up on a first 404; hls.js retries).
-    pub async fn first_playlist(&self, wait: Duration) -> Option<String> {
+    pub async fn first_playlist(&self, wait: Duration, uri_query: Option<&str>) -> Option<String> {
         self.wait_until(wait, |p| p.segment.is_some()).await;
-        self.playlist()
+        self.playlist(uri_query)
     }
 
     /// A blocking playlist reload (LL-HLS): the playlist once it holds
@@ -133,6 +134,7 @@ impl Origin {
         msn: u64,
         part: Option<u64>,
         first_wait: Duration,
+        uri_query: Option<&str>,
     ) -> Result<String, Blocked> {
         let now = self.progress();
         if now.too_far_ahead(msn, part) {
@@ -146,7 +148,7 @@ impl Origin {
         if !self.wait_until(limit, |p| p.reached(msn, part)).await {
             return Err(Blocked::TimedOut);
         }
-        self.playlist().ok_or(Blocked::TimedOut)
+        self.playlist(uri_query).ok_or(Blocked::TimedOut)
     }
 
     /// Segment `seq`'s bytes, while it is kept.

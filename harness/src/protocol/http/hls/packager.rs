@@ -326,8 +326,10 @@ impl Packager {
     /// parts on it is an LL-HLS playlist: server control (blocking reload,
     /// PART-HOLD-BACK), the parts of the segments that end within three
     /// target durations of the live edge and of the open segment, and a
-    /// preload hint for the part being written.
-    pub fn playlist(&self) -> Option<String> {
+    /// preload hint for the part being written. `uri_query` (a signed URL's
+    /// `token=…`) is appended to every URI it lists.
+    pub fn playlist(&self, uri_query: Option<&str>) -> Option<String> {
+        let q = uri_query.map_or(String::new(), |q| format!("?{q}"));
         use std::fmt::Write;
         let skip = self.done.len().saturating_sub(self.cfg.window);
         let listed: Vec<&Segment> = self.done.iter().skip(skip).collect();
@@ -375,11 +377,11 @@ impl Packager {
         for (s, parts) in listed.iter().zip(with_parts.into_iter().rev()) {
             let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.date));
             if parts {
-                write_parts(&mut p, s.seq, &s.parts);
+                write_parts(&mut p, s.seq, &s.parts, &q);
             }
             let _ = write!(
                 p,
-                "#EXTINF:{:.3},\nseg{}.ts\n",
+                "#EXTINF:{:.3},\nseg{}.ts{q}\n",
                 s.duration.as_secs_f64(),
                 s.seq
             );
@@ -388,10 +390,10 @@ impl Packager {
             if !o.parts.is_empty() {
                 let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(o.date));
             }
-            write_parts(&mut p, o.seq, &o.parts);
+            write_parts(&mut p, o.seq, &o.parts, &q);
             let _ = writeln!(
                 p,
-                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg{}.{}.ts\"",
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg{}.{}.ts{q}\"",
                 o.seq,
                 o.parts.len()
             );
@@ -400,13 +402,13 @@ impl Packager {
     }
 }
 
-/// The EXT-X-PART lines of segment `seq`'s `parts`.
-fn write_parts(p: &mut String, seq: u64, parts: &[Part]) {
+/// The EXT-X-PART lines of segment `seq`'s `parts` (`q`: their URIs' query).
+fn write_parts(p: &mut String, seq: u64, parts: &[Part], q: &str) {
     use std::fmt::Write;
     for (i, part) in parts.iter().enumerate() {
         let _ = writeln!(
             p,
-            "#EXT-X-PART:DURATION={:.3},URI=\"seg{seq}.{i}.ts\"{}",
+            "#EXT-X-PART:DURATION={:.3},URI=\"seg{seq}.{i}.ts{q}\"{}",
             part.duration.as_secs_f64(),
             if part.independent {
                 ",INDEPENDENT=YES"
@@ -478,7 +480,7 @@ mod tests {
         assert!(!p.push(&Media::Video(sequence_header(), 0), t0));
         // A P frame before any key frame is not packaged.
         p.push(&video(false, 0), t0);
-        assert_eq!(p.playlist(), None);
+        assert_eq!(p.playlist(None), None);
         // Key frames every second, 30 fps between them: segments of 2 s.
         let mut finished = 0;
         for ms in (1000..=15_000).step_by(100) {
@@ -488,7 +490,7 @@ mod tests {
         }
         // Segments start at 1, 3, 5, …, 13 s; 15 s opened the 8th.
         assert_eq!(finished, 7);
-        let list = p.playlist().unwrap();
+        let list = p.playlist(None).unwrap();
         assert!(list.contains("#EXT-X-TARGETDURATION:2\n"), "{list}");
         assert!(list.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{list}");
         assert_eq!(list.matches("#EXTINF:2.000,").count(), 3, "{list}");
@@ -547,7 +549,7 @@ mod tests {
             Some(Duration::from_millis(200))
         );
         assert!(p.part(4, 2).is_none() && p.part(3, 4).is_some() && p.part(3, 5).is_none());
-        let list = p.playlist().unwrap();
+        let list = p.playlist(None).unwrap();
         for line in [
             "#EXT-X-VERSION:6\n",
             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600\n",
@@ -575,7 +577,7 @@ mod tests {
         for i in 0..70u32 {
             plain.push(&video(i % 30 == 0, i * 33), t0);
         }
-        let list = plain.playlist().unwrap();
+        let list = plain.playlist(None).unwrap();
         assert!(
             !list.contains("PART") && !list.contains("PRELOAD") && !list.contains("SERVER-CONTROL")
         );

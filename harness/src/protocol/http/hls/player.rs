@@ -372,6 +372,8 @@ impl Fetcher {
         query: Option<String>,
     ) -> Result<Option<MediaPlaylist>> {
         let path = match &query {
+            // After a signed URL's own query, if it has one.
+            Some(q) if self.playlist.contains('?') => format!("{}&{q}", self.playlist),
             Some(q) => format!("{}?{q}", self.playlist),
             None => self.playlist.clone(),
         };
