@@ -606,4 +606,66 @@ mod tests {
         assert!(!none.too_far_ahead(1, None) && none.too_far_ahead(2, None));
         assert!(!none.too_far_ahead(0, Some(2)) && none.too_far_ahead(0, Some(3)));
     }
+
+    /// The packager's playlists, plain and LL-HLS, as a parser Glass did
+    /// not write reads them: valid RFC 8216 (bis), every part and the hint
+    /// where they should be, and the same tags after a round trip.
+    #[test]
+    fn playlists_parse_and_validate_with_m3u8_parser() {
+        use m3u8_parser::m3u8::playlist::Playlist;
+        use m3u8_parser::m3u8::tags::Tag;
+        for part in [None, Some(Duration::from_millis(200))] {
+            let mut p = Packager::new(PackagerConfig {
+                target: Duration::from_secs(1),
+                window: 4,
+                part,
+            });
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+            p.push(&Media::Video(sequence_header(), 0), t0);
+            for i in 0..200u32 {
+                let ms = (f64::from(i) * 1000.0 / 30.0).round() as u32;
+                p.push(&video(i % 30 == 0, ms), t0 + Duration::from_millis(ms.into()));
+            }
+            let list = p.playlist(Some("token=1-ab")).unwrap();
+            let parsed = Playlist::from_reader(list.as_bytes())
+                .unwrap_or_else(|e| panic!("{e:?}\n{list}"));
+            parsed
+                .validate()
+                .unwrap_or_else(|e| panic!("{e:?}\n{list}"));
+            let again: Playlist = parsed.to_string().parse().unwrap();
+            assert_eq!(again, parsed);
+            let segments = parsed.media_segments();
+            assert_eq!(segments.len(), 4, "{list}");
+            assert!(segments.iter().all(|s| s.uri.ends_with(".ts?token=1-ab")));
+            let parts: Vec<&Tag> = parsed
+                .tags
+                .iter()
+                .filter(|t| matches!(t, Tag::ExtXPart { .. }))
+                .collect();
+            let hint = parsed.tags.iter().find_map(|t| match t {
+                Tag::ExtXPreloadHint { type_, uri, .. } => Some((type_.clone(), uri.clone())),
+                _ => None,
+            });
+            let control = parsed.tags.iter().find_map(|t| match t {
+                Tag::ExtXServerControl {
+                    can_block_reload,
+                    part_hold_back,
+                    ..
+                } => Some((*can_block_reload, *part_hold_back)),
+                _ => None,
+            });
+            if part.is_none() {
+                assert!(parts.is_empty() && hint.is_none() && control.is_none(), "{list}");
+                continue;
+            }
+            // 6.667 s: segments 3–5 (ending within 3 s of the edge) with 5
+            // parts each, and segment 6's 3 finished ones.
+            assert_eq!(parts.len(), 18, "{list}");
+            assert_eq!(
+                hint,
+                Some(("PART".to_string(), "seg6.3.ts?token=1-ab".to_string()))
+            );
+            assert_eq!(control, Some((Some(true), Some(0.6))));
+        }
+    }
 }
