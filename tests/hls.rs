@@ -378,3 +378,120 @@ fn ffprobe_reads_continuous_timestamps_across_segments() {
     );
     assert!(counts[0] >= 90 && counts[1] >= 150, "{counts:?}\n{text}");
 }
+
+/// Python's `m3u8` 6.0 (a parser Glass did not write) reads every kind of
+/// playlist the packager writes (plain HLS; LL-HLS with parts, preload hint
+/// and server control; signed URIs) and finds what Glass's own player
+/// parser finds: the same segments, parts, hint and hold-back.
+#[test]
+fn python_m3u8_reads_every_playlist_kind() {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use harness::media::source::sequence_header;
+    use harness::protocol::http::hls::packager::{Packager, PackagerConfig};
+    use harness::protocol::http::hls::player::parse_playlist;
+    use harness::relay::Media;
+
+    if !common::have_python_m3u8() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("glass-m3u8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kinds: [(&str, Option<Duration>, Option<&str>); 3] = [
+        ("hls", None, None),
+        ("llhls", Some(Duration::from_millis(200)), None),
+        (
+            "llhls-signed",
+            Some(Duration::from_millis(500)),
+            Some("token=1796400000-ab"),
+        ),
+    ];
+    const SCRIPT: &str = r#"
+import json, sys, m3u8
+p = m3u8.loads(open(sys.argv[1]).read())
+print(json.dumps({
+    "target": p.target_duration,
+    "sequence": p.media_sequence,
+    "segments": [s.uri for s in p.segments if s.uri],
+    "dated": sum(1 for s in p.segments if s.program_date_time),
+    "parts": [[x.uri, x.duration, x.independent == "YES"] for s in p.segments for x in s.parts],
+    "hint": [p.preload_hint.hint_type, p.preload_hint.uri] if p.preload_hint else None,
+    "block": p.server_control.can_block_reload if p.server_control else None,
+    "hold_back": p.server_control.part_hold_back if p.server_control else None,
+    "part_target": p.part_inf.part_target if p.part_inf else None,
+}))
+"#;
+    for (name, part, query) in kinds {
+        let mut p = Packager::new(PackagerConfig {
+            target: Duration::from_secs(2),
+            window: 5,
+            part,
+        });
+        let t0 = SystemTime::now();
+        p.push(&Media::Video(sequence_header(), 0), t0);
+        for i in 0..400u32 {
+            let ms = (f64::from(i) * 1000.0 / 30.0).round() as u32;
+            let t = if i % 60 == 0 { 0x17 } else { 0x27 };
+            let body = Bytes::from(vec![t, 0x01, 0, 0, 0, 0, 0, 0, 3, 12, 0, 0]);
+            p.push(
+                &Media::Video(body, ms),
+                t0 + Duration::from_millis(ms.into()),
+            );
+        }
+        let text = p.playlist(query).unwrap();
+        let file = dir.join(format!("{name}.m3u8"));
+        std::fs::write(&file, &text).unwrap();
+        let out = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let py: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = parse_playlist(&text).unwrap();
+        eprintln!("{name}: Python m3u8 read {py}");
+        assert_eq!(py["target"], 2, "{name}");
+        assert_eq!(py["sequence"], ours.segments[0].0, "{name}");
+        let uris: Vec<&str> = ours.segments.iter().map(|s| s.2.as_str()).collect();
+        assert_eq!(py["segments"], serde_json::json!(uris), "{name}");
+        // Every segment has its EXT-X-PROGRAM-DATE-TIME.
+        assert!(py["dated"].as_u64() >= Some(uris.len() as u64), "{name}");
+        let parts: Vec<serde_json::Value> = ours
+            .parts
+            .iter()
+            .map(|x| serde_json::json!([x.uri, x.duration.as_secs_f64(), x.independent]))
+            .collect();
+        assert_eq!(py["parts"], serde_json::json!(parts), "{name}");
+        if let Some(q) = query {
+            assert!(
+                uris.iter().all(|u| u.ends_with(&format!(".ts?{q}"))),
+                "{text}"
+            );
+        }
+        match part {
+            None => {
+                assert!(
+                    py["hint"].is_null() && py["block"].is_null() && py["part_target"].is_null()
+                );
+                assert!(ours.parts.is_empty());
+            }
+            Some(part) => {
+                assert!(!ours.parts.is_empty(), "{text}");
+                let hint = ours.preload_hint.as_ref().map(|h| h.0.as_str());
+                assert_eq!(py["hint"], serde_json::json!(["PART", hint]), "{name}");
+                assert_eq!(py["block"], "YES");
+                assert_eq!(py["part_target"].as_f64(), Some(part.as_secs_f64()));
+                assert_eq!(
+                    py["hold_back"].as_f64(),
+                    ours.part_hold_back.map(|d| d.as_secs_f64())
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

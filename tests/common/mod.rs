@@ -67,6 +67,21 @@ pub fn udp_of(r: &RunResult) -> &harness::protocol::udp::section::UdpSection {
     r.section().expect("the UDP protocol's section")
 }
 
+/// Whether Python's `m3u8` package (a playlist parser Glass did not
+/// write) can be imported; if not, the test is skipped with the reason (a
+/// failure under CI).
+#[allow(dead_code)]
+pub fn have_python_m3u8() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import m3u8"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        netem::adapters::skip::skip("Python's m3u8 is not installed (.ci/run installs it)");
+    }
+    ok
+}
+
 /// Whether ffmpeg runs here; if not, the test is skipped with the reason
 /// (a failure under CI).
 pub fn have_ffmpeg() -> bool {

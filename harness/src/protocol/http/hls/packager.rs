@@ -624,11 +624,14 @@ mod tests {
             p.push(&Media::Video(sequence_header(), 0), t0);
             for i in 0..200u32 {
                 let ms = (f64::from(i) * 1000.0 / 30.0).round() as u32;
-                p.push(&video(i % 30 == 0, ms), t0 + Duration::from_millis(ms.into()));
+                p.push(
+                    &video(i % 30 == 0, ms),
+                    t0 + Duration::from_millis(ms.into()),
+                );
             }
             let list = p.playlist(Some("token=1-ab")).unwrap();
-            let parsed = Playlist::from_reader(list.as_bytes())
-                .unwrap_or_else(|e| panic!("{e:?}\n{list}"));
+            let parsed =
+                Playlist::from_reader(list.as_bytes()).unwrap_or_else(|e| panic!("{e:?}\n{list}"));
             parsed
                 .validate()
                 .unwrap_or_else(|e| panic!("{e:?}\n{list}"));
@@ -655,7 +658,10 @@ mod tests {
                 _ => None,
             });
             if part.is_none() {
-                assert!(parts.is_empty() && hint.is_none() && control.is_none(), "{list}");
+                assert!(
+                    parts.is_empty() && hint.is_none() && control.is_none(),
+                    "{list}"
+                );
                 continue;
             }
             // 6.667 s: segments 3–5 (ending within 3 s of the edge) with 5
