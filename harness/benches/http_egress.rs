@@ -1,6 +1,8 @@
 //! HTTP egress speed (the HLS issue): frames per second into MPEG-TS
 //! through the HLS packager, and out of its segments through Glass's HLS
-//! player's demuxer. The stream: 30 fps at 2.5 Mbit/s with a key frame a
+//! player's demuxer; requests per second the relay's HTTP server answers
+//! on loopback for the LL-HLS playlist, a part and a segment (4 keep-alive
+//! connections, each request after the previous answer, as players ask). The stream: 30 fps at 2.5 Mbit/s with a key frame a
 //! second (about 9 kB per frame, 40 kB per key frame) as real H.264 would
 //! be carried (a slice NAL unit of those sizes), plus AAC every 21 ms.
 //!
@@ -86,5 +88,104 @@ fn packager(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, packager);
+/// The relay's HTTP server on loopback with an LL-HLS origin (1 s segments,
+/// 200 ms parts) that has packaged 4 s of the stream.
+fn server(
+    rt: &tokio::runtime::Runtime,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use harness::protocol::http::hls::origin::Origin;
+    use harness::protocol::http::server::{Config, Counters, serve};
+    use harness::relay::Hub;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let hub = Hub::new("k");
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let cfg = PackagerConfig {
+            target: Duration::from_secs(1),
+            window: 6,
+            part: Some(Duration::from_millis(200)),
+        };
+        let (origin, _task) = Origin::start(&hub, "k", cfg, stop.clone()).unwrap();
+        hub.publish("k", Media::Video(sequence_header(), 0))
+            .unwrap();
+        for m in (0..4).flat_map(|s| second_of_messages(s * 1000)) {
+            hub.publish("k", m).unwrap();
+        }
+        while origin.segment(2).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let cfg = Config {
+            hub,
+            gop_cache: true,
+            congestion: None,
+            hls: Some(origin),
+            play_secret: None,
+        };
+        tokio::spawn(serve(
+            listener,
+            cfg,
+            stop,
+            std::sync::Arc::new(Counters::default()),
+        ));
+        (at, stop_tx)
+    })
+}
+
+/// `n` GETs of `path` spread over `connections` keep-alive connections;
+/// the time from the first request to the last answer.
+async fn gets(at: std::net::SocketAddr, path: &'static str, n: u64, connections: u64) -> Duration {
+    use http_body_util::{BodyExt, Empty};
+    let mut senders = Vec::new();
+    for _ in 0..connections {
+        let s = tokio::net::TcpStream::connect(at).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut sender) in senders.into_iter().enumerate() {
+        let each = n / connections + u64::from((i as u64) < n % connections);
+        tasks.spawn(async move {
+            for _ in 0..each {
+                let req = hyper::Request::get(path)
+                    .header(hyper::header::HOST, "bench")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let resp = sender.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200, "{path}");
+                resp.into_body().collect().await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    started.elapsed()
+}
+
+fn http_requests(c: &mut Criterion) {
+    let rt = harness::runtime::runtime().unwrap();
+    let (at, _stop) = server(&rt);
+    let mut g = c.benchmark_group("http");
+    g.throughput(Throughput::Elements(1));
+    for (what, path) in [
+        ("the LL-HLS playlist", "/live/k/index.m3u8"),
+        ("a 200 ms part", "/live/k/seg1.1.ts"),
+        ("a 1 s segment", "/live/k/seg1.ts"),
+        (
+            "a blocking reload already satisfied",
+            "/live/k/index.m3u8?_HLS_msn=1&_HLS_part=2",
+        ),
+    ] {
+        g.bench_function(format!("GET {what} (loopback, 4 connections)"), |b| {
+            b.iter_custom(|n| rt.block_on(gets(at, path, n, 4)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, packager, http_requests);
 criterion_main!(benches);
