@@ -1,13 +1,18 @@
-//! HTTP egress on the relay: HTTP-FLV (`httpflv://HOST[:8080]/APP/KEY`,
-//! i.e. `GET http://HOST:8080/APP/KEY.flv`), a chunked `video/x-flv`
-//! response that starts with `onMetaData`, the decoder configuration and
-//! the GOP so far and then carries each message live: what SRS,
-//! nginx-http-flv and most CDNs serve to players that want RTMP's delay
-//! over HTTP. Play only: any ingest feeds it through the hub.
+//! HTTP egress on the relay, play only (any ingest feeds it through the
+//! hub): HTTP-FLV (`httpflv://HOST[:8080]/APP/KEY`, i.e. `GET
+//! http://HOST:8080/APP/KEY.flv`), a chunked `video/x-flv` response that
+//! starts with `onMetaData`, the decoder configuration and the GOP so far
+//! and then carries each message live (what SRS, nginx-http-flv and most
+//! CDNs serve to players that want RTMP's delay over HTTP); HLS
+//! (`hls://…`: MPEG-TS segments and a live playlist at
+//! `/APP/KEY/index.m3u8`) and Low-Latency HLS (`llhls://…`: the same with
+//! parts, preload hints and blocking playlist reloads); signed play URLs.
 //!
-//! The server is `server` (hyper HTTP/1.1, keep-alive), the response body
-//! `flv_body`, Glass's player `client`. Not built yet (the HLS issue):
-//! HLS/LL-HLS playlists and segments, signed play URLs.
+//! The server is `server` (hyper HTTP/1.1, keep-alive) with `query` (LL-HLS
+//! directives, tokens) and `signed` (the tokens); the FLV response body
+//! `flv_body`; HLS's packager, origin and player under `hls`; Glass's
+//! HTTP-FLV player and the players' shared connection in `client`. Not
+//! built yet (the HLS issue): fMP4/CMAF, the rendition ladder, HLS ingest.
 
 pub mod client;
 pub mod flv_body;
