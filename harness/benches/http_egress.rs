@@ -106,7 +106,7 @@ fn server(
             window: 6,
             part: Some(Duration::from_millis(200)),
         };
-        let (origin, _task) = Origin::start(&hub, "k", cfg, stop.clone()).unwrap();
+        let (origin, _task) = Origin::start(&hub, "k", cfg, stop.clone(), None).unwrap();
         hub.publish("k", Media::Video(sequence_header(), 0))
             .unwrap();
         for m in (0..4).flat_map(|s| second_of_messages(s * 1000)) {

@@ -364,6 +364,7 @@ pub fn run_groups(
             &hub,
             &stop_rx,
             scenario.encoder.bitrate.bits_per_sec(),
+            clock,
         )?;
         // The relay_killed fault: every server task (and its sessions)
         // aborted at its instant.
@@ -984,6 +985,7 @@ fn start_servers(
     hub: &Hub,
     stop: &watch::Receiver<bool>,
     media_bps: u64,
+    clock: Clock,
 ) -> Result<(Vec<(&'static str, ServerTask)>, crate::hostile::Targets)> {
     let mut out = Vec::new();
     let mut targets = crate::hostile::Targets::default();
@@ -1013,6 +1015,7 @@ fn start_servers(
             stop: stop.clone(),
             media_bps,
             publisher_ports,
+            clock: Some(clock),
         };
         let task = p
             .serve(socks, protocol, cx)

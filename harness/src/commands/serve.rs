@@ -58,6 +58,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 publisher_ports: ports.iter().map(|e| e.port()).collect(),
                 // The stream's bitrate is not known here: a scenario's default.
                 media_bps: MediaFile::default().bitrate.bits_per_sec(),
+                clock: None,
             };
             servers.push((p.name(), p.serve(socks, &settings, cx)?));
             for s in p.schemes() {

@@ -91,6 +91,9 @@ pub struct ServeCx {
     /// protocol that names its ports to clients (RTSP's `server_port`)
     /// names these, so the client's datagrams take the impaired path.
     pub publisher_ports: Vec<u16>,
+    /// The run's clock (Glass's frames carry capture instants on it), or
+    /// None where there is no run (`glass serve`).
+    pub clock: Option<netem::time::Clock>,
 }
 
 /// A protocol's statistics: its section of the relay's, or of one client

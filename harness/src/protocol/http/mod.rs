@@ -218,7 +218,7 @@ impl Protocol for Http {
         };
         let key = cx.hub.stream_key().to_string();
         let (origin, packager) =
-            hls::origin::Origin::start(&cx.hub, &key, packaging, cx.stop.clone())
+            hls::origin::Origin::start(&cx.hub, &key, packaging, cx.stop.clone(), cx.clock)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         let cfg = server::Config {
             hub: cx.hub,

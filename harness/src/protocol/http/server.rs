@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use netem::adapters::tcpinfo::{TcpInfo, set_congestion, tcp_info};
@@ -340,12 +340,15 @@ fn not_found(counters: &Counters, text: &str) -> Response<ResponseBody> {
     plain(StatusCode::NOT_FOUND, text)
 }
 
-/// A response of `kind` with no caching (live content changes).
+/// A response of `kind` with no caching (live content changes), readable
+/// by any page (browser players such as hls.js and mpegts.js fetch from
+/// the page's origin, not the relay's).
 fn live(body: ResponseBody, kind: &'static str) -> Response<ResponseBody> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     r
 }
 
@@ -633,9 +636,14 @@ mod wire_tests {
             window: 6,
             part: Some(Duration::from_millis(100)),
         };
-        let (origin, _task) =
-            crate::protocol::http::hls::origin::Origin::start(&hub, "k", packaging, stop.clone())
-                .unwrap();
+        let (origin, _task) = crate::protocol::http::hls::origin::Origin::start(
+            &hub,
+            "k",
+            packaging,
+            stop.clone(),
+            None,
+        )
+        .unwrap();
         let cfg = Config {
             hub: hub.clone(),
             gop_cache: true,
@@ -827,6 +835,7 @@ mod wire_tests {
         )
         .await;
         assert!(got.contains(&format!("seg0.ts?token={good}\n")), "{got}");
+        assert!(got.contains("access-control-allow-origin: *"), "{got}");
         assert!(got.contains(&format!("seg1.0.ts?token={good}\"")), "{got}");
         assert!(got.contains("PRELOAD-HINT:TYPE=PART,URI=\"seg2."), "{got}");
         assert!(got.matches("?token=").count() >= 5, "{got}");

@@ -3,7 +3,9 @@
 //! from it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use netem::time::Clock;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -31,12 +33,17 @@ pub enum Blocked {
 }
 
 impl Origin {
-    /// Packages `key`'s stream from now until `stop` changes.
+    /// Packages `key`'s stream from now until `stop` changes. With the
+    /// run's `clock`, a segment's EXT-X-PROGRAM-DATE-TIME is its first
+    /// frame's capture instant (Glass's frames carry it), so a player that
+    /// reads PDT measures glass to glass; otherwise (foreign frames, `glass
+    /// serve`) it is when that frame reached the packager.
     pub fn start(
         hub: &Hub,
         key: &str,
         cfg: PackagerConfig,
         mut stop: watch::Receiver<bool>,
+        clock: Option<Clock>,
     ) -> Result<(Arc<Origin>, JoinHandle<()>), Poisoned> {
         let sub = hub.tap(key)?;
         let origin = Arc::new(Origin {
@@ -47,12 +54,12 @@ impl Origin {
         let task = tokio::spawn(async move {
             let mut rx = sub.rx;
             for m in &sub.catch_up {
-                o.push(m);
+                o.push(m, clock);
             }
             loop {
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some(m) => o.push(&m),
+                        Some(m) => o.push(&m, clock),
                         None => break,
                     },
                     _ = stop.changed() => break,
@@ -62,11 +69,17 @@ impl Origin {
         Ok((origin, task))
     }
 
-    fn push(&self, m: &crate::relay::Media) {
-        let changed = self
-            .packager
-            .lock()
-            .is_ok_and(|mut p| p.push(m, SystemTime::now()));
+    fn push(&self, m: &crate::relay::Media, clock: Option<Clock>) {
+        let now = SystemTime::now();
+        let date = clock
+            .zip(m.as_av())
+            .and_then(|(clock, (video, body, _))| {
+                let capture = crate::media::source::unpack(body, video)?.capture;
+                let age = clock.time(Instant::now()).saturating_since(capture);
+                now.checked_sub(age)
+            })
+            .unwrap_or(now);
+        let changed = self.packager.lock().is_ok_and(|mut p| p.push(m, date));
         if changed {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -173,5 +186,53 @@ impl Origin {
         self.wait_until(self.hold_limit(), |p| p.open_part != Some((seq, index)))
             .await;
         get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::frame::{Frame, FrameHeader, FrameKind};
+    use crate::media::source::{sequence_header, video_tag};
+    use crate::relay::Media;
+
+    /// With the run's clock, a segment's date is its first frame's capture
+    /// (300 ms before it reached the packager here), not its arrival.
+    #[tokio::test]
+    async fn segments_are_dated_by_their_first_frames_capture() {
+        let clock = Clock::new(Instant::now() - Duration::from_secs(10));
+        let hub = Hub::new("k");
+        let (_stop_tx, stop) = watch::channel(false);
+        let cfg = PackagerConfig {
+            target: Duration::from_millis(500),
+            window: 3,
+            part: None,
+        };
+        let (origin, _task) = Origin::start(&hub, "k", cfg, stop, Some(clock)).unwrap();
+        hub.publish("k", Media::Video(sequence_header(), 0))
+            .unwrap();
+        let captured = clock.time(Instant::now()) - Duration::from_millis(300);
+        for (seq, ts) in [(0u64, 0u32), (1, 600)] {
+            let frame = Frame::new(FrameHeader {
+                kind: FrameKind::I,
+                seq,
+                gop: seq as u32,
+                capture: captured + Duration::from_millis(ts.into()),
+                size: 1000,
+            });
+            hub.publish("k", Media::Video(video_tag(&frame), ts))
+                .unwrap();
+        }
+        let done = origin
+            .wait_until(Duration::from_secs(2), |p| p.segment.is_some())
+            .await;
+        assert!(done);
+        let date = origin.packager.lock().unwrap().segment(0).unwrap().date;
+        let expected = SystemTime::now() - Duration::from_millis(300);
+        let off = match date.duration_since(expected) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        assert!(off < Duration::from_millis(100), "{off:?} off");
     }
 }

@@ -36,7 +36,8 @@ pub struct Segment {
     /// Its media sequence number.
     pub seq: u64,
     pub duration: Duration,
-    /// When its first frame reached the packager (EXT-X-PROGRAM-DATE-TIME).
+    /// Its first frame's wall-clock date (EXT-X-PROGRAM-DATE-TIME): the
+    /// instant `push` was given with it.
     pub date: SystemTime,
     pub bytes: Bytes,
     /// Its parts (empty when parts are off).
@@ -159,8 +160,9 @@ impl Packager {
         &self.cfg
     }
 
-    /// Takes one message of the stream, at wall-clock instant `now`; returns
-    /// whether a part or a segment was finished (the playlist changed).
+    /// Takes one message of the stream, whose wall-clock date is `now` (its
+    /// capture, or its arrival); returns whether a part or a segment was
+    /// finished (the playlist changed).
     pub fn push(&mut self, m: &Media, now: SystemTime) -> bool {
         let Some((video, body, ts)) = m.as_av() else {
             return false;
