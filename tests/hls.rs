@@ -148,14 +148,12 @@ player = { target_delay = "500ms", join = "7s" }
     assert!(r.frames_expected > 150 && r.frames_lost() <= 2, "{p:?}");
 }
 
-#[test]
-fn ffmpeg_plays_the_relays_hls_through_the_link() {
-    let _serial = common::serial();
-    if !can_create_namespaces() || !common::have_ffmpeg() {
-        return;
-    }
-    let s = Scenario::from_toml(
-        "t",
+/// A 12 s run of an ffmpeg publisher (640x360, 1 Mbit/s, a key frame a
+/// second, no audio) through a last mile whose downlink is `downlink`,
+/// played by Glass's player on `player_uri` and by ffmpeg, with the relay's
+/// `http` table.
+fn ffmpeg_hls_scenario(downlink: &str, player_uri: &str, http: &str) -> Scenario {
+    let text = format!(
         r#"
 name = "hls-ffmpeg"
 duration = "12s"
@@ -167,19 +165,31 @@ resolution = "640x360"
 audio = false
 encode_delay = "0ms"
 [[networks]]
-name = "lossy"
-last_mile = { downlink = "delay 20ms loss 1%", uplink = "delay 20ms" }
+name = "last mile"
+last_mile = {{ downlink = "{downlink}", uplink = "delay 20ms" }}
 [[protocols]]
 kind = "rtmp"
-player_uri = "hls://server/live/glass"
-http = { hls_segment = "1s" }
+player_uri = "{player_uri}"
+http = {http}
 publisher = "ffmpeg"
 ffmpeg_player = true
-player = { target_delay = "500ms", refresh = "1ms" }
-"#,
-        None,
-    )
-    .unwrap();
+player = {{ target_delay = "500ms", refresh = "1ms" }}
+"#
+    );
+    Scenario::from_toml("t", &text, None).unwrap()
+}
+
+#[test]
+fn ffmpeg_plays_the_relays_hls_through_the_link() {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return;
+    }
+    let s = ffmpeg_hls_scenario(
+        "delay 20ms loss 1%",
+        "hls://server/live/glass",
+        r#"{ hls_segment = "1s" }"#,
+    );
     let r = common::run_link(&s);
     let p = &r.player;
     let ff = |role: &str| common::ffmpeg_of(&r, role);
@@ -227,32 +237,11 @@ fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
     if !can_create_namespaces() || !common::have_ffmpeg() {
         return;
     }
-    let s = Scenario::from_toml(
-        "t",
-        r#"
-name = "llhls"
-duration = "12s"
-[media]
-bitrate = "1Mbit/s"
-fps = 30
-gop = 30
-resolution = "640x360"
-audio = false
-encode_delay = "0ms"
-[[networks]]
-name = "clean"
-last_mile = { downlink = "delay 20ms", uplink = "delay 20ms" }
-[[protocols]]
-kind = "rtmp"
-player_uri = "llhls://server/live/glass"
-http = { hls_segment = "1s", hls_part = "200ms", play_secret = "sixteen+ characters" }
-publisher = "ffmpeg"
-ffmpeg_player = true
-player = { target_delay = "500ms", refresh = "1ms" }
-"#,
-        None,
-    )
-    .unwrap();
+    let s = ffmpeg_hls_scenario(
+        "delay 20ms",
+        "llhls://server/live/glass",
+        r#"{ hls_segment = "1s", hls_part = "200ms", play_secret = "sixteen+ characters" }"#,
+    );
     let r = common::run_link(&s);
     let (p, h, http) = (&r.player, hls_of(&r), http_of(&r));
     let player = common::ffmpeg_of(&r, "player");

@@ -514,7 +514,12 @@ mod wire_tests {
 
     use super::*;
 
-    async fn start() -> (
+    /// A server on loopback: HTTP-FLV only, or with an LL-HLS origin (500
+    /// ms segments, 100 ms parts); signed URLs only when `secret` is given.
+    async fn start_with(
+        ll_hls: bool,
+        secret: Option<&str>,
+    ) -> (
         std::net::SocketAddr,
         Hub,
         watch::Sender<bool>,
@@ -525,12 +530,27 @@ mod wire_tests {
         let hub = Hub::new("k");
         let (stop_tx, stop) = watch::channel(false);
         let counters = Arc::new(Counters::default());
+        let packaging = crate::protocol::http::hls::packager::PackagerConfig {
+            target: Duration::from_millis(500),
+            window: 6,
+            part: Some(Duration::from_millis(100)),
+        };
+        let hls = ll_hls.then(|| {
+            let origin = crate::protocol::http::hls::origin::Origin::start(
+                &hub,
+                "k",
+                packaging,
+                stop.clone(),
+                None,
+            );
+            origin.unwrap().0
+        });
         let cfg = Config {
             hub: hub.clone(),
             gop_cache: true,
             congestion: None,
-            hls: None,
-            play_secret: None,
+            hls,
+            play_secret: secret.map(str::to_string),
         };
         tokio::spawn(serve(listener, cfg, stop, counters.clone()));
         (at, hub, stop_tx, counters)
@@ -556,7 +576,7 @@ mod wire_tests {
 
     #[tokio::test]
     async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
-        let (at, hub, stop, counters) = start().await;
+        let (at, hub, stop, counters) = start_with(false, None).await;
         let short = Duration::from_millis(300);
         let cases: [(&[u8], &str); 6] = [
             (b"GET /live/other.flv HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
@@ -616,45 +636,6 @@ mod wire_tests {
         assert!(st.http_flv_sessions >= 201, "{st:?}");
     }
 
-    /// A server with an LL-HLS origin (500 ms segments, 100 ms parts),
-    /// serving signed URLs only when `secret` is given.
-    async fn start_ll(
-        secret: Option<&str>,
-    ) -> (
-        std::net::SocketAddr,
-        Hub,
-        watch::Sender<bool>,
-        Arc<Counters>,
-    ) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let at = listener.local_addr().unwrap();
-        let hub = Hub::new("k");
-        let (stop_tx, stop) = watch::channel(false);
-        let counters = Arc::new(Counters::default());
-        let packaging = crate::protocol::http::hls::packager::PackagerConfig {
-            target: Duration::from_millis(500),
-            window: 6,
-            part: Some(Duration::from_millis(100)),
-        };
-        let (origin, _task) = crate::protocol::http::hls::origin::Origin::start(
-            &hub,
-            "k",
-            packaging,
-            stop.clone(),
-            None,
-        )
-        .unwrap();
-        let cfg = Config {
-            hub: hub.clone(),
-            gop_cache: true,
-            congestion: None,
-            hls: Some(origin),
-            play_secret: secret.map(str::to_string),
-        };
-        tokio::spawn(serve(listener, cfg, stop, counters.clone()));
-        (at, hub, stop_tx, counters)
-    }
-
     /// Reads from `s` until `needle` has come (or `wait` passes).
     async fn read_until(s: &mut TcpStream, needle: &str, wait: Duration) -> String {
         let mut got = Vec::new();
@@ -681,7 +662,7 @@ mod wire_tests {
     #[tokio::test]
     async fn ll_hls_holds_blocking_reloads_and_hints_and_refuses_what_is_too_far() {
         crate::runtime::raise_open_files_limit();
-        let (at, hub, stop, counters) = start_ll(None).await;
+        let (at, hub, stop, counters) = start_with(true, None).await;
         let short = Duration::from_millis(300);
         // Malformed or far-ahead directives: 400 at once (before any media,
         // segment 2 is as far as a request may ask).
@@ -784,7 +765,7 @@ mod wire_tests {
     #[tokio::test]
     async fn signed_urls_open_playlists_parts_segments_and_flv_and_nothing_else() {
         const SECRET: &str = "a secret of 16+ characters";
-        let (at, hub, stop, counters) = start_ll(Some(SECRET)).await;
+        let (at, hub, stop, counters) = start_with(true, Some(SECRET)).await;
         let now = signed::unix_now();
         let good = signed::token(SECRET, "/live/k", now + 60);
         let expired = signed::token(SECRET, "/live/k", now - 1);
