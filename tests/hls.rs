@@ -148,6 +148,19 @@ player = { target_delay = "500ms", join = "7s" }
     assert!(r.frames_expected > 150 && r.frames_lost() <= 2, "{p:?}");
 }
 
+/// ffmpeg, playing the same HLS, decoded the segments without errors: all
+/// but its start (it joins at the playlist's first segment, as Glass's
+/// player does).
+fn assert_ffmpeg_decoded_what_glass_received(r: &RunResult) {
+    let (player, received) = (common::ffmpeg_of(r, "player"), r.player.frames_received);
+    assert!(player.errors.is_empty(), "{:?}", player.errors);
+    assert!(
+        player.frames + 45 >= received,
+        "ffmpeg decoded {} of {received}",
+        player.frames
+    );
+}
+
 /// A 12 s run of an ffmpeg publisher (640x360, 1 Mbit/s, a key frame a
 /// second, no audio) through a last mile whose downlink is `downlink`,
 /// played by Glass's player on `player_uri` and by ffmpeg, with the relay's
@@ -216,15 +229,7 @@ fn ffmpeg_plays_the_relays_hls_through_the_link() {
         "G2G p50 {}",
         p.g2g_p50_ms
     );
-    // ffmpeg decoded the segments without errors: all but its start (it
-    // joins at the playlist's first segment, as Glass's player does).
-    assert!(player.errors.is_empty(), "{:?}", player.errors);
-    assert!(
-        player.frames + 45 >= p.frames_received,
-        "ffmpeg decoded {} of {}",
-        player.frames,
-        p.frames_received
-    );
+    assert_ffmpeg_decoded_what_glass_received(&r);
 }
 
 /// Low-Latency HLS through the link: Glass's `llhls://` player plays 200 ms
@@ -284,13 +289,7 @@ fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
         "G2G p50 {}",
         p.g2g_p50_ms
     );
-    assert!(player.errors.is_empty(), "{:?}", player.errors);
-    assert!(
-        player.frames + 45 >= p.frames_received,
-        "ffmpeg decoded {} of {}",
-        player.frames,
-        p.frames_received
-    );
+    assert_ffmpeg_decoded_what_glass_received(&r);
 }
 
 /// ffprobe reads an ffmpeg-published stream's HLS from `glass serve` on
