@@ -3,26 +3,15 @@
 //! privileges. Needs chromium (`.ci/run` installs it): outside CI a missing
 //! browser skips the test with a message; in CI it fails it.
 
-use std::process::Command;
+mod common;
 
-fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if found.is_none() {
-        netem::adapters::skip::skip("no chromium (.ci/run installs it)");
-    }
-    found
-}
+use std::process::Command;
 
 #[test]
 fn the_report_loads_in_headless_chromium() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = common::chromium() else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("glass-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("s.toml");
@@ -146,7 +135,9 @@ fn pixels_of(png: &[u8], rgb: (u8, u8, u8)) -> usize {
 
 #[test]
 fn every_protocol_line_is_visible_in_the_browser_even_on_top_of_another() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = common::chromium() else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("glass-report-look-{}", std::process::id()));
     overlapping_results(&dir);
     let o = Command::new(env!("CARGO_BIN_EXE_glass"))

@@ -151,6 +151,18 @@ pub struct ServeArgs {
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long)]
     pub duration: Option<netem::units::HumanDuration>,
+    /// Take the relay's settings (its protocols' tables: `http` with HLS
+    /// segments, LL-HLS parts and signed URLs, `udp`, `rtsp`, `quic`, and
+    /// `tcp_congestion`) from a `[[protocols]]` entry of this scenario
+    /// file; its networks and players are not used. Default: every
+    /// setting's default.
+    ///
+    /// Example: glass serve --scenario scenarios/hls-vs-llhls-vs-flv.toml --protocol llhls-200ms
+    #[arg(long)]
+    pub scenario: Option<std::path::PathBuf>,
+    /// With --scenario: the entry's `name` (default: its first entry).
+    #[arg(long, requires = "scenario")]
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

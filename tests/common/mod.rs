@@ -70,7 +70,6 @@ pub fn udp_of(r: &RunResult) -> &harness::protocol::udp::section::UdpSection {
 /// Whether Python's `m3u8` package (a playlist parser Glass did not
 /// write) can be imported; if not, the test is skipped with the reason (a
 /// failure under CI).
-#[allow(dead_code)]
 pub fn have_python_m3u8() -> bool {
     let ok = std::process::Command::new("python3")
         .args(["-c", "import m3u8"])
@@ -196,4 +195,37 @@ pub fn ffmpeg_of(
         .find(|f| f.role == role)
         .unwrap_or_else(|| panic!("no ffmpeg {role} in the run"))
         .clone()
+}
+
+/// The headless browser here (Debian's chromium), or None with the test
+/// skipped (a failure under CI: `.ci/run` installs it).
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if found.is_none() {
+        netem::adapters::skip::skip("no chromium (.ci/run installs it)");
+    }
+    found
+}
+
+/// The file of an npm package that `.ci/run` installs under
+/// `target/npm` (hls.js, …), or None with the test skipped.
+pub fn npm_file(package_file: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/npm/node_modules")
+        .join(package_file);
+    if !path.exists() {
+        netem::adapters::skip::skip(&format!(
+            "{} is missing (.ci/run installs it with npm)",
+            path.display()
+        ));
+        return None;
+    }
+    Some(path)
 }

@@ -15,6 +15,35 @@ use crate::protocol::{Bound, Endpoint, REGISTRY, ServeCx};
 use crate::relay::{APP, Hub, HubStats};
 use crate::scenario::{MediaFile, Protocol as Settings};
 
+/// The relay's settings: a scenario entry's (`--scenario`, `--protocol`),
+/// or the defaults.
+fn settings_of(args: &ServeArgs) -> Result<Settings> {
+    let Some(path) = &args.scenario else {
+        return Ok(Settings::defaults());
+    };
+    let scenario = crate::scenario::Scenario::from_file(path)?;
+    let names = || {
+        scenario
+            .protocols
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let found = match &args.protocol {
+        None => scenario.protocols.first(),
+        Some(name) => scenario.protocols.iter().find(|p| &p.name == name),
+    };
+    found.cloned().with_context(|| {
+        format!(
+            "--protocol {}: {} has no such [[protocols]] entry (it has {})",
+            args.protocol.as_deref().unwrap_or(""),
+            path.display(),
+            names()
+        )
+    })
+}
+
 pub fn run(args: &ServeArgs) -> Result<()> {
     if args.key.is_empty() || args.key.contains(['/', '?', ' ']) {
         anyhow::bail!("--key: a stream key is a non-empty word without / ? or spaces");
@@ -29,7 +58,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         ip.to_string()
     };
-    let settings = Settings::defaults();
+    let settings = settings_of(args)?;
     let rt = crate::runtime::runtime()?;
     let hub = Hub::new(args.key.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
