@@ -345,7 +345,10 @@ impl Ffmpeg {
                 s.errors.iter().cloned().collect::<Vec<_>>(),
             )
         });
-        let (frames, bytes, errors) = s.unwrap_or_default();
+        let (frames, bytes, mut errors) = s.unwrap_or_default();
+        if self.interrupted {
+            errors.retain(|line| !is_exit_notice(line));
+        }
         FfmpegReport {
             role: self.role.into(),
             command: self.command.clone(),
@@ -357,6 +360,14 @@ impl Ffmpeg {
             errors,
         }
     }
+}
+
+/// ffmpeg's own words on the SIGINT Glass stops it with ("Exiting normally,
+/// received signal 2.", "… Immediate exit requested", which it prints when
+/// the signal lands during I/O, e.g. while closing its progress pipe): not
+/// errors of what it was doing.
+fn is_exit_notice(line: &str) -> bool {
+    line.contains("Immediate exit requested") || line.contains("received signal")
 }
 
 impl Drop for Ffmpeg {
@@ -381,6 +392,17 @@ pub fn parse_resolution(s: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exit_notices_of_a_stopped_ffmpeg_are_not_errors() {
+        for notice in [
+            "Exiting normally, received signal 2.",
+            "Error closing progress log, loss of information possible: Immediate exit requested",
+        ] {
+            assert!(is_exit_notice(notice), "{notice}");
+        }
+        assert!(!is_exit_notice("[h264 @ 0x55] error while decoding MB 3 7"));
+    }
 
     #[test]
     fn resolutions() {
