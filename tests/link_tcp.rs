@@ -256,9 +256,10 @@ fn captures_show_packets_before_and_after_impairment() {
 /// A queue drained at 10 Mbit/s leaves 1500-byte packets 1.2 ms apart in the
 /// capture of what left (stamped when each was written to the host): the
 /// engine writes packets due together in one go, and this guards that it
-/// never writes a queue's worth at once. The bounds are loose (± 100 µs) so
-/// that a busy machine does not fail it; `glass bench link` measures the
-/// precision (± 20 µs).
+/// never writes a queue's worth at once (the span from the first packet to
+/// the last is 199 serialisation times). The bounds are loose (± 100 µs on
+/// three gaps in four) so that a busy machine does not fail it; `glass bench
+/// link` measures the precision (± 20 µs).
 #[test]
 fn a_drained_queue_leaves_one_serialisation_time_apart() {
     if !can_create_namespaces() {
@@ -298,8 +299,19 @@ fn a_drained_queue_leaves_one_serialisation_time_apart() {
         "{near} of {} gaps within 1.2 ms ± 100 µs; smallest {least:.0} µs",
         gaps.len()
     );
+    // The queue drains at the link's rate: 199 serialisation times from
+    // the first packet to the last, however late single writes were (a
+    // late write shortens the gap after it). A batch written at once would
+    // shrink the span; a busy machine moves single packets, not the span.
+    let span = times[times.len() - 1] - times[0];
     assert!(
-        near * 100 >= gaps.len() * 95,
+        (span - 199.0 * 1200.0).abs() <= 5_000.0,
+        "{span:.0} µs from the first to the last"
+    );
+    // Most gaps are one serialisation time (all but a few late wake-ups:
+    // 89 % to 100 % seen on a 2-core machine under a test suite).
+    assert!(
+        near * 100 >= gaps.len() * 75,
         "{near} of {} gaps",
         gaps.len()
     );
