@@ -159,7 +159,15 @@ kind = "udp"
         v.player.frames_displayed, l.player.frames_displayed
     );
     assert_eq!(v.mode, "virtual");
-    assert!((sv - sl).abs() <= 1.0, "virtual {sv} vs link {sl}");
+    // The steady p50 is a display instant on the 60 Hz grid: a link whose
+    // real delay lands a hair past a refresh shows every frame one refresh
+    // later (seen: 266.75 vs 283.39 ms). Equal within 1 ms, or one refresh.
+    let refresh = 1000.0 / 60.0;
+    let off = (sv - sl).abs();
+    assert!(
+        off <= 1.0 || (off - refresh).abs() <= 1.0,
+        "virtual {sv} vs link {sl}"
+    );
     assert!(
         v.player.frames_displayed >= 150 && v.frames_lost() == 0,
         "{:?}",
