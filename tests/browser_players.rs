@@ -135,37 +135,23 @@ fn play_in_chromium(
     // Real H.264 (MSE decodes it), a key frame a second, wall-clock
     // timestamps (the relay dates segments by arrival: ffmpeg's frames
     // carry no Glass capture instant).
+    // Glass's own ffmpeg publisher arguments (as `publisher = "ffmpeg"`
+    // runs it): real H.264 (MSE decodes it), a key frame a second,
+    // wall-clock timestamps.
+    let args = harness::interop::ffmpeg::publisher_args(&harness::interop::ffmpeg::PublisherArgs {
+        output: harness::interop::ffmpeg::rtmp_output(&format!(
+            "rtmp://127.0.0.1:{rtmp}/live/glass"
+        )),
+        width: 640,
+        height: 360,
+        fps: 30.0,
+        gop: 30,
+        bitrate_bps: 1_000_000,
+        frames: 60 * 30,
+    });
     let _publisher = Killed(
         Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=30,realtime,settb=1/1000,setpts=RTCTIME/1000",
-                "-enc_time_base:v",
-                "1:1000",
-                "-copyts",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "30",
-                "-pix_fmt",
-                "yuv420p",
-                "-b:v",
-                "1M",
-                // No -t: with -copyts it counts from timestamp 0 and the
-                // wall-clock timestamps are past it (the guard stops it).
-                "-f",
-                "flv",
-            ])
-            .arg(format!("rtmp://127.0.0.1:{rtmp}/live/glass"))
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
