@@ -215,10 +215,23 @@ fn playing(reports: &[serde_json::Value]) -> (f64, bool) {
 
 #[test]
 fn hls_js_plays_the_relays_ll_hls_parts_in_chromium() {
+    hls_js_plays_ll_hls("ts");
+}
+
+/// The same in fMP4: hls.js reads the init segment and remuxes nothing
+/// (MSE takes the fragments as they are).
+#[test]
+fn hls_js_plays_the_relays_ll_hls_fmp4_parts_in_chromium() {
+    hls_js_plays_ll_hls("fmp4");
+}
+
+/// hls.js plays the relay's LL-HLS (1 s segments, 200 ms parts) in
+/// `format` (`http.hls_format`).
+fn hls_js_plays_ll_hls(format: &str) {
     let _serial = common::serial();
     let Some(reports) = play_in_chromium(
         "llhls://server/live/glass",
-        r#"{ hls_segment = "1s", hls_part = "200ms" }"#,
+        &format!(r#"{{ hls_segment = "1s", hls_part = "200ms", hls_format = "{format}" }}"#),
         "hls.js/dist/hls.min.js",
         HLS_JS,
         "/live/glass/index.m3u8",
@@ -227,7 +240,7 @@ fn hls_js_plays_the_relays_ll_hls_parts_in_chromium() {
     };
     let last = &reports[reports.len() - 1];
     eprintln!(
-        "hls.js 1.7.4 on Glass's LL-HLS (1 s segments, 200 ms parts, loopback): {} reports, last {last}",
+        "hls.js 1.7.4 on Glass's LL-HLS ({format}; 1 s segments, 200 ms parts, loopback): {} reports, last {last}",
         reports.len()
     );
     let n = |k: &str| last[k].as_f64().unwrap_or(f64::NAN);

@@ -296,15 +296,89 @@ fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
     assert!(player.frames >= 150, "ffmpeg decoded {}", player.frames);
 }
 
+/// LL-HLS in fMP4 through the link: Glass's player reads the init segment
+/// and each 200 ms part's `moof` + `mdat` (with `mp4-atom`), ffmpeg plays
+/// the same playlist's `.m4s` segments after its EXT-X-MAP.
+#[test]
+fn glass_and_ffmpeg_play_fmp4_ll_hls_through_the_link() {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return;
+    }
+    let s = ffmpeg_hls_scenario(
+        "delay 20ms",
+        "llhls://server/live/glass",
+        r#"{ hls_segment = "1s", hls_part = "200ms", hls_format = "fmp4" }"#,
+    );
+    let r = common::run_link(&s);
+    let (p, h, http) = (&r.player, hls_of(&r), http_of(&r));
+    let player = common::ffmpeg_of(&r, "player");
+    eprintln!(
+        "LL-HLS fMP4 200 ms parts: Glass received {} frames, showed {}, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms; {h:?}; relay {http:?}; ffmpeg decoded {} ({:?})",
+        p.frames_received,
+        p.frames_displayed,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        p.startup_delay_ms,
+        player.frames,
+        player.errors,
+    );
+    assert!(
+        r.transports
+            .iter()
+            .any(|t| t.role == "player" && t.used == "llhls/fmp4/tcp"),
+        "{:?}",
+        r.transports
+    );
+    assert!(h.hls_low_latency, "{h:?}");
+    assert!(h.hls_part_requests >= 40, "{h:?}");
+    assert!(h.hls_preload_hint_misses <= 2, "{h:?}");
+    assert!(p.frames_received >= 200, "{p:?}");
+    assert!(
+        p.g2g_p50_ms > 500.0 && p.g2g_p50_ms < 1800.0,
+        "G2G p50 {}",
+        p.g2g_p50_ms
+    );
+    assert!(player.errors.is_empty(), "{:?}", player.errors);
+    assert!(player.frames >= 150, "ffmpeg decoded {}", player.frames);
+}
+
 /// ffprobe reads an ffmpeg-published stream's HLS from `glass serve` on
 /// loopback: every packet's timestamps continue across segment boundaries.
 #[test]
-fn ffprobe_reads_continuous_timestamps_across_segments() {
+fn ffprobe_reads_continuous_timestamps_across_ts_segments() {
+    ffprobe_reads_continuous_timestamps(None);
+}
+
+/// The same of fMP4 segments (init segment, `moof` + `mdat` per segment,
+/// the publisher's H.264 and AAC configuration in `avcC` and `esds`).
+#[test]
+fn ffprobe_reads_continuous_timestamps_across_fmp4_segments() {
+    ffprobe_reads_continuous_timestamps(Some("fmp4"));
+}
+
+/// `format`: the relay's `http.hls_format` (its default when None).
+fn ffprobe_reads_continuous_timestamps(format: Option<&str>) {
     if !common::have_ffmpeg() {
         return;
     }
-    let offset = 21_000 + (std::process::id() % 20_000) as u16;
-    let (mut serve, _out, _) = common::spawn_serve("k", offset, "hls");
+    let offset = 21_000 + (std::process::id() % 20_000) as u16 + u16::from(format.is_some()) * 7;
+    let scenario =
+        std::env::temp_dir().join(format!("glass-hls-serve-{}.toml", std::process::id()));
+    let args: Vec<String> = match format {
+        None => Vec::new(),
+        Some(f) => {
+            let text = format!(
+                "name = \"serve\"\nduration = \"10s\"\n[[protocols]]\nname = \"hls\"\n\
+                 kind = \"rtmp\"\nplayer_uri = \"hls://server/live/glass\"\n\
+                 http = {{ hls_format = \"{f}\" }}\n"
+            );
+            std::fs::write(&scenario, text).unwrap();
+            vec!["--scenario".into(), scenario.display().to_string()]
+        }
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut serve, _out, _) = common::spawn_serve_with("k", offset, "hls", &args);
     let rtmp = format!("rtmp://127.0.0.1:{}/live/k", 1935 + offset);
     let mut publisher = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi"])
@@ -337,6 +411,7 @@ fn ffprobe_reads_continuous_timestamps_across_segments() {
     let _ = publisher.wait();
     let _ = serve.kill();
     let _ = serve.wait();
+    let _ = std::fs::remove_file(&scenario);
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.trim().is_empty(), "ffprobe: {errors}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -365,7 +440,7 @@ fn ffprobe_reads_continuous_timestamps_across_segments() {
         counts[i] += 1;
     }
     eprintln!(
-        "ffprobe read {} video and {} audio packets over 4 s",
+        "ffprobe read {} video and {} audio packets over 4 s ({format:?})",
         counts[0], counts[1]
     );
     assert!(counts[0] >= 90 && counts[1] >= 150, "{counts:?}\n{text}");
@@ -381,7 +456,7 @@ fn python_m3u8_reads_every_playlist_kind() {
 
     use bytes::Bytes;
     use harness::media::source::sequence_header;
-    use harness::protocol::http::hls::packager::{Packager, PackagerConfig};
+    use harness::protocol::http::hls::packager::{Packager, PackagerConfig, SegmentFormat};
     use harness::protocol::http::hls::player::parse_playlist;
     use harness::relay::Media;
 
@@ -390,13 +465,25 @@ fn python_m3u8_reads_every_playlist_kind() {
     }
     let dir = std::env::temp_dir().join(format!("glass-m3u8-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kinds: [(&str, Option<Duration>, Option<&str>); 3] = [
-        ("hls", None, None),
-        ("llhls", Some(Duration::from_millis(200)), None),
+    let kinds: [(&str, Option<Duration>, Option<&str>, SegmentFormat); 4] = [
+        ("hls", None, None, SegmentFormat::Ts),
+        (
+            "llhls",
+            Some(Duration::from_millis(200)),
+            None,
+            SegmentFormat::Ts,
+        ),
         (
             "llhls-signed",
             Some(Duration::from_millis(500)),
             Some("token=1796400000-ab"),
+            SegmentFormat::Ts,
+        ),
+        (
+            "llhls-fmp4",
+            Some(Duration::from_millis(200)),
+            Some("token=1796400000-ab"),
+            SegmentFormat::Fmp4,
         ),
     ];
     const SCRIPT: &str = r#"
@@ -412,13 +499,15 @@ print(json.dumps({
     "block": p.server_control.can_block_reload if p.server_control else None,
     "hold_back": p.server_control.part_hold_back if p.server_control else None,
     "part_target": p.part_inf.part_target if p.part_inf else None,
+    "map": [m.uri for m in p.segment_map],
 }))
 "#;
-    for (name, part, query) in kinds {
+    for (name, part, query, format) in kinds {
         let mut p = Packager::new(PackagerConfig {
             target: Duration::from_secs(2),
             window: 5,
             part,
+            format,
         });
         let t0 = SystemTime::now();
         p.push(&Media::Video(sequence_header(), 0), t0);
@@ -461,7 +550,8 @@ print(json.dumps({
         assert_eq!(py["parts"], serde_json::json!(parts), "{name}");
         if let Some(q) = query {
             assert!(
-                uris.iter().all(|u| u.ends_with(&format!(".ts?{q}"))),
+                uris.iter()
+                    .all(|u| u.ends_with(&format!(".{}?{q}", format.extension()))),
                 "{text}"
             );
         }
@@ -484,6 +574,14 @@ print(json.dumps({
                 );
             }
         }
+        // fMP4: EXT-X-MAP names the init segment, as Glass's parser reads it.
+        let map: Vec<&str> = ours.map.iter().map(String::as_str).collect();
+        assert_eq!(py["map"], serde_json::json!(map), "{name}");
+        assert_eq!(
+            map.len(),
+            usize::from(format == SegmentFormat::Fmp4),
+            "{text}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

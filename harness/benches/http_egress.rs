@@ -1,6 +1,6 @@
-//! HTTP egress speed (the HLS issue): frames per second into MPEG-TS
-//! through the HLS packager, and out of its segments through Glass's HLS
-//! player's demuxer; requests per second the relay's HTTP server answers
+//! HTTP egress speed (the HLS issue): frames per second into MPEG-TS and
+//! fMP4 through the HLS packager, and out of its segments through Glass's
+//! HLS player's demuxers; requests per second the relay's HTTP server answers
 //! on loopback for the LL-HLS playlist, a part and a segment (4 keep-alive
 //! connections, each request after the previous answer, as players ask). The stream: 30 fps at 2.5 Mbit/s with a key frame a
 //! second (about 9 kB per frame, 40 kB per key frame) as real H.264 would
@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use harness::media::source::sequence_header;
-use harness::protocol::http::hls::demux;
-use harness::protocol::http::hls::packager::{Packager, PackagerConfig};
+use harness::protocol::http::hls::packager::{Packager, PackagerConfig, SegmentFormat};
+use harness::protocol::http::hls::{demux, fmp4_demux};
 use harness::relay::Media;
 
 /// One second of the stream's messages (30 video frames, 47 audio).
@@ -53,11 +53,12 @@ fn packager(c: &mut Criterion) {
     g.throughput(Throughput::Elements(frames as u64));
     // The whole stream through a new packager (1 s segments; LL-HLS:
     // 200 ms parts as well).
-    let package_with = |part: Option<Duration>| {
+    let package_with = |part: Option<Duration>, format: SegmentFormat| {
         let mut p = Packager::new(PackagerConfig {
             target: Duration::from_secs(1),
             window: 6,
             part,
+            format,
         });
         p.push(&Media::Video(sequence_header(), 0), now);
         for m in seconds.iter().flatten() {
@@ -65,23 +66,42 @@ fn packager(c: &mut Criterion) {
         }
         p
     };
-    let package = || package_with(None);
-    g.bench_function("package video frames into TS", |b| b.iter(package));
-    g.bench_function("package video frames into TS with 200 ms parts", |b| {
-        b.iter(|| package_with(Some(Duration::from_millis(200))))
-    });
+    let parts = Some(Duration::from_millis(200));
+    for format in [SegmentFormat::Ts, SegmentFormat::Fmp4] {
+        let name = format.name();
+        g.bench_function(format!("package video frames into {name}"), |b| {
+            b.iter(|| package_with(None, format))
+        });
+        g.bench_function(
+            format!("package video frames into {name} with 200 ms parts"),
+            |b| b.iter(|| package_with(parts, format)),
+        );
+    }
     // Three finished segments (the fourth second is still open).
-    let p = package();
-    let segments: Vec<Bytes> = (0..3)
-        .filter_map(|s| p.segment(s).map(|s| s.bytes.clone()))
-        .collect();
-    assert_eq!(segments.len(), 3);
-    g.throughput(Throughput::Elements(90));
-    g.bench_function("demux video frames from TS", |b| {
+    let segments_of = |p: &Packager| -> Vec<Bytes> {
+        let s: Vec<Bytes> = (0..3)
+            .filter_map(|s| p.segment(s).map(|s| s.bytes.clone()))
+            .collect();
+        assert_eq!(s.len(), 3);
+        s
+    };
+    let ts = segments_of(&package_with(None, SegmentFormat::Ts));
+    let fmp4 = package_with(None, SegmentFormat::Fmp4);
+    let init = fmp4_demux::init(fmp4.init().unwrap()).unwrap();
+    let fmp4 = segments_of(&fmp4);
+    // Video and audio frames: 90 + 141 per 3 s.
+    g.throughput(Throughput::Elements(231));
+    g.bench_function("demux frames from ts", |b| {
         b.iter(|| {
-            segments
-                .iter()
+            ts.iter()
                 .map(|s| demux::frames(s).map_or(0, |f| f.len()))
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("demux frames from fmp4", |b| {
+        b.iter(|| {
+            fmp4.iter()
+                .map(|s| fmp4_demux::frames(&init, s).map_or(0, |f| f.len()))
                 .sum::<usize>()
         })
     });
@@ -105,6 +125,7 @@ fn server(
             target: Duration::from_secs(1),
             window: 6,
             part: Some(Duration::from_millis(200)),
+            format: Default::default(),
         };
         let (origin, _task) = Origin::start(&hub, "k", cfg, stop.clone(), None).unwrap();
         hub.publish("k", Media::Video(sequence_header(), 0))

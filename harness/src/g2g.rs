@@ -206,7 +206,7 @@ mod tests {
 
     fn header(seq: u64) -> FrameHeader {
         FrameHeader {
-            kind: if seq % 30 == 0 {
+            kind: if seq.is_multiple_of(30) {
                 FrameKind::I
             } else {
                 FrameKind::P

@@ -118,10 +118,25 @@ pub fn spawn_serve(
     std::io::BufReader<std::process::ChildStdout>,
     String,
 ) {
+    spawn_serve_with(key, offset, scheme, &[])
+}
+
+/// [`spawn_serve`] with more arguments (e.g. `--scenario FILE`).
+pub fn spawn_serve_with(
+    key: &str,
+    offset: u16,
+    scheme: &str,
+    more: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_glass"))
         .args(["serve", "--key", key, "--duration", "60s"])
         .args(["--port-offset", &offset.to_string()])
+        .args(more)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

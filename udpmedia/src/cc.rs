@@ -470,7 +470,7 @@ mod tests {
             for i in 0..n {
                 let sent_us = start_us + i as f64 * 50_000.0 / n as f64;
                 seq += 1;
-                let lost = loss_every.is_some_and(|e| seq % e == 0);
+                let lost = loss_every.is_some_and(|e| seq.is_multiple_of(e));
                 let arrival = if lost {
                     None
                 } else {

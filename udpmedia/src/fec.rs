@@ -309,7 +309,7 @@ impl XorGroup {
     }
     fn contains(&self, seq: u64) -> bool {
         seq >= self.base
-            && (seq - self.base) % self.stride == 0
+            && (seq - self.base).is_multiple_of(self.stride)
             && (seq - self.base) / self.stride < self.count
     }
     fn last(&self) -> u64 {

@@ -659,7 +659,7 @@ mod tests {
         sim.drop = Box::new(move |up, d| {
             if up && is_audio(d) {
                 *n2.borrow_mut() += 1;
-                return *n2.borrow() % 7 == 0;
+                return (*n2.borrow()).is_multiple_of(7);
             }
             false
         });

@@ -363,7 +363,7 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, WireError> {
                 && (fec.total == 0
                     || fec.total > 256
                     || fec.index >= fec.total
-                    || fec.payload.len() % 2 != 0)
+                    || !fec.payload.len().is_multiple_of(2))
             {
                 return Err(r.bad(format!(
                     "shard {} of {}, {} bytes",

@@ -81,6 +81,7 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
         } else {
             None
         },
+        format: Default::default(),
     });
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(u.arbitrary::<u32>()?.into());
     let mut ts: u32 = u.arbitrary()?;

@@ -104,12 +104,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
         anyhow::Ok(servers)
     })?;
-    println!("glass serve: publish and play at (Ctrl-C stops):\n{listing}");
     if args.public {
-        println!(
-            "  (THIS-HOST: any address of this machine; QUIC clients must accept Glass's self-signed certificate)"
+        listing.push_str(
+            "  (THIS-HOST: any address of this machine; QUIC clients must accept Glass's \
+             self-signed certificate)\n",
         );
     }
+    // Written, not printed: a closed stdout (`glass serve | head`) must not
+    // stop the relay with a panic.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!("glass serve: publish and play at (Ctrl-C stops):\n{listing}\n"),
+    );
     rt.block_on(async {
         let limit = async {
             match args.duration {

@@ -174,7 +174,7 @@ impl Encoder {
         let seq = self.next_video;
         self.next_video += 1;
         let gop = u64::from(self.cfg.gop);
-        let kind = if seq % gop == 0 {
+        let kind = if seq.is_multiple_of(gop) {
             FrameKind::I
         } else {
             FrameKind::P

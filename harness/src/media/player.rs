@@ -718,7 +718,7 @@ mod tests {
 
     fn header(seq: u64) -> FrameHeader {
         FrameHeader {
-            kind: if seq % GOP == 0 {
+            kind: if seq.is_multiple_of(GOP) {
                 FrameKind::I
             } else {
                 FrameKind::P
@@ -778,7 +778,7 @@ mod tests {
             let d = early
                 .get(k as usize)
                 .copied()
-                .unwrap_or(if k % 2 == 0 { 81.0 } else { 83.0 });
+                .unwrap_or(if k.is_multiple_of(2) { 81.0 } else { 83.0 });
             Some(header(k).capture + Duration::from_secs_f64(d / 1e3))
         };
         let mut c = cfg(LatePolicy::Wait, true);

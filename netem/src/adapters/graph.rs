@@ -118,7 +118,7 @@ impl Direction {
     pub fn from_index(i: usize) -> Direction {
         Direction {
             link: i / 2,
-            up: i % 2 == 0,
+            up: i.is_multiple_of(2),
         }
     }
 }

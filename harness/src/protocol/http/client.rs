@@ -176,24 +176,36 @@ impl Session for HttpSession {
 /// Connects a player of `cx.uri` (httpflv:// or hls://) to the relay's
 /// HTTP port `to` from the player's host.
 pub(super) async fn dial(cx: DialCx<'_>, to: Endpoint) -> Result<Dialed> {
+    // HLS's segments: MPEG-TS or fMP4, as the relay's `http` table says.
+    let format = cx
+        .settings
+        .table::<super::HttpTable>()
+        .map(|t| t.hls_format)
+        .unwrap_or_default();
+    let container = format.name();
     let (playback, what, requested, used) = match cx.uri.scheme {
         "hls" => (
             Playback::Hls { low_latency: false },
             "HLS",
             "hls",
-            "hls/ts/tcp",
+            format!("hls/{container}/tcp"),
         ),
         "llhls" => (
             Playback::Hls { low_latency: true },
             "LL-HLS",
             "llhls",
-            "llhls/ts/tcp",
+            format!("llhls/{container}/tcp"),
         ),
-        _ => (Playback::Flv, "HTTP-FLV", "http-flv", "http-flv/tcp"),
+        _ => (
+            Playback::Flv,
+            "HTTP-FLV",
+            "http-flv",
+            "http-flv/tcp".to_string(),
+        ),
     };
     Ok(Dialed {
         session: Box::new(HttpSession(connect(&cx, to, what)?, playback)),
-        report: report(&cx, requested, used),
+        report: report(&cx, requested, &used),
         step: "tcp_connect",
     })
 }

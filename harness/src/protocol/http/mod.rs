@@ -6,13 +6,14 @@
 //! CDNs serve to players that want RTMP's delay over HTTP); HLS
 //! (`hls://…`: MPEG-TS segments and a live playlist at
 //! `/APP/KEY/index.m3u8`) and Low-Latency HLS (`llhls://…`: the same with
-//! parts, preload hints and blocking playlist reloads); signed play URLs.
+//! parts, preload hints and blocking playlist reloads), with MPEG-TS or
+//! fragmented-MP4 (`http.hls_format`) segments; signed play URLs.
 //!
 //! The server is `server` (hyper HTTP/1.1, keep-alive) with `query` (LL-HLS
 //! directives, tokens) and `signed` (the tokens); the FLV response body
 //! `flv_body`; HLS's packager, origin and player under `hls`; Glass's
 //! HTTP-FLV player and the players' shared connection in `client`. Not
-//! built yet (the HLS issue): fMP4/CMAF, the rendition ladder, HLS ingest.
+//! built yet (the HLS issue): the rendition ladder, HLS ingest.
 
 pub mod client;
 pub mod flv_body;
@@ -42,8 +43,8 @@ const ENDPOINTS: [Endpoint; 1] = [Endpoint::Tcp(HTTP_PORT)];
 /// HTTP egress.
 pub struct Http;
 
-/// `http = { gop_cache, hls_segment, hls_window, hls_part }`: the relay's
-/// HTTP egress settings.
+/// `http = { gop_cache, hls_segment, hls_window, hls_part, hls_format,
+/// play_secret }`: the relay's HTTP egress settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpTable {
@@ -63,6 +64,10 @@ pub struct HttpTable {
     /// reload, PART-HOLD-BACK of three parts). Off unless set, or 500 ms
     /// when Glass's player plays `llhls://`.
     pub hls_part: Option<HumanDuration>,
+    /// The segments' container: `"ts"` (MPEG-TS, the default) or `"fmp4"`
+    /// (fragmented MP4: an init segment, EXT-X-MAP, `.m4s` segments and
+    /// parts, each part one `moof` + `mdat`).
+    pub hls_format: hls::packager::SegmentFormat,
     /// Signed play URLs: every request needs `?token=` made with this
     /// secret (`signed`), else 403; Glass's and ffmpeg's players sign
     /// theirs. Off when unset. Never written to results.
@@ -80,6 +85,7 @@ impl Default for HttpTable {
             hls_segment: HumanDuration(Duration::from_secs(2)),
             hls_window: 6,
             hls_part: None,
+            hls_format: hls::packager::SegmentFormat::Ts,
             play_secret: None,
         }
     }
@@ -111,13 +117,13 @@ impl Protocol for Http {
             Scheme {
                 name: "hls",
                 endpoint: 0,
-                what: "HLS playback (play only; MPEG-TS segments): \
-                       http://HOST:PORT/APP/KEY/index.m3u8",
+                what: "HLS playback (play only; MPEG-TS segments, or fMP4 with \
+                       http.hls_format = \"fmp4\"): http://HOST:PORT/APP/KEY/index.m3u8",
             },
             Scheme {
                 name: "llhls",
                 endpoint: 0,
-                what: "Low-Latency HLS playback (play only; MPEG-TS parts of http.hls_part, \
+                what: "Low-Latency HLS playback (play only; parts of http.hls_part, \
                        500 ms by default; blocking playlist reload and preload hints): the \
                        same playlist, http://HOST:PORT/APP/KEY/index.m3u8",
             },
@@ -215,6 +221,7 @@ impl Protocol for Http {
             target: table.hls_segment.get(),
             window: table.hls_window,
             part: table.hls_part.map(HumanDuration::get),
+            format: table.hls_format,
         };
         let key = cx.hub.stream_key().to_string();
         let (origin, packager) =

@@ -1,7 +1,8 @@
 //! The relay's HTTP server (hyper, HTTP/1.1 with keep-alive): routes a
 //! request to what serves it and counts what it did: HTTP-FLV
 //! (`GET /APP/KEY.flv`), and HLS's playlist, segments and LL-HLS parts
-//! (`/APP/KEY/index.m3u8`, `segN.ts`, `segN.I.ts`) with blocking playlist
+//! (`/APP/KEY/index.m3u8`, `segN.ts`, `segN.I.ts`; `.m4s` and `init.mp4`
+//! in fMP4) with blocking playlist
 //! reloads (`?_HLS_msn=N&_HLS_part=I`) and preload hints held until the
 //! part is done, each for at most three target durations.
 
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 
 use super::flv_body::FlvBody;
 use super::hls::origin::Blocked;
+use super::hls::packager::INIT_SEGMENT;
 use super::{query, signed};
 use crate::relay::{APP, Hub};
 
@@ -151,10 +153,21 @@ pub enum Route<'a> {
     Flv { key: &'a str },
     /// `/APP/KEY/index.m3u8`
     Playlist { key: &'a str },
-    /// `/APP/KEY/segN.ts`
-    Segment { key: &'a str, seq: u64 },
+    /// `/APP/KEY/segN.ts` (`.m4s` in fMP4: `ext`)
+    Segment {
+        key: &'a str,
+        seq: u64,
+        ext: &'a str,
+    },
     /// `/APP/KEY/segN.I.ts`: part I of segment N (LL-HLS).
-    Part { key: &'a str, seq: u64, part: usize },
+    Part {
+        key: &'a str,
+        seq: u64,
+        part: usize,
+        ext: &'a str,
+    },
+    /// `/APP/KEY/init.mp4`: fMP4's init segment.
+    Init { key: &'a str },
 }
 
 /// The name of HLS's media playlist under `/APP/KEY/`.
@@ -177,7 +190,13 @@ pub fn route(path: &str) -> Option<Route<'_>> {
     if file == PLAYLIST {
         return Some(Route::Playlist { key });
     }
-    let n = file.strip_prefix("seg")?.strip_suffix(".ts")?;
+    if file == INIT_SEGMENT {
+        return Some(Route::Init { key });
+    }
+    let (n, ext) = file.strip_prefix("seg")?.rsplit_once('.')?;
+    if ext != "ts" && ext != "m4s" {
+        return None;
+    }
     // Digits only: u64's parser takes a leading '+'.
     let number = |n: &str| {
         (!n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
@@ -188,11 +207,13 @@ pub fn route(path: &str) -> Option<Route<'_>> {
         None => Route::Segment {
             key,
             seq: number(n)?,
+            ext,
         },
         Some((seq, part)) => Route::Part {
             key,
             seq: number(seq)?,
             part: usize::try_from(number(part)?).ok()?,
+            ext,
         },
     })
 }
@@ -234,7 +255,8 @@ async fn respond(
     let (Route::Flv { key }
     | Route::Playlist { key }
     | Route::Segment { key, .. }
-    | Route::Part { key, .. }) = route;
+    | Route::Part { key, .. }
+    | Route::Init { key }) = route;
     if key != cfg.hub.stream_key() {
         return not_found(counters, "no such stream");
     }
@@ -302,32 +324,49 @@ async fn respond(
                 "no playlist (no segment yet)",
             )
         }
-        Route::Segment { seq, .. } => {
+        Route::Segment { seq, ext, .. } => {
             counters.hls_segments.fetch_add(1, Ordering::Relaxed);
-            let s = cfg.hls.as_ref().and_then(|o| o.segment(seq));
+            let Some(o) = hls_in(cfg, ext) else {
+                return not_found(counters, "no HLS segments of that format here");
+            };
             file(
                 counters,
-                s,
-                "video/mp2t",
+                o.segment(seq),
+                o.format().content_type(),
                 head,
                 "no such segment (not yet, or gone)",
             )
         }
-        Route::Part { seq, part, .. } => {
+        Route::Part { seq, part, ext, .. } => {
             counters.hls_parts.fetch_add(1, Ordering::Relaxed);
-            let p = match &cfg.hls {
-                Some(o) => o.part(seq, part).await,
-                None => None,
+            let Some(o) = hls_in(cfg, ext) else {
+                return not_found(counters, "no HLS parts of that format here");
             };
             file(
                 counters,
-                p,
-                "video/mp2t",
+                o.part(seq, part).await,
+                o.format().content_type(),
                 head,
                 "no such part (not the next one, or gone)",
             )
         }
+        Route::Init { .. } => {
+            counters.hls_segments.fetch_add(1, Ordering::Relaxed);
+            let init = cfg.hls.as_ref().and_then(|o| o.init());
+            file(
+                counters,
+                init,
+                "video/mp4",
+                head,
+                "no init segment (not fMP4, or no segment yet)",
+            )
+        }
     }
+}
+
+/// The stream's HLS origin, if it serves segments with extension `ext`.
+fn hls_in<'c>(cfg: &'c Config, ext: &str) -> Option<&'c super::hls::origin::Origin> {
+    cfg.hls.as_deref().filter(|o| o.format().extension() == ext)
 }
 
 fn bad_request(counters: &Counters, text: &str) -> Response<ResponseBody> {
@@ -469,16 +508,31 @@ mod tests {
         );
         assert_eq!(
             route("/live/k/seg42.ts"),
-            Some(Route::Segment { key: "k", seq: 42 })
+            Some(Route::Segment {
+                key: "k",
+                seq: 42,
+                ext: "ts"
+            })
         );
         assert_eq!(
             route("/live/k/seg42.7.ts"),
             Some(Route::Part {
                 key: "k",
                 seq: 42,
-                part: 7
+                part: 7,
+                ext: "ts"
             })
         );
+        assert_eq!(
+            route("/live/k/seg3.1.m4s"),
+            Some(Route::Part {
+                key: "k",
+                seq: 3,
+                part: 1,
+                ext: "m4s"
+            })
+        );
+        assert_eq!(route("/live/k/init.mp4"), Some(Route::Init { key: "k" }));
         for bad in [
             "",
             "/",
@@ -498,6 +552,9 @@ mod tests {
             "/live/k/seg1.2.3.ts",
             "/live/k/seg.1.ts",
             "/live/k/seg1.+2.ts",
+            "/live/k/seg1.mp4",
+            "/live/k/seg1",
+            "/live/k/init.m4s",
         ] {
             assert_eq!(route(bad), None, "{bad}");
         }
@@ -534,6 +591,7 @@ mod wire_tests {
             target: Duration::from_millis(500),
             window: 6,
             part: Some(Duration::from_millis(100)),
+            format: Default::default(),
         };
         let hls = ll_hls.then(|| {
             let origin = crate::protocol::http::hls::origin::Origin::start(

@@ -649,7 +649,7 @@ mod tests {
                 while rest.len() >= 4 {
                     let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
                     let t = usize::from(rest[1] / 2);
-                    if rest[1] % 2 == 0 {
+                    if rest[1].is_multiple_of(2) {
                         got.extend(ingest[t].rtp(&rest[4..4 + len]));
                     } else {
                         got.extend(ingest[t].rtcp(&rest[4..4 + len]));

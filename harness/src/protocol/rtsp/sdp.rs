@@ -156,7 +156,7 @@ pub fn tracks(body: &[u8]) -> Result<Vec<Track>, SdpError> {
 
 fn hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -12,7 +12,7 @@ use crate::media::frame::{Frame, FrameHeader};
 
 /// One frame of a segment.
 #[derive(Clone, Debug)]
-pub struct TsFrame {
+pub struct SegmentFrame {
     pub video: bool,
     /// A video access unit with an IDR slice, or a Glass key frame.
     pub key: bool,
@@ -26,19 +26,25 @@ pub struct TsFrame {
 
 /// Why a segment could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("not a readable MPEG-TS segment: {0}")]
+#[error("not a readable segment: {0}")]
 pub struct DemuxError(String);
+
+impl DemuxError {
+    pub fn new(what: String) -> DemuxError {
+        DemuxError(what)
+    }
+}
 
 /// The frames of a TS segment, in decode order per stream (video, then
 /// audio as the PES packets came).
-pub fn frames(segment: &[u8]) -> Result<Vec<TsFrame>, DemuxError> {
+pub fn frames(segment: &[u8]) -> Result<Vec<SegmentFrame>, DemuxError> {
     let mut reader = PesPacketReader::new(TsPacketReader::new(segment));
     let mut out = Vec::new();
     loop {
         let pes = match reader.read_pes_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
-            Err(e) => return Err(DemuxError(e.to_string())),
+            Err(e) => return Err(DemuxError(format!("MPEG-TS: {e}"))),
         };
         let id = pes.header.stream_id.as_u8();
         let ts = pes.header.dts.or(pes.header.pts).map(|t| t.as_u64());
@@ -85,7 +91,7 @@ fn nal_units(es: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |(s, e)| &es[s..e])
 }
 
-fn video_frame(es: &[u8], ts_ms: u32) -> TsFrame {
+fn video_frame(es: &[u8], ts_ms: u32) -> SegmentFrame {
     let mut key = false;
     let mut glass = None;
     for nal in nal_units(es) {
@@ -95,7 +101,7 @@ fn video_frame(es: &[u8], ts_ms: u32) -> TsFrame {
             _ => {}
         }
     }
-    TsFrame {
+    SegmentFrame {
         video: true,
         key: key || glass.is_some_and(|h| h.kind == crate::media::frame::FrameKind::I),
         ts_ms,
@@ -107,7 +113,7 @@ fn video_frame(es: &[u8], ts_ms: u32) -> TsFrame {
 /// The ADTS frames of an audio PES packet (the first at its timestamp, the
 /// rest 1024 samples apart are not split out: Glass's muxer writes one
 /// frame per packet).
-fn audio_frames(es: &[u8], ts_ms: u32) -> Vec<TsFrame> {
+fn audio_frames(es: &[u8], ts_ms: u32) -> Vec<SegmentFrame> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 7 <= es.len() {
@@ -120,7 +126,7 @@ fn audio_frames(es: &[u8], ts_ms: u32) -> Vec<TsFrame> {
         let Some(payload) = es.get(at + header..at + len) else {
             break;
         };
-        out.push(TsFrame {
+        out.push(SegmentFrame {
             video: false,
             key: false,
             ts_ms,
@@ -156,6 +162,7 @@ mod tests {
             target: Duration::from_secs(1),
             window: 100,
             part: None,
+            format: Default::default(),
         });
         let t0 = SystemTime::now();
         p.push(&Media::Video(source::sequence_header(), 0), t0);

@@ -1,9 +1,14 @@
-//! HLS egress: the packager that turns the hub's stream into MPEG-TS
-//! segments and a live playlist (`packager`, `ts`), and Glass's HLS player
-//! (`player`), which reads segments with `demux`.
+//! HLS egress: the packager that turns the hub's stream into MPEG-TS or
+//! fragmented-MP4 segments and a live playlist (`packager` with `ts` or
+//! `fmp4`, `sps` for the init segment's picture size), the origin that
+//! serves them (`origin`), and Glass's HLS player (`player`), which reads
+//! segments with `demux` (TS) or `fmp4_demux`.
 
 pub mod demux;
+pub mod fmp4;
+pub mod fmp4_demux;
 pub mod origin;
 pub mod packager;
 pub mod player;
+pub mod sps;
 pub mod ts;

@@ -100,6 +100,19 @@ impl Origin {
             .map_or(Duration::from_secs(1), |p| p.config().target * 3)
     }
 
+    /// The segments' container.
+    pub fn format(&self) -> super::packager::SegmentFormat {
+        self.packager
+            .lock()
+            .map(|p| p.config().format)
+            .unwrap_or_default()
+    }
+
+    /// The fMP4 init segment, once there is one.
+    pub fn init(&self) -> Option<Bytes> {
+        self.packager.lock().ok()?.init().cloned()
+    }
+
     /// Whether parts are on (the playlist is LL-HLS).
     pub fn low_latency(&self) -> bool {
         self.packager
@@ -207,6 +220,7 @@ mod tests {
             target: Duration::from_millis(500),
             window: 3,
             part: None,
+            format: Default::default(),
         };
         let (origin, _task) = Origin::start(&hub, "k", cfg, stop, Some(clock)).unwrap();
         hub.publish("k", Media::Video(sequence_header(), 0))

@@ -1,6 +1,7 @@
-//! The HLS packager (sans-IO): the hub's messages in, MPEG-TS segments cut
-//! on key frames and a live media playlist with a sliding window out, and,
-//! for Low-Latency HLS, each segment's partial segments ("parts").
+//! The HLS packager (sans-IO): the hub's messages in, segments cut on key
+//! frames (MPEG-TS, or fragmented MP4 after an init segment) and a live
+//! media playlist with a sliding window out, and, for Low-Latency HLS, each
+//! segment's partial segments ("parts").
 //!
 //! A segment starts at the first key frame at least the target duration
 //! after the current segment's start; its duration is the media time to
@@ -8,18 +9,102 @@
 //! on, a part ends at the video frame nearest its target (before a frame
 //! whose slot, judged by the last frame interval, would end more than half
 //! an interval past it) and at each segment's end; a segment is its parts'
-//! bytes end to end. Each part (each segment when parts are off) starts
-//! with PAT and PMT, and a segment's key frame carries SPS and PPS, so a
-//! segment decodes alone and a part decodes after its segment's first
-//! (INDEPENDENT) part.
+//! bytes end to end. In MPEG-TS each part (each segment when parts are
+//! off) starts with PAT and PMT, and a segment's key frame carries SPS and
+//! PPS, so a segment decodes alone and a part decodes after its segment's
+//! first (INDEPENDENT) part. In fMP4 each part (each segment) is one
+//! fragment (`moof` + `mdat`), and the init segment (EXT-X-MAP) carries
+//! the decoder configuration.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use serde::{Deserialize, Serialize};
+
+use super::fmp4::Fmp4Muxer;
 use super::ts::TsMuxer;
 use crate::relay::Media;
+
+/// The container of segments and parts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// MPEG-TS (`.ts`): what every HLS player reads.
+    #[default]
+    Ts,
+    /// Fragmented MP4 (`.m4s` after the init segment `init.mp4`): what
+    /// CMAF pipelines and LL-HLS deployments mostly serve.
+    Fmp4,
+}
+
+impl SegmentFormat {
+    /// Its name in scenarios and results (`http.hls_format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentFormat::Ts => "ts",
+            SegmentFormat::Fmp4 => "fmp4",
+        }
+    }
+
+    /// The file extension of its segments and parts.
+    pub fn extension(self) -> &'static str {
+        match self {
+            SegmentFormat::Ts => "ts",
+            SegmentFormat::Fmp4 => "m4s",
+        }
+    }
+
+    /// The Content-Type of its segments and parts.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            SegmentFormat::Ts => "video/mp2t",
+            SegmentFormat::Fmp4 => "video/mp4",
+        }
+    }
+}
+
+/// The name of the fMP4 init segment under `/APP/KEY/`.
+pub const INIT_SEGMENT: &str = "init.mp4";
+
+/// The muxer of the configured format.
+#[derive(Debug)]
+enum Muxer {
+    Ts(TsMuxer),
+    Fmp4(Fmp4Muxer),
+}
+
+impl Muxer {
+    /// A part's first bytes: PAT and PMT in TS, nothing in fMP4.
+    fn start_part(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        if let Muxer::Ts(m) = self {
+            m.tables(&mut bytes);
+        }
+        bytes
+    }
+
+    /// One FLV tag body into the part being written (`out`; fMP4 holds
+    /// it until [`Muxer::end_part`]).
+    fn push(&mut self, out: &mut Vec<u8>, video: bool, body: &Bytes, ts: u32) {
+        match self {
+            Muxer::Ts(m) => {
+                m.push(out, video, body, ts);
+            }
+            Muxer::Fmp4(m) => {
+                m.push(body, video, ts);
+            }
+        }
+    }
+
+    /// Finishes the part being written (`out`), which lasts until `end_ms`.
+    fn end_part(&mut self, out: &mut Vec<u8>, end_ms: u32) {
+        if let Muxer::Fmp4(m) = self {
+            m.fragment(out, end_ms);
+        }
+    }
+}
 
 /// A finished partial segment.
 #[derive(Clone, Debug)]
@@ -71,6 +156,8 @@ pub struct PackagerConfig {
     pub window: usize,
     /// LL-HLS's part target duration (EXT-X-PART-INF), or no parts.
     pub part: Option<Duration>,
+    /// MPEG-TS or fMP4.
+    pub format: SegmentFormat,
 }
 
 /// Where a stream's newest media is: the last finished segment and the
@@ -124,7 +211,7 @@ impl Progress {
 #[derive(Debug)]
 pub struct Packager {
     cfg: PackagerConfig,
-    mux: TsMuxer,
+    mux: Muxer,
     open: Option<Open>,
     /// Finished segments: the playlist's window and, before it, a few kept
     /// for players that read the playlist just before it slid.
@@ -147,7 +234,10 @@ impl Packager {
     pub fn new(cfg: PackagerConfig) -> Packager {
         Packager {
             cfg,
-            mux: TsMuxer::default(),
+            mux: match cfg.format {
+                SegmentFormat::Ts => Muxer::Ts(TsMuxer::default()),
+                SegmentFormat::Fmp4 => Muxer::Fmp4(Fmp4Muxer::default()),
+            },
             open: None,
             done: VecDeque::new(),
             next_seq: 0,
@@ -209,11 +299,18 @@ impl Packager {
         finished
     }
 
-    /// A part's first bytes: PAT and PMT.
+    /// A part's first bytes (PAT and PMT in TS).
     fn new_part_bytes(&mut self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(64 * 1024);
-        self.mux.tables(&mut bytes);
-        bytes
+        self.mux.start_part()
+    }
+
+    /// The fMP4 init segment (EXT-X-MAP), once the first part or segment
+    /// is done; None in TS.
+    pub fn init(&self) -> Option<&Bytes> {
+        match &self.mux {
+            Muxer::Fmp4(m) => m.init(),
+            Muxer::Ts(_) => None,
+        }
     }
 
     /// Ends the open part before a video frame at `ts` (`key`: a key frame)
@@ -233,6 +330,7 @@ impl Packager {
         let Some(o) = &mut self.open else {
             return false;
         };
+        self.mux.end_part(&mut o.part, ts);
         let part = std::mem::replace(&mut o.part, bytes);
         o.parts.push(Part {
             duration: elapsed,
@@ -250,6 +348,7 @@ impl Packager {
         let Some(mut o) = self.open.take() else {
             return false;
         };
+        self.mux.end_part(&mut o.part, end_ms);
         let duration = ms_between(o.first_ms, end_ms);
         self.longest = self.longest.max(duration);
         let bytes = if self.cfg.part.is_some() {
@@ -324,7 +423,8 @@ impl Packager {
 
     /// The live media playlist (None before the first segment is done; with
     /// parts on, before the first part is).
-    /// Segment URIs are relative: `seg{N}.ts`, parts `seg{N}.{I}.ts`. With
+    /// Segment URIs are relative: `seg{N}.ts`, parts `seg{N}.{I}.ts` (in
+    /// fMP4 `.m4s`, after EXT-X-MAP's `init.mp4`). With
     /// parts on it is an LL-HLS playlist: server control (blocking reload,
     /// PART-HOLD-BACK), the parts of the segments that end within three
     /// target durations of the live edge and of the open segment, and a
@@ -347,7 +447,13 @@ impl Packager {
         // integer is at most it.
         let target_s = (target.as_secs_f64() + 0.5).floor().max(1.0) as u64;
         let mut p = String::new();
-        let version = if self.cfg.part.is_some() { 6 } else { 3 };
+        // 6: LL-HLS's tags; 7: fMP4's EXT-X-MAP in a playlist without
+        // I-frames only (RFC 8216 §7).
+        let version = match (self.cfg.format, self.cfg.part) {
+            (SegmentFormat::Fmp4, _) => 7,
+            (SegmentFormat::Ts, Some(_)) => 6,
+            (SegmentFormat::Ts, None) => 3,
+        };
         let _ = write!(
             p,
             "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target_s}\n"
@@ -364,6 +470,10 @@ impl Packager {
             );
         }
         let _ = writeln!(p, "#EXT-X-MEDIA-SEQUENCE:{first_seq}");
+        if self.cfg.format == SegmentFormat::Fmp4 {
+            let _ = writeln!(p, "#EXT-X-MAP:URI=\"{INIT_SEGMENT}{q}\"");
+        }
+        let ext = self.cfg.format.extension();
         // Parts are listed for the segments that end within three target
         // durations of the live edge.
         let mut from_edge = Duration::ZERO;
@@ -379,11 +489,11 @@ impl Packager {
         for (s, parts) in listed.iter().zip(with_parts.into_iter().rev()) {
             let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.date));
             if parts {
-                write_parts(&mut p, s.seq, &s.parts, &q);
+                write_parts(&mut p, s.seq, &s.parts, ext, &q);
             }
             let _ = write!(
                 p,
-                "#EXTINF:{:.3},\nseg{}.ts{q}\n",
+                "#EXTINF:{:.3},\nseg{}.{ext}{q}\n",
                 s.duration.as_secs_f64(),
                 s.seq
             );
@@ -392,10 +502,10 @@ impl Packager {
             if !o.parts.is_empty() {
                 let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(o.date));
             }
-            write_parts(&mut p, o.seq, &o.parts, &q);
+            write_parts(&mut p, o.seq, &o.parts, ext, &q);
             let _ = writeln!(
                 p,
-                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg{}.{}.ts{q}\"",
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg{}.{}.{ext}{q}\"",
                 o.seq,
                 o.parts.len()
             );
@@ -404,13 +514,14 @@ impl Packager {
     }
 }
 
-/// The EXT-X-PART lines of segment `seq`'s `parts` (`q`: their URIs' query).
-fn write_parts(p: &mut String, seq: u64, parts: &[Part], q: &str) {
+/// The EXT-X-PART lines of segment `seq`'s `parts` (`ext`: their files'
+/// extension, `q`: their URIs' query).
+fn write_parts(p: &mut String, seq: u64, parts: &[Part], ext: &str, q: &str) {
     use std::fmt::Write;
     for (i, part) in parts.iter().enumerate() {
         let _ = writeln!(
             p,
-            "#EXT-X-PART:DURATION={:.3},URI=\"seg{seq}.{i}.ts{q}\"{}",
+            "#EXT-X-PART:DURATION={:.3},URI=\"seg{seq}.{i}.{ext}{q}\"{}",
             part.duration.as_secs_f64(),
             if part.independent {
                 ",INDEPENDENT=YES"
@@ -477,6 +588,7 @@ mod tests {
             target: Duration::from_secs(2),
             window: 3,
             part: None,
+            format: Default::default(),
         });
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert!(!p.push(&Media::Video(sequence_header(), 0), t0));
@@ -513,6 +625,7 @@ mod tests {
             target: Duration::from_secs(1),
             window: 6,
             part: Some(Duration::from_millis(200)),
+            format: Default::default(),
         });
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         p.push(&Media::Video(sequence_header(), 0), t0);
@@ -616,12 +729,20 @@ mod tests {
     fn playlists_parse_and_validate_with_m3u8_parser() {
         use m3u8_parser::m3u8::playlist::Playlist;
         use m3u8_parser::m3u8::tags::Tag;
-        for part in [None, Some(Duration::from_millis(200))] {
+        let ll = Some(Duration::from_millis(200));
+        for (part, format) in [
+            (None, SegmentFormat::Ts),
+            (ll, SegmentFormat::Ts),
+            (None, SegmentFormat::Fmp4),
+            (ll, SegmentFormat::Fmp4),
+        ] {
             let mut p = Packager::new(PackagerConfig {
                 target: Duration::from_secs(1),
                 window: 4,
                 part,
+                format,
             });
+            let ext = format.extension();
             let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
             p.push(&Media::Video(sequence_header(), 0), t0);
             for i in 0..200u32 {
@@ -641,7 +762,20 @@ mod tests {
             assert_eq!(again, parsed);
             let segments = parsed.media_segments();
             assert_eq!(segments.len(), 4, "{list}");
-            assert!(segments.iter().all(|s| s.uri.ends_with(".ts?token=1-ab")));
+            assert!(
+                segments
+                    .iter()
+                    .all(|s| s.uri.ends_with(&format!(".{ext}?token=1-ab")))
+            );
+            // fMP4: the init segment (EXT-X-MAP), with the same token.
+            let map = parsed.tags.iter().find_map(|t| match t {
+                Tag::ExtXMap(m) => Some(m.uri.clone()),
+                _ => None,
+            });
+            match format {
+                SegmentFormat::Fmp4 => assert_eq!(map.as_deref(), Some("init.mp4?token=1-ab")),
+                SegmentFormat::Ts => assert_eq!(map, None),
+            }
             let parts: Vec<&Tag> = parsed
                 .tags
                 .iter()
@@ -671,7 +805,7 @@ mod tests {
             assert_eq!(parts.len(), 18, "{list}");
             assert_eq!(
                 hint,
-                Some(("PART".to_string(), "seg6.3.ts?token=1-ab".to_string()))
+                Some(("PART".to_string(), format!("seg6.3.{ext}?token=1-ab")))
             );
             assert_eq!(control, Some((Some(true), Some(0.6))));
         }

@@ -49,6 +49,7 @@ use serde::Serialize;
 
 use super::super::client::{Connection, get, handshake, serving};
 use super::demux;
+use super::fmp4_demux::{self, Fmp4Init};
 use crate::media::player::Player;
 use crate::media::wallclock::{ForeignFrames, WallClock};
 use crate::protocol::Stats;
@@ -121,6 +122,8 @@ pub struct MediaPlaylist {
     pub part_hold_back: Option<Duration>,
     pub can_block_reload: bool,
     pub preload_hint: Option<(String, u64, usize)>,
+    /// EXT-X-MAP's URI: the init segment of fMP4 segments.
+    pub map: Option<String>,
 }
 
 /// The attributes of a tag (`A=1,B="x,y",C=YES`), as (name, value) with
@@ -211,6 +214,14 @@ pub fn parse_playlist(text: &str) -> Result<MediaPlaylist> {
             }
             p.parts.push(part);
             index += 1;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+            let a = attributes(v)?;
+            let uri = a.iter().find(|(k, _)| *k == "URI");
+            p.map = Some(
+                uri.ok_or_else(|| anyhow!("EXT-X-MAP without a URI"))?
+                    .1
+                    .to_string(),
+            );
         } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
             let a = attributes(v)?;
             let is_part = a.iter().any(|&(k, v)| k == "TYPE" && v == "PART");
@@ -331,6 +342,8 @@ struct Fetcher {
     clock: Clock,
     end: Time,
     foreign: ForeignFrames,
+    /// fMP4: the init segment read (its URI and tracks).
+    init: Option<(String, Fmp4Init)>,
     started: Instant,
     stats: HlsPlayerStats,
 }
@@ -383,12 +396,37 @@ impl Fetcher {
             return Ok(None);
         };
         Ok(Some(match status {
-            StatusCode::OK => parse_playlist(&String::from_utf8_lossy(&body))
-                .with_context(|| format!("the playlist {path}"))?,
+            StatusCode::OK => {
+                let list = parse_playlist(&String::from_utf8_lossy(&body))
+                    .with_context(|| format!("the playlist {path}"))?;
+                if let Some(map) = &list.map
+                    && self.init.as_ref().is_none_or(|(uri, _)| uri != map)
+                    && !self.read_init(player, map).await?
+                {
+                    return Ok(None);
+                }
+                list
+            }
             // Not yet (404), or a blocking reload that waited in vain (503).
             StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE => MediaPlaylist::default(),
             other => bail!("GET {path} answered {other}"),
         }))
+    }
+
+    /// GETs and reads the init segment at `uri`; false when the run ended
+    /// first.
+    async fn read_init(&mut self, player: &mut Player, uri: &str) -> Result<bool> {
+        let path = self.path_of(uri);
+        let Some((status, body)) = self.fetch(player, &path).await? else {
+            return Ok(false);
+        };
+        if status != StatusCode::OK {
+            bail!("GET {path} (the init segment) answered {status}");
+        }
+        self.stats.hls_bytes += body.len() as u64;
+        let tracks = fmp4_demux::init(&body).with_context(|| format!("init segment {path}"))?;
+        self.init = Some((uri.to_string(), tracks));
+        Ok(true)
     }
 
     fn path_of(&self, uri: &str) -> String {
@@ -415,7 +453,11 @@ impl Fetcher {
             .hls_first_segment_ms
             .get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
         let now = self.clock.time(Instant::now());
-        for f in demux::frames(&body).with_context(|| format!("segment {path}"))? {
+        let frames = match &self.init {
+            Some((_, init)) => fmp4_demux::frames(init, &body),
+            None => demux::frames(&body),
+        };
+        for f in frames.with_context(|| format!("segment {path}"))? {
             let h = f.glass.or_else(|| {
                 // A foreign frame: an FLV-like body for its timing.
                 let mut tag = vec![if f.key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
@@ -456,6 +498,7 @@ pub(in crate::protocol::http) async fn play(
         clock,
         end,
         foreign: ForeignFrames::new(WallClock::new(clock)),
+        init: None,
         started: Instant::now(),
         stats: HlsPlayerStats::default(),
     };

@@ -23,11 +23,11 @@ const MOD33: u64 = 1 << 33;
 
 /// The decoder configuration the muxer needs from the sequence headers.
 #[derive(Clone, Debug, Default)]
-struct AvcConfig {
+pub(super) struct AvcConfig {
     /// SPS and PPS NAL units, in the record's order.
-    parameter_sets: Vec<Vec<u8>>,
+    pub parameter_sets: Vec<Vec<u8>>,
     /// Bytes of each NAL unit's length in the FLV body (1, 2 or 4).
-    length_size: usize,
+    pub length_size: usize,
 }
 
 /// What an FLV tag body gave the muxer.
@@ -333,7 +333,7 @@ fn write_timestamp(out: &mut Vec<u8>, prefix: u8, t: u64) {
 }
 
 /// The AVCDecoderConfigurationRecord's parameter sets and NAL length size.
-fn parse_avc_config(r: &[u8]) -> Option<AvcConfig> {
+pub(super) fn parse_avc_config(r: &[u8]) -> Option<AvcConfig> {
     let length_size = usize::from(r.get(4)? & 0x03) + 1;
     if length_size == 3 {
         return None;
