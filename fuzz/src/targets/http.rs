@@ -2,7 +2,7 @@
 //! router, query strings into the directive and token readers; publishers'
 //! FLV tag bodies (valid-looking AVC/AAC, then damaged) into the HLS
 //! packager, with and without LL-HLS parts, its segments back through
-//! Glass's TS demuxer and its playlist through the player's parser;
+//! Glass's TS and fMP4 demuxers and its playlist through the player's parser;
 //! damaged segments and playlists as a player would receive them; an
 //! HTTP-FLV body cut into arbitrary pieces into the streaming FLV reader.
 
@@ -12,9 +12,9 @@ use arbitrary::{Result, Unstructured};
 use bytes::Bytes;
 use harness::media::flv::{STREAM_HEADER, TagKind, TagReader, write_tag};
 use harness::media::source::sequence_header;
-use harness::protocol::http::hls::demux;
-use harness::protocol::http::hls::packager::{Packager, PackagerConfig};
+use harness::protocol::http::hls::packager::{Packager, PackagerConfig, SegmentFormat};
 use harness::protocol::http::hls::player::parse_playlist;
+use harness::protocol::http::hls::{demux, fmp4_demux};
 use harness::protocol::http::server::route;
 use harness::protocol::http::{query, signed};
 use harness::relay::Media;
@@ -81,7 +81,11 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
         } else {
             None
         },
-        format: Default::default(),
+        format: if u.arbitrary()? {
+            SegmentFormat::Fmp4
+        } else {
+            SegmentFormat::Ts
+        },
     });
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(u.arbitrary::<u32>()?.into());
     let mut ts: u32 = u.arbitrary()?;
@@ -102,13 +106,28 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
             assert!(p.part(x.seq, x.index).is_some(), "a listed part is kept");
         }
         let _ = harness::protocol::http::hls::player::items(&parsed);
+        // fMP4: the init segment, read back (and damaged).
+        // (A damaged publisher's `avcC` goes into it as sent: it may not.)
+        let init = p.init().and_then(|i| fmp4_demux::init(i).ok());
+        if let Some(i) = p.init() {
+            let mut damaged = i.to_vec();
+            corrupt(&mut damaged, u)?;
+            let _ = fmp4_demux::init(&damaged);
+        }
+        let fmp4 = p.init().is_some();
+        let read = |bytes: &[u8]| match &init {
+            Some(init) => fmp4_demux::frames(init, bytes).map(|f| f.len()),
+            None => demux::frames(bytes).map(|f| f.len()),
+        };
         for (seq, _, _) in &parsed.segments {
             let s = p.segment(*seq).expect("a listed segment is kept");
-            assert_eq!(s.bytes.len() % 188, 0, "whole TS packets");
-            let _ = demux::frames(&s.bytes);
+            if !fmp4 {
+                assert_eq!(s.bytes.len() % 188, 0, "whole TS packets");
+            }
+            let _ = read(&s.bytes);
             let mut damaged = s.bytes.to_vec();
             corrupt(&mut damaged, u)?;
-            let _ = demux::frames(&damaged);
+            let _ = read(&damaged);
         }
         let mut text = list.into_bytes();
         corrupt(&mut text, u)?;
