@@ -93,6 +93,76 @@ player = { target_delay = "500ms" }
     assert_eq!(http_of(&r).http_hls_segments, h.hls_segment_requests);
 }
 
+/// The transcoder's ladder (2.5 / 1.2 / 0.6 Mbit/s renditions of a
+/// 2.5 Mbit/s ingest) behind a 3 Mbit/s last mile: Glass's HLS player reads
+/// the multivariant playlist, starts on the lowest rendition, climbs as its
+/// throughput estimate allows and settles on what the link carries (the
+/// middle rendition: its 1.32 Mbit/s BANDWIDTH fits 0.7 of an estimate
+/// above 1.9 Mbit/s; the top's 2.75 would need 3.9), with no stall and no
+/// frame lost; G2G stays measurable (renditions keep capture instants) and
+/// includes the transcoding delay. It joins at 6 s, so HOLD-BACK's three
+/// segments are there to start from.
+#[test]
+fn glass_climbs_the_rendition_ladder_to_what_the_last_mile_carries() {
+    let _serial = common::serial();
+    if !can_create_namespaces() {
+        return;
+    }
+    let s = Scenario::from_toml(
+        "t",
+        r#"
+name = "hls-ladder"
+duration = "24s"
+seed = 1
+[media]
+bitrate = "2.5Mbit/s"
+fps = 30
+gop = 30
+[[networks]]
+name = "3 Mbit/s"
+last_mile = { downlink = { delay = { base = "20ms" }, bottleneck = { rate = "3Mbit/s", queue = "500ms" } }, uplink = "delay 20ms" }
+[[protocols]]
+kind = "rtmp"
+player_uri = "hls://server/live/glass"
+http = { hls_segment = "1s", hls_transcode_delay = "300ms", hls_ladder = [{ bitrate = "2.5Mbit/s", resolution = "1280x720" }, { bitrate = "1.2Mbit/s", resolution = "960x540" }, { bitrate = "0.6Mbit/s", resolution = "640x360" }] }
+player = { target_delay = "500ms", join = "6s" }
+"#,
+        None,
+    )
+    .unwrap();
+    let r = common::run_link(&s);
+    let (p, h) = (&r.player, hls_of(&r));
+    eprintln!(
+        "HLS ladder behind 3 Mbit/s: {} of {} frames shown, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms, {} stalls; {h:?}",
+        p.frames_displayed,
+        r.frames_expected,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        p.startup_delay_ms,
+        p.stall_count,
+    );
+    assert_eq!(h.hls_variants, Some(3), "{h:?}");
+    assert_eq!(h.hls_variant_start, Some(2), "the lowest first: {h:?}");
+    assert_eq!(h.hls_variant_end, Some(1), "the middle at the end: {h:?}");
+    assert!(
+        (1..=4).contains(&h.hls_variant_switches),
+        "climbs, no flapping: {h:?}"
+    );
+    // Below the link's rate (request round trips count), above what the
+    // middle rendition needs.
+    let est = h.hls_throughput_bps.unwrap();
+    assert!(est > 1.9e6 && est < 3.0e6, "estimate {est}");
+    assert!(r.frames_lost() <= 2, "{p:?}");
+    assert!(p.stall_count <= 1, "{p:?}");
+    // Three 1 s segments of HOLD-BACK, the 300 ms transcoding delay, the
+    // download and the 500 ms buffer.
+    assert!(
+        p.g2g_p50_ms > 3300.0 && p.g2g_p50_ms < 5500.0,
+        "G2G p50 {}",
+        p.g2g_p50_ms
+    );
+}
+
 #[test]
 fn a_player_joining_a_running_stream_starts_hold_back_from_the_live_edge() {
     let _serial = common::serial();

@@ -141,6 +141,7 @@ fn server(
             gop_cache: true,
             congestion: None,
             hls: Some(origin),
+            ladder: Vec::new(),
             play_secret: None,
         };
         tokio::spawn(serve(

@@ -68,12 +68,26 @@ pub struct HttpTable {
     /// (fragmented MP4: an init segment, EXT-X-MAP, `.m4s` segments and
     /// parts, each part one `moof` + `mdat`).
     pub hls_format: hls::packager::SegmentFormat,
+    /// The transcoder model's rendition ladder, highest first, e.g.
+    /// `[{ bitrate = "2.5Mbit/s", resolution = "1280x720" }, { bitrate =
+    /// "0.6Mbit/s", resolution = "640x360" }]`: each rendition is packaged
+    /// on its own (`/APP/KEY/N/index.m3u8`) and `/APP/KEY/index.m3u8` is the
+    /// multivariant playlist; Glass's HLS player picks and switches by
+    /// throughput. Empty (the default): one media playlist of the ingest.
+    pub hls_ladder: Vec<hls::ladder::Rendition>,
+    /// How long the transcoder takes: each rendition's frames reach its
+    /// packager this long after the ingest's.
+    pub hls_transcode_delay: HumanDuration,
     /// Signed play URLs: every request needs `?token=` made with this
     /// secret (`signed`), else 403; Glass's and ffmpeg's players sign
     /// theirs. Off when unset. Never written to results.
     #[serde(skip_serializing)]
     pub play_secret: Option<String>,
 }
+
+/// `http.hls_transcode_delay`'s default: a hardware-assisted live
+/// transcoder's few frames of lookahead and encode.
+pub const DEFAULT_TRANSCODE_DELAY: Duration = Duration::from_millis(300);
 
 /// The part target an `llhls://` player gets when `http.hls_part` is not set.
 pub const DEFAULT_PART: Duration = Duration::from_millis(500);
@@ -86,6 +100,8 @@ impl Default for HttpTable {
             hls_window: 6,
             hls_part: None,
             hls_format: hls::packager::SegmentFormat::Ts,
+            hls_ladder: Vec::new(),
+            hls_transcode_delay: HumanDuration(DEFAULT_TRANSCODE_DELAY),
             play_secret: None,
         }
     }
@@ -188,6 +204,32 @@ impl Protocol for Http {
                 "at least 16 characters (it signs play URLs)",
             ));
         }
+        if t.hls_ladder.len() > 8 {
+            return Err(ConfigError::invalid(
+                format!("{at}.hls_ladder"),
+                "at most 8 renditions",
+            ));
+        }
+        for (i, r) in t.hls_ladder.iter().enumerate() {
+            if r.bitrate.bits_per_sec() < 10_000 {
+                return Err(ConfigError::invalid(
+                    format!("{at}.hls_ladder[{i}].bitrate"),
+                    "at least 10kbit/s",
+                ));
+            }
+            if r.size().is_none_or(|(w, h)| w == 0 || h == 0) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.hls_ladder[{i}].resolution"),
+                    "WIDTHxHEIGHT, e.g. \"1280x720\"",
+                ));
+            }
+        }
+        if t.hls_transcode_delay.get() > Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                format!("{at}.hls_transcode_delay"),
+                "at most 10 s",
+            ));
+        }
         if t.hls_part.is_none() && cx.player_scheme == "llhls" {
             t.hls_part = Some(HumanDuration(DEFAULT_PART));
         }
@@ -224,21 +266,53 @@ impl Protocol for Http {
             format: table.hls_format,
         };
         let key = cx.hub.stream_key().to_string();
-        let (origin, packager) =
-            hls::origin::Origin::start(&cx.hub, &key, packaging, cx.stop.clone(), cx.clock)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let poisoned = |e: crate::relay::Poisoned| anyhow::anyhow!("{e}");
+        let mut packagers = Vec::new();
+        // Without a ladder, one origin of the ingest; with one, an origin
+        // per rendition behind its transcoder.
+        let hls = if table.hls_ladder.is_empty() {
+            let (origin, task) =
+                hls::origin::Origin::start(&cx.hub, &key, packaging, cx.stop.clone(), cx.clock)
+                    .map_err(poisoned)?;
+            packagers.push(task);
+            Some(origin)
+        } else {
+            None
+        };
+        let mut ladder = Vec::new();
+        for r in &table.hls_ladder {
+            let transcoder = hls::ladder::Transcoder::new(
+                r.bitrate,
+                netem::units::BitRate::from_bits_per_sec(cx.media_bps),
+                table.hls_transcode_delay.get(),
+            );
+            let (origin, task) = hls::origin::Origin::start_rendition(
+                &cx.hub,
+                &key,
+                packaging,
+                cx.stop.clone(),
+                cx.clock,
+                Some(transcoder),
+            )
+            .map_err(poisoned)?;
+            packagers.push(task);
+            ladder.push((r.clone(), origin));
+        }
         let cfg = server::Config {
             hub: cx.hub,
             gop_cache: table.gop_cache,
             congestion: Some(settings.tcp_congestion.clone()),
-            hls: Some(origin),
+            hls,
+            ladder,
             play_secret: table.play_secret.clone(),
         };
         let counters = Arc::new(server::Counters::default());
         let task = server::serve(listener, cfg, cx.stop, counters.clone());
         Ok(tokio::spawn(async move {
             task.await;
-            let _ = packager.await;
+            for p in packagers {
+                let _ = p.await;
+            }
             Box::new(counters.snapshot()) as Box<dyn Stats>
         }))
     }

@@ -140,8 +140,14 @@ pub struct Config {
     /// The congestion control of its connections (the scenario's
     /// `tcp_congestion`, as RTMP's).
     pub congestion: Option<String>,
-    /// The stream's HLS origin, if HLS is served.
+    /// The stream's HLS origin, if HLS is served (without a ladder).
     pub hls: Option<Arc<super::hls::origin::Origin>>,
+    /// The rendition ladder's origins (the transcoder model's renditions),
+    /// listed by the multivariant playlist; empty without a ladder.
+    pub ladder: Vec<(
+        super::hls::ladder::Rendition,
+        Arc<super::hls::origin::Origin>,
+    )>,
     /// Signed URLs only: the secret tokens are checked with.
     pub play_secret: Option<String>,
 }
@@ -151,23 +157,33 @@ pub struct Config {
 pub enum Route<'a> {
     /// `/APP/KEY.flv`
     Flv { key: &'a str },
-    /// `/APP/KEY/index.m3u8`
-    Playlist { key: &'a str },
+    /// `/APP/KEY/index.m3u8`: the media playlist, or with a ladder the
+    /// multivariant one; `/APP/KEY/N/index.m3u8`: rendition N's (each
+    /// route below has its `/APP/KEY/N/…` form too).
+    Playlist {
+        key: &'a str,
+        rendition: Option<usize>,
+    },
     /// `/APP/KEY/segN.ts` (`.m4s` in fMP4: `ext`)
     Segment {
         key: &'a str,
+        rendition: Option<usize>,
         seq: u64,
         ext: &'a str,
     },
     /// `/APP/KEY/segN.I.ts`: part I of segment N (LL-HLS).
     Part {
         key: &'a str,
+        rendition: Option<usize>,
         seq: u64,
         part: usize,
         ext: &'a str,
     },
     /// `/APP/KEY/init.mp4`: fMP4's init segment.
-    Init { key: &'a str },
+    Init {
+        key: &'a str,
+        rendition: Option<usize>,
+    },
 }
 
 /// The name of HLS's media playlist under `/APP/KEY/`.
@@ -187,11 +203,19 @@ pub fn route(path: &str) -> Option<Route<'_>> {
     if !word(key) {
         return None;
     }
+    // A rendition's files are under its index (one or two digits).
+    let (rendition, file) = match file.split_once('/') {
+        Some((n, file)) => {
+            let ok = (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit());
+            (Some(n.parse::<usize>().ok().filter(|_| ok)?), file)
+        }
+        None => (None, file),
+    };
     if file == PLAYLIST {
-        return Some(Route::Playlist { key });
+        return Some(Route::Playlist { key, rendition });
     }
     if file == INIT_SEGMENT {
-        return Some(Route::Init { key });
+        return Some(Route::Init { key, rendition });
     }
     let (n, ext) = file.strip_prefix("seg")?.rsplit_once('.')?;
     if ext != "ts" && ext != "m4s" {
@@ -206,11 +230,13 @@ pub fn route(path: &str) -> Option<Route<'_>> {
     Some(match n.split_once('.') {
         None => Route::Segment {
             key,
+            rendition,
             seq: number(n)?,
             ext,
         },
         Some((seq, part)) => Route::Part {
             key,
+            rendition,
             seq: number(seq)?,
             part: usize::try_from(number(part)?).ok()?,
             ext,
@@ -253,10 +279,10 @@ async fn respond(
         );
     };
     let (Route::Flv { key }
-    | Route::Playlist { key }
+    | Route::Playlist { key, .. }
     | Route::Segment { key, .. }
     | Route::Part { key, .. }
-    | Route::Init { key }) = route;
+    | Route::Init { key, .. }) = route;
     if key != cfg.hub.stream_key() {
         return not_found(counters, "no such stream");
     }
@@ -282,10 +308,21 @@ async fn respond(
     let head = req.method() == Method::HEAD;
     match route {
         Route::Flv { key } => flv(cfg, counters, key, head),
-        Route::Playlist { .. } => {
+        Route::Playlist { rendition, .. } => {
             counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
-            let Some(o) = &cfg.hls else {
-                return not_found(counters, "no HLS here");
+            if rendition.is_none() && !cfg.ladder.is_empty() {
+                let ladder: Vec<_> = cfg.ladder.iter().map(|(r, _)| r.clone()).collect();
+                let p = super::hls::ladder::multivariant(&ladder, None, uri_query);
+                return file(
+                    counters,
+                    Some(Bytes::from(p)),
+                    "application/vnd.apple.mpegurl",
+                    head,
+                    "",
+                );
+            }
+            let Some(o) = origin_of(cfg, rendition) else {
+                return not_found(counters, "no such HLS rendition here");
             };
             let p = match q.msn.filter(|_| o.low_latency()) {
                 // A server without parts ignores the directives (it does
@@ -324,9 +361,14 @@ async fn respond(
                 "no playlist (no segment yet)",
             )
         }
-        Route::Segment { seq, ext, .. } => {
+        Route::Segment {
+            seq,
+            ext,
+            rendition,
+            ..
+        } => {
             counters.hls_segments.fetch_add(1, Ordering::Relaxed);
-            let Some(o) = hls_in(cfg, ext) else {
+            let Some(o) = hls_in(cfg, rendition, ext) else {
                 return not_found(counters, "no HLS segments of that format here");
             };
             file(
@@ -337,9 +379,15 @@ async fn respond(
                 "no such segment (not yet, or gone)",
             )
         }
-        Route::Part { seq, part, ext, .. } => {
+        Route::Part {
+            seq,
+            part,
+            ext,
+            rendition,
+            ..
+        } => {
             counters.hls_parts.fetch_add(1, Ordering::Relaxed);
-            let Some(o) = hls_in(cfg, ext) else {
+            let Some(o) = hls_in(cfg, rendition, ext) else {
                 return not_found(counters, "no HLS parts of that format here");
             };
             file(
@@ -350,9 +398,9 @@ async fn respond(
                 "no such part (not the next one, or gone)",
             )
         }
-        Route::Init { .. } => {
+        Route::Init { rendition, .. } => {
             counters.hls_segments.fetch_add(1, Ordering::Relaxed);
-            let init = cfg.hls.as_ref().and_then(|o| o.init());
+            let init = origin_of(cfg, rendition).and_then(|o| o.init());
             file(
                 counters,
                 init,
@@ -364,9 +412,21 @@ async fn respond(
     }
 }
 
-/// The stream's HLS origin, if it serves segments with extension `ext`.
-fn hls_in<'c>(cfg: &'c Config, ext: &str) -> Option<&'c super::hls::origin::Origin> {
-    cfg.hls.as_deref().filter(|o| o.format().extension() == ext)
+/// The stream's HLS origin (`rendition`: the ladder's), if there is one.
+fn origin_of(cfg: &Config, rendition: Option<usize>) -> Option<&super::hls::origin::Origin> {
+    match rendition {
+        None => cfg.hls.as_deref(),
+        Some(i) => cfg.ladder.get(i).map(|(_, o)| &**o),
+    }
+}
+
+/// [`origin_of`], if it serves segments with extension `ext`.
+fn hls_in<'c>(
+    cfg: &'c Config,
+    rendition: Option<usize>,
+    ext: &str,
+) -> Option<&'c super::hls::origin::Origin> {
+    origin_of(cfg, rendition).filter(|o| o.format().extension() == ext)
 }
 
 fn bad_request(counters: &Counters, text: &str) -> Response<ResponseBody> {
@@ -504,12 +564,16 @@ mod tests {
         assert_eq!(route("/live/k.flv"), Some(Route::Flv { key: "k" }));
         assert_eq!(
             route("/live/k/index.m3u8"),
-            Some(Route::Playlist { key: "k" })
+            Some(Route::Playlist {
+                key: "k",
+                rendition: None
+            })
         );
         assert_eq!(
             route("/live/k/seg42.ts"),
             Some(Route::Segment {
                 key: "k",
+                rendition: None,
                 seq: 42,
                 ext: "ts"
             })
@@ -518,21 +582,36 @@ mod tests {
             route("/live/k/seg42.7.ts"),
             Some(Route::Part {
                 key: "k",
+                rendition: None,
                 seq: 42,
                 part: 7,
                 ext: "ts"
             })
         );
         assert_eq!(
-            route("/live/k/seg3.1.m4s"),
+            route("/live/k/2/seg3.1.m4s"),
             Some(Route::Part {
                 key: "k",
+                rendition: Some(2),
                 seq: 3,
                 part: 1,
                 ext: "m4s"
             })
         );
-        assert_eq!(route("/live/k/init.mp4"), Some(Route::Init { key: "k" }));
+        assert_eq!(
+            route("/live/k/init.mp4"),
+            Some(Route::Init {
+                key: "k",
+                rendition: None
+            })
+        );
+        assert_eq!(
+            route("/live/k/12/index.m3u8"),
+            Some(Route::Playlist {
+                key: "k",
+                rendition: Some(12)
+            })
+        );
         for bad in [
             "",
             "/",
@@ -555,6 +634,10 @@ mod tests {
             "/live/k/seg1.mp4",
             "/live/k/seg1",
             "/live/k/init.m4s",
+            "/live/k/123/index.m3u8",
+            "/live/k//index.m3u8",
+            "/live/k/+1/index.m3u8",
+            "/live/k/1/2/index.m3u8",
         ] {
             assert_eq!(route(bad), None, "{bad}");
         }
@@ -608,6 +691,7 @@ mod wire_tests {
             gop_cache: true,
             congestion: None,
             hls,
+            ladder: Vec::new(),
             play_secret: secret.map(str::to_string),
         };
         tokio::spawn(serve(listener, cfg, stop, counters.clone()));

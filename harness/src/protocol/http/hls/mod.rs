@@ -4,9 +4,11 @@
 //! serves them (`origin`), and Glass's HLS player (`player`), which reads
 //! segments with `demux` (TS) or `fmp4_demux`.
 
+pub mod abr;
 pub mod demux;
 pub mod fmp4;
 pub mod fmp4_demux;
+pub mod ladder;
 pub mod origin;
 pub mod packager;
 pub mod player;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::ladder::Transcoder;
 use super::packager::{Packager, PackagerConfig, Progress};
 use crate::relay::{Hub, Poisoned};
 
@@ -42,8 +43,21 @@ impl Origin {
         hub: &Hub,
         key: &str,
         cfg: PackagerConfig,
+        stop: watch::Receiver<bool>,
+        clock: Option<Clock>,
+    ) -> Result<(Arc<Origin>, JoinHandle<()>), Poisoned> {
+        Origin::start_rendition(hub, key, cfg, stop, clock, None)
+    }
+
+    /// [`Origin::start`] of a rendition: the stream through `transcoder`
+    /// (the ladder's model) before the packager.
+    pub fn start_rendition(
+        hub: &Hub,
+        key: &str,
+        cfg: PackagerConfig,
         mut stop: watch::Receiver<bool>,
         clock: Option<Clock>,
+        mut transcoder: Option<Transcoder>,
     ) -> Result<(Arc<Origin>, JoinHandle<()>), Poisoned> {
         let sub = hub.tap(key)?;
         let origin = Arc::new(Origin {
@@ -53,15 +67,39 @@ impl Origin {
         let o = origin.clone();
         let task = tokio::spawn(async move {
             let mut rx = sub.rx;
-            for m in &sub.catch_up {
-                o.push(m, clock);
+            for m in sub.catch_up {
+                match &mut transcoder {
+                    Some(t) => t.push(m, Instant::now()),
+                    None => o.push(&m, clock),
+                }
             }
             loop {
+                // What the transcoder has done by now, then the next message
+                // or when it will have done more.
+                let wake = match &mut transcoder {
+                    Some(t) => {
+                        while let Some(m) = t.poll(Instant::now()) {
+                            o.push(&m, clock);
+                        }
+                        t.poll_timeout()
+                    }
+                    None => None,
+                };
+                let sleep = async {
+                    match wake {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some(m) => o.push(&m, clock),
+                        Some(m) => match &mut transcoder {
+                            Some(t) => t.push(m, Instant::now()),
+                            None => o.push(&m, clock),
+                        },
                         None => break,
                     },
+                    _ = sleep => {}
                     _ = stop.changed() => break,
                 }
             }

@@ -48,6 +48,7 @@ use netem::time::Clock;
 use serde::Serialize;
 
 use super::super::client::{Connection, get, handshake, serving};
+use super::abr::{self, Abr, Variant};
 use super::demux;
 use super::fmp4_demux::{self, Fmp4Init};
 use crate::media::player::Player;
@@ -84,6 +85,16 @@ pub struct HlsPlayerStats {
     /// Time from the first request to the first segment's (or part's)
     /// arrival, ms.
     pub hls_first_segment_ms: Option<f64>,
+    /// A multivariant playlist's variants (the relay's rendition ladder):
+    /// how many, the one it started on and the one it ended on (indices as
+    /// listed), its switches, the mean BANDWIDTH of the segments it
+    /// fetched (bit/s) and its last throughput estimate (bit/s).
+    pub hls_variants: Option<usize>,
+    pub hls_variant_start: Option<usize>,
+    pub hls_variant_end: Option<usize>,
+    pub hls_variant_switches: u64,
+    pub hls_variant_mean_bps: Option<f64>,
+    pub hls_throughput_bps: Option<f64>,
 }
 
 impl Stats for HlsPlayerStats {
@@ -344,6 +355,13 @@ struct Fetcher {
     foreign: ForeignFrames,
     /// fMP4: the init segment read (its URI and tracks).
     init: Option<(String, Fmp4Init)>,
+    /// A multivariant playlist's variants (URIs as paths), the one
+    /// playing, the throughput estimate and the BANDWIDTH of the segments
+    /// fetched so far (sum, count).
+    variants: Vec<Variant>,
+    variant: usize,
+    abr: Abr,
+    fetched_bandwidth: (f64, u64),
     started: Instant,
     stats: HlsPlayerStats,
 }
@@ -395,12 +413,36 @@ impl Fetcher {
         let Some((status, body)) = self.fetch(player, &path).await? else {
             return Ok(None);
         };
+        let text = String::from_utf8_lossy(&body);
+        if status == StatusCode::OK && abr::is_multivariant(&text) {
+            // The ladder: start on its lowest variant, whose media playlist
+            // is then what this player reloads.
+            if !self.variants.is_empty() {
+                bail!("{path}: a multivariant playlist where a media playlist was");
+            }
+            let variants =
+                abr::parse_multivariant(&text).with_context(|| format!("the playlist {path}"))?;
+            self.variants = variants
+                .into_iter()
+                .map(|v| Variant {
+                    uri: self.path_of(&v.uri),
+                    ..v
+                })
+                .collect();
+            let start = abr::lowest(&self.variants);
+            self.stats.hls_variants = Some(self.variants.len());
+            self.stats.hls_variant_start = Some(start);
+            self.switch_to(start);
+            return Box::pin(self.playlist(player, query)).await;
+        }
         Ok(Some(match status {
             StatusCode::OK => {
-                let list = parse_playlist(&String::from_utf8_lossy(&body))
-                    .with_context(|| format!("the playlist {path}"))?;
+                let list = parse_playlist(&text).with_context(|| format!("the playlist {path}"))?;
                 if let Some(map) = &list.map
-                    && self.init.as_ref().is_none_or(|(uri, _)| uri != map)
+                    && self
+                        .init
+                        .as_ref()
+                        .is_none_or(|(at, _)| *at != self.path_of(map))
                     && !self.read_init(player, map).await?
                 {
                     return Ok(None);
@@ -425,8 +467,35 @@ impl Fetcher {
         }
         self.stats.hls_bytes += body.len() as u64;
         let tracks = fmp4_demux::init(&body).with_context(|| format!("init segment {path}"))?;
-        self.init = Some((uri.to_string(), tracks));
+        self.init = Some((path, tracks));
         Ok(true)
+    }
+
+    /// Plays variant `i` from now on: its media playlist is the one
+    /// reloaded, and relative URIs are under its directory.
+    fn switch_to(&mut self, i: usize) {
+        self.variant = i;
+        self.stats.hls_variant_end = Some(i);
+        self.playlist = self.variants[i].uri.clone();
+        let path = self.playlist.split('?').next().unwrap_or("");
+        self.dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    }
+
+    /// Before the next segment: the variant the throughput estimate picks;
+    /// true when that is a switch (the new media playlist is to be
+    /// loaded).
+    fn adapt(&mut self) -> bool {
+        if self.variants.is_empty() {
+            return false;
+        }
+        self.stats.hls_throughput_bps = self.abr.estimate();
+        let next = self.abr.choose(&self.variants, self.variant);
+        if next == self.variant {
+            return false;
+        }
+        self.stats.hls_variant_switches += 1;
+        self.switch_to(next);
+        true
     }
 
     fn path_of(&self, uri: &str) -> String {
@@ -441,11 +510,23 @@ impl Fetcher {
     /// arrives: Some(whether it came), None when the run ended first.
     async fn media(&mut self, player: &mut Player, uri: &str) -> Result<Option<bool>> {
         let path = self.path_of(uri);
+        let asked = Instant::now();
         let Some((status, body)) = self.fetch(player, &path).await? else {
             return Ok(None);
         };
         if status != StatusCode::OK {
             return Ok(Some(false));
+        }
+        // Throughput: whole segments only (a preload hint's answer waits
+        // for the part to be made, which says nothing of the link).
+        if !self.stats.hls_low_latency {
+            self.abr.sample(body.len() as u64, asked.elapsed());
+        }
+        if let Some(v) = self.variants.get(self.variant) {
+            self.fetched_bandwidth.0 += v.bandwidth as f64;
+            self.fetched_bandwidth.1 += 1;
+            self.stats.hls_variant_mean_bps =
+                Some(self.fetched_bandwidth.0 / self.fetched_bandwidth.1 as f64);
         }
         self.stats.hls_bytes += body.len() as u64;
         let started = self.started;
@@ -499,6 +580,10 @@ pub(in crate::protocol::http) async fn play(
         end,
         foreign: ForeignFrames::new(WallClock::new(clock)),
         init: None,
+        variants: Vec::new(),
+        variant: 0,
+        abr: Abr::default(),
+        fetched_bandwidth: (0.0, 0),
         started: Instant::now(),
         stats: HlsPlayerStats::default(),
     };
@@ -535,6 +620,7 @@ pub(in crate::protocol::http) async fn play(
             }
         };
         let mut grew = false;
+        let mut switched = false;
         let mut last_duration = target / 2;
         for (seq, d, uri) in &list.segments {
             if from.is_none_or(|from| *seq < from) {
@@ -550,6 +636,13 @@ pub(in crate::protocol::http) async fn play(
             if !came {
                 f.stats.hls_segments_missed += 1;
             }
+            if f.adapt() {
+                switched = true;
+                break;
+            }
+        }
+        if switched {
+            continue; // the new variant's playlist, at once
         }
         if !grew && next.is_some() {
             f.stats.hls_playlist_unchanged += 1;
