@@ -420,28 +420,46 @@ fn ffprobe_reads_continuous_timestamps_across_ts_segments() {
     ffprobe_reads_continuous_timestamps(None);
 }
 
+/// The rendition ladder's multivariant playlist: ffprobe opens every
+/// variant (each a program with its video and audio) and reads each
+/// rendition's segments with continuous timestamps (ffmpeg's frames pass
+/// the transcoder model at their own size, 300 ms later).
+#[test]
+fn ffprobe_reads_every_rendition_of_the_multivariant_playlist() {
+    let streams = ffprobe_reads_continuous_timestamps(Some(
+        r#"{ hls_ladder = [{ bitrate = "1Mbit/s", resolution = "320x180" }, { bitrate = "0.5Mbit/s", resolution = "320x180" }, { bitrate = "0.2Mbit/s", resolution = "320x180" }] }"#,
+    ));
+    assert!(streams.is_none_or(|n| n == 6), "{streams:?} streams");
+}
+
 /// The same of fMP4 segments (init segment, `moof` + `mdat` per segment,
 /// the publisher's H.264 and AAC configuration in `avcC` and `esds`).
 #[test]
 fn ffprobe_reads_continuous_timestamps_across_fmp4_segments() {
-    ffprobe_reads_continuous_timestamps(Some("fmp4"));
+    ffprobe_reads_continuous_timestamps(Some(r#"{ hls_format = "fmp4" }"#));
 }
 
-/// `format`: the relay's `http.hls_format` (its default when None).
-fn ffprobe_reads_continuous_timestamps(format: Option<&str>) {
+/// `http`: the relay's `http` table (its defaults when None). The number
+/// of streams ffprobe found (None: skipped here).
+fn ffprobe_reads_continuous_timestamps(http: Option<&str>) -> Option<usize> {
     if !common::have_ffmpeg() {
-        return;
+        return None;
     }
-    let offset = 21_000 + (std::process::id() % 20_000) as u16 + u16::from(format.is_some()) * 7;
-    let scenario =
-        std::env::temp_dir().join(format!("glass-hls-serve-{}.toml", std::process::id()));
-    let args: Vec<String> = match format {
+    // Tests of one binary run at once: a port range each.
+    let offset = 21_000
+        + (std::process::id() % 20_000) as u16
+        + http.map_or(0, |h| 7 * (1 + h.len() as u16 % 5));
+    let scenario = std::env::temp_dir().join(format!(
+        "glass-hls-serve-{}-{offset}.toml",
+        std::process::id()
+    ));
+    let args: Vec<String> = match http {
         None => Vec::new(),
-        Some(f) => {
+        Some(table) => {
             let text = format!(
                 "name = \"serve\"\nduration = \"10s\"\n[[protocols]]\nname = \"hls\"\n\
                  kind = \"rtmp\"\nplayer_uri = \"hls://server/live/glass\"\n\
-                 http = {{ hls_format = \"{f}\" }}\n"
+                 http = {table}\n"
             );
             std::fs::write(&scenario, text).unwrap();
             vec!["--scenario".into(), scenario.display().to_string()]
@@ -485,8 +503,8 @@ fn ffprobe_reads_continuous_timestamps(format: Option<&str>) {
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.trim().is_empty(), "ffprobe: {errors}");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut last = [None::<f64>; 2];
-    let mut counts = [0usize; 2];
+    let mut last = std::collections::BTreeMap::<usize, f64>::new();
+    let mut counts = std::collections::BTreeMap::<usize, usize>::new();
     for line in text.lines() {
         let mut f = line.split(',');
         let (Some(i), Some(t)) = (f.next(), f.next()) else {
@@ -495,10 +513,7 @@ fn ffprobe_reads_continuous_timestamps(format: Option<&str>) {
         let (Ok(i), Ok(t)) = (i.parse::<usize>(), t.parse::<f64>()) else {
             continue;
         };
-        if i > 1 {
-            continue;
-        }
-        if let Some(prev) = last[i] {
+        if let Some(&prev) = last.get(&i) {
             // Video every 33 ms, audio every 21 ms: no jump back, no hole
             // at a segment boundary.
             assert!(
@@ -506,14 +521,16 @@ fn ffprobe_reads_continuous_timestamps(format: Option<&str>) {
                 "stream {i}: {prev} then {t}\n{text}"
             );
         }
-        last[i] = Some(t);
-        counts[i] += 1;
+        last.insert(i, t);
+        *counts.entry(i).or_default() += 1;
     }
-    eprintln!(
-        "ffprobe read {} video and {} audio packets over 4 s ({format:?})",
-        counts[0], counts[1]
+    eprintln!("ffprobe read packets over 4 s, per stream: {counts:?} ({http:?})");
+    // Video 30 and audio 47 packets a second, in every stream.
+    assert!(
+        counts.len() >= 2 && counts.values().all(|&n| n >= 90),
+        "{counts:?}\n{text}"
     );
-    assert!(counts[0] >= 90 && counts[1] >= 150, "{counts:?}\n{text}");
+    Some(counts.len())
 }
 
 /// Python's `m3u8` 6.0 (a parser Glass did not write) reads every kind of
@@ -653,5 +670,43 @@ print(json.dumps({
             "{text}"
         );
     }
+    // The rendition ladder's multivariant playlist: the same variants.
+    use harness::protocol::http::hls::{abr, ladder};
+    let rungs: Vec<ladder::Rendition> = [("2.5Mbit/s", "1280x720"), ("0.6Mbit/s", "640x360")]
+        .iter()
+        .map(|(b, r)| ladder::Rendition {
+            bitrate: b.parse().unwrap(),
+            resolution: r.to_string(),
+        })
+        .collect();
+    let text = ladder::multivariant(&rungs, None, Some("token=1796400000-ab"));
+    let file = dir.join("multivariant.m3u8");
+    std::fs::write(&file, &text).unwrap();
+    const VARIANTS: &str = r#"
+import json, sys, m3u8
+p = m3u8.loads(open(sys.argv[1]).read())
+print(json.dumps({"variant": p.is_variant, "streams": [
+    [s.uri, s.stream_info.bandwidth, list(s.stream_info.resolution)] for s in p.playlists]}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", VARIANTS])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("multivariant: Python m3u8 read {py}");
+    let ours: Vec<serde_json::Value> = abr::parse_multivariant(&text)
+        .unwrap()
+        .iter()
+        .zip([[1280, 720], [640, 360]])
+        .map(|(v, r)| serde_json::json!([v.uri, v.bandwidth, r]))
+        .collect();
+    assert_eq!(py["variant"], true);
+    assert_eq!(py["streams"], serde_json::json!(ours), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
