@@ -485,52 +485,113 @@ fn ffprobe_reads_continuous_timestamps(http: Option<&str>) -> Option<usize> {
         .unwrap();
     std::thread::sleep(Duration::from_secs(7));
     let playlist = format!("http://127.0.0.1:{}/live/k/index.m3u8", 8080 + offset);
-    let out = Command::new("ffprobe")
+    // 4 s of each rendition (ffmpeg opens every variant).
+    let renditions = http.map_or(1, |h| h.matches("bitrate").count().max(1));
+    let out = ffprobe_packets(&playlist, 320 * renditions);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = std::fs::remove_file(&scenario);
+    let counts = continuous_packets(&out);
+    eprintln!("ffprobe read packets, per stream: {counts:?} ({http:?})");
+    Some(counts.len())
+}
+
+/// ffprobe's first `packets` packets (stream, DTS) of `url` (about 4 s
+/// of video and audio per 320).
+fn ffprobe_packets(url: &str, packets: usize) -> std::process::Output {
+    Command::new("ffprobe")
         .args([
             "-v",
             "error",
             "-show_entries",
             "packet=stream_index,dts_time",
         ])
-        .args(["-of", "csv=p=0", "-read_intervals", "%+4", &playlist])
+        .args(["-of", "csv=p=0", "-read_intervals"])
+        .arg(format!("%+#{packets}"))
+        .arg(url)
         .output()
-        .unwrap();
-    let _ = publisher.kill();
-    let _ = publisher.wait();
-    let _ = serve.kill();
-    let _ = serve.wait();
-    let _ = std::fs::remove_file(&scenario);
+        .unwrap()
+}
+
+/// [`ffprobe_packets`]' packets per stream, checked: no error, each
+/// stream's timestamps rising by less than 0.1 s, at least 90 in each.
+fn continuous_packets(out: &std::process::Output) -> std::collections::BTreeMap<usize, usize> {
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.trim().is_empty(), "ffprobe: {errors}");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut last = std::collections::BTreeMap::<usize, f64>::new();
-    let mut counts = std::collections::BTreeMap::<usize, usize>::new();
+    let mut times = std::collections::BTreeMap::<usize, Vec<f64>>::new();
     for line in text.lines() {
         let mut f = line.split(',');
-        let (Some(i), Some(t)) = (f.next(), f.next()) else {
+        let (Some(Ok(i)), Some(Ok(t))) = (
+            f.next().map(str::parse::<usize>),
+            f.next().map(str::parse::<f64>),
+        ) else {
             continue;
         };
-        let (Ok(i), Ok(t)) = (i.parse::<usize>(), t.parse::<f64>()) else {
-            continue;
-        };
-        if let Some(&prev) = last.get(&i) {
+        times.entry(i).or_default().push(t);
+    }
+    // A handful of packets at one instant: RTMP's script messages, which
+    // ffmpeg reads as data streams; the media streams are the rest.
+    times.retain(|_, t| t.len() >= 10);
+    for (i, t) in &times {
+        for w in t.windows(2) {
             // Video every 33 ms, audio every 21 ms: no jump back, no hole
             // at a segment boundary.
             assert!(
-                t > prev && t - prev < 0.1,
-                "stream {i}: {prev} then {t}\n{text}"
+                w[1] > w[0] && w[1] - w[0] < 0.1,
+                "stream {i}: {} then {}\n{text}",
+                w[0],
+                w[1]
             );
         }
-        last.insert(i, t);
-        *counts.entry(i).or_default() += 1;
     }
-    eprintln!("ffprobe read packets over 4 s, per stream: {counts:?} ({http:?})");
+    let counts: std::collections::BTreeMap<usize, usize> =
+        times.iter().map(|(i, t)| (*i, t.len())).collect();
     // Video 30 and audio 47 packets a second, in every stream.
     assert!(
         counts.len() >= 2 && counts.values().all(|&n| n >= 90),
         "{counts:?}\n{text}"
     );
-    Some(counts.len())
+    counts
+}
+
+/// HLS ingest: ffmpeg pushes 1 s H.264 + AAC segments to `glass serve` by
+/// HTTP PUT (`-f hls -method PUT`), the relay publishes each into its hub,
+/// and ffprobe, playing the relay's RTMP, reads continuous timestamps.
+#[test]
+fn ffmpeg_pushes_hls_by_put_and_ffprobe_plays_it_over_rtmp() {
+    if !common::have_ffmpeg() {
+        return;
+    }
+    let offset = 22_000 + (std::process::id() % 20_000) as u16;
+    let (mut serve, _out, _) = common::spawn_serve("k", offset, "hls");
+    let put = format!("http://127.0.0.1:{}/live/k/index.m3u8", 8080 + offset);
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi"])
+        .args(["-i", "sine=frequency=440:sample_rate=48000", "-t", "14"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune"])
+        .args(["zerolatency", "-g", "30", "-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "4"])
+        .args(["-method", "PUT", &put])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let rtmp = format!("rtmp://127.0.0.1:{}/live/k", 1935 + offset);
+    let out = ffprobe_packets(&rtmp, 320);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = publisher.kill();
+    let published = publisher.wait_with_output().unwrap();
+    let counts = continuous_packets(&out);
+    eprintln!(
+        "HLS ingest: ffprobe read from RTMP, per stream: {counts:?}; ffmpeg's HLS muxer said: {}",
+        String::from_utf8_lossy(&published.stderr).trim()
+    );
+    assert_eq!(counts.len(), 2, "video and audio");
 }
 
 /// Python's `m3u8` 6.0 (a parser Glass did not write) reads every kind of

@@ -143,6 +143,7 @@ fn server(
             hls: Some(origin),
             ladder: Vec::new(),
             play_secret: None,
+            ingest: Default::default(),
         };
         tokio::spawn(serve(
             listener,

@@ -2,7 +2,8 @@
 //! router, query strings into the directive and token readers; publishers'
 //! FLV tag bodies (valid-looking AVC/AAC, then damaged) into the HLS
 //! packager, with and without LL-HLS parts, its segments back through
-//! Glass's TS and fMP4 demuxers and its playlist through the player's parser;
+//! Glass's TS and fMP4 demuxers (and TS through HLS ingest) and its playlist
+//! through the player's parser;
 //! damaged segments and playlists as a player would receive them; an
 //! HTTP-FLV body cut into arbitrary pieces into the streaming FLV reader.
 
@@ -119,6 +120,7 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
             Some(init) => fmp4_demux::frames(init, bytes).map(|f| f.len()),
             None => demux::frames(bytes).map(|f| f.len()),
         };
+        let mut ingest = harness::protocol::http::hls::ingest::TsIngest::default();
         for (seq, _, _) in &parsed.segments {
             let s = p.segment(*seq).expect("a listed segment is kept");
             if !fmp4 {
@@ -128,6 +130,11 @@ pub fn run(u: &mut Unstructured<'_>) -> Result<()> {
             let mut damaged = s.bytes.to_vec();
             corrupt(&mut damaged, u)?;
             let _ = read(&damaged);
+            // HLS ingest takes what a publisher pushes, damaged or not.
+            if !fmp4 {
+                let _ = ingest.segment(&s.bytes);
+                let _ = ingest.segment(&damaged);
+            }
         }
         let mut text = list.into_bytes();
         corrupt(&mut text, u)?;

@@ -7,6 +7,8 @@
 //! (0 = sequence header, i.e. decoder configuration; 1 = a frame, AVC NALUs
 //! or a raw AAC frame; 2 = end of sequence).
 
+use bytes::Bytes;
+
 /// AVC or AAC packet type of a sequence header (decoder configuration).
 const PACKET_CONFIG: u8 = 0;
 /// AVC or AAC packet type of a frame.
@@ -42,6 +44,27 @@ pub fn is_key_tag(video: bool, data: &[u8]) -> bool {
 /// start, and where the relay's GOP cache starts over).
 pub fn is_key_frame(data: &[u8]) -> bool {
     is_frame(data) && is_key_tag(true, data)
+}
+
+/// An AVC sequence header (FLV video tag body) from SPS and PPS.
+pub fn avc_config(sps: &[u8], pps: &[u8]) -> Option<Bytes> {
+    if sps.len() < 4 || pps.is_empty() || sps.len() > 0xffff || pps.len() > 0xffff {
+        return None;
+    }
+    let mut b = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+    b.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    b.extend_from_slice(sps);
+    b.push(1);
+    b.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    b.extend_from_slice(pps);
+    Some(Bytes::from(b))
+}
+
+/// An AAC FLV tag body: packet type 0 (config) or 1 (a raw frame).
+pub fn aac_body(packet_type: u8, data: &[u8]) -> Bytes {
+    let mut b = vec![0xAF, packet_type];
+    b.extend_from_slice(data);
+    Bytes::from(b)
 }
 
 #[cfg(test)]

@@ -7,13 +7,17 @@
 //! (`hls://…`: MPEG-TS segments and a live playlist at
 //! `/APP/KEY/index.m3u8`) and Low-Latency HLS (`llhls://…`: the same with
 //! parts, preload hints and blocking playlist reloads), with MPEG-TS or
-//! fragmented-MP4 (`http.hls_format`) segments; signed play URLs.
+//! fragmented-MP4 (`http.hls_format`) segments and a transcoded rendition
+//! ladder (`http.hls_ladder`); signed play URLs; HLS ingest (MPEG-TS
+//! segments pushed by HTTP PUT, `hls::ingest`).
 //!
 //! The server is `server` (hyper HTTP/1.1, keep-alive) with `query` (LL-HLS
 //! directives, tokens) and `signed` (the tokens); the FLV response body
 //! `flv_body`; HLS's packager, origin and player under `hls`; Glass's
 //! HTTP-FLV player and the players' shared connection in `client`. Not
-//! built yet (the HLS issue): the rendition ladder, HLS ingest.
+//! built yet (the HLS issue): a scenario publisher that pushes HLS (the
+//! ingest is served; ffmpeg pushes to `glass serve`), LL-HLS rendition
+//! switching.
 
 pub mod client;
 pub mod flv_body;
@@ -133,8 +137,9 @@ impl Protocol for Http {
             Scheme {
                 name: "hls",
                 endpoint: 0,
-                what: "HLS playback (play only; MPEG-TS segments, or fMP4 with \
-                       http.hls_format = \"fmp4\"): http://HOST:PORT/APP/KEY/index.m3u8",
+                what: "HLS playback (MPEG-TS segments, or fMP4 with http.hls_format = \
+                       \"fmp4\"): http://HOST:PORT/APP/KEY/index.m3u8; HLS ingest by PUT: \
+                       ffmpeg -f hls -method PUT http://HOST:PORT/APP/KEY/index.m3u8",
             },
             Scheme {
                 name: "llhls",
@@ -305,6 +310,7 @@ impl Protocol for Http {
             hls,
             ladder,
             play_secret: table.play_secret.clone(),
+            ingest: Default::default(),
         };
         let counters = Arc::new(server::Counters::default());
         let task = server::serve(listener, cfg, cx.stop, counters.clone());

@@ -53,6 +53,8 @@ pub struct Counters {
     pub hls_parts: AtomicU64,
     pub hls_blocking: AtomicU64,
     pub hls_blocking_timeouts: AtomicU64,
+    pub hls_ingest_segments: AtomicU64,
+    pub hls_ingest_bytes: AtomicU64,
     /// Each connection's TCP as it ended.
     pub tcp: Mutex<Vec<TcpInfo>>,
 }
@@ -85,6 +87,9 @@ pub struct HttpServerStats {
     /// target durations in vain (503).
     pub http_hls_blocking: u64,
     pub http_hls_blocking_timeouts: u64,
+    /// HLS ingest: segments pushed (PUT) and published, and their bytes.
+    pub http_hls_ingest_segments: u64,
+    pub http_hls_ingest_bytes: u64,
     /// The kernel's view of each connection (to players), as it ended.
     pub http_to_players_tcp: Vec<TcpInfo>,
 }
@@ -107,6 +112,8 @@ impl Counters {
             http_hls_parts: get(&self.hls_parts),
             http_hls_blocking: get(&self.hls_blocking),
             http_hls_blocking_timeouts: get(&self.hls_blocking_timeouts),
+            http_hls_ingest_segments: get(&self.hls_ingest_segments),
+            http_hls_ingest_bytes: get(&self.hls_ingest_bytes),
             http_to_players_tcp: self.tcp.lock().map(|t| t.clone()).unwrap_or_default(),
         }
     }
@@ -150,7 +157,20 @@ pub struct Config {
     )>,
     /// Signed URLs only: the secret tokens are checked with.
     pub play_secret: Option<String>,
+    /// HLS ingest's state: whether it holds the stream, and its converter.
+    pub ingest: Arc<tokio::sync::Mutex<Ingest>>,
 }
+
+/// An HLS publisher's state on the relay.
+#[derive(Debug, Default)]
+pub struct Ingest {
+    /// It holds the stream's key (claimed at its first segment).
+    claimed: bool,
+    ts: super::hls::ingest::TsIngest,
+}
+
+/// The largest segment or playlist an HLS publisher may push.
+const MAX_PUSHED: usize = 64 << 20;
 
 /// What a request's path asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -259,7 +279,88 @@ fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
 /// How long a playlist request waits for a stream's first segment.
 const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(10);
 
-/// The response to one request.
+/// The response to one request: HLS ingest's PUT and DELETE, or a read.
+async fn answer(
+    req: Request<Incoming>,
+    cfg: &Config,
+    counters: &Arc<Counters>,
+) -> Response<ResponseBody> {
+    if req.method() == Method::PUT || req.method() == Method::DELETE {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        return ingest(req, cfg, counters).await;
+    }
+    respond(&req, cfg, counters).await
+}
+
+/// HLS ingest (`ffmpeg -f hls -method PUT http://HOST:8080/APP/KEY/index.m3u8`):
+/// a PUT of `/APP/KEY/NAME.ts` is a segment, published into the hub when
+/// it has arrived whole; a PUT of `NAME.m3u8` (the publisher's playlist)
+/// and a DELETE (of a segment that slid out) are accepted and not needed.
+async fn ingest(
+    req: Request<Incoming>,
+    cfg: &Config,
+    counters: &Counters,
+) -> Response<ResponseBody> {
+    use http_body_util::{BodyExt, Limited};
+    let path = req.uri().path().to_string();
+    let Some((key, file)) = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(APP))
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(|p| p.split_once('/'))
+    else {
+        return not_found(counters, &format!("HLS ingest is PUT /{APP}/KEY/NAME.ts"));
+    };
+    if key != cfg.hub.stream_key() {
+        return not_found(counters, "no such stream");
+    }
+    let segment = file.ends_with(".ts");
+    if !segment && !file.ends_with(".m3u8") || file.contains('/') {
+        return bad_request(
+            counters,
+            "HLS ingest takes MPEG-TS segments (.ts) and playlists (.m3u8)",
+        );
+    }
+    if req.method() == Method::DELETE {
+        return plain(StatusCode::NO_CONTENT, "");
+    }
+    let body = match Limited::new(req.into_body(), MAX_PUSHED).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "a pushed file over 64 MiB");
+        }
+        Err(e) => return bad_request(counters, &format!("the pushed body: {e}")),
+    };
+    if !segment {
+        return plain(StatusCode::CREATED, "");
+    }
+    let mut st = cfg.ingest.lock().await;
+    if !st.claimed {
+        match cfg.hub.claim(key) {
+            Ok(true) => st.claimed = true,
+            _ => {
+                return plain(StatusCode::CONFLICT, "another publisher holds this stream");
+            }
+        }
+    }
+    let messages = match st.ts.segment(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(counters, &e.to_string()),
+    };
+    counters.hls_ingest_segments.fetch_add(1, Ordering::Relaxed);
+    counters
+        .hls_ingest_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    for m in messages {
+        if cfg.hub.publish(key, m).is_err() {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "the relay's hub failed");
+        }
+    }
+    plain(StatusCode::CREATED, "")
+}
+
+/// The response to one read (GET or HEAD).
 async fn respond(
     req: &Request<Incoming>,
     cfg: &Config,
@@ -268,7 +369,10 @@ async fn respond(
     counters.requests.fetch_add(1, Ordering::Relaxed);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET and HEAD (play), PUT and DELETE (HLS ingest)",
+        );
     }
     let Some(route) = route(req.uri().path()) else {
         return not_found(
@@ -524,7 +628,7 @@ pub async fn serve(
                     let answering = counters.clone();
                     let service = hyper::service::service_fn(move |req| {
                         let (cfg, answering) = (cfg.clone(), answering.clone());
-                        async move { Ok::<_, Infallible>(respond(&req, &cfg, &answering).await) }
+                        async move { Ok::<_, Infallible>(answer(req, &cfg, &answering).await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -693,6 +797,7 @@ mod wire_tests {
             hls,
             ladder: Vec::new(),
             play_secret: secret.map(str::to_string),
+            ingest: Default::default(),
         };
         tokio::spawn(serve(listener, cfg, stop, counters.clone()));
         (at, hub, stop_tx, counters)
@@ -776,6 +881,85 @@ mod wire_tests {
             "{st:?}"
         );
         assert!(st.http_flv_sessions >= 201, "{st:?}");
+    }
+
+    /// HLS ingest's bad input: a wrong stream, a file that is neither a
+    /// segment nor a playlist, a damaged segment, a publisher that comes
+    /// when another holds the stream: a status each, and the stream goes on.
+    #[tokio::test]
+    async fn hls_ingest_answers_bad_pushes_with_a_status() {
+        let (at, hub, stop, counters) = start_with(false, None).await;
+        let short = Duration::from_millis(300);
+        let put = |path: &str, body: &[u8]| {
+            let mut r = format!(
+                "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(body);
+            r
+        };
+        let garbage: Vec<u8> = (0..188 * 4)
+            .map(|i| if i % 188 == 0 { 0x47 } else { i as u8 })
+            .collect();
+        let cases: [(Vec<u8>, &str); 6] = [
+            (put("/live/other/a.ts", &garbage), "404"),
+            (put("/live/k/a.mp4", b"x"), "400"),
+            (put("/live/k/index.m3u8", b"#EXTM3U\n"), "201"),
+            (
+                b"DELETE /live/k/a0.ts HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                "204",
+            ),
+            // Not MPEG-TS: refused, nothing published.
+            (put("/live/k/a1.ts", &garbage), "400"),
+            (put("/live/k/a2.ts", b"\x47\x00"), "400"),
+        ];
+        for (req, status) in cases {
+            let got = exchange(at, &req, short).await;
+            assert!(
+                got.starts_with(&format!("HTTP/1.1 {status}")),
+                "{} -> {got:?}",
+                String::from_utf8_lossy(&req[..req.len().min(60)])
+            );
+        }
+        assert_eq!(
+            hub.stats().streams.get("k").map_or(0, |s| s.video_messages),
+            0
+        );
+        // A real segment (Glass's packager's) is published.
+        let mut p = crate::protocol::http::hls::packager::Packager::new(
+            crate::protocol::http::hls::packager::PackagerConfig {
+                target: Duration::from_millis(500),
+                window: 6,
+                part: None,
+                format: Default::default(),
+            },
+        );
+        let t0 = std::time::SystemTime::now();
+        let frame = |key: bool, ts: u32| {
+            let t = if key { 0x17 } else { 0x27 };
+            crate::relay::Media::Video(
+                bytes::Bytes::from(vec![t, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88]),
+                ts,
+            )
+        };
+        p.push(
+            &crate::relay::Media::Video(crate::media::source::sequence_header(), 0),
+            t0,
+        );
+        for i in 0..40u32 {
+            p.push(&frame(i % 15 == 0, i * 40), t0);
+        }
+        let segment = p.segment(0).unwrap().bytes.clone();
+        let got = exchange(at, &put("/live/k/a3.ts", &segment), short).await;
+        assert!(got.starts_with("HTTP/1.1 201"), "{got:?}");
+        let video = hub.stats().streams.get("k").map_or(0, |s| s.video_messages);
+        assert!(video >= 12, "{video} video messages published");
+        // The ingest holds the stream now: an RTMP publisher is refused.
+        assert!(!hub.claim("k").unwrap());
+        stop.send(true).unwrap();
+        let st = counters.snapshot();
+        assert_eq!(st.http_hls_ingest_segments, 1, "{st:?}");
     }
 
     /// Reads from `s` until `needle` has come (or `wait` passes).

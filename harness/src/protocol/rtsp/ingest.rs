@@ -23,6 +23,7 @@
 //! decoder could not decode them, so the relay sends none (counted as
 //! `undecodable`).
 
+use crate::media::tag;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -115,12 +116,12 @@ impl TrackIngest {
         let (depacketizer, config, codec) = match &track.codec {
             Codec::H264 { sps, pps } => (
                 Depacketizer::H264(h264::Depacketizer::default()),
-                avc_config(sps, pps),
+                tag::avc_config(sps, pps),
                 "h264",
             ),
             Codec::Aac { config, params, .. } => (
                 Depacketizer::Aac(aac::Depacketizer::new(*params)),
-                (!config.is_empty()).then(|| aac_body(0, config)),
+                (!config.is_empty()).then(|| tag::aac_body(0, config)),
                 "aac",
             ),
         };
@@ -196,7 +197,7 @@ impl TrackIngest {
                     self.send_config(f.timestamp);
                     self.stats.frames += 1;
                     self.unstamped
-                        .push((Some(aac_body(1, &f.data)), f.timestamp));
+                        .push((Some(tag::aac_body(1, &f.data)), f.timestamp));
                 }
             }
         }
@@ -257,7 +258,7 @@ impl TrackIngest {
         let sps = au.nals.iter().find(|n| h264::nal_type(n) == NAL_SPS);
         let pps = au.nals.iter().find(|n| h264::nal_type(n) == NAL_PPS);
         if let (Some(sps), Some(pps)) = (sps, pps)
-            && let Some(c) = avc_config(sps, pps)
+            && let Some(c) = tag::avc_config(sps, pps)
             && self.config.as_ref() != Some(&c)
         {
             self.config = Some(c);
@@ -318,27 +319,6 @@ impl TrackIngest {
             Clock::Unset => 0,
         }
     }
-}
-
-/// An AVC sequence header (FLV video tag body) from SPS and PPS.
-fn avc_config(sps: &[u8], pps: &[u8]) -> Option<Bytes> {
-    if sps.len() < 4 || pps.is_empty() || sps.len() > 0xffff || pps.len() > 0xffff {
-        return None;
-    }
-    let mut b = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
-    b.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-    b.extend_from_slice(sps);
-    b.push(1);
-    b.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-    b.extend_from_slice(pps);
-    Some(Bytes::from(b))
-}
-
-/// An AAC FLV tag body: packet type 0 (config) or 1 (a raw frame).
-fn aac_body(packet_type: u8, data: &[u8]) -> Bytes {
-    let mut b = vec![0xAF, packet_type];
-    b.extend_from_slice(data);
-    Bytes::from(b)
 }
 
 #[cfg(test)]

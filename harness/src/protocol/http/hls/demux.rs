@@ -33,6 +33,15 @@ impl DemuxError {
     pub fn new(what: String) -> DemuxError {
         DemuxError(what)
     }
+
+    /// The `mpeg2ts` crate's error, its first line: the rest is a
+    /// backtrace (its `trackable` history), not for a log or a response.
+    pub fn mpeg2ts(e: &mpeg2ts::Error) -> DemuxError {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("");
+        let what = first.split(" (at ").next().unwrap_or(first);
+        DemuxError(format!("MPEG-TS: {what}"))
+    }
 }
 
 /// The frames of a TS segment, in decode order per stream (video, then
@@ -44,7 +53,7 @@ pub fn frames(segment: &[u8]) -> Result<Vec<SegmentFrame>, DemuxError> {
         let pes = match reader.read_pes_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
-            Err(e) => return Err(DemuxError(format!("MPEG-TS: {e}"))),
+            Err(e) => return Err(DemuxError::mpeg2ts(&e)),
         };
         let id = pes.header.stream_id.as_u8();
         let ts = pes.header.dts.or(pes.header.pts).map(|t| t.as_u64());
@@ -60,7 +69,7 @@ pub fn frames(segment: &[u8]) -> Result<Vec<SegmentFrame>, DemuxError> {
 }
 
 /// The NAL units of an Annex B access unit.
-fn nal_units(es: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn nal_units(es: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= es.len() {

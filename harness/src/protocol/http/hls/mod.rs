@@ -8,6 +8,7 @@ pub mod abr;
 pub mod demux;
 pub mod fmp4;
 pub mod fmp4_demux;
+pub mod ingest;
 pub mod ladder;
 pub mod origin;
 pub mod packager;
