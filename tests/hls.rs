@@ -308,49 +308,73 @@ fn ffmpeg_plays_the_relays_hls_through_the_link() {
 /// relay serves nothing without a token).
 #[test]
 fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
-    let _serial = common::serial();
-    if !can_create_namespaces() || !common::have_ffmpeg() {
-        return;
-    }
-    let s = ffmpeg_hls_scenario(
-        "delay 20ms",
-        "llhls://server/live/glass",
+    let Some(r) = ll_hls_through_the_link(
         r#"{ hls_segment = "1s", hls_part = "200ms", play_secret = "sixteen+ characters" }"#,
-    );
-    let r = common::run_link(&s);
-    let (p, h, http) = (&r.player, hls_of(&r), http_of(&r));
-    let player = common::ffmpeg_of(&r, "player");
-    eprintln!(
-        "LL-HLS 200 ms parts: Glass received {} frames, showed {}, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms; {h:?}; relay {http:?}; ffmpeg decoded {} ({:?})",
-        p.frames_received,
-        p.frames_displayed,
-        p.g2g_p50_ms,
-        p.g2g_p99_ms,
-        p.startup_delay_ms,
-        player.frames,
-        player.errors,
-    );
-    assert!(
-        r.transports
-            .iter()
-            .any(|t| t.role == "player" && t.used == "llhls/ts/tcp"),
-        "{:?}",
-        r.transports
-    );
-    assert!(h.hls_low_latency, "{h:?}");
-    // About 50 parts in 10 s, nearly all fetched as preload hints.
-    assert!(h.hls_part_requests >= 40, "{h:?}");
-    assert!(
-        h.hls_preload_hints >= 35 && h.hls_preload_hint_misses <= 2,
-        "{h:?}"
-    );
+        "ts",
+    ) else {
+        return;
+    };
+    let (h, http) = (hls_of(&r), http_of(&r));
+    // Nearly every part fetched as a preload hint, each after a blocking
+    // reload.
+    assert!(h.hls_preload_hints >= 35, "{h:?}");
     assert!(
         h.hls_blocking_reloads >= 35 && http.http_hls_blocking >= 35,
         "{h:?}"
     );
     assert_eq!(http.http_hls_blocking_timeouts, 0, "{http:?}");
     assert_eq!(http.http_forbidden, 0, "{http:?}");
+    let player = common::ffmpeg_of(&r, "player");
     assert!(player.command.contains("token=***"), "{}", player.command);
+}
+
+/// LL-HLS in fMP4 through the link: Glass's player reads the init segment
+/// and each 200 ms part's `moof` + `mdat` (with `mp4-atom`), ffmpeg plays
+/// the same playlist's `.m4s` segments after its EXT-X-MAP.
+#[test]
+fn glass_and_ffmpeg_play_fmp4_ll_hls_through_the_link() {
+    ll_hls_through_the_link(
+        r#"{ hls_segment = "1s", hls_part = "200ms", hls_format = "fmp4" }"#,
+        "fmp4",
+    );
+}
+
+/// A 12 s LL-HLS run (1 s segments, 200 ms parts; the relay's `http`
+/// table) through a clean 40 ms-RTT last mile, played by Glass's
+/// `llhls://` player and by ffmpeg, with the checks every container
+/// shares; None when it cannot run here.
+fn ll_hls_through_the_link(http: &str, container: &str) -> Option<RunResult> {
+    let _serial = common::serial();
+    if !can_create_namespaces() || !common::have_ffmpeg() {
+        return None;
+    }
+    let s = ffmpeg_hls_scenario("delay 20ms", "llhls://server/live/glass", http);
+    let r = common::run_link(&s);
+    let (p, h) = (&r.player, hls_of(&r));
+    let player = common::ffmpeg_of(&r, "player");
+    eprintln!(
+        "LL-HLS {container} 200 ms parts: Glass received {} frames, showed {}, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms; {h:?}; relay {:?}; ffmpeg decoded {} ({:?})",
+        p.frames_received,
+        p.frames_displayed,
+        p.g2g_p50_ms,
+        p.g2g_p99_ms,
+        p.startup_delay_ms,
+        http_of(&r),
+        player.frames,
+        player.errors,
+    );
+    let used = format!("llhls/{container}/tcp");
+    assert!(
+        r.transports
+            .iter()
+            .any(|t| t.role == "player" && t.used == used),
+        "{:?}",
+        r.transports
+    );
+    assert!(h.hls_low_latency, "{h:?}");
+    // About 50 parts in 10 s.
+    assert!(h.hls_part_requests >= 40, "{h:?}");
+    assert!(h.hls_preload_hint_misses <= 2, "{h:?}");
     assert!(p.frames_received >= 200, "{p:?}");
     // PART-HOLD-BACK (600 ms) back to the segment's independent part, the
     // 500 ms buffer: well under plain HLS's 1 s segments (about 2.3 s).
@@ -364,53 +388,7 @@ fn glass_plays_ll_hls_parts_and_ffmpeg_plays_the_same_playlists_segments() {
     // seen), so only that it played 5 s of them.
     assert!(player.errors.is_empty(), "{:?}", player.errors);
     assert!(player.frames >= 150, "ffmpeg decoded {}", player.frames);
-}
-
-/// LL-HLS in fMP4 through the link: Glass's player reads the init segment
-/// and each 200 ms part's `moof` + `mdat` (with `mp4-atom`), ffmpeg plays
-/// the same playlist's `.m4s` segments after its EXT-X-MAP.
-#[test]
-fn glass_and_ffmpeg_play_fmp4_ll_hls_through_the_link() {
-    let _serial = common::serial();
-    if !can_create_namespaces() || !common::have_ffmpeg() {
-        return;
-    }
-    let s = ffmpeg_hls_scenario(
-        "delay 20ms",
-        "llhls://server/live/glass",
-        r#"{ hls_segment = "1s", hls_part = "200ms", hls_format = "fmp4" }"#,
-    );
-    let r = common::run_link(&s);
-    let (p, h, http) = (&r.player, hls_of(&r), http_of(&r));
-    let player = common::ffmpeg_of(&r, "player");
-    eprintln!(
-        "LL-HLS fMP4 200 ms parts: Glass received {} frames, showed {}, G2G p50 {:.1} p99 {:.1} ms, startup {:?} ms; {h:?}; relay {http:?}; ffmpeg decoded {} ({:?})",
-        p.frames_received,
-        p.frames_displayed,
-        p.g2g_p50_ms,
-        p.g2g_p99_ms,
-        p.startup_delay_ms,
-        player.frames,
-        player.errors,
-    );
-    assert!(
-        r.transports
-            .iter()
-            .any(|t| t.role == "player" && t.used == "llhls/fmp4/tcp"),
-        "{:?}",
-        r.transports
-    );
-    assert!(h.hls_low_latency, "{h:?}");
-    assert!(h.hls_part_requests >= 40, "{h:?}");
-    assert!(h.hls_preload_hint_misses <= 2, "{h:?}");
-    assert!(p.frames_received >= 200, "{p:?}");
-    assert!(
-        p.g2g_p50_ms > 500.0 && p.g2g_p50_ms < 1800.0,
-        "G2G p50 {}",
-        p.g2g_p50_ms
-    );
-    assert!(player.errors.is_empty(), "{:?}", player.errors);
-    assert!(player.frames >= 150, "ffmpeg decoded {}", player.frames);
+    Some(r)
 }
 
 /// ffprobe reads an ffmpeg-published stream's HLS from `glass serve` on
@@ -581,7 +559,8 @@ fn ffmpeg_pushes_hls_by_put_and_ffprobe_plays_it_over_rtmp() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let rtmp = format!("rtmp://127.0.0.1:{}/live/k", 1935 + offset);
-    let out = ffprobe_packets(&rtmp, 320);
+    // 8 s: enough segments that a lost one would show as a hole.
+    let out = ffprobe_packets(&rtmp, 640);
     let _ = serve.kill();
     let _ = serve.wait();
     let _ = publisher.kill();

@@ -46,6 +46,31 @@ pub fn is_key_frame(data: &[u8]) -> bool {
     is_frame(data) && is_key_tag(true, data)
 }
 
+/// The header of an AVC video tag body: whether it is a key frame, its
+/// AVC packet type (0 configuration, 1 NAL units), its composition time
+/// (PTS − DTS, ms, a signed 24-bit field).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AvcHeader {
+    pub key: bool,
+    pub packet_type: u8,
+    pub cts_ms: i32,
+}
+
+/// `body`'s AVC header and what follows it; None when it is not AVC or
+/// too short.
+pub fn avc_header(body: &[u8]) -> Option<(AvcHeader, &[u8])> {
+    let (&first, &packet_type, cts) = (body.first()?, body.get(1)?, body.get(2..5)?);
+    if first & 0x0f != CODEC_AVC {
+        return None;
+    }
+    let header = AvcHeader {
+        key: first >> 4 == FRAME_TYPE_KEY,
+        packet_type,
+        cts_ms: i32::from_be_bytes([cts[0], cts[1], cts[2], 0]) >> 8,
+    };
+    Some((header, &body[5..]))
+}
+
 /// An AVC sequence header (FLV video tag body) from SPS and PPS.
 pub fn avc_config(sps: &[u8], pps: &[u8]) -> Option<Bytes> {
     if sps.len() < 4 || pps.is_empty() || sps.len() > 0xffff || pps.len() > 0xffff {

@@ -158,7 +158,7 @@ pub struct Config {
     /// Signed URLs only: the secret tokens are checked with.
     pub play_secret: Option<String>,
     /// HLS ingest's state: whether it holds the stream, and its converter.
-    pub ingest: Arc<tokio::sync::Mutex<Ingest>>,
+    pub ingest: Arc<Mutex<Ingest>>,
 }
 
 /// An HLS publisher's state on the relay.
@@ -335,7 +335,14 @@ async fn ingest(
     if !segment {
         return plain(StatusCode::CREATED, "");
     }
-    let mut st = cfg.ingest.lock().await;
+    // From here on nothing waits: a segment that has arrived is published
+    // whole, even if the publisher has gone.
+    let Ok(mut st) = cfg.ingest.lock() else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the ingest's state is poisoned",
+        );
+    };
     if !st.claimed {
         match cfg.hub.claim(key) {
             Ok(true) => st.claimed = true,
@@ -632,6 +639,9 @@ pub async fn serve(
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
+                        // ffmpeg's HLS muxer shuts its side down once it
+                        // has sent a PUT: the request still counts.
+                        .half_close(true)
                         .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(TokioIo::new(sock), service);
                     tokio::select! {

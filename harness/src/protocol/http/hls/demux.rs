@@ -44,9 +44,19 @@ impl DemuxError {
     }
 }
 
-/// The frames of a TS segment, in decode order per stream (video, then
-/// audio as the PES packets came).
-pub fn frames(segment: &[u8]) -> Result<Vec<SegmentFrame>, DemuxError> {
+/// A TS segment's elementary stream data, a PES packet at a time.
+#[derive(Debug)]
+pub(super) struct Pes {
+    /// Video (H.264), or audio.
+    pub video: bool,
+    /// Its PTS and DTS (the PTS when it has no DTS), 90 kHz.
+    pub pts: u64,
+    pub dts: u64,
+    pub data: Vec<u8>,
+}
+
+/// The video and audio PES packets of a TS segment that carry a PTS.
+pub(super) fn pes_packets(segment: &[u8]) -> Result<Vec<Pes>, DemuxError> {
     let mut reader = PesPacketReader::new(TsPacketReader::new(segment));
     let mut out = Vec::new();
     loop {
@@ -56,13 +66,32 @@ pub fn frames(segment: &[u8]) -> Result<Vec<SegmentFrame>, DemuxError> {
             Err(e) => return Err(DemuxError::mpeg2ts(&e)),
         };
         let id = pes.header.stream_id.as_u8();
-        let ts = pes.header.dts.or(pes.header.pts).map(|t| t.as_u64());
-        let Some(ts) = ts else { continue };
-        let ts_ms = flv_ms_of(ts);
-        if (0xe0..=0xef).contains(&id) {
-            out.push(video_frame(&pes.data, ts_ms));
-        } else if (0xc0..=0xdf).contains(&id) {
-            out.extend(audio_frames(&pes.data, ts_ms));
+        let video = (0xe0..=0xef).contains(&id);
+        if !video && !(0xc0..=0xdf).contains(&id) {
+            continue;
+        }
+        let Some(pts) = pes.header.pts.map(|t| t.as_u64()) else {
+            continue;
+        };
+        out.push(Pes {
+            video,
+            pts,
+            dts: pes.header.dts.map_or(pts, |t| t.as_u64()),
+            data: pes.data,
+        });
+    }
+    Ok(out)
+}
+
+/// The frames of a TS segment, in decode order per stream (video, then
+/// audio as the PES packets came).
+pub fn frames(segment: &[u8]) -> Result<Vec<SegmentFrame>, DemuxError> {
+    let mut out = Vec::new();
+    for pes in pes_packets(segment)? {
+        if pes.video {
+            out.push(video_frame(&pes.data, flv_ms_of(pes.dts)));
+        } else {
+            out.extend(audio_frames(&pes.data, flv_ms_of(pes.pts)));
         }
     }
     Ok(out)

@@ -80,16 +80,11 @@ impl Fmp4Muxer {
     }
 
     fn video(&mut self, body: &Bytes, ts_ms: u32) -> Muxed {
-        let (Some(&first), Some(&packet_type), Some(cts)) =
-            (body.first(), body.get(1), body.get(2..5))
-        else {
-            return Muxed::Skipped;
-        };
-        if first & 0x0f != 7 {
+        let Some((avc, _)) = crate::media::tag::avc_header(body) else {
             return Muxed::Skipped; // not AVC
-        }
+        };
         let data = body.slice(5..);
-        match packet_type {
+        match avc.packet_type {
             0 => {
                 if parse_avc_config(&data).is_none() || self.init.is_some() {
                     // Unreadable, or a change the init segment cannot follow.
@@ -104,14 +99,13 @@ impl Fmp4Muxer {
         if self.avcc.is_none() {
             return Muxed::Skipped;
         }
-        let key = first >> 4 == 1;
         self.video.push(Sample {
             ts_ms,
-            cts_ms: i32::from_be_bytes([cts[0], cts[1], cts[2], 0]) >> 8,
-            key,
+            cts_ms: avc.cts_ms,
+            key: avc.key,
             data,
         });
-        Muxed::Video { key }
+        Muxed::Video { key: avc.key }
     }
 
     fn audio(&mut self, body: &Bytes, ts_ms: u32) -> Muxed {

@@ -14,15 +14,12 @@
 //! publisher's frames reach the relay a segment's duration after capture:
 //! the latency HLS ingest costs.
 
-use bytes::Bytes;
-use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
-use mpeg2ts::ts::TsPacketReader;
-
-use super::demux::{DemuxError, nal_units};
+use super::demux::{DemuxError, nal_units, pes_packets};
 use super::ts::unescape;
 use crate::media::frame::{Frame, FrameKind};
 use crate::media::tag;
 use crate::relay::{Media, StreamInfo};
+use bytes::Bytes;
 
 /// AAC frames' samples (ADTS carries 1024-sample frames).
 const AAC_SAMPLES: u64 = 1024;
@@ -44,23 +41,12 @@ pub struct TsIngest {
 impl TsIngest {
     /// The messages of one pushed segment, in its order.
     pub fn segment(&mut self, bytes: &[u8]) -> Result<Vec<Media>, DemuxError> {
-        let mut reader = PesPacketReader::new(TsPacketReader::new(bytes));
         let mut out = Vec::new();
-        loop {
-            let pes = match reader.read_pes_packet() {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => return Err(DemuxError::mpeg2ts(&e)),
-            };
-            let id = pes.header.stream_id.as_u8();
-            let Some(pts) = pes.header.pts.map(|t| t.as_u64()) else {
-                continue;
-            };
-            let dts = pes.header.dts.map_or(pts, |t| t.as_u64());
-            if (0xe0..=0xef).contains(&id) {
-                self.video(&pes.data, pts, dts, &mut out);
-            } else if (0xc0..=0xdf).contains(&id) {
-                self.audio(&pes.data, pts, &mut out);
+        for pes in pes_packets(bytes)? {
+            if pes.video {
+                self.video(&pes.data, pes.pts, pes.dts, &mut out);
+            } else {
+                self.audio(&pes.data, pes.pts, &mut out);
             }
         }
         // The description first, once the first segment has shown the

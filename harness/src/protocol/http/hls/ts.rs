@@ -108,17 +108,10 @@ impl TsMuxer {
     }
 
     fn video(&mut self, out: &mut Vec<u8>, body: &[u8], ts_ms: u32) -> Muxed {
-        // Frame type and codec, AVC packet type, composition time (s24).
-        let (Some(&first), Some(&packet_type), Some(cts)) =
-            (body.first(), body.get(1), body.get(2..5))
-        else {
-            return Muxed::Skipped;
-        };
-        if first & 0x0f != 7 {
+        let Some((avc, data)) = crate::media::tag::avc_header(body) else {
             return Muxed::Skipped; // not AVC
-        }
-        let data = &body[5..];
-        match packet_type {
+        };
+        match avc.packet_type {
             0 => {
                 return match parse_avc_config(data) {
                     Some(c) => {
@@ -134,8 +127,8 @@ impl TsMuxer {
         let Some(cfg) = &self.avc else {
             return Muxed::Skipped;
         };
-        let key = first >> 4 == 1;
-        let cts = (i32::from_be_bytes([cts[0], cts[1], cts[2], 0]) >> 8) as i64;
+        let key = avc.key;
+        let cts = i64::from(avc.cts_ms);
         let mut es = Vec::with_capacity(data.len() + 64);
         es.extend_from_slice(&[0, 0, 0, 1, 0x09, 0xf0]); // access unit delimiter
         if key {
