@@ -31,9 +31,17 @@
 //! hint); each step is one request on the connection, so a round trip
 //! longer than a part delays every part by the difference.
 //!
-//! Glass's frames carry their capture instants; foreign (ffmpeg) frames are
-//! timed from their FLV timestamps, which the TS timestamps give back
-//! exactly.
+//! A multivariant playlist (the relay's rendition ladder): start on the
+//! lowest variant and, before each plain-HLS segment, take the variant the
+//! throughput estimate picks (`abr`); a switch reloads the new variant's
+//! media playlist at once and goes on at the next media sequence number.
+//! An LL-HLS player stays on the lowest variant (switching needs rendition
+//! reports, not built).
+//!
+//! Segments are MPEG-TS (`demux`) or, after EXT-X-MAP's init segment,
+//! fragmented MP4 (`fmp4_demux`). Glass's frames carry their capture
+//! instants; foreign (ffmpeg) frames are timed from their FLV timestamps,
+//! which the TS and fMP4 timestamps give back exactly.
 
 use std::time::{Duration, Instant};
 
