@@ -216,10 +216,12 @@ impl Protocol for Http {
             ));
         }
         for (i, r) in t.hls_ladder.iter().enumerate() {
-            if r.bitrate.bits_per_sec() < 10_000 {
+            // Up to 100 Mbit/s: the model's frames are the source's scaled
+            // by the ratio, so a runaway rung would be runaway memory.
+            if !(10_000..=100_000_000).contains(&r.bitrate.bits_per_sec()) {
                 return Err(ConfigError::invalid(
                     format!("{at}.hls_ladder[{i}].bitrate"),
-                    "at least 10kbit/s",
+                    "between 10kbit/s and 100Mbit/s",
                 ));
             }
             if r.size().is_none_or(|(w, h)| w == 0 || h == 0) {

@@ -130,12 +130,31 @@ pub(super) fn nal_units(es: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn video_frame(es: &[u8], ts_ms: u32) -> SegmentFrame {
+    video_frame_of(nal_units(es), true, ts_ms, es.len())
+}
+
+/// A video frame of `size` bytes from its NAL units: a key frame if one is
+/// an IDR slice or carries a Glass I frame (in a filler-data unit, its
+/// payload emulation-escaped when `escaped`: Annex B; raw in AVCC).
+pub(super) fn video_frame_of<'a>(
+    nals: impl IntoIterator<Item = &'a [u8]>,
+    escaped: bool,
+    ts_ms: u32,
+    size: usize,
+) -> SegmentFrame {
     let mut key = false;
     let mut glass = None;
-    for nal in nal_units(es) {
-        match nal[0] & 0x1f {
-            5 => key = true,
-            12 if glass.is_none() => glass = Frame::parse(&unescape(&nal[1..])).ok(),
+    for nal in nals {
+        match nal.first().map(|h| h & 0x1f) {
+            Some(5) => key = true,
+            Some(12) if glass.is_none() => {
+                glass = if escaped {
+                    Frame::parse(&unescape(&nal[1..]))
+                } else {
+                    Frame::parse(&nal[1..])
+                }
+                .ok();
+            }
             _ => {}
         }
     }
@@ -144,8 +163,30 @@ fn video_frame(es: &[u8], ts_ms: u32) -> SegmentFrame {
         key: key || glass.is_some_and(|h| h.kind == crate::media::frame::FrameKind::I),
         ts_ms,
         glass,
-        size: es.len(),
+        size,
     }
+}
+
+/// The NAL units of an AVCC sample or FLV AVC body (`length_size`-byte
+/// big-endian lengths), each `Err` from a length that runs past the end on.
+pub(super) fn avcc_nal_units(
+    data: &[u8],
+    length_size: usize,
+) -> impl Iterator<Item = Result<&[u8], ()>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + length_size > data.len() {
+            return None;
+        }
+        let len = data[at..at + length_size]
+            .iter()
+            .fold(0usize, |l, &b| (l << 8) | usize::from(b));
+        at += length_size;
+        let nal = at.checked_add(len).and_then(|end| data.get(at..end));
+        // After a bad length nothing more can be read.
+        at = if nal.is_some() { at + len } else { data.len() };
+        Some(nal.ok_or(()))
+    })
 }
 
 /// The ADTS frames of an audio PES packet (the first at its timestamp, the
@@ -178,53 +219,20 @@ fn audio_frames(es: &[u8], ts_ms: u32) -> Vec<SegmentFrame> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use bytes::Bytes;
-    use netem::Time;
-
-    use super::super::packager::{Packager, PackagerConfig};
+    use super::super::packager::{SegmentFormat, synthetic};
     use super::*;
-    use crate::media::encoder::{Encoder, EncoderConfig};
-    use crate::media::source::{self, Source};
-    use crate::relay::Media;
 
     /// Glass's synthetic stream through the packager and back: every frame
     /// of every finished segment comes back with its header.
     #[test]
     fn glass_frames_survive_the_packager_and_the_demuxer() {
-        let cfg = EncoderConfig::default();
-        let mut src =
-            Source::Synthetic(Encoder::new(cfg, netem::rng::SeedTree::new(7), Time::ZERO));
-        let mut p = Packager::new(PackagerConfig {
-            target: Duration::from_secs(1),
-            window: 100,
-            part: None,
-            format: Default::default(),
-        });
-        let t0 = SystemTime::now();
-        p.push(&Media::Video(source::sequence_header(), 0), t0);
-        p.push(
-            &Media::Audio(Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]), 0),
-            t0,
-        );
-        let mut sent = Vec::new();
-        let mut now = Time::ZERO;
-        while now < Time::from_millis(9000) {
-            now = src.poll_timeout().max(now);
-            while let Some(m) = src.poll_message(now) {
-                if m.video {
-                    sent.push((m.timestamp, unpack_seq(&m.data)));
-                }
-                p.push(&Media::av(m.video, m.data, m.timestamp), t0);
-            }
-        }
+        let (p, sent) = synthetic::package(SegmentFormat::Ts, None, 9);
         let mut got = Vec::new();
         let mut seq = 0;
         while let Some(s) = p.segment(seq) {
             for f in frames(&s.bytes).unwrap() {
                 if f.video {
-                    got.push((f.ts_ms, f.glass.map(|h| h.seq)));
+                    got.push((f.ts_ms, f.key, f.glass.map(|h| h.seq)));
                 }
             }
             seq += 1;
@@ -232,13 +240,8 @@ mod tests {
         assert!(seq >= 3, "{seq} segments");
         assert!(got.len() > 100);
         // What came back is what went in, from the first key frame on.
-        let start = sent.iter().position(|s| s.0 == got[0].0).unwrap();
-        assert_eq!(got, sent[start..start + got.len()]);
-        assert!(got.iter().all(|g| g.1.is_some()));
-    }
-
-    fn unpack_seq(data: &[u8]) -> Option<u64> {
-        source::unpack(data, true).map(|h| h.seq)
+        synthetic::assert_a_run_of(&got, &sent);
+        assert!(got.iter().all(|g| g.2.is_some()));
     }
 
     #[test]

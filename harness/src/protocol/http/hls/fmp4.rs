@@ -162,7 +162,7 @@ impl Fmp4Muxer {
         let audio = std::mem::take(&mut self.audio);
         let video_runs = runs(&video, |_| end_ms);
         if let [.., a, b] = audio.as_slice() {
-            self.audio_duration = b.ts_ms.wrapping_sub(a.ts_ms) * 90;
+            self.audio_duration = ticks(a.ts_ms, b.ts_ms);
         }
         let last_audio = if self.audio_duration == 0 {
             AAC_FRAME
@@ -204,12 +204,12 @@ impl Fmp4Muxer {
         let moof_len = out.len() - start;
         // mdat: video samples, then audio; each trun points at its own.
         let mut data_at = moof_len + 8;
-        for (at, samples) in offsets.iter().zip(
+        // (`offsets` are positions in `out`, which may hold earlier bytes.)
+        for (&o, samples) in offsets.iter().zip(
             [&video, &audio]
                 .into_iter()
                 .filter(|samples| !samples.is_empty()),
         ) {
-            let o = start + at;
             out[o..o + 4].copy_from_slice(&(data_at as u32).to_be_bytes());
             data_at += samples.iter().map(|s| s.data.len()).sum::<usize>();
         }
@@ -278,7 +278,7 @@ fn runs(samples: &[Sample], end: impl Fn(&Sample) -> u32) -> Vec<[u32; 4]> {
         .map(|(i, s)| {
             let next = samples.get(i + 1).map_or_else(|| end(s), |n| n.ts_ms);
             // A frame at or after the end (irregular timing): one tick.
-            let duration = (next.wrapping_sub(s.ts_ms) as i32).max(0) as u32 * 90;
+            let duration = ticks(s.ts_ms, next);
             [
                 duration.max(1),
                 s.data.len() as u32,
@@ -287,6 +287,12 @@ fn runs(samples: &[Sample], end: impl Fn(&Sample) -> u32) -> Vec<[u32; 4]> {
             ]
         })
         .collect()
+}
+
+/// 90 kHz ticks from FLV time `from` to `to` (ms, wrapping; zero when `to`
+/// is not after `from`).
+fn ticks(from: u32, to: u32) -> u32 {
+    ((to.wrapping_sub(from) as i32).max(0) as u32).saturating_mul(90)
 }
 
 fn video_trak(o: &mut Vec<u8>, width: u16, height: u16, avcc: &[u8]) {
@@ -457,5 +463,38 @@ fn put32(o: &mut Vec<u8>, v: u32) {
 fn put32s(o: &mut Vec<u8>, vs: &[u32]) {
     for &v in vs {
         put32(o, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::source::sequence_header;
+
+    /// Timestamps from a publisher may jump or go back: durations clamp
+    /// (zero back, saturated ahead) and nothing overflows.
+    #[test]
+    fn jumps_and_steps_back_in_time_clamp() {
+        assert_eq!(ticks(1000, 1033), 33 * 90);
+        assert_eq!(ticks(1000, 900), 0);
+        assert_eq!(ticks(0, i32::MAX as u32), u32::MAX);
+        let mut m = Fmp4Muxer::default();
+        assert_eq!(m.push(&sequence_header(), true, 0), Muxed::Config);
+        let frame = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88]);
+        let aac = Bytes::from_static(&[0xaf, 1, 0x21, 0x10]);
+        let mut out = Vec::new();
+        for ts in [0u32, 4_000_000_000, 10, u32::MAX, 5] {
+            m.push(&frame, true, ts);
+            m.push(&aac, false, ts);
+            m.push(&aac, false, ts.wrapping_sub(7));
+            m.fragment(&mut out, ts.wrapping_add(33));
+        }
+        assert!(m.init().is_some() && out.len() > 100);
+        // Fragments appended to one buffer read back (data offsets count
+        // from each fragment's moof).
+        let init = super::super::fmp4_demux::init(m.init().unwrap()).unwrap();
+        let frames = super::super::fmp4_demux::frames(&init, &out).unwrap();
+        assert_eq!(frames.iter().filter(|f| f.video).count(), 5);
+        assert_eq!(frames.iter().filter(|f| !f.video).count(), 10);
     }
 }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use mp4_atom::{Any, Buf, Codec, DecodeMaybe, Moof, Moov};
 
-use super::demux::{DemuxError, SegmentFrame};
-use crate::media::frame::{Frame, FrameKind};
+use super::demux::{DemuxError, SegmentFrame, avcc_nal_units, video_frame_of};
+use crate::media::frame::Frame;
 
 /// What the init segment says of a track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ fn fragment(
                 at += len;
                 // The FLV timestamp: decode time in ms.
                 let ts_ms = (u128::from(t) * 1000 / u128::from(track.timescale)) as u32;
-                t += u64::from(s.duration.unwrap_or(duration));
+                t = t.wrapping_add(u64::from(s.duration.unwrap_or(duration)));
                 out.push(if track.video {
                     video_sample(data, init.length_size, ts_ms)
                 } else {
@@ -154,78 +154,27 @@ fn fragment(
     Ok(())
 }
 
-/// A video sample: length-prefixed NAL units; a Glass frame rides in a
-/// filler-data unit, unescaped.
+/// A video sample: length-prefixed NAL units (those before a length past
+/// its end); a Glass frame rides in a filler-data unit, raw.
 fn video_sample(data: &[u8], length_size: usize, ts_ms: u32) -> SegmentFrame {
-    let mut key = false;
-    let mut glass = None;
-    let mut at = 0;
-    while at + length_size <= data.len() {
-        let len = data[at..at + length_size]
-            .iter()
-            .fold(0usize, |l, &b| (l << 8) | usize::from(b));
-        at += length_size;
-        let Some(nal) = data.get(at..at + len) else {
-            break;
-        };
-        at += len;
-        match nal.first().map(|h| h & 0x1f) {
-            Some(5) => key = true,
-            Some(12) if glass.is_none() => glass = Frame::parse(&nal[1..]).ok(),
-            _ => {}
-        }
-    }
-    SegmentFrame {
-        video: true,
-        key: key || glass.is_some_and(|h| h.kind == FrameKind::I),
-        ts_ms,
-        glass,
-        size: data.len(),
-    }
+    let nals = avcc_nal_units(data, length_size).map_while(Result::ok);
+    video_frame_of(nals, false, ts_ms, data.len())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use bytes::Bytes;
     use mp4_atom::{Any, Moof};
-    use netem::Time;
 
-    use super::super::packager::{Packager, PackagerConfig, SegmentFormat};
+    use super::super::packager::{Packager, SegmentFormat, synthetic};
     use super::*;
-    use crate::media::encoder::{Encoder, EncoderConfig};
-    use crate::media::source::{self, Source};
-    use crate::relay::Media;
 
     /// 9 s of Glass's synthetic stream (audio included) through an fMP4
-    /// packager (`part`: LL-HLS parts); the video frames sent, as (FLV
-    /// timestamp, Glass sequence number).
-    fn package(part: Option<Duration>) -> (Packager, Vec<(u32, Option<u64>)>) {
-        let cfg = EncoderConfig::default();
-        let mut src =
-            Source::Synthetic(Encoder::new(cfg, netem::rng::SeedTree::new(7), Time::ZERO));
-        let mut p = Packager::new(PackagerConfig {
-            target: Duration::from_secs(1),
-            window: 100,
-            part,
-            format: SegmentFormat::Fmp4,
-        });
-        let t0 = SystemTime::now();
-        p.push(&Media::Video(source::sequence_header(), 0), t0);
-        let mut sent = Vec::new();
-        let mut now = Time::ZERO;
-        while now < Time::from_millis(9000) {
-            now = src.poll_timeout().max(now);
-            while let Some(m) = src.poll_message(now) {
-                if m.video {
-                    let seq = source::unpack(&m.data, true).map(|h| h.seq);
-                    sent.push((m.timestamp, seq));
-                }
-                p.push(&Media::av(m.video, m.data, m.timestamp), t0);
-            }
-        }
-        (p, sent)
+    /// packager (`part`: LL-HLS parts), and the video messages sent.
+    fn package(part: Option<Duration>) -> (Packager, Vec<synthetic::Sent>) {
+        synthetic::package(SegmentFormat::Fmp4, part, 9)
     }
 
     #[test]
@@ -250,7 +199,7 @@ mod tests {
                 }
                 for f in frames(&init, &s.bytes).unwrap() {
                     if f.video {
-                        got.push((f.ts_ms, f.glass.map(|h| h.seq)));
+                        got.push((f.ts_ms, f.key, f.glass.map(|h| h.seq)));
                     } else {
                         audio += usize::from(f.glass.is_some());
                     }
@@ -263,9 +212,8 @@ mod tests {
                 "{} video, {audio} audio",
                 got.len()
             );
-            let start = sent.iter().position(|s| s.0 == got[0].0).unwrap();
-            assert_eq!(got, sent[start..start + got.len()], "parts {part:?}");
-            assert!(got.iter().all(|g| g.1.is_some()));
+            synthetic::assert_a_run_of(&got, &sent);
+            assert!(got.iter().all(|g| g.2.is_some()), "parts {part:?}");
         }
     }
 

@@ -175,47 +175,16 @@ fn ms(t: u64) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use super::super::packager::{Packager, PackagerConfig};
+    use super::super::packager::{SegmentFormat, synthetic};
     use super::*;
-    use crate::media::encoder::{Encoder, EncoderConfig};
-    use crate::media::source::{self, Source};
+    use crate::media::source;
 
     /// Glass's synthetic stream through the TS packager (as a publisher's
     /// HLS muxer would write it) and back through the ingest: the same
     /// frames, timestamps and sequence header come out.
     #[test]
     fn a_packaged_stream_comes_back_as_the_tags_that_went_in() {
-        let mut src = Source::Synthetic(Encoder::new(
-            EncoderConfig::default(),
-            netem::rng::SeedTree::new(3),
-            netem::Time::ZERO,
-        ));
-        let mut p = Packager::new(PackagerConfig {
-            target: Duration::from_secs(1),
-            window: 100,
-            part: None,
-            format: Default::default(),
-        });
-        let t0 = SystemTime::now();
-        p.push(&Media::Video(source::sequence_header(), 0), t0);
-        let mut sent = Vec::new();
-        let mut now = netem::Time::ZERO;
-        while now < netem::Time::from_millis(5000) {
-            now = src.poll_timeout().max(now);
-            while let Some(m) = src.poll_message(now) {
-                if m.video {
-                    let key = tag::is_key_frame(&m.data);
-                    sent.push((
-                        m.timestamp,
-                        key,
-                        source::unpack(&m.data, true).map(|h| h.seq),
-                    ));
-                }
-                p.push(&Media::av(m.video, m.data, m.timestamp), t0);
-            }
-        }
+        let (p, sent) = synthetic::package(SegmentFormat::Ts, None, 5);
         let mut ingest = TsIngest::default();
         let mut got = Vec::new();
         let mut configs = 0;
@@ -245,8 +214,7 @@ mod tests {
             "{} video, {audio} audio",
             got.len()
         );
-        let start = sent.iter().position(|s| s.0 == got[0].0).unwrap();
-        assert_eq!(got, sent[start..start + got.len()]);
+        synthetic::assert_a_run_of(&got, &sent);
     }
 
     #[test]

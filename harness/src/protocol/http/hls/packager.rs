@@ -556,6 +556,70 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
     )
 }
 
+/// Glass's synthetic stream through a packager, for the tests of what
+/// reads segments back (demuxers, ingest).
+#[cfg(test)]
+pub(super) mod synthetic {
+    use std::time::{Duration, SystemTime};
+
+    use netem::Time;
+
+    use super::{Packager, PackagerConfig, SegmentFormat};
+    use crate::media::encoder::{Encoder, EncoderConfig};
+    use crate::media::source::{self, Source};
+    use crate::media::tag;
+    use crate::relay::Media;
+
+    /// A video message as sent: FLV timestamp, key frame, Glass sequence
+    /// number.
+    pub type Sent = (u32, bool, Option<u64>);
+
+    /// `secs` of the default stream (audio included) through a packager of
+    /// `format` (1 s segments, `part`s), and the video messages sent.
+    pub fn package(
+        format: SegmentFormat,
+        part: Option<Duration>,
+        secs: u64,
+    ) -> (Packager, Vec<Sent>) {
+        let mut src = Source::Synthetic(Encoder::new(
+            EncoderConfig::default(),
+            netem::rng::SeedTree::new(7),
+            Time::ZERO,
+        ));
+        let mut p = Packager::new(PackagerConfig {
+            target: Duration::from_secs(1),
+            window: 100,
+            part,
+            format,
+        });
+        let t0 = SystemTime::now();
+        p.push(&Media::Video(source::sequence_header(), 0), t0);
+        let mut sent = Vec::new();
+        let mut now = Time::ZERO;
+        while now < Time::from_millis(secs * 1000) {
+            now = src.poll_timeout().max(now);
+            while let Some(m) = src.poll_message(now) {
+                if m.video {
+                    let seq = source::unpack(&m.data, true).map(|h| h.seq);
+                    sent.push((m.timestamp, tag::is_key_frame(&m.data), seq));
+                }
+                p.push(&Media::av(m.video, m.data, m.timestamp), t0);
+            }
+        }
+        (p, sent)
+    }
+
+    /// `got` is the run of `sent` that starts at its first timestamp.
+    pub fn assert_a_run_of(got: &[Sent], sent: &[Sent]) {
+        assert!(!got.is_empty());
+        let start = sent
+            .iter()
+            .position(|s| s.0 == got[0].0)
+            .expect("a sent timestamp");
+        assert_eq!(got, &sent[start..start + got.len()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,8 +90,8 @@ pub fn dimensions(sps: &[u8]) -> Option<(u16, u16)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_units = r.ue()? + 1;
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_units = r.ue()?.checked_add(1)?;
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
@@ -108,8 +108,14 @@ pub fn dimensions(sps: &[u8]) -> Option<(u16, u16)> {
         _ => (2, 1),
     };
     let unit_y = unit_y * (2 - frame_mbs_only);
-    let width = (width_mbs * 16).checked_sub(unit_x * (left + right))?;
-    let height = (height_units * 16 * (2 - frame_mbs_only)).checked_sub(unit_y * (top + bottom))?;
+    // Checked: the fields are up to 32 bits and come from the publisher.
+    let crop = |unit: u32, a: u32, b: u32| unit.checked_mul(a.checked_add(b)?);
+    let width = width_mbs
+        .checked_mul(16)?
+        .checked_sub(crop(unit_x, left, right)?)?;
+    let height = height_units
+        .checked_mul(16 * (2 - frame_mbs_only))?
+        .checked_sub(crop(unit_y, top, bottom)?)?;
     Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
 }
 

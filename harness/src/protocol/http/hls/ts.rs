@@ -137,17 +137,10 @@ impl TsMuxer {
                 es.extend_from_slice(ps);
             }
         }
-        let mut at = 0;
-        let n = cfg.length_size;
-        while at + n <= data.len() {
-            let len = data[at..at + n]
-                .iter()
-                .fold(0usize, |l, &b| (l << 8) | usize::from(b));
-            at += n;
-            let Some(nal) = data.get(at..at + len) else {
+        for nal in super::demux::avcc_nal_units(data, cfg.length_size) {
+            let Ok(nal) = nal else {
                 return Muxed::Skipped; // a length past the tag's end
             };
-            at += len;
             let Some(&header) = nal.first() else { continue };
             // SPS, PPS and AUD come from the configuration and above.
             if matches!(header & 0x1f, 7..=9) {
