@@ -719,7 +719,7 @@ print(json.dumps({
             resolution: r.to_string(),
         })
         .collect();
-    let text = ladder::multivariant(&rungs, None, Some("token=1796400000-ab"));
+    let text = ladder::multivariant(&rungs, Some("token=1796400000-ab"));
     let file = dir.join("multivariant.m3u8");
     std::fs::write(&file, &text).unwrap();
     const VARIANTS: &str = r#"

@@ -422,8 +422,8 @@ async fn respond(
         Route::Playlist { rendition, .. } => {
             counters.hls_playlists.fetch_add(1, Ordering::Relaxed);
             if rendition.is_none() && !cfg.ladder.is_empty() {
-                let ladder: Vec<_> = cfg.ladder.iter().map(|(r, _)| r.clone()).collect();
-                let p = super::hls::ladder::multivariant(&ladder, None, uri_query);
+                let rungs = cfg.ladder.iter().map(|(r, _)| r);
+                let p = super::hls::ladder::multivariant(rungs, uri_query);
                 return file(
                     counters,
                     Some(Bytes::from(p)),

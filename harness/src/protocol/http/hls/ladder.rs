@@ -94,20 +94,21 @@ impl Transcoder {
 
 /// The multivariant playlist of `ladder`: one EXT-X-STREAM-INF per
 /// rendition (BANDWIDTH: its bitrate plus 10 % for audio and container;
-/// RESOLUTION; CODECS when known), its media playlist at `N/index.m3u8`
-/// (`q`: a query every URI carries, a signed URL's token).
-pub fn multivariant(ladder: &[Rendition], codecs: Option<&str>, q: Option<&str>) -> String {
+/// RESOLUTION; no CODECS: players read them from the segments), its media
+/// playlist at `N/index.m3u8` (`q`: a query every URI carries, a signed
+/// URL's token).
+pub fn multivariant<'a>(
+    ladder: impl IntoIterator<Item = &'a Rendition>,
+    q: Option<&str>,
+) -> String {
     use std::fmt::Write;
     let q = q.map_or(String::new(), |q| format!("?{q}"));
     let mut p = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    for (i, r) in ladder.iter().enumerate() {
+    for (i, r) in ladder.into_iter().enumerate() {
         let bandwidth = r.bitrate.bits_per_sec() * 11 / 10;
         let _ = write!(p, "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth}");
         if let Some((w, h)) = r.size() {
             let _ = write!(p, ",RESOLUTION={w}x{h}");
-        }
-        if let Some(c) = codecs {
-            let _ = write!(p, ",CODECS=\"{c}\"");
         }
         let _ = write!(p, "\n{i}/{}{q}\n", super::super::server::PLAYLIST);
     }
@@ -188,13 +189,13 @@ mod tests {
                 resolution: "640x360".into(),
             },
         ];
-        let p = multivariant(&ladder, Some("avc1.42c01e"), Some("token=1-ab"));
+        let p = multivariant(&ladder, Some("token=1-ab"));
         assert_eq!(
             p,
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\
-             #EXT-X-STREAM-INF:BANDWIDTH=2750000,RESOLUTION=1280x720,CODECS=\"avc1.42c01e\"\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=2750000,RESOLUTION=1280x720\n\
              0/index.m3u8?token=1-ab\n\
-             #EXT-X-STREAM-INF:BANDWIDTH=660000,RESOLUTION=640x360,CODECS=\"avc1.42c01e\"\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=660000,RESOLUTION=640x360\n\
              1/index.m3u8?token=1-ab\n"
         );
         // m3u8-parser reads it as a valid multivariant playlist.
